@@ -1,0 +1,73 @@
+//! The domain type shared by both sides of the pipeline: a typed closed-won deal.
+//!
+//! `zoho/` turns Zoho's JSON into [`Deal`]s and [`DealChange`]s; `warehouse/` stores them. Nothing here knows
+//! about HTTP or SQL. Timestamps are UTC, money is an exact decimal, and the record as Zoho sent it is kept in
+//! [`Deal::raw`] so that custom and future fields are never lost.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use rust_decimal::Decimal;
+
+/// One deal as the warehouse stores it (a row of `closed_won_deals`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deal {
+    /// Zoho record id (a 19-digit number, kept as text).
+    pub deal_id: String,
+    pub deal_name: Option<String>,
+    /// The stage value as it appears in the record.
+    pub stage: Option<String>,
+    pub pipeline: Option<String>,
+    pub amount: Option<Decimal>,
+    pub currency: Option<String>,
+    pub exchange_rate: Option<Decimal>,
+    pub probability: Option<i64>,
+    pub expected_revenue: Option<Decimal>,
+    pub closing_date: Option<NaiveDate>,
+    pub account_id: Option<String>,
+    pub account_name: Option<String>,
+    pub contact_id: Option<String>,
+    pub contact_name: Option<String>,
+    pub owner_id: Option<String>,
+    pub owner_name: Option<String>,
+    pub owner_email: Option<String>,
+    pub lead_source: Option<String>,
+    pub deal_type: Option<String>,
+    pub created_time: Option<DateTime<Utc>>,
+    /// Zoho's `Modified_Time`: the version of this row. An older version never overwrites a newer one.
+    pub modified_time: DateTime<Utc>,
+    /// The record exactly as Zoho sent it (JSON text), custom fields included.
+    pub raw: String,
+}
+
+/// What a run learned about one deal. The warehouse applies these idempotently (see `warehouse::Warehouse`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum DealChange {
+    /// The deal is in a won stage: insert it, or update the stored row if this version is not older.
+    Won(Deal),
+    /// The deal was modified and is no longer in a won stage: an existing row is flagged
+    /// `is_closed_won = false` (if this version is not older); no row is created for it.
+    Unwon {
+        deal_id: String,
+        stage: Option<String>,
+        modified_time: DateTime<Utc>,
+    },
+    /// The deal was deleted in Zoho: an existing row is flagged `is_deleted` with the deletion time.
+    Deleted {
+        deal_id: String,
+        deleted_time: DateTime<Utc>,
+    },
+}
+
+impl DealChange {
+    /// The Zoho record id this change is about.
+    pub fn deal_id(&self) -> &str {
+        match self {
+            DealChange::Won(d) => &d.deal_id,
+            DealChange::Unwon { deal_id, .. } | DealChange::Deleted { deal_id, .. } => deal_id,
+        }
+    }
+}
+
+/// Formats a UTC timestamp the way the warehouse stores it: RFC 3339, whole seconds, `Z`.
+pub fn format_utc(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}

@@ -1,0 +1,1 @@
+//! BigQuery warehouse (placeholder; being written).

@@ -1,0 +1,330 @@
+//! The warehouse boundary: where deals are stored, and the contract every implementation keeps.
+//!
+//! Two real implementations: [`sqlite::SqliteWarehouse`] (the embedded default) and
+//! [`bigquery::BigQueryWarehouse`] (production). One conformance suite (`tests/integration/conformance.rs`)
+//! runs the same behavioural tests against both. Nothing here knows about Zoho: it stores [`DealChange`]s.
+//!
+//! # The contract
+//! - **At-least-once delivery.** A batch handed to [`Warehouse::stage`] may be handed again (a retry, a rerun
+//!   of the same window after a crash). Staging is append-only and the merge de-duplicates by `deal_id`, so
+//!   redelivery is harmless.
+//! - **Upsert by `deal_id`, guarded by `modified_time`.** The merge never lets an older `modified_time`
+//!   overwrite a newer row; an equal one is applied again (idempotent).
+//! - **Un-won and deleted deals are flags, not deletes.** [`DealChange::Unwon`] sets `is_closed_won = false`
+//!   on an existing row (never creates one); [`DealChange::Deleted`] sets `is_deleted` and `deleted_time`.
+//! - **The watermark is never ahead of merged data.** A run is recorded as `succeeded` only after its changes
+//!   are merged ([`Warehouse::commit`]); the watermark is derived from succeeded runs only, so a crash at any
+//!   point followed by a rerun yields the same final table.
+//! - **One run at a time.** [`Warehouse::begin_run`] takes a lease (a `running` row in `sync_runs` with a
+//!   heartbeat); a second run while the lease is live gets [`WarehouseError::Busy`]. A run that dies leaves a
+//!   lease that expires after the lease TTL. Even without the lease, two merges at once are harmless: each is
+//!   guarded by `modified_time`.
+
+pub mod bigquery;
+pub mod sqlite;
+
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+
+use crate::deal::DealChange;
+
+/// One column of `closed_won_deals`, with its type in each warehouse. The single source of the table's shape:
+/// DDL, staging tables and schema evolution (`ALTER TABLE … ADD COLUMN`) are all derived from it.
+#[derive(Debug, Clone, Copy)]
+pub struct Column {
+    pub name: &'static str,
+    pub bigquery_type: &'static str,
+    pub sqlite_type: &'static str,
+}
+
+const fn col(name: &'static str, bigquery_type: &'static str, sqlite_type: &'static str) -> Column {
+    Column { name, bigquery_type, sqlite_type }
+}
+
+/// The columns of `closed_won_deals`, in order. `deal_id` is the key. Timestamps are UTC; money is exact
+/// (BigQuery NUMERIC, SQLite decimal text).
+pub const DEAL_COLUMNS: &[Column] = &[
+    col("deal_id", "STRING", "TEXT"),
+    col("deal_name", "STRING", "TEXT"),
+    col("stage", "STRING", "TEXT"),
+    col("pipeline", "STRING", "TEXT"),
+    col("amount", "NUMERIC", "TEXT"),
+    col("currency", "STRING", "TEXT"),
+    col("exchange_rate", "NUMERIC", "TEXT"),
+    col("probability", "INT64", "INTEGER"),
+    col("expected_revenue", "NUMERIC", "TEXT"),
+    col("closing_date", "DATE", "TEXT"),
+    col("account_id", "STRING", "TEXT"),
+    col("account_name", "STRING", "TEXT"),
+    col("contact_id", "STRING", "TEXT"),
+    col("contact_name", "STRING", "TEXT"),
+    col("owner_id", "STRING", "TEXT"),
+    col("owner_name", "STRING", "TEXT"),
+    col("owner_email", "STRING", "TEXT"),
+    col("lead_source", "STRING", "TEXT"),
+    col("deal_type", "STRING", "TEXT"),
+    col("created_time", "TIMESTAMP", "TEXT"),
+    col("modified_time", "TIMESTAMP", "TEXT"),
+    col("is_closed_won", "BOOL", "INTEGER"),
+    col("is_deleted", "BOOL", "INTEGER"),
+    col("deleted_time", "TIMESTAMP", "TEXT"),
+    col("raw", "JSON", "TEXT"),
+    col("synced_at", "TIMESTAMP", "TEXT"),
+    col("run_id", "STRING", "TEXT"),
+];
+
+/// How a staged change row is tagged (`change_kind` column of the staging tables).
+pub mod change_kind {
+    pub const WON: &str = "won";
+    pub const UNWON: &str = "unwon";
+    pub const DELETED: &str = "deleted";
+}
+
+/// Whether a run followed the watermark or was asked for an explicit range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunKind {
+    /// Window from the watermark (or `SYNC_LOOKBACK` on the first run) to the run's start.
+    Scheduled,
+    /// Window from `--since`/`--until`.
+    Backfill,
+}
+
+impl RunKind {
+    /// The ledger's spelling.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RunKind::Scheduled => "scheduled",
+            RunKind::Backfill => "backfill",
+        }
+    }
+}
+
+/// What the ledger needs to know when a run starts.
+#[derive(Debug, Clone)]
+pub struct RunStart {
+    pub run_id: String,
+    pub kind: RunKind,
+    pub started_at: DateTime<Utc>,
+    /// Inclusive lower bound on `Modified_Time`.
+    pub window_start: DateTime<Utc>,
+    /// Exclusive upper bound on `Modified_Time`.
+    pub window_end: DateTime<Utc>,
+    /// How long the lease lives without a heartbeat.
+    pub lease_ttl: chrono::Duration,
+}
+
+/// Final figures of a run, written to its `sync_runs` row.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunReport {
+    pub deals_upserted: u64,
+    pub deals_unwon: u64,
+    pub deals_deleted: u64,
+    pub deals_quarantined: u64,
+    pub api_calls: u64,
+    pub api_credits: u64,
+    /// Won deals modified in the window according to Zoho (COQL count), when it was asked.
+    pub zoho_won_count: Option<u64>,
+    /// Won deals modified in the window according to the warehouse after the merge.
+    pub warehouse_won_count: Option<u64>,
+}
+
+/// How many rows a merge touched.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MergeCounts {
+    /// Won rows inserted or updated.
+    pub upserted: u64,
+    /// Existing rows flagged `is_closed_won = false`.
+    pub unwon: u64,
+    /// Existing rows flagged `is_deleted`.
+    pub deleted: u64,
+}
+
+/// One `sync_runs` row as read back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LedgerRow {
+    pub run_id: String,
+    pub kind: String,
+    pub status: String,
+    pub window_start: DateTime<Utc>,
+    pub window_end: DateTime<Utc>,
+    pub deals_upserted: u64,
+    pub error: Option<String>,
+}
+
+/// Failures at the warehouse boundary, classified once so `main` can map them to exit codes.
+#[derive(Debug, thiserror::Error)]
+pub enum WarehouseError {
+    /// Another run holds the lease.
+    #[error("another run ({run_id}) is in progress against this warehouse; its lease expires at {expires_at}. Wait for it to finish, or if it died, wait until the lease expires")]
+    Busy {
+        run_id: String,
+        expires_at: DateTime<Utc>,
+    },
+    /// The warehouse could not be reached, or refused us.
+    #[error("warehouse unavailable: {0}")]
+    Unavailable(String),
+    /// The credentials lack a permission.
+    #[error("warehouse permission denied: {0}. Grant BigQuery Data Editor on the dataset and BigQuery Job User on the project")]
+    PermissionDenied(String),
+    /// Rows were refused by the warehouse.
+    #[error("the warehouse rejected deal {deal_id}: {reason}")]
+    RowRejected { deal_id: String, reason: String },
+    /// SQLite failed.
+    #[error("SQLite error on {path}: {source}")]
+    Sqlite {
+        path: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// Anything else, with its cause.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A place to store deals. See the module docs for the contract every implementation keeps.
+pub trait Warehouse: Send + Sync {
+    /// Creates what is missing (dataset, tables, columns added in a later version). Idempotent.
+    fn prepare(&self) -> impl Future<Output = Result<(), WarehouseError>> + Send;
+
+    /// The end of the contiguous interval covered by succeeded runs, or `None` before the first success.
+    /// A backfill that does not touch that interval does not move it; nothing moves it backwards.
+    fn watermark(&self) -> impl Future<Output = Result<Option<DateTime<Utc>>, WarehouseError>> + Send {
+        async { Ok(covered_until(self.succeeded_windows().await?)) }
+    }
+
+    /// The windows of every succeeded run, in any order.
+    fn succeeded_windows(&self) -> impl Future<Output = Result<Vec<CoveredWindow>, WarehouseError>> + Send;
+
+    /// Records the run as `running` and takes the lease; [`WarehouseError::Busy`] if another live run holds it.
+    fn begin_run(&self, run: &RunStart) -> impl Future<Output = Result<(), WarehouseError>> + Send;
+
+    /// Extends this run's lease (called periodically while it runs).
+    fn heartbeat(&self, run: &RunStart) -> impl Future<Output = Result<(), WarehouseError>> + Send;
+
+    /// Appends changes to this run's staging area. Redelivery is allowed.
+    fn stage(
+        &self,
+        run: &RunStart,
+        changes: &[DealChange],
+    ) -> impl Future<Output = Result<(), WarehouseError>> + Send;
+
+    /// Merges this run's staging into `closed_won_deals`, then records the run `succeeded` with `report`
+    /// (and the merge counts), then drops the staging. Safe to crash anywhere: a rerun converges.
+    fn commit(
+        &self,
+        run: &RunStart,
+        report: &RunReport,
+    ) -> impl Future<Output = Result<MergeCounts, WarehouseError>> + Send;
+
+    /// Records the run `failed` with its error (best effort) and drops its staging.
+    fn fail_run(
+        &self,
+        run: &RunStart,
+        report: &RunReport,
+        error: &str,
+    ) -> impl Future<Output = Result<(), WarehouseError>> + Send;
+
+    /// Won, not deleted rows whose `modified_time` lies in `[start, end)` (for reconciliation).
+    fn count_won_in_window(
+        &self,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> impl Future<Output = Result<u64, WarehouseError>> + Send;
+
+    /// Ids of won, not deleted rows whose `modified_time` lies in `[start, end)` (to name what is missing).
+    fn won_ids_in_window(
+        &self,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<String>, WarehouseError>> + Send;
+
+    /// The ledger, newest first.
+    fn ledger(&self) -> impl Future<Output = Result<Vec<LedgerRow>, WarehouseError>> + Send;
+}
+
+/// A succeeded run's window, as the watermark needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CoveredWindow {
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub kind: RunKind,
+}
+
+/// The end of the contiguous interval covered by succeeded runs, counted from the first scheduled run (or,
+/// when only backfills ran, from the earliest backfill).
+///
+/// A gap stops the chain: a backfill of last week after a month of failed nights does not claim the month, so
+/// the next scheduled run starts at the end of the chain (minus overlap) and closes the gap. A backfill of
+/// old history, before the first scheduled run, neither moves the watermark nor resets it.
+pub fn covered_until(mut windows: Vec<CoveredWindow>) -> Option<DateTime<Utc>> {
+    let anchor = windows
+        .iter()
+        .filter(|w| w.kind == RunKind::Scheduled)
+        .map(|w| w.start)
+        .min()
+        .or_else(|| windows.iter().map(|w| w.start).min())?;
+    windows.retain(|w| w.end > anchor);
+    windows.sort_by_key(|w| (w.start, w.end));
+    let mut end = anchor;
+    for w in windows {
+        if w.start > end {
+            break;
+        }
+        end = end.max(w.end);
+    }
+    Some(end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn t(h: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).single().expect("valid") + chrono::Duration::hours(h)
+    }
+
+    fn sched(s: i64, e: i64) -> CoveredWindow {
+        CoveredWindow { start: t(s), end: t(e), kind: RunKind::Scheduled }
+    }
+
+    fn backfill(s: i64, e: i64) -> CoveredWindow {
+        CoveredWindow { start: t(s), end: t(e), kind: RunKind::Backfill }
+    }
+
+    #[test]
+    fn no_runs_means_no_watermark() {
+        assert_eq!(covered_until(vec![]), None);
+    }
+
+    #[test]
+    fn overlapping_runs_chain_to_the_latest_end() {
+        assert_eq!(covered_until(vec![sched(0, 24), sched(23, 48), sched(47, 72)]), Some(t(72)));
+    }
+
+    #[test]
+    fn a_backfill_inside_the_covered_interval_does_not_move_it_backwards() {
+        assert_eq!(covered_until(vec![sched(0, 48), backfill(10, 20)]), Some(t(48)));
+    }
+
+    #[test]
+    fn a_gap_stops_the_chain_so_a_later_backfill_cannot_skip_missed_nights() {
+        assert_eq!(covered_until(vec![sched(0, 24), backfill(96, 120)]), Some(t(24)));
+    }
+
+    #[test]
+    fn a_backfill_of_old_history_neither_moves_nor_resets_the_watermark() {
+        assert_eq!(covered_until(vec![sched(1000, 1024), backfill(0, 24)]), Some(t(1024)));
+    }
+
+    #[test]
+    fn a_backfill_reaching_past_the_watermark_extends_it() {
+        assert_eq!(covered_until(vec![sched(100, 124), backfill(0, 200)]), Some(t(200)));
+    }
+
+    #[test]
+    fn with_only_backfills_the_chain_starts_at_the_earliest() {
+        assert_eq!(covered_until(vec![backfill(0, 24), backfill(30, 40)]), Some(t(24)));
+    }
+}

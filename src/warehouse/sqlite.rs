@@ -1,0 +1,1 @@
+//! SQLite warehouse (placeholder; being written).

@@ -1,0 +1,1 @@
+//! Warehouse conformance suite (being written).
