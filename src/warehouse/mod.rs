@@ -127,11 +127,18 @@ pub struct RunReport {
     pub zoho_won_count: Option<u64>,
     /// Won deals modified in the window according to the warehouse after the merge.
     pub warehouse_won_count: Option<u64>,
+    /// Set when the run stopped early but what it fetched is still worth merging (the credit budget): `commit`
+    /// then merges and records the run `failed` with this text instead of `succeeded`, so the watermark
+    /// does not move past data that was never read.
+    pub incomplete: Option<String>,
 }
 
-/// How many rows a merge touched.
+/// How many rows a merge touched, and the reconciliation count it took after merging.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MergeCounts {
+    /// Won, not deleted rows whose `modified_time` lies in the run's window, counted after the merge (and
+    /// written to the ledger as `warehouse_won_count`).
+    pub won_in_window: u64,
     /// Won rows inserted or updated.
     pub upserted: u64,
     /// Existing rows flagged `is_closed_won = false`.
@@ -209,8 +216,9 @@ pub trait Warehouse: Send + Sync {
         changes: &[DealChange],
     ) -> impl Future<Output = Result<(), WarehouseError>> + Send;
 
-    /// Merges this run's staging into `closed_won_deals`, then records the run `succeeded` with `report`
-    /// (and the merge counts), then drops the staging. Safe to crash anywhere: a rerun converges.
+    /// Merges this run's staging into `closed_won_deals`, counts won rows in the window, then records the run
+    /// `succeeded` with `report` (its deal counts replaced by the merge counts and `warehouse_won_count` by the
+    /// count), then drops the staging. Safe to crash anywhere: a rerun converges.
     fn commit(
         &self,
         run: &RunStart,
@@ -241,6 +249,21 @@ pub trait Warehouse: Send + Sync {
 
     /// The ledger, newest first.
     fn ledger(&self) -> impl Future<Output = Result<Vec<LedgerRow>, WarehouseError>> + Send;
+
+    /// Every row of `closed_won_deals`, ordered by `deal_id` (for tests, reconciliation tools and exports;
+    /// reads the whole table).
+    fn stored_deals(&self) -> impl Future<Output = Result<Vec<StoredDeal>, WarehouseError>> + Send;
+}
+
+/// A row of `closed_won_deals` as read back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredDeal {
+    /// The deal's columns (`raw` as stored).
+    pub deal: crate::deal::Deal,
+    pub is_closed_won: bool,
+    pub is_deleted: bool,
+    pub deleted_time: Option<DateTime<Utc>>,
+    pub run_id: String,
 }
 
 /// A succeeded run's window, as the watermark needs it.

@@ -1,1 +1,611 @@
-//! SQLite warehouse (placeholder; being written).
+//! The embedded warehouse: one SQLite file with the same tables and the same semantics as BigQuery.
+//!
+//! Types: timestamps are RFC 3339 UTC text ending in `Z` (so text order is time order), dates `YYYY-MM-DD`,
+//! money exact decimal text, booleans 0/1, `raw` JSON text. Staging is a table keyed by `run_id`; the merge,
+//! the reconciliation count and the ledger update are one transaction. rusqlite is blocking, so every call
+//! runs on tokio's blocking pool.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use rust_decimal::Decimal;
+
+use super::{
+    change_kind, CoveredWindow, LedgerRow, MergeCounts, RunKind, RunReport, RunStart, StoredDeal, Warehouse,
+    WarehouseError, DEAL_COLUMNS,
+};
+use crate::deal::{format_utc, Deal, DealChange};
+
+/// Another connection (a concurrent run, an analyst) may hold the write lock briefly.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The SQLite warehouse.
+#[derive(Clone)]
+pub struct SqliteWarehouse {
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for SqliteWarehouse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteWarehouse").field("path", &self.path).finish()
+    }
+}
+
+impl SqliteWarehouse {
+    /// Opens (creating if needed) the file. Tables are created by [`Warehouse::prepare`].
+    pub fn open(path: &Path) -> Result<Self, WarehouseError> {
+        let err = |source| WarehouseError::Sqlite { path: path.display().to_string(), source };
+        let conn = Connection::open(path).map_err(err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
+        // WAL lets analysts read while a run writes; NORMAL sync is durable at each commit in WAL mode.
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
+        Ok(SqliteWarehouse { conn: Arc::new(Mutex::new(conn)), path: path.to_owned() })
+    }
+
+    /// The file this warehouse writes.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` with the connection on the blocking pool.
+    async fn with<T, F>(&self, f: F) -> Result<T, WarehouseError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, WarehouseError> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn.lock().map_err(|_| WarehouseError::Other("the SQLite connection is poisoned".into()))?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| WarehouseError::Other(format!("SQLite task failed: {e}")))?
+    }
+
+    fn err(&self) -> impl Fn(rusqlite::Error) -> WarehouseError + Send + Clone + 'static {
+        let path = self.path.display().to_string();
+        move |source| WarehouseError::Sqlite { path: path.clone(), source }
+    }
+}
+
+fn deal_table_ddl() -> String {
+    let cols = DEAL_COLUMNS
+        .iter()
+        .map(|c| {
+            if c.name == "deal_id" {
+                "deal_id TEXT PRIMARY KEY".to_owned()
+            } else {
+                format!("{} {}", c.name, c.sqlite_type)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",\n  ");
+    format!("CREATE TABLE IF NOT EXISTS closed_won_deals (\n  {cols}\n)")
+}
+
+fn staging_table_ddl() -> String {
+    let cols = DEAL_COLUMNS.iter().map(|c| format!("{} {}", c.name, c.sqlite_type)).collect::<Vec<_>>().join(", ");
+    format!("CREATE TABLE IF NOT EXISTS staging_changes (run_id TEXT NOT NULL, change_kind TEXT NOT NULL, {cols})")
+}
+
+const LEDGER_DDL: &str = "CREATE TABLE IF NOT EXISTS sync_runs (
+  run_id TEXT PRIMARY KEY,
+  kind TEXT NOT NULL DEFAULT 'scheduled',
+  started_at TEXT NOT NULL,
+  finished_at TEXT,
+  heartbeat_at TEXT,
+  lease_expires_at TEXT,
+  window_start TEXT NOT NULL,
+  window_end TEXT NOT NULL,
+  status TEXT NOT NULL,
+  deals_upserted INTEGER NOT NULL DEFAULT 0,
+  deals_unwon INTEGER NOT NULL DEFAULT 0,
+  deals_deleted INTEGER NOT NULL DEFAULT 0,
+  deals_quarantined INTEGER NOT NULL DEFAULT 0,
+  api_calls INTEGER NOT NULL DEFAULT 0,
+  api_credits INTEGER NOT NULL DEFAULT 0,
+  zoho_won_count INTEGER,
+  warehouse_won_count INTEGER,
+  error TEXT
+)";
+
+/// Adds every column of `DEAL_COLUMNS` that `table` lacks (a newer version of the job added it).
+fn add_missing_columns(conn: &Connection, table: &str) -> rusqlite::Result<Vec<&'static str>> {
+    let mut stmt = conn.prepare(&format!("PRAGMA table_info({table})"))?;
+    let existing: Vec<String> = stmt.query_map([], |r| r.get::<_, String>(1))?.collect::<Result<_, _>>()?;
+    let mut added = Vec::new();
+    for c in DEAL_COLUMNS {
+        if !existing.iter().any(|e| e == c.name) {
+            conn.execute(&format!("ALTER TABLE {table} ADD COLUMN {} {}", c.name, c.sqlite_type), [])?;
+            added.push(c.name);
+        }
+    }
+    Ok(added)
+}
+
+/// SQLite integers are signed 64-bit; counts never come near the limit.
+fn int(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn now() -> DateTime<Utc> {
+    Utc::now()
+}
+
+fn ts(t: DateTime<Utc>) -> String {
+    format_utc(&t)
+}
+
+fn parse_ts(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&Utc))
+}
+
+fn dec(d: &Option<Decimal>) -> Option<String> {
+    d.map(|d| d.normalize().to_string())
+}
+
+/// Stages one change row. Column order follows `DEAL_COLUMNS`.
+fn insert_change(stmt: &mut rusqlite::Statement<'_>, run_id: &str, change: &DealChange) -> rusqlite::Result<()> {
+    match change {
+        DealChange::Won(d) => stmt.execute(params![
+            run_id,
+            change_kind::WON,
+            d.deal_id,
+            d.deal_name,
+            d.stage,
+            d.pipeline,
+            dec(&d.amount),
+            d.currency,
+            dec(&d.exchange_rate),
+            d.probability,
+            dec(&d.expected_revenue),
+            d.closing_date.map(|x| x.format("%Y-%m-%d").to_string()),
+            d.account_id,
+            d.account_name,
+            d.contact_id,
+            d.contact_name,
+            d.owner_id,
+            d.owner_name,
+            d.owner_email,
+            d.lead_source,
+            d.deal_type,
+            d.created_time.map(ts),
+            ts(d.modified_time),
+            1,
+            0,
+            None::<String>,
+            d.raw,
+            None::<String>,
+            run_id,
+        ])?,
+        DealChange::Unwon { deal_id, stage, modified_time } => stmt.execute(params![
+            run_id,
+            change_kind::UNWON,
+            deal_id,
+            None::<String>,
+            stage,
+            None::<String>,
+            None::<String>,
+            None::<String>,
+            None::<String>,
+            None::<i64>,
+            None::<String>,
+            None::<String>,
+            None::<String>,
+            None::<String>,
+            None::<String>,
+            None::<String>,
+            None::<String>,
+            None::<String>,
+            None::<String>,
+            None::<String>,
+            None::<String>,
+            None::<String>,
+            ts(*modified_time),
+            0,
+            0,
+            None::<String>,
+            None::<String>,
+            None::<String>,
+            run_id,
+        ])?,
+        DealChange::Deleted { deal_id, deleted_time } => stmt.execute(params![
+            run_id,
+            change_kind::DELETED,
+            deal_id,
+            None::<String>,
+            None::<String>,
+            None::<String>,
+            None::<String>,
+            None::<String>,
+            None::<String>,
+            None::<i64>,
+            None::<String>,
+            None::<String>,
+            None::<String>,
+            None::<String>,
+            None::<String>,
+            None::<String>,
+            None::<String>,
+            None::<String>,
+            None::<String>,
+            None::<String>,
+            None::<String>,
+            None::<String>,
+            None::<String>,
+            0,
+            1,
+            ts(*deleted_time),
+            None::<String>,
+            None::<String>,
+            run_id,
+        ])?,
+    };
+    Ok(())
+}
+
+/// The merge: newest staged version per deal (won or un-won), guarded by `modified_time`.
+const MERGE_WON: &str = "
+WITH src AS (
+  SELECT * FROM (
+    SELECT s.*, ROW_NUMBER() OVER (
+      PARTITION BY deal_id ORDER BY modified_time DESC, change_kind = 'won' DESC) AS rn
+    FROM staging_changes s WHERE run_id = ?1 AND change_kind IN ('won', 'unwon')
+  ) WHERE rn = 1 AND change_kind = 'won'
+)
+INSERT INTO closed_won_deals (
+  deal_id, deal_name, stage, pipeline, amount, currency, exchange_rate, probability, expected_revenue,
+  closing_date, account_id, account_name, contact_id, contact_name, owner_id, owner_name, owner_email,
+  lead_source, deal_type, created_time, modified_time, is_closed_won, is_deleted, deleted_time, raw,
+  synced_at, run_id)
+SELECT deal_id, deal_name, stage, pipeline, amount, currency, exchange_rate, probability, expected_revenue,
+  closing_date, account_id, account_name, contact_id, contact_name, owner_id, owner_name, owner_email,
+  lead_source, deal_type, created_time, modified_time, 1, 0, NULL, raw, ?2, ?1
+FROM src WHERE true
+ON CONFLICT (deal_id) DO UPDATE SET
+  deal_name = excluded.deal_name, stage = excluded.stage, pipeline = excluded.pipeline,
+  amount = excluded.amount, currency = excluded.currency, exchange_rate = excluded.exchange_rate,
+  probability = excluded.probability, expected_revenue = excluded.expected_revenue,
+  closing_date = excluded.closing_date, account_id = excluded.account_id, account_name = excluded.account_name,
+  contact_id = excluded.contact_id, contact_name = excluded.contact_name, owner_id = excluded.owner_id,
+  owner_name = excluded.owner_name, owner_email = excluded.owner_email, lead_source = excluded.lead_source,
+  deal_type = excluded.deal_type, created_time = excluded.created_time, modified_time = excluded.modified_time,
+  is_closed_won = 1, is_deleted = 0, deleted_time = NULL, raw = excluded.raw, synced_at = excluded.synced_at,
+  run_id = excluded.run_id
+WHERE excluded.modified_time >= closed_won_deals.modified_time";
+
+const MERGE_UNWON: &str = "
+WITH src AS (
+  SELECT * FROM (
+    SELECT s.*, ROW_NUMBER() OVER (
+      PARTITION BY deal_id ORDER BY modified_time DESC, change_kind = 'won' DESC) AS rn
+    FROM staging_changes s WHERE run_id = ?1 AND change_kind IN ('won', 'unwon')
+  ) WHERE rn = 1 AND change_kind = 'unwon'
+)
+UPDATE closed_won_deals SET
+  stage = src.stage, modified_time = src.modified_time, is_closed_won = 0, synced_at = ?2, run_id = ?1
+FROM src
+WHERE closed_won_deals.deal_id = src.deal_id AND src.modified_time >= closed_won_deals.modified_time";
+
+const MERGE_DELETED: &str = "
+UPDATE closed_won_deals SET is_deleted = 1, deleted_time = d.deleted_time, synced_at = ?2, run_id = ?1
+FROM (SELECT deal_id, MAX(deleted_time) AS deleted_time FROM staging_changes
+      WHERE run_id = ?1 AND change_kind = 'deleted' GROUP BY deal_id) AS d
+WHERE closed_won_deals.deal_id = d.deal_id AND closed_won_deals.modified_time <= d.deleted_time";
+
+const COUNT_WON: &str = "SELECT COUNT(*) FROM closed_won_deals
+  WHERE is_closed_won = 1 AND is_deleted = 0 AND modified_time >= ?1 AND modified_time < ?2";
+
+fn read_deal(r: &Row<'_>) -> rusqlite::Result<StoredDeal> {
+    let d = |i: usize| -> rusqlite::Result<Option<Decimal>> {
+        Ok(r.get::<_, Option<String>>(i)?.and_then(|s| Decimal::from_str(&s).ok()))
+    };
+    let t = |i: usize| -> rusqlite::Result<Option<DateTime<Utc>>> {
+        Ok(r.get::<_, Option<String>>(i)?.as_deref().and_then(parse_ts))
+    };
+    let deal = Deal {
+        deal_id: r.get(0)?,
+        deal_name: r.get(1)?,
+        stage: r.get(2)?,
+        pipeline: r.get(3)?,
+        amount: d(4)?,
+        currency: r.get(5)?,
+        exchange_rate: d(6)?,
+        probability: r.get(7)?,
+        expected_revenue: d(8)?,
+        closing_date: r.get::<_, Option<String>>(9)?.and_then(|s| NaiveDate::parse_from_str(&s, "%Y-%m-%d").ok()),
+        account_id: r.get(10)?,
+        account_name: r.get(11)?,
+        contact_id: r.get(12)?,
+        contact_name: r.get(13)?,
+        owner_id: r.get(14)?,
+        owner_name: r.get(15)?,
+        owner_email: r.get(16)?,
+        lead_source: r.get(17)?,
+        deal_type: r.get(18)?,
+        created_time: t(19)?,
+        modified_time: t(20)?.unwrap_or_default(),
+        raw: r.get::<_, Option<String>>(24)?.unwrap_or_default(),
+    };
+    Ok(StoredDeal {
+        deal,
+        is_closed_won: r.get::<_, i64>(21)? != 0,
+        is_deleted: r.get::<_, i64>(22)? != 0,
+        deleted_time: t(23)?,
+        run_id: r.get::<_, Option<String>>(26)?.unwrap_or_default(),
+    })
+}
+
+impl Warehouse for SqliteWarehouse {
+    async fn prepare(&self) -> Result<(), WarehouseError> {
+        let err = self.err();
+        self.with(move |c| {
+            let tx = c.transaction().map_err(&err)?;
+            tx.execute(&deal_table_ddl(), []).map_err(&err)?;
+            tx.execute(&staging_table_ddl(), []).map_err(&err)?;
+            tx.execute(LEDGER_DDL, []).map_err(&err)?;
+            for table in ["closed_won_deals", "staging_changes"] {
+                let added = add_missing_columns(&tx, table).map_err(&err)?;
+                if !added.is_empty() {
+                    tracing::info!(table, columns = ?added, "added columns introduced by this version");
+                }
+            }
+            tx.execute("CREATE INDEX IF NOT EXISTS staging_changes_run ON staging_changes (run_id)", [])
+                .map_err(&err)?;
+            tx.execute(
+                "CREATE INDEX IF NOT EXISTS closed_won_deals_modified ON closed_won_deals (modified_time)",
+                [],
+            )
+            .map_err(&err)?;
+            tx.commit().map_err(&err)
+        })
+        .await
+    }
+
+    async fn succeeded_windows(&self) -> Result<Vec<CoveredWindow>, WarehouseError> {
+        let err = self.err();
+        self.with(move |c| {
+            let mut stmt = c
+                .prepare("SELECT window_start, window_end, kind FROM sync_runs WHERE status = 'succeeded'")
+                .map_err(&err)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))
+                .map_err(&err)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(&err)?;
+            Ok(rows
+                .into_iter()
+                .filter_map(|(s, e, k)| {
+                    Some(CoveredWindow {
+                        start: parse_ts(&s)?,
+                        end: parse_ts(&e)?,
+                        kind: if k == "backfill" { RunKind::Backfill } else { RunKind::Scheduled },
+                    })
+                })
+                .collect())
+        })
+        .await
+    }
+
+    async fn begin_run(&self, run: &RunStart) -> Result<(), WarehouseError> {
+        let err = self.err();
+        let run = run.clone();
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(&err)?;
+            let now = now();
+            // A run whose lease expired died without saying so: record that, and drop its staging.
+            tx.execute(
+                "UPDATE sync_runs SET status = 'failed', finished_at = ?1,
+                   error = 'abandoned: the run stopped renewing its lease (killed or crashed)'
+                 WHERE status = 'running' AND lease_expires_at <= ?1",
+                params![ts(now)],
+            )
+            .map_err(&err)?;
+            let holder: Option<(String, String)> = tx
+                .query_row(
+                    "SELECT run_id, lease_expires_at FROM sync_runs WHERE status = 'running' AND run_id != ?1
+                     ORDER BY started_at LIMIT 1",
+                    params![run.run_id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(&err)?;
+            if let Some((run_id, expires)) = holder {
+                return Err(WarehouseError::Busy { run_id, expires_at: parse_ts(&expires).unwrap_or(now) });
+            }
+            tx.execute(
+                "DELETE FROM staging_changes WHERE run_id NOT IN (SELECT run_id FROM sync_runs WHERE status = 'running')",
+                [],
+            )
+            .map_err(&err)?;
+            tx.execute(
+                "INSERT INTO sync_runs (run_id, kind, started_at, heartbeat_at, lease_expires_at, window_start,
+                   window_end, status) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'running')",
+                params![
+                    run.run_id,
+                    run.kind.as_str(),
+                    ts(run.started_at),
+                    ts(now),
+                    ts(now + run.lease_ttl),
+                    ts(run.window_start),
+                    ts(run.window_end)
+                ],
+            )
+            .map_err(&err)?;
+            tx.commit().map_err(&err)
+        })
+        .await
+    }
+
+    async fn heartbeat(&self, run: &RunStart) -> Result<(), WarehouseError> {
+        let err = self.err();
+        let (run_id, ttl) = (run.run_id.clone(), run.lease_ttl);
+        self.with(move |c| {
+            let now = now();
+            c.execute(
+                "UPDATE sync_runs SET heartbeat_at = ?2, lease_expires_at = ?3 WHERE run_id = ?1 AND status = 'running'",
+                params![run_id, ts(now), ts(now + ttl)],
+            )
+            .map_err(&err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn stage(&self, run: &RunStart, changes: &[DealChange]) -> Result<(), WarehouseError> {
+        let err = self.err();
+        let run_id = run.run_id.clone();
+        let changes = changes.to_vec();
+        self.with(move |c| {
+            let tx = c.transaction().map_err(&err)?;
+            {
+                let placeholders = (1..=DEAL_COLUMNS.len() + 2).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
+                let cols = DEAL_COLUMNS.iter().map(|c| c.name).collect::<Vec<_>>().join(", ");
+                let mut stmt = tx
+                    .prepare_cached(&format!(
+                        "INSERT INTO staging_changes (run_id, change_kind, {cols}) VALUES ({placeholders})"
+                    ))
+                    .map_err(&err)?;
+                for change in &changes {
+                    insert_change(&mut stmt, &run_id, change).map_err(&err)?;
+                }
+            }
+            tx.commit().map_err(&err)
+        })
+        .await
+    }
+
+    async fn commit(&self, run: &RunStart, report: &RunReport) -> Result<MergeCounts, WarehouseError> {
+        let err = self.err();
+        let (run, report) = (run.clone(), report.clone());
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(&err)?;
+            let now = ts(now());
+            let upserted = tx.execute(MERGE_WON, params![run.run_id, now]).map_err(&err)? as u64;
+            let unwon = tx.execute(MERGE_UNWON, params![run.run_id, now]).map_err(&err)? as u64;
+            let deleted = tx.execute(MERGE_DELETED, params![run.run_id, now]).map_err(&err)? as u64;
+            let won_in_window = tx
+                .query_row(COUNT_WON, params![ts(run.window_start), ts(run.window_end)], |r| r.get::<_, i64>(0))
+                .map_err(&err)? as u64;
+            tx.execute(
+                "UPDATE sync_runs SET status = ?11, finished_at = ?2, deals_upserted = ?3, deals_unwon = ?4,
+                   deals_deleted = ?5, deals_quarantined = ?6, api_calls = ?7, api_credits = ?8,
+                   zoho_won_count = ?9, warehouse_won_count = ?10, error = ?12
+                 WHERE run_id = ?1",
+                params![
+                    run.run_id,
+                    now,
+                    int(upserted),
+                    int(unwon),
+                    int(deleted),
+                    int(report.deals_quarantined),
+                    int(report.api_calls),
+                    int(report.api_credits),
+                    report.zoho_won_count.map(int),
+                    int(won_in_window),
+                    if report.incomplete.is_some() { "failed" } else { "succeeded" },
+                    report.incomplete
+                ],
+            )
+            .map_err(&err)?;
+            tx.execute("DELETE FROM staging_changes WHERE run_id = ?1", params![run.run_id]).map_err(&err)?;
+            tx.commit().map_err(&err)?;
+            Ok(MergeCounts { won_in_window, upserted, unwon, deleted })
+        })
+        .await
+    }
+
+    async fn fail_run(&self, run: &RunStart, report: &RunReport, error: &str) -> Result<(), WarehouseError> {
+        let err = self.err();
+        let (run_id, report, error) = (run.run_id.clone(), report.clone(), error.to_owned());
+        self.with(move |c| {
+            let tx = c.transaction().map_err(&err)?;
+            tx.execute(
+                "UPDATE sync_runs SET status = 'failed', finished_at = ?2, error = ?3, deals_quarantined = ?4,
+                   api_calls = ?5, api_credits = ?6 WHERE run_id = ?1",
+                params![
+                    run_id,
+                    ts(now()),
+                    error,
+                    int(report.deals_quarantined),
+                    int(report.api_calls),
+                    int(report.api_credits)
+                ],
+            )
+            .map_err(&err)?;
+            tx.execute("DELETE FROM staging_changes WHERE run_id = ?1", params![run_id]).map_err(&err)?;
+            tx.commit().map_err(&err)
+        })
+        .await
+    }
+
+    async fn count_won_in_window(&self, start: DateTime<Utc>, end: DateTime<Utc>) -> Result<u64, WarehouseError> {
+        let err = self.err();
+        self.with(move |c| {
+            c.query_row(COUNT_WON, params![ts(start), ts(end)], |r| r.get::<_, i64>(0)).map(|n| n as u64).map_err(&err)
+        })
+        .await
+    }
+
+    async fn won_ids_in_window(&self, start: DateTime<Utc>, end: DateTime<Utc>) -> Result<Vec<String>, WarehouseError> {
+        let err = self.err();
+        self.with(move |c| {
+            let sql = COUNT_WON.replace("COUNT(*)", "deal_id") + " ORDER BY deal_id";
+            let mut stmt = c.prepare(&sql).map_err(&err)?;
+            let ids = stmt
+                .query_map(params![ts(start), ts(end)], |r| r.get(0))
+                .map_err(&err)?
+                .collect::<Result<Vec<String>, _>>()
+                .map_err(&err)?;
+            Ok(ids)
+        })
+        .await
+    }
+
+    async fn ledger(&self) -> Result<Vec<LedgerRow>, WarehouseError> {
+        let err = self.err();
+        self.with(move |c| {
+            let mut stmt = c
+                .prepare(
+                    "SELECT run_id, kind, status, window_start, window_end, deals_upserted, error FROM sync_runs
+                     ORDER BY started_at DESC, rowid DESC",
+                )
+                .map_err(&err)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(LedgerRow {
+                        run_id: r.get(0)?,
+                        kind: r.get(1)?,
+                        status: r.get(2)?,
+                        window_start: parse_ts(&r.get::<_, String>(3)?).unwrap_or_default(),
+                        window_end: parse_ts(&r.get::<_, String>(4)?).unwrap_or_default(),
+                        deals_upserted: r.get::<_, i64>(5)? as u64,
+                        error: r.get(6)?,
+                    })
+                })
+                .map_err(&err)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(&err)?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn stored_deals(&self) -> Result<Vec<StoredDeal>, WarehouseError> {
+        let err = self.err();
+        self.with(move |c| {
+            let cols = DEAL_COLUMNS.iter().map(|c| c.name).collect::<Vec<_>>().join(", ");
+            let mut stmt =
+                c.prepare(&format!("SELECT {cols} FROM closed_won_deals ORDER BY length(deal_id), deal_id")).map_err(&err)?;
+            let rows = stmt.query_map([], read_deal).map_err(&err)?.collect::<Result<Vec<_>, _>>().map_err(&err)?;
+            Ok(rows)
+        })
+        .await
+    }
+}

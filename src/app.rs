@@ -1,0 +1,191 @@
+//! Wires the pieces for the binary: settings → Zoho client and warehouse → the command → an exit code.
+//! Printing the result for a human (stdout) happens here; logs go through `tracing` (stderr).
+
+use std::sync::Arc;
+
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::cli::{parse_time, Cli, Command, SyncArgs};
+use crate::config::{NeedCredentials, Settings, WarehouseSettings, ZohoCredentials};
+use crate::error::{Error, ExitCode};
+use crate::retry::RetryPolicy;
+use crate::sync::{self, Outcome, SyncOptions};
+use crate::warehouse::sqlite::SqliteWarehouse;
+use crate::warehouse::Warehouse;
+use crate::zoho::auth::TokenProvider;
+use crate::zoho::client::{http_client, ZohoClient};
+use crate::zoho::deals;
+
+/// Runs the command the user asked for.
+pub async fn run(cli: Cli) -> Result<ExitCode, Error> {
+    match cli.command.unwrap_or(Command::Sync(SyncArgs::default())) {
+        Command::Sync(args) => run_sync(args).await,
+        Command::Check => check().await,
+        Command::ExchangeGrant { grant_token } => exchange_grant(SecretString::from(grant_token)).await,
+    }
+}
+
+/// An error and its causes on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+fn zoho_client(settings: &Settings, credentials: ZohoCredentials, max_credits: Option<u64>) -> Result<ZohoClient, Error> {
+    let http = http_client()?;
+    let auth = TokenProvider::new(
+        http.clone(),
+        &settings.zoho.accounts_url,
+        credentials,
+        settings.zoho.api_domain.clone(),
+        RetryPolicy::default(),
+    )?;
+    Ok(ZohoClient::new(http, auth, settings.zoho.concurrency, max_credits, RetryPolicy::default()))
+}
+
+fn credentials(settings: &Settings) -> Result<ZohoCredentials, Error> {
+    settings.credentials.clone().ok_or_else(|| {
+        Error::Config(crate::config::ConfigError::Missing(vec!["ZOHO_CLIENT_ID", "ZOHO_CLIENT_SECRET", "ZOHO_REFRESH_TOKEN"]))
+    })
+}
+
+async fn run_sync(args: SyncArgs) -> Result<ExitCode, Error> {
+    let settings = Settings::from_env(NeedCredentials::Yes)?;
+    let now = chrono::Utc::now();
+    let options = SyncOptions {
+        since: args.since.as_deref().map(|v| parse_time("--since", v, now)).transpose().map_err(Error::Usage)?,
+        until: args.until.as_deref().map(|v| parse_time("--until", v, now)).transpose().map_err(Error::Usage)?,
+        dry_run: args.dry_run,
+    };
+    let max_credits = args.max_credits.or(settings.max_credits);
+    let zoho = Arc::new(zoho_client(&settings, credentials(&settings)?, max_credits)?);
+    let outcome = match &settings.warehouse {
+        WarehouseSettings::Sqlite { path } => {
+            let wh = Arc::new(SqliteWarehouse::open(path)?);
+            sync::sync(&settings, &options, zoho, wh).await?
+        }
+        WarehouseSettings::BigQuery { .. } => {
+            let wh = Arc::new(bigquery(&settings).await?);
+            sync::sync(&settings, &options, zoho, wh).await?
+        }
+    };
+    match outcome {
+        Outcome::DryRun(plan) => {
+            println!("{}", plan.render());
+            Ok(ExitCode::Success)
+        }
+        Outcome::Synced(summary) => {
+            println!("{}", summary.line());
+            if summary.report.deals_quarantined > 0 {
+                tracing::warn!(
+                    quarantined = summary.report.deals_quarantined,
+                    "some records were quarantined (see the warnings above for ids and fields); the rest are committed"
+                );
+                Ok(ExitCode::Partial)
+            } else {
+                Ok(ExitCode::Success)
+            }
+        }
+    }
+}
+
+/// The BigQuery warehouse (wired in once `warehouse::bigquery` lands).
+async fn bigquery(_settings: &Settings) -> Result<SqliteWarehouse, Error> {
+    Err(Error::Internal("the BigQuery warehouse is not built into this version yet".into()))
+}
+
+async fn exchange_grant(grant: SecretString) -> Result<ExitCode, Error> {
+    let settings = Settings::from_env(NeedCredentials::No)?;
+    let id = std::env::var("ZOHO_CLIENT_ID").unwrap_or_default();
+    let secret = std::env::var("ZOHO_CLIENT_SECRET").unwrap_or_default();
+    let missing: Vec<&'static str> = [("ZOHO_CLIENT_ID", id.trim().is_empty()), ("ZOHO_CLIENT_SECRET", secret.trim().is_empty())]
+        .into_iter()
+        .filter_map(|(n, m)| m.then_some(n))
+        .collect();
+    if !missing.is_empty() {
+        return Err(crate::config::ConfigError::Missing(missing).into());
+    }
+    let creds = ZohoCredentials {
+        client_id: id.trim().to_owned(),
+        client_secret: SecretString::from(secret.trim().to_owned()),
+        refresh_token: SecretString::from(String::new()),
+    };
+    let http = http_client()?;
+    let auth = TokenProvider::new(http, &settings.zoho.accounts_url, creds, None, RetryPolicy::default())?;
+    let refresh = auth.exchange_grant(&grant).await?;
+    // The refresh token alone on stdout, so it can be piped into a secret store.
+    println!("{}", refresh.expose_secret());
+    tracing::info!("exchanged the grant token; store the printed refresh token as ZOHO_REFRESH_TOKEN (a secret)");
+    Ok(ExitCode::Success)
+}
+
+/// `check`: each step prints OK or what is wrong and how to fix it; the exit code is the first failure's.
+async fn check() -> Result<ExitCode, Error> {
+    let settings = Settings::from_env(NeedCredentials::Yes)?;
+    let zoho = zoho_client(&settings, credentials(&settings)?, None)?;
+    let mut first_failure: Option<ExitCode> = None;
+    let mut report = |name: &str, result: Result<String, Error>| match result {
+        Ok(detail) => println!("ok    {name}: {detail}"),
+        Err(e) => {
+            println!("FAIL  {name}: {}", error_chain(&e));
+            first_failure.get_or_insert(e.exit_code());
+        }
+    };
+
+    let token = zoho.auth().get().await.map_err(Error::from);
+    let token_ok = token.is_ok();
+    report(
+        "Zoho credentials",
+        token.map(|t| format!("minted an access token at {} for {}", settings.zoho.accounts_url, t.api_domain)),
+    );
+    if token_ok {
+        let meta = deals::metadata(&zoho).await.map_err(Error::from);
+        let stages = meta.as_ref().ok().map(|m| settings.zoho.won_stages.clone().unwrap_or_else(|| m.won_stages.clone()));
+        report(
+            "Deals metadata (scope ZohoCRM.settings.fields.READ)",
+            meta.map(|m| format!("won stages {:?}, {} custom fields", m.won_stages, m.custom_fields.len())),
+        );
+        if let Some(stages) = stages {
+            let now = chrono::Utc::now();
+            let window = deals::Window { start: now - chrono::Duration::days(1), end: now };
+            report(
+                "COQL (scope ZohoCRM.coql.READ)",
+                deals::count_deals(&zoho, &stages, sync::window::floor_window(window))
+                    .await
+                    .map(|n| format!("{n} won deals modified in the last 24h"))
+                    .map_err(Error::from),
+            );
+        }
+    }
+    let warehouse = match &settings.warehouse {
+        WarehouseSettings::Sqlite { path } => match SqliteWarehouse::open(path) {
+            Ok(w) => check_warehouse(&w).await.map(|s| format!("SQLite {}: {s}", path.display())),
+            Err(e) => Err(e.into()),
+        },
+        WarehouseSettings::BigQuery { project, dataset, .. } => match bigquery(&settings).await {
+            Ok(w) => check_warehouse(&w).await.map(|s| format!("BigQuery {project}.{dataset}: {s}")),
+            Err(e) => Err(e),
+        },
+    };
+    report("warehouse", warehouse);
+    Ok(first_failure.unwrap_or(ExitCode::Success))
+}
+
+async fn check_warehouse<W: Warehouse>(w: &W) -> Result<String, Error> {
+    w.prepare().await?;
+    let watermark = w.watermark().await?;
+    Ok(match watermark {
+        Some(t) => format!("reachable; watermark {}", crate::deal::format_utc(&t)),
+        None => "reachable; no successful run yet".into(),
+    })
+}
+

@@ -1,0 +1,100 @@
+//! The command line: subcommands and flags (clap derive), and the conversion of raw flag text into typed
+//! values. Configuration that a scheduler sets (credentials, warehouse) lives in the environment instead.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use clap::{Parser, Subcommand};
+
+const EXAMPLES: &str = "\
+Examples:
+  zoho-deals-sync                              # nightly: from the last successful run (or 24h) to now
+  zoho-deals-sync sync --since 7d              # backfill the last 7 days
+  zoho-deals-sync sync --since 2026-01-01 --until 2026-02-01
+  zoho-deals-sync sync --dry-run               # print the plan, write nothing
+  zoho-deals-sync check                        # verify credentials, scopes, stages, warehouse
+  zoho-deals-sync exchange-grant 1000.abc...   # Self Client grant token -> refresh token
+
+Configuration comes from the environment (ZOHO_CLIENT_ID, ZOHO_CLIENT_SECRET, ZOHO_REFRESH_TOKEN, ...);
+see README.md. Exit codes: 0 ok, 1 unexpected, 2 config, 3 Zoho credentials, 4 token throttled,
+5 Zoho unavailable, 6 credit budget, 7 warehouse, 8 partial, 9 another run in progress.";
+
+/// Copies closed-won deals from Zoho CRM into BigQuery or SQLite.
+#[derive(Debug, Parser)]
+#[command(name = "zoho-deals-sync", version = crate::VERSION, about, after_help = EXAMPLES)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What to do.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Sync won deals modified in a window into the warehouse (the default command).
+    Sync(SyncArgs),
+    /// Verify credentials, scopes, won-stage discovery and warehouse reachability; print what to fix.
+    Check,
+    /// Exchange a Self Client grant token for a refresh token (printed alone on stdout).
+    ExchangeGrant {
+        /// The grant token from the Zoho API console (Self Client → Generate Code). Single use, minutes valid.
+        grant_token: String,
+    },
+}
+
+/// Flags of `sync`.
+#[derive(Debug, Default, clap::Args)]
+pub struct SyncArgs {
+    /// Start of a backfill window: RFC 3339 (2026-11-01T00:00:00Z), a date (2026-11-01, UTC midnight) or a
+    /// duration back from now (36h, 7d). Without it the window starts at the watermark.
+    #[arg(long, value_name = "T")]
+    pub since: Option<String>,
+    /// End of the window (same forms as --since); default now.
+    #[arg(long, value_name = "T")]
+    pub until: Option<String>,
+    /// Print the plan (window, won stages, deals and credits it would take, tables it would touch); write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Stop before spending more than N Zoho API credits (also SYNC_MAX_CREDITS).
+    #[arg(long, value_name = "N")]
+    pub max_credits: Option<u64>,
+}
+
+/// Parses a `--since`/`--until` value relative to `now`.
+pub fn parse_time(flag: &str, value: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+    let v = value.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(v) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(v, "%Y-%m-%d") {
+        if let Some(t) = d.and_hms_opt(0, 0, 0) {
+            return Ok(t.and_utc());
+        }
+    }
+    if let Some(d) = crate::config::parse_duration(v) {
+        if let Ok(d) = chrono::Duration::from_std(d) {
+            return Ok(now - d);
+        }
+    }
+    Err(format!(
+        "{flag} {value:?} is not a time: use RFC 3339 (2026-11-01T00:00:00Z), a date (2026-11-01) or a duration back from now (36h, 7d)"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn three_forms_of_time_parse() {
+        let now = Utc.with_ymd_and_hms(2026, 11, 28, 12, 0, 0).single().expect("valid");
+        assert_eq!(parse_time("--since", "36h", now), Ok(now - chrono::Duration::hours(36)));
+        assert_eq!(
+            parse_time("--since", "2026-11-01", now),
+            Ok(Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).single().expect("valid"))
+        );
+        assert_eq!(
+            parse_time("--since", "2026-11-01T05:30:00+05:30", now),
+            Ok(Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).single().expect("valid"))
+        );
+        assert!(parse_time("--since", "yesterday", now).expect_err("bad").contains("--since"));
+    }
+}

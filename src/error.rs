@@ -1,0 +1,84 @@
+//! The exit-code taxonomy and the top-level error type. `main` maps an [`Error`] to an [`ExitCode`]; a
+//! scheduler acts on the code (README has the runbook: what each means and what to do).
+
+use crate::config::ConfigError;
+use crate::warehouse::WarehouseError;
+use crate::zoho;
+
+/// Process exit codes. Stable: schedulers and alerting depend on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ExitCode {
+    /// The run succeeded.
+    Success = 0,
+    /// Anything unexpected (a bug, or a response nobody planned for).
+    Unexpected = 1,
+    /// Configuration or usage error: fix the environment or the command line.
+    Config = 2,
+    /// Zoho rejected the credentials or scopes: a human must act; do not retry.
+    ZohoCredentials = 3,
+    /// Zoho's accounts server throttles token mints: retry after 10 minutes at the earliest.
+    ZohoTokenThrottled = 4,
+    /// Zoho rate-limited or unavailable beyond the retry budget: retry later.
+    ZohoUnavailable = 5,
+    /// The credit budget (`--max-credits`) was reached: what was fetched is merged; the next run resumes.
+    CreditBudget = 6,
+    /// The warehouse is unreachable or refused us (permissions).
+    Warehouse = 7,
+    /// The run committed, but some records were quarantined (see the log for ids and fields).
+    Partial = 8,
+    /// Another run holds the lease on this warehouse: this one did nothing.
+    Overlap = 9,
+}
+
+impl ExitCode {
+    /// The numeric code.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+/// Everything that can end a run early.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A bad command-line value.
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Zoho(#[from] zoho::Error),
+    #[error(transparent)]
+    Warehouse(#[from] WarehouseError),
+    /// A bug: a task panicked or was lost.
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// The credit budget stopped the run after merging what was fetched.
+    #[error("stopped at the credit budget: {0}. What was fetched is merged; the next run covers the rest of the window")]
+    CreditBudget(String),
+}
+
+impl Error {
+    /// The exit code a scheduler sees for this error.
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            Error::Config(_) | Error::Usage(_) => ExitCode::Config,
+            Error::CreditBudget(_) => ExitCode::CreditBudget,
+            Error::Internal(_) => ExitCode::Unexpected,
+            Error::Zoho(e) => match e {
+                zoho::Error::InvalidCredentials(_) | zoho::Error::ScopeMismatch { .. } => ExitCode::ZohoCredentials,
+                zoho::Error::InvalidToken { .. } => ExitCode::ZohoCredentials,
+                zoho::Error::TokenThrottled(_) => ExitCode::ZohoTokenThrottled,
+                zoho::Error::RateLimited { .. } | zoho::Error::Transient { .. } => ExitCode::ZohoUnavailable,
+                zoho::Error::CreditBudget { .. } => ExitCode::CreditBudget,
+                zoho::Error::Rejected { .. } | zoho::Error::Malformed { .. } => ExitCode::Unexpected,
+            },
+            Error::Warehouse(e) => match e {
+                WarehouseError::Busy { .. } => ExitCode::Overlap,
+                WarehouseError::Unavailable(_) | WarehouseError::PermissionDenied(_) => ExitCode::Warehouse,
+                WarehouseError::Sqlite { .. } => ExitCode::Warehouse,
+                WarehouseError::RowRejected { .. } | WarehouseError::Other(_) => ExitCode::Unexpected,
+            },
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! Logging: JSON lines with Cloud Logging's fields (`severity`, `message`, `timestamp`) when stderr is not a
+//! terminal (or `LOG_FORMAT=json`), human text on a terminal. Level from `RUST_LOG` (default `info`).
+//!
+//! Span fields (the run's `run_id`) are copied onto every line, so one grep finds a whole run.
+
+use std::io::IsTerminal;
+
+use serde_json::{Map, Value};
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::fmt::format::{FmtSpan, JsonFields, Writer};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::EnvFilter;
+
+/// Output format of the logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+impl LogFormat {
+    /// `LOG_FORMAT` if set (`json`/`text`), else JSON unless stderr is a terminal.
+    pub fn from_env() -> Result<LogFormat, crate::config::ConfigError> {
+        match std::env::var("LOG_FORMAT").ok().as_deref().map(str::trim) {
+            None | Some("") => Ok(if std::io::stderr().is_terminal() { LogFormat::Text } else { LogFormat::Json }),
+            Some(s) if s.eq_ignore_ascii_case("json") => Ok(LogFormat::Json),
+            Some(s) if s.eq_ignore_ascii_case("text") => Ok(LogFormat::Text),
+            Some(s) => Err(crate::config::ConfigError::Invalid {
+                var: "LOG_FORMAT",
+                value: s.to_owned(),
+                reason: "use `json` or `text`".into(),
+            }),
+        }
+    }
+}
+
+/// Installs the global subscriber, writing to stderr. Call once.
+pub fn init(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let result = match format {
+        LogFormat::Json => builder.fmt_fields(JsonFields::new()).event_format(CloudJson).try_init(),
+        LogFormat::Text => builder.with_span_events(FmtSpan::NONE).with_target(false).try_init(),
+    };
+    // Already installed (tests): keep the first.
+    let _ = result;
+}
+
+/// One JSON object per line, shaped for Google Cloud Logging's structured logs.
+struct CloudJson;
+
+impl<S, N> FormatEvent<S, N> for CloudJson
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> std::fmt::Result {
+        let mut obj = Map::new();
+        let meta = event.metadata();
+        let severity = match *meta.level() {
+            tracing::Level::ERROR => "ERROR",
+            tracing::Level::WARN => "WARNING",
+            tracing::Level::INFO => "INFO",
+            tracing::Level::DEBUG | tracing::Level::TRACE => "DEBUG",
+        };
+        obj.insert("severity".into(), severity.into());
+        obj.insert(
+            "timestamp".into(),
+            chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true).into(),
+        );
+        if let Some(scope) = ctx.event_scope() {
+            for span in scope.from_root() {
+                let ext = span.extensions();
+                if let Some(fields) = ext.get::<FormattedFields<N>>() {
+                    if let Ok(Value::Object(m)) = serde_json::from_str::<Value>(fields.as_str()) {
+                        obj.extend(m);
+                    }
+                }
+            }
+        }
+        let mut visitor = JsonVisitor(&mut obj);
+        event.record(&mut visitor);
+        obj.entry("message").or_insert_with(|| Value::String(String::new()));
+        obj.insert("target".into(), meta.target().into());
+        let line = serde_json::to_string(&Value::Object(obj)).map_err(|_| std::fmt::Error)?;
+        writeln!(writer, "{line}")
+    }
+}
+
+struct JsonVisitor<'a>(&'a mut Map<String, Value>);
+
+impl Visit for JsonVisitor<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.0.insert(field.name().into(), format!("{value:?}").into());
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        let mut chain = value.to_string();
+        let mut source = value.source();
+        while let Some(s) = source {
+            chain.push_str(": ");
+            chain.push_str(&s.to_string());
+            source = s.source();
+        }
+        self.0.insert(field.name().into(), chain.into());
+    }
+}

@@ -1,0 +1,220 @@
+//! Access tokens: minted at the accounts server of the org's data centre, cached until a margin before expiry,
+//! single-flight (one mint however many tasks ask at once), and invalidated on 401 `INVALID_TOKEN`.
+//!
+//! Zoho allows 10 mints per refresh token per 10 minutes, so a run mints once and reuses the token. The token
+//! endpoint answers HTTP 200 with `{"error":"invalid_client"}` on bad credentials: any response without
+//! `access_token` is a failure. Secrets never leave this file except as a request header or form field.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+use url::Url;
+
+use super::Error;
+use crate::config::ZohoCredentials;
+use crate::retry::{retry, RetryPolicy};
+
+/// A token is refreshed this long before Zoho says it expires: a page request that starts with a token
+/// about to expire would otherwise fail half-way.
+pub const REFRESH_MARGIN: Duration = Duration::from_secs(300);
+
+/// A usable access token and the API domain it belongs to. `Debug` never shows the token.
+#[derive(Clone, Debug)]
+pub struct AccessToken {
+    secret: SecretString,
+    /// `api_domain` from the token response (or `ZOHO_API_DOMAIN`).
+    pub api_domain: Url,
+    expires_at: Instant,
+    serial: u64,
+}
+
+impl AccessToken {
+    /// The `Authorization` header value.
+    pub fn header_value(&self) -> String {
+        format!("Zoho-oauthtoken {}", self.secret.expose_secret())
+    }
+}
+
+/// The token endpoint's answer, success and error fields together (Zoho uses HTTP 200 for both).
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: Option<String>,
+    refresh_token: Option<String>,
+    api_domain: Option<String>,
+    expires_in: Option<u64>,
+    /// Older responses carry seconds here and milliseconds in `expires_in`; prefer this when present.
+    expires_in_sec: Option<u64>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+/// Mints and caches access tokens.
+pub struct TokenProvider {
+    http: reqwest::Client,
+    token_url: Url,
+    credentials: ZohoCredentials,
+    api_domain_override: Option<Url>,
+    cache: Mutex<Option<AccessToken>>,
+    mints: AtomicU64,
+    retry: RetryPolicy,
+}
+
+impl TokenProvider {
+    /// `accounts_url` is the accounts server, e.g. `https://accounts.zoho.eu`.
+    pub fn new(
+        http: reqwest::Client,
+        accounts_url: &Url,
+        credentials: ZohoCredentials,
+        api_domain_override: Option<Url>,
+        retry: RetryPolicy,
+    ) -> Result<Self, Error> {
+        let token_url = join(accounts_url, "oauth/v2/token")?;
+        Ok(TokenProvider {
+            http,
+            token_url,
+            credentials,
+            api_domain_override,
+            cache: Mutex::new(None),
+            mints: AtomicU64::new(0),
+            retry,
+        })
+    }
+
+    /// How many tokens this provider minted.
+    pub fn mints(&self) -> u64 {
+        self.mints.load(Ordering::Relaxed)
+    }
+
+    /// A valid token: the cached one, or a new one. Concurrent callers wait for one mint.
+    pub async fn get(&self) -> Result<AccessToken, Error> {
+        let mut cache = self.cache.lock().await;
+        if let Some(token) = cache.as_ref() {
+            if Instant::now() + REFRESH_MARGIN < token.expires_at {
+                return Ok(token.clone());
+            }
+        }
+        let token = self.mint().await?;
+        *cache = Some(token.clone());
+        Ok(token)
+    }
+
+    /// Forgets `used` if it is still the cached token (a 401 told us it is dead). A token minted meanwhile by
+    /// another task is kept.
+    pub async fn invalidate(&self, used: &AccessToken) {
+        let mut cache = self.cache.lock().await;
+        if cache.as_ref().is_some_and(|t| t.serial == used.serial) {
+            *cache = None;
+        }
+    }
+
+    async fn mint(&self) -> Result<AccessToken, Error> {
+        let form = [
+            ("grant_type", "refresh_token"),
+            ("client_id", self.credentials.client_id.as_str()),
+            ("client_secret", self.credentials.client_secret.expose_secret()),
+            ("refresh_token", self.credentials.refresh_token.expose_secret()),
+        ];
+        let body = self.post_token_form(&form).await?;
+        let serial = self.mints.fetch_add(1, Ordering::Relaxed) + 1;
+        let Some(access) = body.access_token else {
+            return Err(classify_token_error(&body, "ZOHO_REFRESH_TOKEN"));
+        };
+        let api_domain = match (&self.api_domain_override, body.api_domain.as_deref()) {
+            (Some(url), _) => url.clone(),
+            (None, Some(d)) => Url::parse(d).map_err(|e| Error::Malformed {
+                endpoint: "token".into(),
+                detail: format!("api_domain {d:?} is not a URL ({e}); set ZOHO_API_DOMAIN"),
+            })?,
+            (None, None) => {
+                return Err(Error::Malformed {
+                    endpoint: "token".into(),
+                    detail: "the token response has no api_domain; set ZOHO_API_DOMAIN".into(),
+                })
+            }
+        };
+        let secs = body.expires_in_sec.or(body.expires_in).unwrap_or(3600);
+        tracing::debug!(expires_in_secs = secs, api_domain = %api_domain, "minted a Zoho access token");
+        Ok(AccessToken {
+            secret: SecretString::from(access),
+            api_domain,
+            expires_at: Instant::now() + Duration::from_secs(secs),
+            serial,
+        })
+    }
+
+    /// Exchanges a Self Client grant token for a refresh token.
+    pub async fn exchange_grant(&self, grant: &SecretString) -> Result<SecretString, Error> {
+        let form = [
+            ("grant_type", "authorization_code"),
+            ("client_id", self.credentials.client_id.as_str()),
+            ("client_secret", self.credentials.client_secret.expose_secret()),
+            ("code", grant.expose_secret()),
+        ];
+        let body = self.post_token_form(&form).await?;
+        match body.refresh_token {
+            Some(t) => Ok(SecretString::from(t)),
+            None => Err(classify_token_error(&body, "the grant token")),
+        }
+    }
+
+    /// POSTs the form (a body, never the query string: the URL may end up in logs) with retries on transient
+    /// failures. Throttling is not retried here: hammering a throttled endpoint extends the throttle.
+    async fn post_token_form(&self, form: &[(&str, &str)]) -> Result<TokenResponse, Error> {
+        retry(
+            self.retry,
+            || async {
+                let resp = self.http.post(self.token_url.clone()).form(form).send().await.map_err(|e| {
+                    Error::Transient { endpoint: "token".into(), detail: super::client::describe_reqwest(&e) }
+                })?;
+                let status = resp.status();
+                let text = resp.text().await.map_err(|e| Error::Transient {
+                    endpoint: "token".into(),
+                    detail: super::client::describe_reqwest(&e),
+                })?;
+                if status.is_server_error() || status.as_u16() == 429 && !is_throttle_body(&text) {
+                    return Err(Error::Transient { endpoint: "token".into(), detail: format!("HTTP {status}") });
+                }
+                match serde_json::from_str::<TokenResponse>(&text) {
+                    Ok(body) => Ok(body),
+                    // Never echo the body: on success it holds a token.
+                    Err(_) => Err(Error::Malformed {
+                        endpoint: "token".into(),
+                        detail: format!("HTTP {status} with a body that is not Zoho's token JSON"),
+                    }),
+                }
+            },
+            |e, wait| tracing::warn!(error = %e, wait_ms = wait.as_millis() as u64, "retrying the token request"),
+        )
+        .await
+    }
+}
+
+fn is_throttle_body(text: &str) -> bool {
+    text.contains("Access Denied") || text.contains("too many requests")
+}
+
+fn classify_token_error(body: &TokenResponse, what: &str) -> Error {
+    let error = body.error.as_deref().unwrap_or("no access_token in the response");
+    let description = body.error_description.as_deref().unwrap_or("");
+    if error.eq_ignore_ascii_case("Access Denied") || is_throttle_body(description) {
+        return Error::TokenThrottled(description.to_owned());
+    }
+    let advice = match error {
+        "invalid_client" => "ZOHO_CLIENT_ID or ZOHO_CLIENT_SECRET is wrong, or the client belongs to another data centre than ZOHO_DC".to_owned(),
+        "invalid_code" => format!("{what} is invalid, revoked or already used, or belongs to another client or data centre; make a new grant token in the Zoho API console (Self Client) and run `zoho-deals-sync exchange-grant`"),
+        other => format!("the accounts server answered {other:?}; check ZOHO_CLIENT_ID, ZOHO_CLIENT_SECRET, ZOHO_REFRESH_TOKEN and ZOHO_DC"),
+    };
+    Error::InvalidCredentials(format!("{error}: {advice}"))
+}
+
+/// Joins a path onto a base URL that may or may not end in `/`.
+pub(crate) fn join(base: &Url, path: &str) -> Result<Url, Error> {
+    let mut s = base.as_str().trim_end_matches('/').to_owned();
+    s.push('/');
+    s.push_str(path.trim_start_matches('/'));
+    Url::parse(&s).map_err(|e| Error::Malformed { endpoint: path.into(), detail: e.to_string() })
+}

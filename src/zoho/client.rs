@@ -1,0 +1,282 @@
+//! The CRM HTTP client: auth header, bounded concurrency, retries, credit accounting, and the one place where
+//! Zoho's responses are classified into [`Error`] kinds.
+//!
+//! Zoho quirks handled here: 204 (and 304) mean "nothing", with an empty body; errors come in an envelope
+//! `{"code","details","message","status":"error"}`; 429 carries no `Retry-After`; 401 `INVALID_TOKEN` means
+//! "mint a new token and try once more".
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::Semaphore;
+
+use super::auth::{join, AccessToken, TokenProvider};
+use super::Error;
+use crate::retry::{retry, RetryPolicy};
+
+/// A TCP connect that takes longer than this is a network problem, not a slow server.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A COQL page of 2000 deals takes Zoho a few seconds; a minute means something is stuck.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Builds the HTTP client every Zoho call uses.
+pub fn http_client() -> Result<reqwest::Client, Error> {
+    reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(REQUEST_TIMEOUT)
+        .user_agent(concat!("zoho-deals-sync/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| Error::Malformed { endpoint: "client".into(), detail: e.to_string() })
+}
+
+/// Calls and credits spent, as Zoho counts them.
+#[derive(Debug, Default)]
+pub struct Usage {
+    calls: AtomicU64,
+    credits: AtomicU64,
+}
+
+impl Usage {
+    /// Requests sent to the CRM (retries included).
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+    /// API credits spent.
+    pub fn credits(&self) -> u64 {
+        self.credits.load(Ordering::Relaxed)
+    }
+}
+
+/// A Zoho CRM client. Cheap to share behind an `Arc`.
+pub struct ZohoClient {
+    http: reqwest::Client,
+    auth: TokenProvider,
+    permits: Semaphore,
+    usage: Arc<Usage>,
+    max_credits: Option<u64>,
+    retry: RetryPolicy,
+}
+
+/// What a successful call returned: JSON, or nothing (204 No Content / 304 Not Modified).
+pub type Body = Option<Value>;
+
+impl ZohoClient {
+    /// `concurrency` bounds in-flight CRM calls (Zoho: 10 concurrent COQL calls per org).
+    pub fn new(
+        http: reqwest::Client,
+        auth: TokenProvider,
+        concurrency: usize,
+        max_credits: Option<u64>,
+        retry: RetryPolicy,
+    ) -> Self {
+        ZohoClient {
+            http,
+            auth,
+            permits: Semaphore::new(concurrency.max(1)),
+            usage: Arc::new(Usage::default()),
+            max_credits,
+            retry,
+        }
+    }
+
+    /// Calls and credits so far.
+    pub fn usage(&self) -> Arc<Usage> {
+        Arc::clone(&self.usage)
+    }
+
+    /// The token provider (for `check` and tests).
+    pub fn auth(&self) -> &TokenProvider {
+        &self.auth
+    }
+
+    /// `GET {api_domain}/crm/v8/{path}` with query parameters and extra headers; one credit.
+    pub async fn get(&self, path: &str, query: &[(&str, String)], headers: &[(&str, String)]) -> Result<Body, Error> {
+        self.call(path, 1, |http, url| http.get(url).query(query), headers).await
+    }
+
+    /// `POST {api_domain}/crm/v8/coql`; credits by LIMIT (1–200: 1, 201–1000: 2, 1001–2000: 3).
+    pub async fn coql(&self, select_query: &str, limit: u32) -> Result<Body, Error> {
+        let credits = match limit {
+            0..=200 => 1,
+            201..=1000 => 2,
+            _ => 3,
+        };
+        let body = serde_json::json!({ "select_query": select_query });
+        self.call("coql", credits, |http, url| http.post(url).json(&body), &[]).await
+    }
+
+    async fn call<F>(&self, path: &str, credits: u64, build: F, headers: &[(&str, String)]) -> Result<Body, Error>
+    where
+        F: Fn(&reqwest::Client, reqwest::Url) -> reqwest::RequestBuilder,
+    {
+        // A 401 INVALID_TOKEN (expired or revoked token) gets one fresh token and one more try.
+        for attempt in 0..2 {
+            let result = retry(
+                self.retry,
+                || async {
+                    let token = self.auth.get().await.map_err(WithToken::from)?;
+                    self.send_once(path, credits, &build, headers, &token)
+                        .await
+                        .map_err(|error| WithToken { error, token: Some(token) })
+                },
+                |e: &WithToken, wait| {
+                    tracing::debug!(endpoint = path, error = %e.error, wait_ms = wait.as_millis() as u64, "retrying a Zoho call")
+                },
+            )
+            .await;
+            match result {
+                Ok(body) => return Ok(body),
+                Err(WithToken { error: Error::InvalidToken { endpoint }, token }) => {
+                    if let Some(token) = token {
+                        self.auth.invalidate(&token).await;
+                    }
+                    if attempt == 1 {
+                        return Err(Error::InvalidCredentials(format!(
+                            "{endpoint} answered 401 INVALID_TOKEN even with a freshly minted access token; check the refresh token's scopes and that the org is in ZOHO_DC"
+                        )));
+                    }
+                    tracing::info!(endpoint = %endpoint, "access token rejected (expired or revoked); minting a new one");
+                }
+                Err(WithToken { error, .. }) => return Err(error),
+            }
+        }
+        Err(Error::InvalidCredentials(format!("{path}: access token rejected twice")))
+    }
+
+    async fn send_once<F>(
+        &self,
+        path: &str,
+        credits: u64,
+        build: &F,
+        headers: &[(&str, String)],
+        token: &AccessToken,
+    ) -> Result<Body, Error>
+    where
+        F: Fn(&reqwest::Client, reqwest::Url) -> reqwest::RequestBuilder,
+    {
+        if let Some(limit) = self.max_credits {
+            let spent = self.usage.credits();
+            if spent + credits > limit {
+                return Err(Error::CreditBudget { spent, limit, next: credits });
+            }
+        }
+        let url = join(&token.api_domain, &format!("crm/v8/{path}"))?;
+        let endpoint = path.split('?').next().unwrap_or(path).to_owned();
+        let _permit = self.permits.acquire().await.map_err(|_| Error::Transient {
+            endpoint: endpoint.clone(),
+            detail: "client closed".into(),
+        })?;
+        let mut req = build(&self.http, url).header(reqwest::header::AUTHORIZATION, token.header_value());
+        for (k, v) in headers {
+            req = req.header(*k, v.as_str());
+        }
+        self.usage.calls.fetch_add(1, Ordering::Relaxed);
+        self.usage.credits.fetch_add(credits, Ordering::Relaxed);
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| Error::Transient { endpoint: endpoint.clone(), detail: describe_reqwest(&e) })?;
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| Error::Transient { endpoint: endpoint.clone(), detail: describe_reqwest(&e) })?;
+        classify(&endpoint, status, &text, retry_after)
+    }
+}
+
+/// An error and the token that was used when it happened (so a 401 invalidates the right one).
+struct WithToken {
+    error: Error,
+    token: Option<AccessToken>,
+}
+
+impl From<Error> for WithToken {
+    fn from(error: Error) -> Self {
+        WithToken { error, token: None }
+    }
+}
+
+impl crate::retry::Retryable for WithToken {
+    fn is_retryable(&self) -> bool {
+        self.error.is_retryable()
+    }
+    fn retry_after(&self) -> Option<Duration> {
+        self.error.retry_after()
+    }
+}
+
+/// Zoho's error envelope.
+#[derive(serde::Deserialize, Default)]
+struct Envelope {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    details: Value,
+}
+
+/// Turns a status and body into a result. The one place Zoho's answers are classified.
+pub fn classify(endpoint: &str, status: u16, text: &str, retry_after: Option<Duration>) -> Result<Body, Error> {
+    let endpoint = endpoint.to_owned();
+    match status {
+        204 | 304 => Ok(None),
+        200..=299 => {
+            if text.trim().is_empty() {
+                return Ok(None);
+            }
+            serde_json::from_str(text)
+                .map(Some)
+                .map_err(|e| Error::Malformed { endpoint, detail: format!("HTTP {status}: {e}") })
+        }
+        _ => {
+            let env: Envelope = serde_json::from_str(text).unwrap_or_default();
+            let code = env.code.clone();
+            match (status, code.as_str()) {
+                (401, "INVALID_TOKEN") | (401, "INVALID_OAUTHTOKEN") => Err(Error::InvalidToken { endpoint }),
+                (401, "OAUTH_SCOPE_MISMATCH") => {
+                    Err(Error::ScopeMismatch { endpoint, detail: format!("{} {}", env.message, env.details) })
+                }
+                (401, _) | (403, _) | (_, "NO_PERMISSION") => Err(Error::InvalidCredentials(format!(
+                    "{endpoint} answered HTTP {status} {code} {}: the Zoho user behind the refresh token lacks permission",
+                    env.message
+                ))),
+                (429, _) => Err(Error::RateLimited { endpoint, detail: code, retry_after }),
+                (500..=599, _) => Err(Error::Transient { endpoint, detail: format!("HTTP {status} {code}") }),
+                _ => Err(Error::Rejected { endpoint, status, code, message: env.message }),
+            }
+        }
+    }
+}
+
+/// Describes a transport error without its URL's query (which never holds secrets here, but stay safe).
+pub fn describe_reqwest(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else if e.is_body() || e.is_decode() {
+        "the connection dropped while reading the response"
+    } else if e.is_request() {
+        "the request failed (connection dropped?)"
+    } else {
+        "transport error"
+    };
+    let mut chain = String::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        chain.push_str(": ");
+        chain.push_str(&s.to_string());
+        source = s.source();
+    }
+    format!("{kind}{chain}")
+}
