@@ -1,0 +1,643 @@
+//! COQL evaluation: checks a parsed [`Query`] against the Deals metadata (unknown field → INVALID_QUERY,
+//! wrong value type → INVALID_QUERY, limits → LIMIT_EXCEEDED), then filters, sorts, pages and projects
+//! the live deals the way Zoho's COQL answers.
+//!
+//! Value semantics: datetimes compare as instants whatever offset the literal uses; dates as dates;
+//! `id` and lookups numerically by id; numbers as numbers; text and pick lists exactly
+//! (case-sensitive: UNCONFIRMED for Zoho, the stricter choice catches more client bugs), `like`
+//! case-insensitively. A null field fails every test except `is null` (SQL semantics, including `!=`
+//! and `not in`; Zoho's behaviour there is UNCONFIRMED).
+
+use std::cmp::Ordering;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde_json::{json, Map, Value};
+
+use super::parser::{parse, Agg, Column, CondKind, Expr, Lit, Query};
+use super::{CoqlError, DEFAULT_LIMIT, MAX_COLUMNS, MAX_CRITERIA, MAX_LIMIT, MAX_REACHABLE};
+use crate::clock::{parse_date, parse_datetime};
+use crate::data::Store;
+use crate::meta::{deal_field, FieldDef, FieldType, Module};
+
+/// Most ORDER BY fields.
+const MAX_ORDER_FIELDS: usize = 10;
+
+/// What a successful query produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// The 200 body, or `None` for Zoho's 204 with an empty body (nothing matched).
+    pub body: Option<Value>,
+    /// The LIMIT in force (decides the credit cost).
+    pub limit: u64,
+}
+
+/// API credits a COQL call costs by its LIMIT: 1–200 → 1, 201–1000 → 2, 1001–2000 → 3
+/// (stated for Vertical Solutions COQL; for CRM v8 only secondary sources: UNCONFIRMED).
+pub fn credits_for(limit: u64) -> u64 {
+    match limit {
+        0..=200 => 1,
+        201..=1000 => 2,
+        _ => 3,
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    Id,
+    Field(&'static FieldDef),
+    Join {
+        lookup: &'static FieldDef,
+        module: Module,
+        field: &'static str,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Id,
+    Num,
+    Text,
+    Date,
+    DateTime,
+    Bool,
+    Lookup,
+    Unsupported,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Id => "id",
+            Kind::Num => "number",
+            Kind::Text => "text",
+            Kind::Date => "date",
+            Kind::DateTime => "datetime",
+            Kind::Bool => "boolean",
+            Kind::Lookup => "lookup",
+            Kind::Unsupported => "unsupported",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Scalar {
+    Null,
+    Id(u64),
+    Num(f64),
+    Text(String),
+    Date(NaiveDate),
+    Instant(DateTime<Utc>),
+    Bool(bool),
+}
+
+fn compare(a: &Scalar, b: &Scalar) -> Option<Ordering> {
+    match (a, b) {
+        (Scalar::Id(x), Scalar::Id(y)) => Some(x.cmp(y)),
+        (Scalar::Num(x), Scalar::Num(y)) => x.partial_cmp(y),
+        (Scalar::Text(x), Scalar::Text(y)) => Some(x.cmp(y)),
+        (Scalar::Date(x), Scalar::Date(y)) => Some(x.cmp(y)),
+        (Scalar::Instant(x), Scalar::Instant(y)) => Some(x.cmp(y)),
+        (Scalar::Bool(x), Scalar::Bool(y)) => Some(x.cmp(y)),
+        _ => None,
+    }
+}
+
+/// Sort order with nulls first (ascending).
+fn sort_cmp(a: &Scalar, b: &Scalar) -> Ordering {
+    match (a, b) {
+        (Scalar::Null, Scalar::Null) => Ordering::Equal,
+        (Scalar::Null, _) => Ordering::Less,
+        (_, Scalar::Null) => Ordering::Greater,
+        _ => compare(a, b).unwrap_or(Ordering::Equal),
+    }
+}
+
+fn unknown_column(name: &str, col: usize) -> CoqlError {
+    CoqlError::invalid(
+        format!("invalid column given: {name}"),
+        json!({"column_name": name, "line": 1, "column": col}),
+    )
+}
+
+fn resolve(name: &str, col: usize) -> Result<Target, CoqlError> {
+    if name == "id" {
+        return Ok(Target::Id);
+    }
+    if let Some((left, right)) = name.split_once('.') {
+        let lookup = deal_field(left).ok_or_else(|| unknown_column(name, col))?;
+        let module = match lookup.ftype {
+            FieldType::Lookup(m) => m,
+            FieldType::OwnerLookup => Module::Users,
+            _ => {
+                return Err(CoqlError::invalid(
+                    format!("{left} is not a lookup field, so {name} cannot be joined"),
+                    json!({"column_name": name, "line": 1, "column": col}),
+                ))
+            }
+        };
+        let field = module
+            .join_fields()
+            .iter()
+            .find(|(f, _)| *f == right)
+            .map(|(f, _)| *f)
+            .ok_or_else(|| unknown_column(name, col))?;
+        return Ok(Target::Join {
+            lookup,
+            module,
+            field,
+        });
+    }
+    deal_field(name)
+        .map(Target::Field)
+        .ok_or_else(|| unknown_column(name, col))
+}
+
+fn kind_of(t: Target) -> Kind {
+    match t {
+        Target::Id => Kind::Id,
+        Target::Join { field: "id", .. } => Kind::Id,
+        Target::Join { .. } => Kind::Text,
+        Target::Field(f) => match f.ftype {
+            FieldType::Currency | FieldType::Double | FieldType::Integer => Kind::Num,
+            FieldType::Text | FieldType::TextArea | FieldType::Picklist => Kind::Text,
+            FieldType::Date => Kind::Date,
+            FieldType::DateTime => Kind::DateTime,
+            FieldType::Boolean => Kind::Bool,
+            FieldType::Lookup(_) | FieldType::OwnerLookup => Kind::Lookup,
+            FieldType::Tags => Kind::Unsupported,
+        },
+    }
+}
+
+fn lookup_id(rec: &Map<String, Value>, lookup: &FieldDef) -> Option<u64> {
+    rec.get(lookup.api_name)?.get("id")?.as_str()?.parse().ok()
+}
+
+fn raw(t: Target, rec: &Map<String, Value>, store: &Store) -> Value {
+    match t {
+        Target::Id => rec.get("id").cloned().unwrap_or(Value::Null),
+        Target::Field(f) => rec.get(f.api_name).cloned().unwrap_or(Value::Null),
+        Target::Join {
+            lookup,
+            module,
+            field,
+        } => match lookup_id(rec, lookup) {
+            Some(id) => store.join_value(module, id, field),
+            None => Value::Null,
+        },
+    }
+}
+
+fn scalar(kind: Kind, v: &Value) -> Scalar {
+    let s = match kind {
+        Kind::Id => v.as_str().and_then(|s| s.parse().ok()).map(Scalar::Id),
+        Kind::Num => v.as_f64().map(Scalar::Num),
+        Kind::Text => v.as_str().map(|s| Scalar::Text(s.to_string())),
+        Kind::Date => v.as_str().and_then(parse_date).map(Scalar::Date),
+        Kind::DateTime => v.as_str().and_then(parse_datetime).map(Scalar::Instant),
+        Kind::Bool => v.as_bool().map(Scalar::Bool),
+        Kind::Lookup => v
+            .get("id")
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse().ok())
+            .map(Scalar::Id),
+        Kind::Unsupported => None,
+    };
+    s.unwrap_or(Scalar::Null)
+}
+
+fn literal(kind: Kind, lit: &Lit, field: &str, col: usize) -> Result<Scalar, CoqlError> {
+    let bad = |why: &str| {
+        CoqlError::invalid(
+            format!("invalid value given for {field}: {why}"),
+            json!({"column_name": field, "line": 1, "column": col}),
+        )
+    };
+    let digits = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit());
+    match (kind, lit) {
+        (_, Lit::Null) => Err(bad(
+            "use `is null` / `is not null` to test for empty values",
+        )),
+        (Kind::Id | Kind::Lookup, Lit::Num(s) | Lit::Str(s)) if digits(s) => s
+            .parse()
+            .map(Scalar::Id)
+            .map_err(|_| bad("id out of range")),
+        (Kind::Id | Kind::Lookup, _) => Err(bad("expected a record id")),
+        (Kind::Num, Lit::Num(s) | Lit::Str(s)) => s
+            .trim()
+            .parse()
+            .map(Scalar::Num)
+            .map_err(|_| bad("expected a number")),
+        (Kind::Text, Lit::Str(s) | Lit::Num(s)) => Ok(Scalar::Text(s.clone())),
+        (Kind::Date, Lit::Str(s)) => parse_date(s)
+            .map(Scalar::Date)
+            .ok_or_else(|| bad("expected a date 'YYYY-MM-DD'")),
+        (Kind::DateTime, Lit::Str(s)) => parse_datetime(s).map(Scalar::Instant).ok_or_else(|| {
+            bad("expected an ISO 8601 datetime with offset, e.g. '2026-11-27T10:15:00+05:30'")
+        }),
+        (Kind::Bool, Lit::Bool(b)) => Ok(Scalar::Bool(*b)),
+        (Kind::Bool, Lit::Str(s)) if s == "true" || s == "false" => Ok(Scalar::Bool(s == "true")),
+        (k, _) => Err(bad(&format!(
+            "wrong type of value for a {} field",
+            k.name()
+        ))),
+    }
+}
+
+enum Test {
+    Cmp(&'static str, Scalar),
+    In(bool, Vec<Scalar>),
+    Between(bool, Scalar, Scalar),
+    IsNull(bool),
+    Like(bool, String),
+}
+
+enum CExpr {
+    And(Box<CExpr>, Box<CExpr>),
+    Or(Box<CExpr>, Box<CExpr>),
+    Cond(Target, Kind, Test),
+}
+
+fn op_not_supported(op: &str, field: &str, kind: Kind, col: usize) -> CoqlError {
+    CoqlError::invalid(
+        format!(
+            "operator `{op}` is not supported for {field} (a {} field)",
+            kind.name()
+        ),
+        json!({"column_name": field, "operator": op, "line": 1, "column": col}),
+    )
+}
+
+fn compile(e: &Expr) -> Result<CExpr, CoqlError> {
+    Ok(match e {
+        Expr::And(a, b) => CExpr::And(Box::new(compile(a)?), Box::new(compile(b)?)),
+        Expr::Or(a, b) => CExpr::Or(Box::new(compile(a)?), Box::new(compile(b)?)),
+        Expr::Cond(c) => {
+            let target = resolve(&c.field, c.col)?;
+            let kind = kind_of(target);
+            let ordered = matches!(kind, Kind::Id | Kind::Num | Kind::Date | Kind::DateTime);
+            let f = c.field.as_str();
+            let lit = |l: &Lit| literal(kind, l, f, c.col);
+            if kind == Kind::Unsupported && !matches!(c.kind, CondKind::IsNull { .. }) {
+                return Err(op_not_supported("criteria", f, kind, c.col));
+            }
+            let test = match &c.kind {
+                CondKind::Cmp(op, l) => {
+                    if !ordered && !matches!(*op, "=" | "!=") {
+                        return Err(op_not_supported(op, f, kind, c.col));
+                    }
+                    Test::Cmp(op, lit(l)?)
+                }
+                CondKind::In { negated, values } => {
+                    if kind == Kind::Bool {
+                        return Err(op_not_supported("in", f, kind, c.col));
+                    }
+                    Test::In(*negated, values.iter().map(lit).collect::<Result<_, _>>()?)
+                }
+                CondKind::Between { negated, lo, hi } => {
+                    if !ordered {
+                        return Err(op_not_supported("between", f, kind, c.col));
+                    }
+                    Test::Between(*negated, lit(lo)?, lit(hi)?)
+                }
+                CondKind::IsNull { negated } => Test::IsNull(*negated),
+                CondKind::Like { negated, pattern } => {
+                    if kind != Kind::Text {
+                        return Err(op_not_supported("like", f, kind, c.col));
+                    }
+                    Test::Like(*negated, pattern.to_lowercase())
+                }
+            };
+            CExpr::Cond(target, kind, test)
+        }
+    })
+}
+
+/// `%`-wildcard match (Zoho documents 'x%', '%x' and '%x%'; any number of `%` works here).
+fn like(text: &str, pattern: &str) -> bool {
+    let text = text.to_lowercase();
+    let parts: Vec<&str> = pattern.split('%').collect();
+    if parts.len() == 1 {
+        return text == pattern;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !text.starts_with(first) || !text[first.len()..].ends_with(last) {
+        return false;
+    }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(p) => rest = &rest[p + mid.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+fn eval(e: &CExpr, rec: &Map<String, Value>, store: &Store) -> bool {
+    match e {
+        CExpr::And(a, b) => eval(a, rec, store) && eval(b, rec, store),
+        CExpr::Or(a, b) => eval(a, rec, store) || eval(b, rec, store),
+        CExpr::Cond(target, kind, test) => {
+            let v = scalar(*kind, &raw(*target, rec, store));
+            if let Test::IsNull(negated) = test {
+                return (v == Scalar::Null) != *negated;
+            }
+            if v == Scalar::Null {
+                return false;
+            }
+            match test {
+                Test::Cmp(op, lit) => match compare(&v, lit) {
+                    Some(o) => match *op {
+                        "=" => o == Ordering::Equal,
+                        "!=" => o != Ordering::Equal,
+                        "<" => o == Ordering::Less,
+                        "<=" => o != Ordering::Greater,
+                        ">" => o == Ordering::Greater,
+                        _ => o != Ordering::Less,
+                    },
+                    None => false,
+                },
+                Test::In(negated, list) => {
+                    list.iter().any(|l| compare(&v, l) == Some(Ordering::Equal)) != *negated
+                }
+                Test::Between(negated, lo, hi) => {
+                    let inside = compare(&v, lo).is_some_and(|o| o != Ordering::Less)
+                        && compare(&v, hi).is_some_and(|o| o != Ordering::Greater);
+                    inside != *negated
+                }
+                Test::Like(negated, pattern) => match &v {
+                    Scalar::Text(t) => like(t, pattern) != *negated,
+                    _ => false,
+                },
+                Test::IsNull(_) => false,
+            }
+        }
+    }
+}
+
+/// A selected field's value as COQL renders it: lookups as `{"name","id"}`, where a user's name is
+/// only the last name (fact sheet §3c, D-COQL7); dot-joins as the related field's value.
+fn project(t: Target, rec: &Map<String, Value>, store: &Store) -> Value {
+    match t {
+        Target::Field(f) if f.ftype == FieldType::OwnerLookup => {
+            match rec
+                .get(f.api_name)
+                .and_then(|v| v.get("id"))
+                .and_then(Value::as_str)
+            {
+                Some(id) => {
+                    let last = id
+                        .parse()
+                        .ok()
+                        .and_then(|id| store.user(id))
+                        .map(|u| u.last_name.clone());
+                    json!({"name": last, "id": id})
+                }
+                None => Value::Null,
+            }
+        }
+        Target::Field(f) if matches!(f.ftype, FieldType::Lookup(_)) => match rec.get(f.api_name) {
+            Some(v) if v.is_object() => json!({"name": v.get("name"), "id": v.get("id")}),
+            _ => Value::Null,
+        },
+        _ => raw(t, rec, store),
+    }
+}
+
+/// Parses and runs one `select_query` against the store.
+pub fn run(src: &str, store: &Store) -> Result<Outcome, CoqlError> {
+    let q = parse(src)?;
+    execute(&q, store)
+}
+
+fn execute(q: &Query, store: &Store) -> Result<Outcome, CoqlError> {
+    if !q.module.eq_ignore_ascii_case("Deals") {
+        return Err(CoqlError::invalid(
+            format!(
+                "invalid module given: {} (the sandbox serves only Deals)",
+                q.module
+            ),
+            json!({"module": q.module}),
+        ));
+    }
+    if q.columns.len() > MAX_COLUMNS {
+        return Err(CoqlError::limit(
+            format!("at most {MAX_COLUMNS} columns can be selected"),
+            json!({"by": "columns", "limit": MAX_COLUMNS}),
+        ));
+    }
+    let criteria = q.filter.criteria();
+    if criteria > MAX_CRITERIA {
+        return Err(CoqlError::limit(
+            format!("at most {MAX_CRITERIA} criteria are allowed, got {criteria}"),
+            json!({"by": "criteria", "limit": MAX_CRITERIA}),
+        ));
+    }
+    if q.order.len() > MAX_ORDER_FIELDS {
+        return Err(CoqlError::limit(
+            format!("at most {MAX_ORDER_FIELDS} order by fields are allowed"),
+            json!({"by": "order_by", "limit": MAX_ORDER_FIELDS}),
+        ));
+    }
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
+    if limit > MAX_LIMIT {
+        return Err(CoqlError::limit(
+            format!("limit exceeded: at most {MAX_LIMIT} records per query, got {limit}"),
+            json!({"by": "limit", "limit": MAX_LIMIT}),
+        ));
+    }
+    if limit == 0 {
+        return Err(CoqlError::invalid(
+            "limit must be at least 1",
+            json!({"by": "limit"}),
+        ));
+    }
+    if q.offset.saturating_add(limit) > MAX_REACHABLE {
+        return Err(CoqlError::limit(
+            format!("offset + limit may not exceed {MAX_REACHABLE}"),
+            json!({"by": "offset", "limit": MAX_REACHABLE}),
+        ));
+    }
+
+    let aggregates = q
+        .columns
+        .iter()
+        .filter(|c| matches!(c, Column::Aggregate { .. }))
+        .count();
+    if aggregates > 0 && aggregates < q.columns.len() {
+        return Err(CoqlError::syntax(
+            "aggregate functions cannot be mixed with plain columns (GROUP BY is not supported)",
+            1,
+            "select",
+        ));
+    }
+    let mut selected = Vec::new();
+    for c in &q.columns {
+        let (name, func) = match c {
+            Column::Field(n) => (n.as_str(), None),
+            Column::Aggregate { field, func, key } => (field.as_str(), Some((*func, key.as_str()))),
+        };
+        let t = resolve(name, 8)?;
+        if let Some((func, _)) = func {
+            if func != Agg::Count && kind_of(t) != Kind::Num {
+                return Err(CoqlError::invalid(
+                    format!("{name} is not a number field, so it cannot be aggregated"),
+                    json!({"column_name": name}),
+                ));
+            }
+        }
+        selected.push((name, t, func));
+    }
+    let filter = compile(&q.filter)?;
+    let mut order = Vec::new();
+    for (name, asc) in &q.order {
+        let t = resolve(name, 1)?;
+        if kind_of(t) == Kind::Unsupported {
+            return Err(op_not_supported("order by", name, Kind::Unsupported, 1));
+        }
+        order.push((t, kind_of(t), *asc));
+    }
+
+    let mut rows: Vec<&Map<String, Value>> = store
+        .deals
+        .values()
+        .filter(|rec| eval(&filter, rec, store))
+        .collect();
+
+    if aggregates > 0 {
+        let mut out = Map::new();
+        for (name, t, func) in &selected {
+            let Some((func, key)) = func else { continue };
+            let kind = kind_of(*t);
+            let vals: Vec<Scalar> = rows
+                .iter()
+                .map(|r| scalar(kind, &raw(*t, r, store)))
+                .filter(|s| *s != Scalar::Null)
+                .collect();
+            let nums = || {
+                vals.iter().filter_map(|s| match s {
+                    Scalar::Num(n) => Some(*n),
+                    _ => None,
+                })
+            };
+            let v = match func {
+                Agg::Count => json!(vals.len()),
+                Agg::Sum => json!(nums().sum::<f64>()),
+                Agg::Avg if vals.is_empty() => Value::Null,
+                Agg::Avg => json!(nums().sum::<f64>() / vals.len() as f64),
+                Agg::Min => nums().reduce(f64::min).map_or(Value::Null, |n| json!(n)),
+                Agg::Max => nums().reduce(f64::max).map_or(Value::Null, |n| json!(n)),
+            };
+            let _ = name;
+            out.insert(key.to_string(), v);
+        }
+        // An aggregate always answers one row, even COUNT over nothing (UNCONFIRMED: Zoho may send 204).
+        return Ok(Outcome {
+            body: Some(json!({"data": [out], "info": {"count": 1, "more_records": false}})),
+            limit,
+        });
+    }
+
+    if !order.is_empty() {
+        // Stable sort over id order: ties fall back to id ascending (Zoho leaves them unspecified).
+        rows.sort_by(|a, b| {
+            for (t, kind, asc) in &order {
+                let o = sort_cmp(
+                    &scalar(*kind, &raw(*t, a, store)),
+                    &scalar(*kind, &raw(*t, b, store)),
+                );
+                let o = if *asc { o } else { o.reverse() };
+                if o != Ordering::Equal {
+                    return o;
+                }
+            }
+            Ordering::Equal
+        });
+    }
+    let total = rows.len() as u64;
+    let start = q.offset.min(total) as usize;
+    let end = q.offset.saturating_add(limit).min(total) as usize;
+    if start >= end {
+        return Ok(Outcome { body: None, limit });
+    }
+    let data: Vec<Value> = rows[start..end]
+        .iter()
+        .map(|rec| {
+            let mut m = Map::new();
+            for (name, t, _) in &selected {
+                m.insert((*name).to_string(), project(*t, rec, store));
+            }
+            // COQL always returns the record id.
+            m.insert("id".into(), rec.get("id").cloned().unwrap_or(Value::Null));
+            Value::Object(m)
+        })
+        .collect();
+    Ok(Outcome {
+        body: Some(json!({
+            "data": data,
+            "info": {"count": end - start, "more_records": total > q.offset.saturating_add(limit)},
+        })),
+        limit,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock;
+
+    #[test]
+    fn like_wildcards() {
+        assert!(like("Acme Corp - Renewal", "%renewal"));
+        assert!(like("Acme Corp - Renewal", "acme%"));
+        assert!(like("Acme Corp - Renewal", "%corp%"));
+        assert!(like("Acme Corp - Renewal", "a%c%l"));
+        assert!(!like("Acme", "%x%"));
+        assert!(like("acme", "acme"));
+        assert!(!like("ab", "a%b%b"));
+    }
+
+    #[test]
+    fn credits_tiers() {
+        assert_eq!(
+            (
+                credits_for(200),
+                credits_for(201),
+                credits_for(1000),
+                credits_for(2000)
+            ),
+            (1, 2, 2, 3)
+        );
+    }
+
+    #[test]
+    fn datetime_literals_in_any_offset_select_the_same_rows() {
+        let tz = clock::offset(330).expect("tz");
+        let now = clock::now();
+        let store = Store::generate(400, None, 9, tz, now);
+        let cut = now - chrono::Duration::hours(6);
+        let q = |lit: String| {
+            run(
+                &format!(
+                    "select Modified_Time from Deals where Modified_Time >= '{lit}' limit 2000"
+                ),
+                &store,
+            )
+            .expect("runs")
+            .body
+            .map(|b| b["data"].as_array().map_or(0, Vec::len))
+            .unwrap_or(0)
+        };
+        let utc = q(cut.format("%Y-%m-%dT%H:%M:%SZ").to_string());
+        let ist = q(clock::fmt_datetime(cut, tz));
+        let pdt = q(clock::fmt_datetime(cut, clock::offset(-420).expect("tz")));
+        let expected = store
+            .deals
+            .values()
+            .filter(|m| Store::modified_time(m).is_some_and(|t| t >= cut))
+            .count();
+        assert!(expected > 0);
+        assert_eq!((utc, ist, pdt), (expected, expected, expected));
+    }
+}

@@ -1,0 +1,1017 @@
+//! The sandbox's CRM data: users, accounts, contacts and deals, generated deterministically from a seed,
+//! plus the mutations tests apply while a job runs (`POST /__sandbox/mutate`).
+//!
+//! Deals are kept as the exact JSON object Get Records would send (`serde_json::Map`), so every read
+//! path renders the same bytes and the truth endpoint can hand out the very same records.
+//! Timestamps are relative to the start time floored to the second; "now" is always the real wall clock.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use chrono::{DateTime, Duration, FixedOffset, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use crate::clock::{fmt_date, fmt_datetime, parse_datetime};
+use crate::meta::{self, Category, Module, ID_BASE, LAYOUT_ID, STAGES};
+use crate::rng::Rng;
+
+/// A CRM user (deal owner, creator, modifier).
+#[derive(Debug, Clone)]
+pub struct User {
+    /// Record id.
+    pub id: u64,
+    /// First name.
+    pub first_name: String,
+    /// Last name.
+    pub last_name: String,
+    /// Email.
+    pub email: String,
+}
+
+impl User {
+    /// "First Last".
+    pub fn full_name(&self) -> String {
+        format!("{} {}", self.first_name, self.last_name)
+    }
+
+    /// The `{"name","id","email"}` shape Get Records uses for Owner/Created_By/Modified_By.
+    pub fn minified(&self) -> Value {
+        json!({"name": self.full_name(), "id": self.id.to_string(), "email": self.email})
+    }
+
+    /// `GET /users` shape.
+    pub fn user_json(&self, tz: FixedOffset) -> Value {
+        json!({
+            "id": self.id.to_string(),
+            "first_name": self.first_name,
+            "last_name": self.last_name,
+            "full_name": self.full_name(),
+            "email": self.email,
+            "status": "active",
+            "confirm": true,
+            "role": {"name": if self.id == USERS_BASE { "CEO" } else { "Sales Rep" }, "id": (ID_BASE + 8_001).to_string()},
+            "profile": {"name": if self.id == USERS_BASE { "Administrator" } else { "Standard" }, "id": (ID_BASE + 8_101).to_string()},
+            "time_zone": if tz.local_minus_utc() == 19_800 { "Asia/Kolkata".to_string() } else { format!("GMT{}", tz) },
+            "locale": "en_US",
+            "language": "en_US",
+        })
+    }
+}
+
+/// An account (target of Account_Name).
+#[derive(Debug, Clone)]
+pub struct Account {
+    /// Record id.
+    pub id: u64,
+    /// Account_Name.
+    pub name: String,
+    /// Industry.
+    pub industry: String,
+    /// Website.
+    pub website: String,
+    /// Billing_City.
+    pub city: String,
+    /// Billing_Country.
+    pub country: String,
+}
+
+/// A contact (target of Contact_Name).
+#[derive(Debug, Clone)]
+pub struct Contact {
+    /// Record id.
+    pub id: u64,
+    /// First_Name.
+    pub first_name: String,
+    /// Last_Name.
+    pub last_name: String,
+    /// Email.
+    pub email: String,
+}
+
+impl Contact {
+    /// Full_Name.
+    pub fn full_name(&self) -> String {
+        format!("{} {}", self.first_name, self.last_name)
+    }
+}
+
+/// A deleted deal, as the deleted-records API lists it.
+#[derive(Debug, Clone)]
+pub struct Deleted {
+    /// Record id.
+    pub id: u64,
+    /// When it was deleted.
+    pub deleted_time: DateTime<Utc>,
+    /// `recycle` (in the recycle bin) or `permanent` (purged).
+    pub kind: &'static str,
+    /// The deal's name.
+    pub display_name: String,
+    /// Index into users of who deleted it.
+    pub deleted_by: usize,
+    /// Index into users of who created it.
+    pub created_by: usize,
+}
+
+/// Counts for `POST /__sandbox/mutate`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MutationRequest {
+    /// Open deals to move into a won stage.
+    pub win: usize,
+    /// Won deals to move back to an open stage.
+    pub unwin: usize,
+    /// Won deals to delete (recycle bin).
+    pub delete: usize,
+    /// Won deals whose amount and name change.
+    pub edit: usize,
+    /// New deals created directly in a won stage.
+    pub create_won: usize,
+}
+
+/// Ids touched by one mutation call, per kind (fewer than asked when not enough deals qualify).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MutationResult {
+    /// Deals moved to a won stage.
+    pub win: Vec<String>,
+    /// Deals moved out of the won stages.
+    pub unwin: Vec<String>,
+    /// Deals deleted.
+    pub delete: Vec<String>,
+    /// Deals edited.
+    pub edit: Vec<String>,
+    /// Deals created won.
+    pub create_won: Vec<String>,
+    /// The `Modified_Time` (and `deleted_time`) given to every touched record.
+    pub modified_time: String,
+}
+
+const USERS_BASE: u64 = ID_BASE + 10_001;
+const ACCOUNTS_BASE: u64 = ID_BASE + 300_000;
+const CONTACTS_BASE: u64 = ID_BASE + 400_000;
+const DEALS_BASE: u64 = ID_BASE + 1_000_000;
+const HORIZON_SECS: i64 = 120 * 86_400;
+const DAY_SECS: i64 = 86_400;
+
+/// Names that break naive CSV/SQL/JSON handling.
+const AWKWARD_NAMES: &[&str] = &[
+    "Müller GmbH — 年度契約",
+    "O'Brien \"Big\" deal",
+    "Ça coûte cher: société générale",
+    "日本語の商談 (東京)",
+    "Smith & Sons <expansion>",
+    "Back\\slash; DROP TABLE deals;--",
+    "Comma, Inc. 'quoted' renewal",
+    "Emoji 🚀 launch",
+    "Tab\tseparated\tdeal",
+    "  leading and trailing spaces  ",
+];
+
+const PRODUCTS: &[&str] = &[
+    "Annual licence",
+    "Renewal",
+    "Expansion",
+    "Pilot",
+    "Support plan",
+    "Implementation",
+    "Upsell",
+    "Multi-year agreement",
+];
+
+/// Everything the sandbox serves.
+#[derive(Debug, Clone)]
+pub struct Store {
+    /// The API user's offset; every datetime is rendered in it.
+    pub tz: FixedOffset,
+    /// Live deals by id, each the full Zoho JSON record.
+    pub deals: BTreeMap<u64, Map<String, Value>>,
+    /// Deleted deals, oldest first.
+    pub deleted: Vec<Deleted>,
+    /// Users; the first is the API user (`type=CurrentUser`).
+    pub users: Vec<User>,
+    /// Accounts.
+    pub accounts: Vec<Account>,
+    /// Contacts.
+    pub contacts: Vec<Contact>,
+    user_idx: HashMap<u64, usize>,
+    account_idx: HashMap<u64, usize>,
+    contact_idx: HashMap<u64, usize>,
+    next_id: u64,
+    rng: Rng,
+}
+
+fn users() -> Vec<User> {
+    let names = [
+        ("Patricia", "Boyle"),
+        ("José", "Núñez"),
+        ("Aiko", "Tanaka"),
+        ("Sean", "O'Connor"),
+        ("Priya", "Raman"),
+        ("Lars", "Øvergaard"),
+        ("Amara", "Okafor"),
+        ("Chen", "Wei"),
+    ];
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, (first, last))| User {
+            id: USERS_BASE + i as u64 * 17,
+            first_name: first.to_string(),
+            last_name: last.to_string(),
+            email: format!("user{}@zylker.example", i + 1),
+        })
+        .collect()
+}
+
+fn accounts(rng: &mut Rng) -> Vec<Account> {
+    let prefixes = [
+        "Acme", "Globex", "Initech", "Umbrella", "Stark", "Wayne", "Wonka", "Hooli", "Vandelay",
+        "Soylent", "Tyrell", "Zylker", "Müller", "O'Reilly", "Sakura",
+    ];
+    let suffixes = [
+        "Corp", "GmbH", "Ltd", "Inc.", "S.A.", "Pvt Ltd", "LLC", "AG",
+    ];
+    let industries = [
+        "Technology",
+        "Manufacturing",
+        "Retail",
+        "Finance",
+        "Healthcare",
+        "Education",
+    ];
+    let places = [
+        ("Chennai", "India"),
+        ("Austin", "United States"),
+        ("München", "Germany"),
+        ("Lyon", "France"),
+        ("Osaka", "Japan"),
+        ("Dublin", "Ireland"),
+    ];
+    let mut out = Vec::new();
+    for (i, p) in prefixes.iter().enumerate() {
+        for (j, s) in suffixes.iter().enumerate() {
+            let n = i * suffixes.len() + j;
+            let (city, country) = places[rng.index(places.len())];
+            out.push(Account {
+                id: ACCOUNTS_BASE + n as u64 * 11,
+                name: format!("{p} {s}"),
+                industry: industries[rng.index(industries.len())].to_string(),
+                website: format!("https://{}.example", p.to_lowercase().replace('\'', "")),
+                city: city.to_string(),
+                country: country.to_string(),
+            });
+        }
+    }
+    out
+}
+
+fn contacts(rng: &mut Rng) -> Vec<Contact> {
+    let firsts = [
+        "Jane", "John", "Ana", "Ravi", "Mei", "Olu", "Zoë", "Björn", "Fatima", "Diego",
+    ];
+    let lasts = [
+        "Roe", "Doe", "García", "Iyer", "Lin", "Adeyemi", "D'Arcy", "Schmidt", "Haddad",
+    ];
+    let mut out = Vec::new();
+    for n in 0..300u64 {
+        let first = firsts[rng.index(firsts.len())];
+        let last = lasts[rng.index(lasts.len())];
+        out.push(Contact {
+            id: CONTACTS_BASE + n * 7,
+            first_name: first.to_string(),
+            last_name: last.to_string(),
+            email: format!(
+                "{}.{}{}@customer.example",
+                first.to_lowercase(),
+                n,
+                last.len()
+            ),
+        });
+    }
+    out
+}
+
+fn money(cents: i64) -> Value {
+    // Zoho sends whole amounts as integers (`100000`) and others with their cents (`12500.1`).
+    if cents % 100 == 0 {
+        Value::from(cents / 100)
+    } else {
+        serde_json::Number::from_f64(cents as f64 / 100.0)
+            .map(Value::Number)
+            .unwrap_or(Value::Null)
+    }
+}
+
+/// Reads an amount back to cents (records only ever hold what [`money`] wrote).
+fn cents_of(v: &Value) -> Option<i64> {
+    v.as_f64().map(|f| (f * 100.0).round() as i64)
+}
+
+struct Facts {
+    id: u64,
+    created: DateTime<Utc>,
+    modified: DateTime<Utc>,
+}
+
+impl Store {
+    /// Generates `config.deals` live deals (plus the initially deleted ones) as of `now`.
+    pub fn generate(
+        deals: usize,
+        initially_deleted: Option<usize>,
+        seed: u64,
+        tz: FixedOffset,
+        now: DateTime<Utc>,
+    ) -> Store {
+        let mut rng = Rng::new(seed);
+        let users = users();
+        let accounts = accounts(&mut rng);
+        let contacts = contacts(&mut rng);
+        let n_deleted = initially_deleted.unwrap_or(deals / 100);
+        let total = deals + n_deleted;
+        let mut store = Store {
+            tz,
+            deals: BTreeMap::new(),
+            deleted: Vec::new(),
+            user_idx: users.iter().enumerate().map(|(i, u)| (u.id, i)).collect(),
+            account_idx: accounts
+                .iter()
+                .enumerate()
+                .map(|(i, a)| (a.id, i))
+                .collect(),
+            contact_idx: contacts
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (c.id, i))
+                .collect(),
+            users,
+            accounts,
+            contacts,
+            next_id: DEALS_BASE,
+            rng: Rng::new(seed ^ 0x5EED_0F3A_7A00),
+        };
+
+        // Ids grow with creation time (as Zoho's do) but with gaps, and Modified_Time is unrelated
+        // to id order, so keyset paging on id and windowing on Modified_Time are both exercised.
+        let start = now - Duration::seconds(HORIZON_SECS);
+        let slot = (HORIZON_SECS / total.max(1) as i64).max(1);
+        let latest = now - Duration::seconds(1);
+        let mut facts = Vec::with_capacity(total);
+        let mut id = DEALS_BASE;
+        for i in 0..total {
+            id += rng.range(1, 2500) as u64;
+            let c = start + Duration::seconds(i as i64 * slot + rng.below(slot as u64) as i64);
+            let created = c.min(now - Duration::seconds(2));
+            let modified = if rng.chance(0.38) {
+                // a good share touched within the last day
+                let lo = created.max(now - Duration::seconds(DAY_SECS));
+                lo + Duration::seconds(
+                    rng.below((latest - lo).num_seconds().max(0) as u64 + 1) as i64
+                )
+            } else {
+                created
+                    + Duration::seconds(
+                        rng.below((latest - created).num_seconds().max(0) as u64 + 1) as i64,
+                    )
+            };
+            facts.push(Facts {
+                id,
+                created,
+                modified,
+            });
+        }
+        store.next_id = id;
+
+        // "Mass updates": batches of 50–300 deals that share one Modified_Time second, half of them
+        // in the last 24 h. Paging on Modified_Time alone with a strict `>` loses these ties.
+        let batches = (total / 700).max(1);
+        for b in 0..batches {
+            let back = if b % 2 == 0 {
+                rng.range(1, DAY_SECS - 1)
+            } else {
+                rng.range(DAY_SECS, HORIZON_SECS / 2)
+            };
+            let t = now - Duration::seconds(back);
+            let size = rng.range(50, 300) as usize;
+            for _ in 0..size.min(total) {
+                let k = rng.index(total);
+                if facts[k].created <= t {
+                    facts[k].modified = t;
+                }
+            }
+        }
+
+        let deleted_at: HashSet<usize> = {
+            let mut s = HashSet::new();
+            while s.len() < n_deleted.min(total) {
+                s.insert(rng.index(total));
+            }
+            s
+        };
+        for (k, fact) in facts.iter().enumerate() {
+            let deal = store.build_deal(&mut rng, fact);
+            if deleted_at.contains(&k) {
+                let after = (now - fact.modified).num_seconds().max(1) as u64;
+                let deleted_time =
+                    fact.modified + Duration::seconds(rng.range(1, after as i64 - 1).max(1));
+                store.deleted.push(Deleted {
+                    id: fact.id,
+                    deleted_time: deleted_time.min(latest),
+                    kind: if rng.chance(0.8) {
+                        "recycle"
+                    } else {
+                        "permanent"
+                    },
+                    display_name: deal
+                        .get("Deal_Name")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string(),
+                    deleted_by: rng.index(store.users.len()),
+                    created_by: 0,
+                });
+            } else {
+                store.deals.insert(fact.id, deal);
+            }
+        }
+        store.deleted.sort_by_key(|d| (d.deleted_time, d.id));
+        store
+    }
+
+    fn build_deal(&self, rng: &mut Rng, fact: &Facts) -> Map<String, Value> {
+        let tz = self.tz;
+        let r = rng.unit();
+        let stage = if r < 0.25 {
+            &STAGES[6]
+        } else if r < 0.35 {
+            &STAGES[7]
+        } else if r < 0.47 {
+            &STAGES[8]
+        } else if r < 0.53 {
+            &STAGES[9]
+        } else {
+            &STAGES[rng.index(6)]
+        };
+        // Reps may override the stage's default probability, so 100 is not a reliable "won" test.
+        let probability = if stage.category == Category::ClosedWon && rng.chance(0.05) {
+            95
+        } else {
+            i64::from(stage.probability)
+        };
+        let amount = if rng.chance(0.04) {
+            None
+        } else if rng.chance(0.3) {
+            Some(rng.range(1, 5000) * 10_000)
+        } else {
+            Some(rng.range(10_000, 50_000_000))
+        };
+        let account = if rng.chance(0.9) {
+            Some(&self.accounts[rng.index(self.accounts.len())])
+        } else {
+            None
+        };
+        let contact = if rng.chance(0.7) {
+            Some(&self.contacts[rng.index(self.contacts.len())])
+        } else {
+            None
+        };
+        let name = if rng.chance(0.06) {
+            AWKWARD_NAMES[rng.index(AWKWARD_NAMES.len())].to_string()
+        } else {
+            let who = account
+                .map(|a| a.name.clone())
+                .or_else(|| contact.map(Contact::full_name))
+                .unwrap_or_else(|| "Walk-in".to_string());
+            format!("{who} - {}", PRODUCTS[rng.index(PRODUCTS.len())])
+        };
+        let (currency, rate, symbol) = match rng.index(20) {
+            0..=11 => ("USD", json!(1), "$"),
+            12..=16 => ("EUR", json!(0.92), "€"),
+            _ => ("INR", json!(83.1234), "₹"),
+        };
+        let closed = stage.category != Category::Open;
+        let closing = if closed {
+            (fact.modified.with_timezone(&tz) - Duration::days(rng.range(0, 3))).date_naive()
+        } else {
+            (fact.created.with_timezone(&tz) + Duration::days(rng.range(10, 120))).date_naive()
+        };
+        let owner = &self.users[rng.index(self.users.len())];
+        let creator = if rng.chance(0.5) {
+            owner
+        } else {
+            &self.users[0]
+        };
+        let modifier = &self.users[rng.index(self.users.len())];
+        let cycle_days = (closing - fact.created.with_timezone(&tz).date_naive())
+            .num_days()
+            .max(0);
+        let region = if rng.chance(0.85) {
+            json!(meta::picklist_values("Region__c")[rng.index(4)])
+        } else {
+            Value::Null
+        };
+        let term = if rng.chance(0.7) {
+            json!([12, 24, 36][rng.index(3)])
+        } else {
+            Value::Null
+        };
+        let renewal = if closed && rng.chance(0.6) {
+            json!(fmt_date(closing + Duration::days(365)))
+        } else {
+            Value::Null
+        };
+        let description = match rng.index(5) {
+            0 | 1 => Value::Null,
+            2 => json!("Customer asked for a\nmulti-line quote — see \"Terms\" §4.\r\nThanks!"),
+            _ => json!(format!("Follow-up with {}", owner.first_name)),
+        };
+        let tag = if rng.chance(0.1) {
+            json!([{"name": "VIP", "id": (ID_BASE + 7_001).to_string()}])
+        } else {
+            json!([])
+        };
+        let lead_sources = meta::picklist_values("Lead_Source");
+        let mut m = Map::new();
+        m.insert("id".into(), json!(fact.id.to_string()));
+        m.insert("Deal_Name".into(), json!(name));
+        m.insert("Amount".into(), amount.map(money).unwrap_or(Value::Null));
+        m.insert("Stage".into(), json!(stage.actual));
+        m.insert("Pipeline".into(), json!("Standard (Standard)"));
+        m.insert("Closing_Date".into(), json!(fmt_date(closing)));
+        m.insert("Probability".into(), json!(probability));
+        m.insert(
+            "Expected_Revenue".into(),
+            amount
+                .map(|c| money((c * probability + 50) / 100))
+                .unwrap_or(Value::Null),
+        );
+        m.insert("Currency".into(), json!(currency));
+        m.insert("Exchange_Rate".into(), rate);
+        m.insert(
+            "Account_Name".into(),
+            account
+                .map(|a| json!({"name": a.name, "id": a.id.to_string()}))
+                .unwrap_or(Value::Null),
+        );
+        m.insert(
+            "Contact_Name".into(),
+            contact
+                .map(|c| json!({"name": c.full_name(), "id": c.id.to_string()}))
+                .unwrap_or(Value::Null),
+        );
+        m.insert("Campaign_Source".into(), Value::Null);
+        m.insert("Owner".into(), owner.minified());
+        m.insert("Created_By".into(), creator.minified());
+        m.insert("Modified_By".into(), modifier.minified());
+        m.insert(
+            "Lead_Source".into(),
+            if rng.chance(0.8) {
+                json!(lead_sources[rng.index(lead_sources.len())])
+            } else {
+                Value::Null
+            },
+        );
+        m.insert(
+            "Type".into(),
+            match rng.index(3) {
+                0 => json!("New Business"),
+                1 => json!("Existing Business"),
+                _ => Value::Null,
+            },
+        );
+        m.insert(
+            "Next_Step".into(),
+            if closed {
+                Value::Null
+            } else {
+                json!("Send revised quote")
+            },
+        );
+        m.insert("Created_Time".into(), json!(fmt_datetime(fact.created, tz)));
+        m.insert(
+            "Modified_Time".into(),
+            json!(fmt_datetime(fact.modified, tz)),
+        );
+        m.insert(
+            "Last_Activity_Time".into(),
+            json!(fmt_datetime(fact.modified, tz)),
+        );
+        m.insert(
+            "Change_Log_Time__s".into(),
+            json!(fmt_datetime(fact.modified, tz)),
+        );
+        m.insert("Lead_Conversion_Time".into(), Value::Null);
+        m.insert(
+            "Sales_Cycle_Duration".into(),
+            if closed {
+                json!(cycle_days)
+            } else {
+                Value::Null
+            },
+        );
+        m.insert(
+            "Overall_Sales_Duration".into(),
+            if closed {
+                json!(cycle_days)
+            } else {
+                Value::Null
+            },
+        );
+        m.insert(
+            "Reason_For_Loss__s".into(),
+            if stage.category == Category::ClosedLost {
+                json!(meta::picklist_values("Reason_For_Loss__s")[rng.index(4)])
+            } else {
+                Value::Null
+            },
+        );
+        m.insert("Record_Status__s".into(), json!("Available"));
+        m.insert("Locked__s".into(), json!(false));
+        m.insert("Tag".into(), tag);
+        m.insert("Description".into(), description);
+        m.insert("Region__c".into(), region);
+        m.insert("Contract_Term_Months__c".into(), term);
+        m.insert("Renewal_Date__c".into(), renewal);
+        // `$` system keys (fact sheet §5.1): present on every record, meaningless to the job.
+        m.insert("$currency_symbol".into(), json!(symbol));
+        m.insert("$approved".into(), json!(true));
+        m.insert("$editable".into(), json!(true));
+        m.insert(
+            "$review_process".into(),
+            json!({"approve": false, "reject": false, "resubmit": false}),
+        );
+        m.insert("$review".into(), Value::Null);
+        m.insert("$approval".into(), json!({"delegate": false, "takeover": false, "approve": false, "reject": false, "resubmit": false}));
+        m.insert("$process_flow".into(), json!(false));
+        m.insert("$state".into(), json!("save"));
+        m.insert("$in_merge".into(), json!(false));
+        m.insert("$approval_state".into(), json!("approved"));
+        m.insert("$orchestration".into(), json!(false));
+        m.insert("$converted".into(), json!(false));
+        m.insert("$locked_for_me".into(), json!(false));
+        m.insert("$is_duplicate".into(), json!(false));
+        m.insert("$pathfinder".into(), json!(false));
+        m.insert("$followers".into(), Value::Null);
+        m.insert("$sharing_permission".into(), json!("full_access"));
+        m.insert(
+            "$layout_id".into(),
+            json!({"name": "Standard", "id": LAYOUT_ID.to_string()}),
+        );
+        m.insert("$field_states".into(), Value::Null);
+        m
+    }
+
+    /// The user with this id.
+    pub fn user(&self, id: u64) -> Option<&User> {
+        self.user_idx.get(&id).map(|&i| &self.users[i])
+    }
+
+    /// The related record's field for a COQL dot-join (`Owner.email`), or null.
+    pub fn join_value(&self, module: Module, id: u64, field: &str) -> Value {
+        match module {
+            Module::Users => match self.user(id) {
+                Some(u) => match field {
+                    "id" => json!(u.id.to_string()),
+                    "first_name" => json!(u.first_name),
+                    "last_name" => json!(u.last_name),
+                    "full_name" => json!(u.full_name()),
+                    "email" => json!(u.email),
+                    _ => Value::Null,
+                },
+                None => Value::Null,
+            },
+            Module::Accounts => match self.account_idx.get(&id).map(|&i| &self.accounts[i]) {
+                Some(a) => match field {
+                    "id" => json!(a.id.to_string()),
+                    "Account_Name" => json!(a.name),
+                    "Industry" => json!(a.industry),
+                    "Website" => json!(a.website),
+                    "Billing_City" => json!(a.city),
+                    "Billing_Country" => json!(a.country),
+                    _ => Value::Null,
+                },
+                None => Value::Null,
+            },
+            Module::Contacts => match self.contact_idx.get(&id).map(|&i| &self.contacts[i]) {
+                Some(c) => match field {
+                    "id" => json!(c.id.to_string()),
+                    "First_Name" => json!(c.first_name),
+                    "Last_Name" => json!(c.last_name),
+                    "Full_Name" => json!(c.full_name()),
+                    "Email" => json!(c.email),
+                    _ => Value::Null,
+                },
+                None => Value::Null,
+            },
+            Module::Campaigns => Value::Null,
+        }
+    }
+
+    /// The deleted-records API entry for one deletion.
+    pub fn deleted_json(&self, d: &Deleted) -> Value {
+        let creator = self
+            .users
+            .get(d.created_by)
+            .map(|u| json!({"name": u.full_name(), "id": u.id.to_string()}));
+        let deleter = self
+            .users
+            .get(d.deleted_by)
+            .map(|u| json!({"name": u.full_name(), "id": u.id.to_string()}));
+        // Purged entries carry no names (fact sheet §3e).
+        let permanent = d.kind == "permanent";
+        json!({
+            "deleted_by": if permanent { Value::Null } else { deleter.unwrap_or(Value::Null) },
+            "id": d.id.to_string(),
+            "display_name": if permanent { Value::Null } else { json!(d.display_name) },
+            "type": d.kind,
+            "created_by": if permanent { Value::Null } else { creator.unwrap_or(Value::Null) },
+            "deleted_time": fmt_datetime(d.deleted_time, self.tz),
+        })
+    }
+
+    /// `GET /__sandbox/truth`.
+    pub fn truth_json(&self, now: DateTime<Utc>) -> Value {
+        let deals: Vec<Value> = self
+            .deals
+            .values()
+            .map(|m| Value::Object(m.clone()))
+            .collect();
+        let deleted: Vec<Value> = self
+            .deleted
+            .iter()
+            .map(|d| json!({"id": d.id.to_string(), "deleted_time": fmt_datetime(d.deleted_time, self.tz), "type": d.kind}))
+            .collect();
+        json!({
+            "now": fmt_datetime(now, self.tz),
+            "won_stages": meta::won_stages(),
+            "deals": deals,
+            "deleted": deleted,
+        })
+    }
+
+    fn ids_where(&self, pred: impl Fn(Category) -> bool, exclude: &HashSet<u64>) -> Vec<u64> {
+        self.deals
+            .iter()
+            .filter(|(id, m)| {
+                !exclude.contains(id)
+                    && m.get("Stage")
+                        .and_then(Value::as_str)
+                        .and_then(meta::stage)
+                        .is_some_and(|s| pred(s.category))
+            })
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    fn pick(&mut self, mut pool: Vec<u64>, n: usize) -> Vec<u64> {
+        // partial Fisher–Yates: deterministic for a given seed and call sequence
+        let n = n.min(pool.len());
+        for i in 0..n {
+            let j = i + self.rng.index(pool.len() - i);
+            pool.swap(i, j);
+        }
+        pool.truncate(n);
+        pool.sort_unstable();
+        pool
+    }
+
+    fn touch(&mut self, id: u64, now: DateTime<Utc>) {
+        let tz = self.tz;
+        let modifier = self.users[self.rng.index(self.users.len())].minified();
+        if let Some(m) = self.deals.get_mut(&id) {
+            let t = json!(fmt_datetime(now, tz));
+            m.insert("Modified_Time".into(), t.clone());
+            m.insert("Last_Activity_Time".into(), t.clone());
+            m.insert("Change_Log_Time__s".into(), t);
+            m.insert("Modified_By".into(), modifier);
+        }
+    }
+
+    fn set_stage(&mut self, id: u64, stage: &meta::Stage, now: DateTime<Utc>) {
+        let today = now.with_timezone(&self.tz).date_naive();
+        if let Some(m) = self.deals.get_mut(&id) {
+            let p = i64::from(stage.probability);
+            m.insert("Stage".into(), json!(stage.actual));
+            m.insert("Probability".into(), json!(p));
+            let expected = m
+                .get("Amount")
+                .and_then(cents_of)
+                .map(|c| money((c * p + 50) / 100))
+                .unwrap_or(Value::Null);
+            m.insert("Expected_Revenue".into(), expected);
+            if stage.category != Category::Open {
+                m.insert("Closing_Date".into(), json!(fmt_date(today)));
+            }
+        }
+    }
+
+    /// Applies `POST /__sandbox/mutate`: every touched record gets `Modified_Time = now`.
+    pub fn mutate(&mut self, req: &MutationRequest, now: DateTime<Utc>) -> MutationResult {
+        let mut touched = HashSet::new();
+        let mut out = MutationResult {
+            modified_time: fmt_datetime(now, self.tz),
+            ..MutationResult::default()
+        };
+        let won = |c: Category| c == Category::ClosedWon;
+
+        let pool = self.ids_where(|c| c == Category::Open, &touched);
+        for id in self.pick(pool, req.win) {
+            let stage = if self.rng.chance(0.7) {
+                &STAGES[6]
+            } else {
+                &STAGES[7]
+            };
+            self.set_stage(id, stage, now);
+            self.touch(id, now);
+            touched.insert(id);
+            out.win.push(id.to_string());
+        }
+
+        let pool = self.ids_where(won, &touched);
+        for id in self.pick(pool, req.unwin) {
+            self.set_stage(id, &STAGES[5], now);
+            self.touch(id, now);
+            touched.insert(id);
+            out.unwin.push(id.to_string());
+        }
+
+        let pool = self.ids_where(won, &touched);
+        for id in self.pick(pool, req.edit) {
+            let bump = self.rng.range(1, 99_999);
+            let tz = self.tz;
+            if let Some(m) = self.deals.get_mut(&id) {
+                let cents = m.get("Amount").and_then(cents_of).unwrap_or(0) + bump;
+                let p = m.get("Probability").and_then(Value::as_i64).unwrap_or(100);
+                m.insert("Amount".into(), money(cents));
+                m.insert("Expected_Revenue".into(), money((cents * p + 50) / 100));
+                let name = m
+                    .get("Deal_Name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let name = format!("{name} (rev {})", fmt_datetime(now, tz));
+                m.insert("Deal_Name".into(), json!(name));
+            }
+            self.touch(id, now);
+            touched.insert(id);
+            out.edit.push(id.to_string());
+        }
+
+        let pool = self.ids_where(won, &touched);
+        for id in self.pick(pool, req.delete) {
+            if let Some(m) = self.deals.remove(&id) {
+                let created_by = m
+                    .get("Created_By")
+                    .and_then(|v| v.get("id"))
+                    .and_then(Value::as_str)
+                    .and_then(|s| s.parse().ok())
+                    .and_then(|uid| self.user_idx.get(&uid).copied())
+                    .unwrap_or(0);
+                self.deleted.push(Deleted {
+                    id,
+                    deleted_time: now,
+                    kind: "recycle",
+                    display_name: m
+                        .get("Deal_Name")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string(),
+                    deleted_by: self.rng.index(self.users.len()),
+                    created_by,
+                });
+                touched.insert(id);
+                out.delete.push(id.to_string());
+            }
+        }
+
+        for _ in 0..req.create_won {
+            self.next_id += self.rng.range(1, 2500) as u64;
+            let id = self.next_id;
+            let facts = Facts {
+                id,
+                created: now,
+                modified: now,
+            };
+            let mut rng = self.rng.clone();
+            let mut deal = self.build_deal(&mut rng, &facts);
+            self.rng = rng;
+            deal.insert("Modified_By".into(), self.users[0].minified());
+            self.deals.insert(id, deal);
+            let stage = if self.rng.chance(0.7) {
+                &STAGES[6]
+            } else {
+                &STAGES[7]
+            };
+            self.set_stage(id, stage, now);
+            out.create_won.push(id.to_string());
+        }
+        out
+    }
+
+    /// A deal's Modified_Time as an instant.
+    pub fn modified_time(m: &Map<String, Value>) -> Option<DateTime<Utc>> {
+        m.get("Modified_Time")
+            .and_then(Value::as_str)
+            .and_then(parse_datetime)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock;
+
+    fn store(n: usize, seed: u64) -> (Store, DateTime<Utc>) {
+        let now = clock::now();
+        let tz = clock::offset(330).expect("offset");
+        (Store::generate(n, None, seed, tz, now), now)
+    }
+
+    #[test]
+    fn generation_is_deterministic_and_has_the_promised_shape() {
+        let (a, now) = store(3000, 42);
+        let b = Store::generate(3000, None, 42, a.tz, now);
+        assert_eq!(a.deals, b.deals);
+        assert_eq!(a.deals.len(), 3000);
+        assert_eq!(a.deleted.len(), 30);
+
+        let won = a
+            .deals
+            .values()
+            .filter(|m| m["Stage"] == "Closed Won" || m["Stage"] == "Closed Won - Renewal")
+            .count();
+        let share = won as f64 / 3000.0;
+        assert!((0.28..0.42).contains(&share), "won share {share}");
+        assert!(a
+            .deals
+            .values()
+            .any(|m| m["Stage"] == "Closed Won - Renewal"));
+
+        let day_ago = now - Duration::days(1);
+        let mut recent = 0;
+        let mut per_second: HashMap<String, usize> = HashMap::new();
+        for m in a.deals.values() {
+            let id = m["id"].as_str().expect("id string");
+            assert_eq!(id.len(), 19);
+            let created = parse_datetime(m["Created_Time"].as_str().expect("ct")).expect("parse");
+            let modified = Store::modified_time(m).expect("mt");
+            assert!(created <= modified && modified < now);
+            assert!(m["Modified_Time"].as_str().expect("mt").ends_with("+05:30"));
+            if modified > day_ago {
+                recent += 1;
+            }
+            *per_second
+                .entry(m["Modified_Time"].to_string())
+                .or_default() += 1;
+        }
+        assert!(recent * 10 >= 3000 * 3, "recent {recent}");
+        assert!(
+            per_second.values().any(|&n| n >= 40),
+            "no mass-update second"
+        );
+        assert!(a.deals.values().any(|m| m["Amount"].is_null()));
+        assert!(a
+            .deals
+            .values()
+            .any(|m| m["Deal_Name"].as_str().is_some_and(|s| s.contains('\''))));
+    }
+
+    #[test]
+    fn mutations_touch_what_they_say() {
+        let (mut s, _) = store(500, 3);
+        let now = clock::now();
+        let r = s.mutate(
+            &MutationRequest {
+                win: 3,
+                unwin: 2,
+                delete: 2,
+                edit: 2,
+                create_won: 2,
+            },
+            now,
+        );
+        assert_eq!(
+            (
+                r.win.len(),
+                r.unwin.len(),
+                r.delete.len(),
+                r.edit.len(),
+                r.create_won.len()
+            ),
+            (3, 2, 2, 2, 2)
+        );
+        let ts = fmt_datetime(now, s.tz);
+        for id in r.win.iter().chain(&r.create_won) {
+            let m = &s.deals[&id.parse::<u64>().expect("id")];
+            assert!(meta::won_stages().contains(&m["Stage"].as_str().expect("stage")));
+            assert_eq!(m["Modified_Time"], ts.as_str());
+        }
+        for id in &r.delete {
+            let id: u64 = id.parse().expect("id");
+            assert!(!s.deals.contains_key(&id));
+            assert!(s
+                .deleted
+                .iter()
+                .any(|d| d.id == id && d.deleted_time == now));
+        }
+        let max_before = r.create_won[0].parse::<u64>().expect("id");
+        assert!(s.deals.keys().filter(|k| **k > max_before).count() >= 1);
+    }
+}

@@ -1,0 +1,91 @@
+//! Test-only endpoints under `/__sandbox/` (no auth): ground truth, counters, fault knobs at run time,
+//! access-token revocation, fresh grant codes and data mutations.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+use crate::clock;
+use crate::data::MutationRequest;
+use crate::state::{lock, read, write, AppState, Stats};
+
+fn bad(message: String) -> Response {
+    (StatusCode::BAD_REQUEST, Json(json!({"error": message}))).into_response()
+}
+
+/// `GET /__sandbox/truth`: every live deal as Get Records would send it, plus deletions.
+pub async fn truth(State(st): State<Arc<AppState>>) -> Response {
+    let body = read(&st.store).truth_json(clock::now());
+    (StatusCode::OK, Json(body)).into_response()
+}
+
+/// `GET /__sandbox/stats`.
+pub async fn stats(State(st): State<Arc<AppState>>) -> Response {
+    let s = st.stats(|s| s.clone());
+    let mut v = serde_json::to_value(&s).unwrap_or_else(|_| json!({}));
+    if let Some(m) = v.as_object_mut() {
+        m.insert(
+            "in_flight".into(),
+            json!(st.inflight.load(std::sync::atomic::Ordering::SeqCst)),
+        );
+    }
+    (StatusCode::OK, Json(v)).into_response()
+}
+
+/// `POST /__sandbox/reset-stats`: zeroes every counter.
+pub async fn reset_stats(State(st): State<Arc<AppState>>) -> Response {
+    st.stats(|s| *s = Stats::default());
+    (StatusCode::OK, Json(json!({"status": "success"}))).into_response()
+}
+
+/// `GET /__sandbox/control`: the live fault knobs.
+pub async fn get_control(State(st): State<Arc<AppState>>) -> Response {
+    (StatusCode::OK, Json(json!(st.faults()))).into_response()
+}
+
+/// `POST /__sandbox/control` with a partial `Faults` object; answers the knobs now in force.
+pub async fn set_control(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
+    let patch: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return bad(format!("body is not JSON: {e}")),
+    };
+    let mut faults = lock(&st.faults);
+    match faults.patched(&patch) {
+        Ok(new) => {
+            *faults = new.clone();
+            (StatusCode::OK, Json(json!(new))).into_response()
+        }
+        Err(e) => bad(e),
+    }
+}
+
+/// `POST /__sandbox/revoke-access-tokens`: every current access token stops working.
+pub async fn revoke_access_tokens(State(st): State<Arc<AppState>>) -> Response {
+    let n = lock(&st.auth).revoke_all_access();
+    (StatusCode::OK, Json(json!({"revoked": n}))).into_response()
+}
+
+/// `POST /__sandbox/grant-code`: a fresh single-use grant code.
+pub async fn grant_code(State(st): State<Arc<AppState>>) -> Response {
+    let code = lock(&st.auth).new_grant_code();
+    (StatusCode::OK, Json(json!({"code": code}))).into_response()
+}
+
+/// `POST /__sandbox/mutate` with `{"win":N,"unwin":N,"delete":N,"edit":N,"create_won":N}`.
+pub async fn mutate(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
+    let req: MutationRequest = if body.is_empty() {
+        MutationRequest::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => return bad(format!("bad mutation request: {e}")),
+        }
+    };
+    let result = write(&st.store).mutate(&req, clock::now());
+    (StatusCode::OK, Json(json!(result))).into_response()
+}

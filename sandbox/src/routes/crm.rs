@@ -1,0 +1,574 @@
+//! The CRM v8 API: COQL, field/pipeline/layout metadata, users, Get Records and deleted records.
+//!
+//! Authentication, limits and faults are handled before these run (see `server::guard`); handlers
+//! only answer the request. Bodies and codes follow the fact sheet; choices it leaves open are
+//! marked UNCONFIRMED where they are made.
+
+use std::cmp::Ordering;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::DateTime;
+use serde_json::{json, Map, Value};
+
+use crate::clock::{self, fmt_datetime, parse_datetime};
+use crate::coql::exec::{credits_for, run};
+use crate::data::Store;
+use crate::meta::{self, deal_field, LAYOUT_ID};
+use crate::server::{zoho_error, Credits};
+use crate::state::{lock, read, AppState, PageCursor};
+
+/// Records one Get Records page may hold (default and maximum).
+const MAX_PER_PAGE: u64 = 200;
+/// Records reachable with `page` before a `page_token` is required.
+const DISCRETE_LIMIT: u64 = 2000;
+/// Records reachable through a chain of page tokens.
+const TOKEN_LIMIT: u64 = 100_000;
+/// How long a page token lives (Zoho: 24 h).
+const PAGE_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Most fields one Get Records call may name.
+const MAX_FIELDS: usize = 50;
+
+fn bad_request(code: &str, message: &str, details: Value) -> Response {
+    zoho_error(StatusCode::BAD_REQUEST, code, message, details)
+}
+
+fn query_pairs(q: Option<&str>) -> Vec<(String, String)> {
+    q.and_then(|q| serde_urlencoded::from_str(q).ok())
+        .unwrap_or_default()
+}
+
+fn query_map(q: Option<&str>) -> HashMap<String, String> {
+    query_pairs(q).into_iter().collect()
+}
+
+fn no_content() -> Response {
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// `POST /crm/v8/coql` with `{"select_query": "..."}`.
+pub async fn coql(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
+    let parsed: Result<Value, _> = serde_json::from_slice(&body);
+    let Ok(v) = parsed else {
+        return bad_request(
+            "INVALID_DATA",
+            "the request body is not valid JSON",
+            json!({}),
+        );
+    };
+    let Some(q) = v.get("select_query").and_then(Value::as_str) else {
+        return bad_request(
+            "REQUIRED_PARAM_MISSING",
+            "One of the expected parameter is missing",
+            json!({"param_name": "select_query"}),
+        );
+    };
+    let outcome = {
+        let store = read(&st.store);
+        run(q, &store)
+    };
+    match outcome {
+        Ok(o) => {
+            let mut resp = match o.body {
+                Some(b) => (StatusCode::OK, Json(b)).into_response(),
+                // Nothing matched: 204 with an empty body (SDK samples; Zoho docs silent: UNCONFIRMED).
+                None => no_content(),
+            };
+            resp.extensions_mut().insert(Credits(credits_for(o.limit)));
+            resp
+        }
+        Err(e) => (StatusCode::BAD_REQUEST, Json(e.body())).into_response(),
+    }
+}
+
+/// `GET /crm/v8/settings/fields?module=Deals`.
+pub async fn fields(RawQuery(q): RawQuery) -> Response {
+    let p = query_map(q.as_deref());
+    let Some(module) = p.get("module").filter(|m| !m.is_empty()) else {
+        return bad_request(
+            "REQUIRED_PARAM_MISSING",
+            "One of the expected parameter is missing",
+            json!({"param_name": "module"}),
+        );
+    };
+    match meta::fields_json(module) {
+        Some(body) => (StatusCode::OK, Json(body)).into_response(),
+        None => invalid_module(module),
+    }
+}
+
+fn invalid_module(module: &str) -> Response {
+    bad_request(
+        "INVALID_MODULE",
+        "the module name given seems to be invalid",
+        json!({"module": module}),
+    )
+}
+
+/// `GET /crm/v8/settings/pipeline?layout_id=...`.
+pub async fn pipeline(RawQuery(q): RawQuery) -> Response {
+    let p = query_map(q.as_deref());
+    match p.get("layout_id").map(String::as_str) {
+        None | Some("") => bad_request(
+            "REQUIRED_PARAM_MISSING",
+            "One of the expected parameter is missing",
+            json!({"param_name": "layout_id"}),
+        ),
+        Some(id) if id == LAYOUT_ID.to_string() => {
+            (StatusCode::OK, Json(meta::pipeline_json())).into_response()
+        }
+        Some(_) => bad_request(
+            "INVALID_DATA",
+            "invalid data",
+            json!({"param_name": "layout_id"}),
+        ),
+    }
+}
+
+/// `GET /crm/v8/settings/layouts?module=Deals`.
+pub async fn layouts(RawQuery(q): RawQuery) -> Response {
+    let p = query_map(q.as_deref());
+    match p.get("module") {
+        Some(m) if m.eq_ignore_ascii_case("Deals") => {
+            (StatusCode::OK, Json(meta::layouts_json())).into_response()
+        }
+        Some(m) => invalid_module(m),
+        None => bad_request(
+            "REQUIRED_PARAM_MISSING",
+            "One of the expected parameter is missing",
+            json!({"param_name": "module"}),
+        ),
+    }
+}
+
+/// `GET /crm/v8/users?type=CurrentUser` (the API user) or `AllUsers`/`ActiveUsers`.
+pub async fn users(State(st): State<Arc<AppState>>, RawQuery(q): RawQuery) -> Response {
+    let p = query_map(q.as_deref());
+    let store = read(&st.store);
+    let kind = p.get("type").map(String::as_str).unwrap_or("AllUsers");
+    let users: Vec<Value> = match kind {
+        "CurrentUser" => store
+            .users
+            .iter()
+            .take(1)
+            .map(|u| u.user_json(store.tz))
+            .collect(),
+        "AllUsers" | "ActiveUsers" | "AdminUsers" => {
+            let take = if kind == "AdminUsers" {
+                1
+            } else {
+                store.users.len()
+            };
+            store
+                .users
+                .iter()
+                .take(take)
+                .map(|u| u.user_json(store.tz))
+                .collect()
+        }
+        other => {
+            return bad_request(
+                "INVALID_DATA",
+                "invalid data",
+                json!({"param_name": "type", "value": other}),
+            )
+        }
+    };
+    let n = users.len();
+    (
+        StatusCode::OK,
+        Json(json!({"users": users, "info": {"per_page": 200, "count": n, "page": 1, "more_records": false}})),
+    )
+        .into_response()
+}
+
+/// An error response, boxed to keep `Result`s small.
+type Reject = Box<Response>;
+
+fn parse_count(p: &HashMap<String, String>, name: &str, default: u64) -> Result<u64, Reject> {
+    match p.get(name) {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| {
+                Box::new(bad_request(
+                    "INVALID_DATA",
+                    "invalid data",
+                    json!({"param_name": name}),
+                ))
+            }),
+    }
+}
+
+fn if_modified_since(headers: &HeaderMap) -> Result<Option<DateTime<chrono::Utc>>, Reject> {
+    match headers.get("If-Modified-Since") {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(parse_datetime)
+            .map(Some)
+            .ok_or_else(|| {
+                Box::new(bad_request(
+                    "INVALID_DATA",
+                    "If-Modified-Since must be an ISO 8601 datetime with offset",
+                    json!({"header_name": "If-Modified-Since"}),
+                ))
+            }),
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SortBy {
+    Id,
+    Created,
+    Modified,
+}
+
+fn sort_key(m: &Map<String, Value>, by: SortBy) -> (i64, u64) {
+    let id = m
+        .get("id")
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let t = |k: &str| {
+        m.get(k)
+            .and_then(Value::as_str)
+            .and_then(parse_datetime)
+            .map_or(0, |t| t.timestamp())
+    };
+    match by {
+        SortBy::Id => (0, id),
+        SortBy::Created => (t("Created_Time"), id),
+        SortBy::Modified => (t("Modified_Time"), id),
+    }
+}
+
+/// A record and its sort key.
+type Row<'a> = (&'a Map<String, Value>, (i64, u64));
+
+/// `GET /crm/v8/{module}`: Get Records (fact sheet §3a).
+pub async fn get_records(
+    State(st): State<Arc<AppState>>,
+    Path(module): Path<String>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    if !module.eq_ignore_ascii_case("Deals") {
+        return invalid_module(&module);
+    }
+    let pairs = query_pairs(q.as_deref());
+    // Repeated `fields` parameters are comma-joined, as the SDK does.
+    let fields_param: Vec<&str> = pairs
+        .iter()
+        .filter(|(k, _)| k == "fields")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    let p: HashMap<String, String> = pairs.iter().cloned().collect();
+    let mut fields: Vec<String> = Vec::new();
+    for f in fields_param.iter().flat_map(|v| v.split(',')) {
+        let f = f.trim();
+        if !f.is_empty() && !fields.iter().any(|x| x == f) {
+            fields.push(f.to_string());
+        }
+    }
+    if fields.is_empty() {
+        return bad_request(
+            "REQUIRED_PARAM_MISSING",
+            "One of the expected parameter is missing",
+            json!({"param_name": "fields"}),
+        );
+    }
+    if fields.len() > MAX_FIELDS {
+        return bad_request(
+            "LIMIT_EXCEEDED",
+            "the number of fields exceeds the limit",
+            json!({"param_name": "fields", "limit": MAX_FIELDS}),
+        );
+    }
+    // Unknown field names are refused (Zoho may silently drop them: UNCONFIRMED; refusing
+    // catches misspelt API names early).
+    if let Some(bad) = fields
+        .iter()
+        .find(|f| *f != "id" && deal_field(f).is_none())
+    {
+        return bad_request(
+            "INVALID_DATA",
+            "invalid field api name given",
+            json!({"param_name": "fields", "api_name": bad}),
+        );
+    }
+    let per_page = match parse_count(&p, "per_page", MAX_PER_PAGE) {
+        Ok(n) if n <= MAX_PER_PAGE => n,
+        Ok(_) => {
+            return bad_request(
+                "INVALID_DATA",
+                "per_page may be at most 200",
+                json!({"param_name": "per_page", "maximum": MAX_PER_PAGE}),
+            )
+        }
+        Err(r) => return *r,
+    };
+    let sort_by = match p.get("sort_by").map(String::as_str) {
+        None | Some("id") => SortBy::Id,
+        Some("Created_Time") => SortBy::Created,
+        Some("Modified_Time") => SortBy::Modified,
+        Some(_) => {
+            return bad_request(
+                "INVALID_DATA",
+                "sort_by must be id, Created_Time or Modified_Time",
+                json!({"param_name": "sort_by"}),
+            )
+        }
+    };
+    let asc = match p.get("sort_order").map(String::as_str) {
+        None | Some("desc") => false,
+        Some("asc") => true,
+        Some(_) => {
+            return bad_request(
+                "INVALID_DATA",
+                "sort_order must be asc or desc",
+                json!({"param_name": "sort_order"}),
+            )
+        }
+    };
+    let ims = match if_modified_since(&headers) {
+        Ok(t) => t,
+        Err(r) => return *r,
+    };
+    let token = p.get("page_token").filter(|t| !t.is_empty()).cloned();
+    if token.is_some() && p.contains_key("page") {
+        return bad_request(
+            "AMBIGUITY_DURING_PROCESSING",
+            "page and page_token cannot be given together",
+            json!({"param_names": ["page", "page_token"]}),
+        );
+    }
+    // What a page token is bound to: every parameter except the paging ones, plus the header.
+    let mut bound_parts: Vec<String> = pairs
+        .iter()
+        .filter(|(k, _)| k != "page" && k != "page_token" && k != "fields")
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    bound_parts.push(format!("fields={}", fields.join(",")));
+    bound_parts.push(format!("ims={:?}", ims.map(|t| t.timestamp())));
+    bound_parts.sort();
+    let bound = bound_parts.join("&");
+
+    let now = Instant::now();
+    let (cursor, page) = match &token {
+        Some(t) => {
+            let cur = lock(&st.page_tokens).get(t).cloned();
+            let Some(cur) = cur else {
+                return bad_request(
+                    "INVALID_DATA",
+                    "invalid page token",
+                    json!({"param_name": "page_token"}),
+                );
+            };
+            if now >= cur.expires {
+                return bad_request(
+                    "EXPIRED_VALUE",
+                    "the page token has expired",
+                    json!({"param_name": "page_token"}),
+                );
+            }
+            if cur.bound != bound {
+                return bad_request(
+                    "TOKEN_BOUND_DATA_MISMATCH",
+                    "the parameters do not match those the page token was issued for",
+                    json!({"param_name": "page_token"}),
+                );
+            }
+            if cur.served >= TOKEN_LIMIT {
+                return bad_request(
+                    "PAGINATION_LIMIT_EXCEEDED",
+                    "at most 100000 records can be fetched through page tokens",
+                    json!({"limit": TOKEN_LIMIT}),
+                );
+            }
+            let page = cur.served / per_page + 1;
+            (Some(cur), page)
+        }
+        None => {
+            let page = match parse_count(&p, "page", 1) {
+                Ok(n) => n,
+                Err(r) => return *r,
+            };
+            if page.saturating_mul(per_page) > DISCRETE_LIMIT {
+                return bad_request(
+                    "DISCRETE_PAGINATION_LIMIT_EXCEEDED",
+                    "use page_token to fetch records beyond the first 2000",
+                    json!({"limit": DISCRETE_LIMIT}),
+                );
+            }
+            (None, page)
+        }
+    };
+
+    let store = read(&st.store);
+    let mut rows: Vec<Row<'_>> = store
+        .deals
+        .values()
+        .filter(|m| match ims {
+            Some(t) => Store::modified_time(m).is_some_and(|mt| mt > t),
+            None => true,
+        })
+        .map(|m| (m, sort_key(m, sort_by)))
+        .collect();
+    if rows.is_empty() && ims.is_some() {
+        // Nothing modified since the header's time: 304 with no body (D-GR7, D-STAT8).
+        return StatusCode::NOT_MODIFIED.into_response();
+    }
+    let ord = |a: &(i64, u64), b: &(i64, u64)| if asc { a.cmp(b) } else { b.cmp(a) };
+    rows.sort_by(|a, b| ord(&a.1, &b.1));
+    let (start, served_before) = match &cursor {
+        Some(c) => (
+            rows.partition_point(|r| ord(&r.1, &c.after) != Ordering::Greater),
+            c.served,
+        ),
+        None => {
+            let s = ((page - 1) * per_page) as usize;
+            (s.min(rows.len()), s as u64)
+        }
+    };
+    let end = (start + per_page as usize).min(rows.len());
+    if start >= end {
+        return no_content();
+    }
+    let more = end < rows.len();
+    let data: Vec<Value> = rows[start..end]
+        .iter()
+        .map(|(m, _)| {
+            let mut out = Map::new();
+            out.insert("id".into(), m.get("id").cloned().unwrap_or(Value::Null));
+            for f in &fields {
+                out.insert(f.clone(), m.get(f).cloned().unwrap_or(Value::Null));
+            }
+            Value::Object(out)
+        })
+        .collect();
+    let count = data.len();
+    let (next_token, expiry) = if more {
+        let t = lock(&st.token_rng).hex(16);
+        let expiry_text = fmt_datetime(
+            clock::now() + chrono::Duration::seconds(PAGE_TOKEN_TTL.as_secs() as i64),
+            store.tz,
+        );
+        lock(&st.page_tokens).insert(
+            t.clone(),
+            PageCursor {
+                bound,
+                served: served_before + count as u64,
+                after: rows[end - 1].1,
+                expires: now + PAGE_TOKEN_TTL,
+                expiry_text: expiry_text.clone(),
+            },
+        );
+        (json!(t), json!(expiry_text))
+    } else {
+        (Value::Null, Value::Null)
+    };
+    let sort_by_name = match sort_by {
+        SortBy::Id => "id",
+        SortBy::Created => "Created_Time",
+        SortBy::Modified => "Modified_Time",
+    };
+    (
+        StatusCode::OK,
+        Json(json!({
+            "data": data,
+            "info": {
+                "call": false,
+                "per_page": per_page,
+                "next_page_token": next_token,
+                "count": count,
+                "sort_by": sort_by_name,
+                "page": page,
+                "previous_page_token": token,
+                "page_token_expiry": expiry,
+                "sort_order": if asc { "asc" } else { "desc" },
+                "email": false,
+                "more_records": more,
+            }
+        })),
+    )
+        .into_response()
+}
+
+/// `GET /crm/v8/{module}/deleted?type=all|recycle|permanent&page&per_page` (fact sheet §3e),
+/// newest deletion first.
+pub async fn deleted(
+    State(st): State<Arc<AppState>>,
+    Path(module): Path<String>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    if !module.eq_ignore_ascii_case("Deals") {
+        return invalid_module(&module);
+    }
+    let p = query_map(q.as_deref());
+    let kind = p.get("type").map(String::as_str).unwrap_or("all");
+    if !matches!(kind, "all" | "recycle" | "permanent") {
+        return bad_request(
+            "INVALID_DATA",
+            "type must be all, recycle or permanent",
+            json!({"param_name": "type"}),
+        );
+    }
+    let per_page = match parse_count(&p, "per_page", MAX_PER_PAGE) {
+        Ok(n) if n <= MAX_PER_PAGE => n,
+        Ok(_) => {
+            return bad_request(
+                "INVALID_DATA",
+                "per_page may be at most 200",
+                json!({"param_name": "per_page"}),
+            )
+        }
+        Err(r) => return *r,
+    };
+    let page = match parse_count(&p, "page", 1) {
+        Ok(n) => n,
+        Err(r) => return *r,
+    };
+    let ims = match if_modified_since(&headers) {
+        Ok(t) => t,
+        Err(r) => return *r,
+    };
+    let store = read(&st.store);
+    let mut rows: Vec<_> = store
+        .deleted
+        .iter()
+        .filter(|d| kind == "all" || d.kind == kind)
+        .filter(|d| ims.is_none_or(|t| d.deleted_time > t))
+        .collect();
+    rows.sort_by_key(|d| std::cmp::Reverse((d.deleted_time, d.id)));
+    let start = ((page - 1).saturating_mul(per_page) as usize).min(rows.len());
+    let end = (start + per_page as usize).min(rows.len());
+    if start >= end {
+        // Zoho lists 204 for "no deleted records"; with If-Modified-Since it is also 204 here
+        // (only Get Records documents 304).
+        return no_content();
+    }
+    let data: Vec<Value> = rows[start..end]
+        .iter()
+        .map(|d| store.deleted_json(d))
+        .collect();
+    (
+        StatusCode::OK,
+        Json(json!({
+            "data": data,
+            "info": {"per_page": per_page, "count": end - start, "page": page, "more_records": end < rows.len()},
+        })),
+    )
+        .into_response()
+}

@@ -1,0 +1,6 @@
+//! Request handlers, one module per face of the sandbox: Zoho Accounts (`oauth`), the CRM v8 API
+//! (`crm`) and the test-only `/__sandbox/` endpoints (`control`).
+
+pub mod control;
+pub mod crm;
+pub mod oauth;

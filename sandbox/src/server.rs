@@ -1,0 +1,301 @@
+//! The HTTP plumbing: the router (accounts routes, CRM routes behind the auth/limits/fault guard,
+//! `/__sandbox/` test routes) and a per-connection hyper loop.
+//!
+//! Connections are served with hyper directly rather than `axum::serve` so the `rate_drop` fault can
+//! close a connection without writing a single response byte: each connection gets a [`ConnKill`]
+//! in its requests' extensions, and the connection task drops the connection when it fires.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Notify};
+use tower::ServiceExt;
+
+use crate::routes::{control, crm, oauth};
+use crate::state::{lock, AppState};
+
+/// Fired by a handler to close its connection without a response.
+#[derive(Clone, Debug)]
+pub struct ConnKill(pub Arc<Notify>);
+
+/// API credits a handler's response costs (default 1), read by the guard.
+#[derive(Clone, Copy, Debug)]
+pub struct Credits(pub u64);
+
+/// Zoho's CRM error envelope `{"code","details","message","status":"error"}`.
+pub fn zoho_error(status: StatusCode, code: &str, message: &str, details: Value) -> Response {
+    (
+        status,
+        Json(json!({"code": code, "details": details, "message": message, "status": "error"})),
+    )
+        .into_response()
+}
+
+/// Scopes each CRM endpoint needs.
+const SCOPE_COQL: &[&str] = &["ZohoCRM.coql.READ", "ZohoCRM.modules.deals.READ"];
+const SCOPE_RECORDS: &[&str] = &["ZohoCRM.modules.deals.READ"];
+const SCOPE_FIELDS: &[&str] = &["ZohoCRM.settings.fields.READ"];
+const SCOPE_PIPELINE: &[&str] = &["ZohoCRM.settings.pipeline.READ"];
+const SCOPE_LAYOUTS: &[&str] = &["ZohoCRM.settings.layouts.READ"];
+const SCOPE_USERS: &[&str] = &["ZohoCRM.users.READ"];
+
+#[derive(Clone)]
+struct Guard {
+    st: Arc<AppState>,
+    key: &'static str,
+    scopes: &'static [&'static str],
+}
+
+struct Slot<'a>(&'a AtomicUsize);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn enter(counter: &AtomicUsize) -> (Slot<'_>, usize) {
+    let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+    (Slot(counter), n)
+}
+
+fn too_many(message: &str) -> Response {
+    // Zoho sends no Retry-After (fact sheet §4); the body shape is UNCONFIRMED, the standard envelope.
+    zoho_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "TOO_MANY_REQUESTS",
+        message,
+        json!({}),
+    )
+}
+
+/// Every `/crm/v8/...` call goes through here: count, authenticate, check scope, enforce the daily
+/// credit allowance and concurrency, add latency, roll the fault dice, run, charge credits.
+async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response {
+    let st = &g.st;
+    st.stats(|s| s.call(g.key));
+    let faults = st.faults();
+
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Zoho-oauthtoken "))
+        .map(str::trim);
+    // Only the `Zoho-oauthtoken` scheme is accepted: whether CRM takes `Bearer` is UNCONFIRMED.
+    let authorized = token.is_some_and(|t| lock(&st.auth).access_ok(t, Instant::now()));
+    if !authorized {
+        st.stats(|s| s.unauthorized += 1);
+        return zoho_error(
+            StatusCode::UNAUTHORIZED,
+            "INVALID_TOKEN",
+            "invalid oauth token",
+            json!({}),
+        );
+    }
+    // Scopes are checked per request (not frozen at mint time) so a test can flip the knob
+    // and see the effect on the token it already holds.
+    if let Some(missing) = &faults.missing_scope {
+        if g.scopes.iter().any(|s| s.eq_ignore_ascii_case(missing)) {
+            st.stats(|s| s.unauthorized += 1);
+            return zoho_error(
+                StatusCode::UNAUTHORIZED,
+                "OAUTH_SCOPE_MISMATCH",
+                "Unauthorized",
+                json!({"required_scope": missing}),
+            );
+        }
+    }
+    let used = st.stats(|s| s.credits_total);
+    if used >= faults.credits_per_day {
+        st.stats(|s| s.rejected_limits += 1);
+        return too_many("Number of API requests for the 24 hour period is exceeded");
+    }
+
+    let (_slot, n) = enter(&st.inflight);
+    st.stats(|s| s.max_concurrency = s.max_concurrency.max(n));
+    if n > faults.max_concurrency {
+        st.stats(|s| s.rejected_limits += 1);
+        return too_many("The concurrency limit of the user for the app is exceeded");
+    }
+    let _coql_slot = if g.key == "coql" {
+        let (slot, n) = enter(&st.coql_inflight);
+        st.stats(|s| s.max_coql_concurrency = s.max_coql_concurrency.max(n));
+        if n > faults.coql_concurrency {
+            st.stats(|s| s.rejected_limits += 1);
+            return too_many("The sub-concurrency limit for COQL is exceeded");
+        }
+        Some(slot)
+    } else {
+        None
+    };
+
+    if faults.latency_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(faults.latency_ms)).await;
+    }
+
+    let roll = lock(&st.dice).unit();
+    if roll < faults.rate_drop {
+        st.stats(|s| s.fault("drop"));
+        if let Some(kill) = req.extensions().get::<ConnKill>() {
+            kill.0.notify_one();
+            // The connection task drops this future together with the connection.
+            return std::future::pending::<Response>().await;
+        }
+        // Only reachable when the router is served by something other than `serve`.
+        return StatusCode::BAD_GATEWAY.into_response();
+    }
+    if roll < faults.rate_drop + faults.rate_500 {
+        st.stats(|s| s.fault("500"));
+        return zoho_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL_ERROR",
+            "Internal Server Error",
+            json!({}),
+        );
+    }
+    if roll < faults.rate_drop + faults.rate_500 + faults.rate_429 {
+        st.stats(|s| s.fault("429"));
+        return too_many("Too many requests");
+    }
+
+    let mut resp = next.run(req).await;
+    let status = resp.status();
+    if status.is_success() || status == StatusCode::NOT_MODIFIED {
+        let n = resp.extensions().get::<Credits>().map_or(1, |c| c.0);
+        let total = st.stats(|s| {
+            s.charge(g.key, n);
+            s.credits_total
+        });
+        // Zoho adds this header once half the daily allowance is used (fact sheet §4).
+        if total.saturating_mul(2) >= faults.credits_per_day {
+            let remaining = faults.credits_per_day.saturating_sub(total);
+            if let Ok(v) = HeaderValue::from_str(&remaining.to_string()) {
+                resp.headers_mut().insert("X-API-CREDITS-REMAINING", v);
+            }
+        }
+    }
+    resp
+}
+
+fn crm_route(
+    st: &Arc<AppState>,
+    key: &'static str,
+    scopes: &'static [&'static str],
+    route: axum::routing::MethodRouter<Arc<AppState>>,
+) -> axum::routing::MethodRouter<Arc<AppState>> {
+    route.layer(middleware::from_fn_with_state(
+        Guard {
+            st: st.clone(),
+            key,
+            scopes,
+        },
+        guard,
+    ))
+}
+
+/// The whole application.
+pub fn router(st: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/oauth/v2/token", post(oauth::token))
+        .route("/oauth/v2/token/revoke", post(oauth::revoke))
+        .route(
+            "/crm/v8/coql",
+            crm_route(&st, "coql", SCOPE_COQL, post(crm::coql)),
+        )
+        .route(
+            "/crm/v8/settings/fields",
+            crm_route(&st, "fields", SCOPE_FIELDS, get(crm::fields)),
+        )
+        .route(
+            "/crm/v8/settings/pipeline",
+            crm_route(&st, "pipeline", SCOPE_PIPELINE, get(crm::pipeline)),
+        )
+        .route(
+            "/crm/v8/settings/layouts",
+            crm_route(&st, "layouts", SCOPE_LAYOUTS, get(crm::layouts)),
+        )
+        .route(
+            "/crm/v8/users",
+            crm_route(&st, "users", SCOPE_USERS, get(crm::users)),
+        )
+        .route(
+            "/crm/v8/{module}",
+            crm_route(&st, "get_records", SCOPE_RECORDS, get(crm::get_records)),
+        )
+        .route(
+            "/crm/v8/{module}/deleted",
+            crm_route(&st, "deleted", SCOPE_RECORDS, get(crm::deleted)),
+        )
+        .route("/__sandbox/truth", get(control::truth))
+        .route("/__sandbox/stats", get(control::stats))
+        .route("/__sandbox/reset-stats", post(control::reset_stats))
+        .route(
+            "/__sandbox/control",
+            post(control::set_control).get(control::get_control),
+        )
+        .route(
+            "/__sandbox/revoke-access-tokens",
+            post(control::revoke_access_tokens),
+        )
+        .route("/__sandbox/grant-code", post(control::grant_code))
+        .route("/__sandbox/mutate", post(control::mutate))
+        .fallback(fallback)
+        .with_state(st)
+}
+
+async fn fallback() -> Response {
+    zoho_error(
+        StatusCode::NOT_FOUND,
+        "INVALID_URL_PATTERN",
+        "Please check if the URL trying to access is a correct one",
+        json!({}),
+    )
+}
+
+/// Accepts connections until `shutdown` changes (or its sender is dropped), serving each with hyper.
+pub async fn serve(listener: TcpListener, app: Router, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(_) => {
+                // e.g. too many open files: back off briefly instead of spinning
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let kill = Arc::new(Notify::new());
+        let conn_kill = ConnKill(kill.clone());
+        let app = app.clone();
+        let svc = tower::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(conn_kill.clone());
+            app.clone().oneshot(req.map(axum::body::Body::new))
+        });
+        let mut stop = shutdown.clone();
+        tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
+            tokio::select! {
+                _ = conn => {}
+                _ = kill.notified() => {}
+                _ = stop.changed() => {}
+            }
+        });
+    }
+}

@@ -1,0 +1,135 @@
+//! Shared server state: the data store, OAuth state, live fault knobs, counters and the fault dice.
+//!
+//! Locks are `std::sync` ones, taken in short synchronous sections and never held across an
+//! `.await` (the workspace denies `clippy::await_holding_lock`, which checks exactly that).
+//! A poisoned lock is recovered: the sandbox prefers serving slightly odd data to wedging a test run.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Instant;
+
+use chrono::FixedOffset;
+use serde::Serialize;
+
+use crate::auth::AuthState;
+use crate::config::Faults;
+use crate::data::Store;
+use crate::rng::Rng;
+
+/// Per-endpoint counters (`GET /__sandbox/stats`).
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Stats {
+    /// Requests per endpoint key (`token`, `coql`, `fields`, `get_records`, ...), whatever their outcome.
+    pub calls: BTreeMap<String, u64>,
+    /// API credits charged per endpoint (only calls that reached the handler and succeeded).
+    pub credits: BTreeMap<String, u64>,
+    /// Sum of `credits`.
+    pub credits_total: u64,
+    /// Access tokens minted.
+    pub token_mints: u64,
+    /// Token endpoint refusals (invalid_client, invalid_code, throttle, ...).
+    pub token_errors: u64,
+    /// Mints refused by the throttle.
+    pub token_throttled: u64,
+    /// Highest number of CRM calls in flight at once (including calls then refused for it).
+    pub max_concurrency: usize,
+    /// Highest number of COQL calls in flight at once.
+    pub max_coql_concurrency: usize,
+    /// Faults injected by the `rate_*` knobs.
+    pub faults_injected: u64,
+    /// The same, per kind (`429`, `500`, `drop`).
+    pub faults: BTreeMap<String, u64>,
+    /// Calls refused with 429 for concurrency or the daily credit allowance.
+    pub rejected_limits: u64,
+    /// CRM calls refused with 401 (`INVALID_TOKEN` or `OAUTH_SCOPE_MISMATCH`).
+    pub unauthorized: u64,
+}
+
+impl Stats {
+    /// Counts one request to `key`.
+    pub fn call(&mut self, key: &str) {
+        *self.calls.entry(key.to_string()).or_default() += 1;
+    }
+
+    /// Charges `n` credits to `key`.
+    pub fn charge(&mut self, key: &str, n: u64) {
+        *self.credits.entry(key.to_string()).or_default() += n;
+        self.credits_total += n;
+    }
+
+    /// Counts one injected fault of `kind`.
+    pub fn fault(&mut self, kind: &str) {
+        self.faults_injected += 1;
+        *self.faults.entry(kind.to_string()).or_default() += 1;
+    }
+}
+
+/// Where a Get Records `page_token` continues from.
+#[derive(Debug, Clone)]
+pub struct PageCursor {
+    /// The request parameters the token is bound to.
+    pub bound: String,
+    /// Records already served through this chain.
+    pub served: u64,
+    /// Position to continue after: (sort key, id), compared in the request's sort order.
+    pub after: (i64, u64),
+    /// When the token stops working.
+    pub expires: Instant,
+    /// `page_token_expiry` as rendered.
+    pub expiry_text: String,
+}
+
+/// Everything the handlers share.
+#[derive(Debug)]
+pub struct AppState {
+    /// `http://127.0.0.1:PORT`.
+    pub base_url: String,
+    /// The API user's offset.
+    pub tz: FixedOffset,
+    /// CRM data.
+    pub store: RwLock<Store>,
+    /// OAuth state.
+    pub auth: Mutex<AuthState>,
+    /// Live fault knobs.
+    pub faults: Mutex<Faults>,
+    /// Counters.
+    pub stats: Mutex<Stats>,
+    /// CRM calls in flight.
+    pub inflight: AtomicUsize,
+    /// COQL calls in flight.
+    pub coql_inflight: AtomicUsize,
+    /// Fault dice (seeded from the config seed).
+    pub dice: Mutex<Rng>,
+    /// Randomness for page tokens (kept apart from the fault dice so faults stay reproducible).
+    pub token_rng: Mutex<Rng>,
+    /// Live Get Records page tokens.
+    pub page_tokens: Mutex<HashMap<String, PageCursor>>,
+}
+
+/// Locks a mutex, recovering from poisoning.
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Read-locks, recovering from poisoning.
+pub fn read<T>(m: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Write-locks, recovering from poisoning.
+pub fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl AppState {
+    /// A copy of the live fault knobs.
+    pub fn faults(&self) -> Faults {
+        lock(&self.faults).clone()
+    }
+
+    /// Runs `f` on the counters.
+    pub fn stats<R>(&self, f: impl FnOnce(&mut Stats) -> R) -> R {
+        f(&mut lock(&self.stats))
+    }
+}
