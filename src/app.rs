@@ -40,7 +40,11 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-fn zoho_client(settings: &Settings, credentials: ZohoCredentials, max_credits: Option<u64>) -> Result<ZohoClient, Error> {
+fn zoho_client(
+    settings: &Settings,
+    credentials: ZohoCredentials,
+    max_credits: Option<u64>,
+) -> Result<ZohoClient, Error> {
     let http = http_client()?;
     let auth = TokenProvider::new(
         http.clone(),
@@ -54,7 +58,11 @@ fn zoho_client(settings: &Settings, credentials: ZohoCredentials, max_credits: O
 
 fn credentials(settings: &Settings) -> Result<ZohoCredentials, Error> {
     settings.credentials.clone().ok_or_else(|| {
-        Error::Config(crate::config::ConfigError::Missing(vec!["ZOHO_CLIENT_ID", "ZOHO_CLIENT_SECRET", "ZOHO_REFRESH_TOKEN"]))
+        Error::Config(crate::config::ConfigError::Missing(vec![
+            "ZOHO_CLIENT_ID",
+            "ZOHO_CLIENT_SECRET",
+            "ZOHO_REFRESH_TOKEN",
+        ]))
     })
 }
 
@@ -107,10 +115,11 @@ async fn exchange_grant(grant: SecretString) -> Result<ExitCode, Error> {
     let settings = Settings::from_env(NeedCredentials::No)?;
     let id = std::env::var("ZOHO_CLIENT_ID").unwrap_or_default();
     let secret = std::env::var("ZOHO_CLIENT_SECRET").unwrap_or_default();
-    let missing: Vec<&'static str> = [("ZOHO_CLIENT_ID", id.trim().is_empty()), ("ZOHO_CLIENT_SECRET", secret.trim().is_empty())]
-        .into_iter()
-        .filter_map(|(n, m)| m.then_some(n))
-        .collect();
+    let missing: Vec<&'static str> =
+        [("ZOHO_CLIENT_ID", id.trim().is_empty()), ("ZOHO_CLIENT_SECRET", secret.trim().is_empty())]
+            .into_iter()
+            .filter_map(|(n, m)| m.then_some(n))
+            .collect();
     if !missing.is_empty() {
         return Err(crate::config::ConfigError::Missing(missing).into());
     }
@@ -149,7 +158,8 @@ async fn check() -> Result<ExitCode, Error> {
     );
     if token_ok {
         let meta = deals::metadata(&zoho).await.map_err(Error::from);
-        let stages = meta.as_ref().ok().map(|m| settings.zoho.won_stages.clone().unwrap_or_else(|| m.won_stages.clone()));
+        let stages =
+            meta.as_ref().ok().map(|m| settings.zoho.won_stages.clone().unwrap_or_else(|| m.won_stages.clone()));
         report(
             "Deals metadata (scope ZohoCRM.settings.fields.READ)",
             meta.map(|m| format!("won stages {:?}, {} custom fields", m.won_stages, m.custom_fields.len())),
@@ -188,4 +198,3 @@ async fn check_warehouse<W: Warehouse>(w: &W) -> Result<String, Error> {
         None => "reachable; no successful run yet".into(),
     })
 }
-

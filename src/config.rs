@@ -42,11 +42,7 @@ pub enum ConfigError {
     Missing(Vec<&'static str>),
     /// A variable has a value we cannot use.
     #[error("{var}={value:?} is invalid: {reason}")]
-    Invalid {
-        var: &'static str,
-        value: String,
-        reason: String,
-    },
+    Invalid { var: &'static str, value: String, reason: String },
 }
 
 /// Zoho data centres: each has its own accounts server (where tokens are minted).
@@ -115,12 +111,7 @@ pub enum WarehouseSettings {
     /// A local SQLite file.
     Sqlite { path: std::path::PathBuf },
     /// Google BigQuery (or its emulator when `emulator_host` is set).
-    BigQuery {
-        project: String,
-        dataset: String,
-        location: String,
-        emulator_host: Option<String>,
-    },
+    BigQuery { project: String, dataset: String, location: String, emulator_host: Option<String> },
 }
 
 /// Zoho credentials. `Debug` never shows the secrets.
@@ -255,9 +246,9 @@ impl RawEnv {
             Some(s) => parse_url("ZOHO_ACCOUNTS_URL", s)?,
         };
         let api_domain = self.zoho_api_domain.as_deref().map(|s| parse_url("ZOHO_API_DOMAIN", s)).transpose()?;
-        let won_stages = self.zoho_won_stages.map(|s| {
-            s.split(',').map(|x| x.trim().to_owned()).filter(|x| !x.is_empty()).collect::<Vec<_>>()
-        });
+        let won_stages = self
+            .zoho_won_stages
+            .map(|s| s.split(',').map(|x| x.trim().to_owned()).filter(|x| !x.is_empty()).collect::<Vec<_>>());
         if won_stages.as_ref().is_some_and(|w| w.is_empty()) {
             return Err(ConfigError::Invalid {
                 var: "ZOHO_WON_STAGES",
@@ -273,8 +264,7 @@ impl RawEnv {
                     return Err(ConfigError::Invalid {
                         var: "ZOHO_CONCURRENCY",
                         value: s.to_owned(),
-                        reason: "use a whole number from 1 to 10 (Zoho allows 10 concurrent COQL calls per org)"
-                            .into(),
+                        reason: "use a whole number from 1 to 10 (Zoho allows 10 concurrent COQL calls per org)".into(),
                     })
                 }
             },
@@ -310,9 +300,7 @@ impl RawEnv {
                 emulator_host: self.bigquery_emulator_host,
             }
         } else {
-            WarehouseSettings::Sqlite {
-                path: self.sqlite_path.unwrap_or_else(|| "zoho_deals.sqlite3".into()).into(),
-            }
+            WarehouseSettings::Sqlite { path: self.sqlite_path.unwrap_or_else(|| "zoho_deals.sqlite3".into()).into() }
         };
 
         let lookback = duration_var("SYNC_LOOKBACK", self.sync_lookback.as_deref(), "24h")?;
@@ -407,8 +395,7 @@ mod tests {
 
     #[test]
     fn every_missing_credential_is_named_in_one_message() {
-        let err = Settings::from_vars(vars(&[("ZOHO_CLIENT_ID", "x")]), NeedCredentials::Yes)
-            .expect_err("must fail");
+        let err = Settings::from_vars(vars(&[("ZOHO_CLIENT_ID", "x")]), NeedCredentials::Yes).expect_err("must fail");
         let msg = err.to_string();
         assert!(msg.contains("ZOHO_CLIENT_SECRET") && msg.contains("ZOHO_REFRESH_TOKEN"), "{msg}");
         assert!(!msg.contains("ZOHO_CLIENT_ID,"), "{msg}");

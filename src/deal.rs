@@ -39,22 +39,17 @@ pub struct Deal {
 }
 
 /// What a run learned about one deal. The warehouse applies these idempotently (see `warehouse::Warehouse`).
+// Won is by far the most common change; boxing it would add an allocation per deal for no gain.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum DealChange {
     /// The deal is in a won stage: insert it, or update the stored row if this version is not older.
     Won(Deal),
     /// The deal was modified and is no longer in a won stage: an existing row is flagged
     /// `is_closed_won = false` (if this version is not older); no row is created for it.
-    Unwon {
-        deal_id: String,
-        stage: Option<String>,
-        modified_time: DateTime<Utc>,
-    },
+    Unwon { deal_id: String, stage: Option<String>, modified_time: DateTime<Utc> },
     /// The deal was deleted in Zoho: an existing row is flagged `is_deleted` with the deletion time.
-    Deleted {
-        deal_id: String,
-        deleted_time: DateTime<Utc>,
-    },
+    Deleted { deal_id: String, deleted_time: DateTime<Utc> },
 }
 
 impl DealChange {

@@ -54,7 +54,9 @@ pub enum Error {
     #[error("internal error: {0}")]
     Internal(String),
     /// The credit budget stopped the run after merging what was fetched.
-    #[error("stopped at the credit budget: {0}. What was fetched is merged; the next run covers the rest of the window")]
+    #[error(
+        "stopped at the credit budget: {0}. What was fetched is merged; the next run covers the rest of the window"
+    )]
     CreditBudget(String),
 }
 

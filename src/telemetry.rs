@@ -66,10 +66,7 @@ where
             tracing::Level::DEBUG | tracing::Level::TRACE => "DEBUG",
         };
         obj.insert("severity".into(), severity.into());
-        obj.insert(
-            "timestamp".into(),
-            chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true).into(),
-        );
+        obj.insert("timestamp".into(), chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true).into());
         if let Some(scope) = ctx.event_scope() {
             for span in scope.from_root() {
                 let ext = span.extensions();

@@ -167,7 +167,8 @@ pub async fn sync<W: Warehouse + 'static>(
     let heartbeat = spawn_heartbeat(Arc::clone(&warehouse), run.clone(), settings.lease_ttl);
 
     let columns = deals::select_columns(&meta);
-    let result = fetch_and_stage(&zoho, &warehouse, &run, window, &won_stages, &columns, settings.zoho.concurrency).await;
+    let result =
+        fetch_and_stage(&zoho, &warehouse, &run, window, &won_stages, &columns, settings.zoho.concurrency).await;
     let usage = zoho.usage();
     let mut report = RunReport {
         api_calls: usage.calls(),

@@ -54,6 +54,11 @@ pub fn choose(
     Ok((kind, Window { start, end }))
 }
 
+/// The same window with both ends floored to whole seconds.
+pub fn floor_window(w: Window) -> Window {
+    Window { start: floor_to_second(w.start), end: floor_to_second(w.end) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,15 +95,11 @@ mod tests {
 
     #[test]
     fn empty_or_future_windows_are_usage_errors() {
-        let opts = SyncOptions { since: Some(now()), until: Some(now() - chrono::Duration::hours(1)), ..Default::default() };
+        let opts =
+            SyncOptions { since: Some(now()), until: Some(now() - chrono::Duration::hours(1)), ..Default::default() };
         assert!(choose(&opts, None, now(), DAY, QUARTER).is_err());
         let opts =
             SyncOptions { since: Some(now()), until: Some(now() + chrono::Duration::hours(1)), ..Default::default() };
         assert!(choose(&opts, None, now(), DAY, QUARTER).is_err());
     }
-}
-
-/// The same window with both ends floored to whole seconds.
-pub fn floor_window(w: Window) -> Window {
-    Window { start: floor_to_second(w.start), end: floor_to_second(w.end) }
 }

@@ -164,10 +164,7 @@ pub struct LedgerRow {
 pub enum WarehouseError {
     /// Another run holds the lease.
     #[error("another run ({run_id}) is in progress against this warehouse; its lease expires at {expires_at}. Wait for it to finish, or if it died, wait until the lease expires")]
-    Busy {
-        run_id: String,
-        expires_at: DateTime<Utc>,
-    },
+    Busy { run_id: String, expires_at: DateTime<Utc> },
     /// The warehouse could not be reached, or refused us.
     #[error("warehouse unavailable: {0}")]
     Unavailable(String),
@@ -210,11 +207,7 @@ pub trait Warehouse: Send + Sync {
     fn heartbeat(&self, run: &RunStart) -> impl Future<Output = Result<(), WarehouseError>> + Send;
 
     /// Appends changes to this run's staging area. Redelivery is allowed.
-    fn stage(
-        &self,
-        run: &RunStart,
-        changes: &[DealChange],
-    ) -> impl Future<Output = Result<(), WarehouseError>> + Send;
+    fn stage(&self, run: &RunStart, changes: &[DealChange]) -> impl Future<Output = Result<(), WarehouseError>> + Send;
 
     /// Merges this run's staging into `closed_won_deals`, counts won rows in the window, then records the run
     /// `succeeded` with `report` (its deal counts replaced by the merge counts and `warehouse_won_count` by the

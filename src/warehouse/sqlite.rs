@@ -61,7 +61,8 @@ impl SqliteWarehouse {
     {
         let conn = Arc::clone(&self.conn);
         tokio::task::spawn_blocking(move || {
-            let mut guard = conn.lock().map_err(|_| WarehouseError::Other("the SQLite connection is poisoned".into()))?;
+            let mut guard =
+                conn.lock().map_err(|_| WarehouseError::Other("the SQLite connection is poisoned".into()))?;
             f(&mut guard)
         })
         .await
@@ -91,7 +92,8 @@ fn deal_table_ddl() -> String {
 
 fn staging_table_ddl() -> String {
     let cols = DEAL_COLUMNS.iter().map(|c| format!("{} {}", c.name, c.sqlite_type)).collect::<Vec<_>>().join(", ");
-    format!("CREATE TABLE IF NOT EXISTS staging_changes (run_id TEXT NOT NULL, change_kind TEXT NOT NULL, {cols})")
+    // `run_id` is one of the deal columns: in staging it names the run that staged the row.
+    format!("CREATE TABLE IF NOT EXISTS staging_changes (change_kind TEXT NOT NULL, {cols})")
 }
 
 const LEDGER_DDL: &str = "CREATE TABLE IF NOT EXISTS sync_runs (
@@ -154,7 +156,6 @@ fn dec(d: &Option<Decimal>) -> Option<String> {
 fn insert_change(stmt: &mut rusqlite::Statement<'_>, run_id: &str, change: &DealChange) -> rusqlite::Result<()> {
     match change {
         DealChange::Won(d) => stmt.execute(params![
-            run_id,
             change_kind::WON,
             d.deal_id,
             d.deal_name,
@@ -185,7 +186,6 @@ fn insert_change(stmt: &mut rusqlite::Statement<'_>, run_id: &str, change: &Deal
             run_id,
         ])?,
         DealChange::Unwon { deal_id, stage, modified_time } => stmt.execute(params![
-            run_id,
             change_kind::UNWON,
             deal_id,
             None::<String>,
@@ -216,7 +216,6 @@ fn insert_change(stmt: &mut rusqlite::Statement<'_>, run_id: &str, change: &Deal
             run_id,
         ])?,
         DealChange::Deleted { deal_id, deleted_time } => stmt.execute(params![
-            run_id,
             change_kind::DELETED,
             deal_id,
             None::<String>,
@@ -358,11 +357,8 @@ impl Warehouse for SqliteWarehouse {
             }
             tx.execute("CREATE INDEX IF NOT EXISTS staging_changes_run ON staging_changes (run_id)", [])
                 .map_err(&err)?;
-            tx.execute(
-                "CREATE INDEX IF NOT EXISTS closed_won_deals_modified ON closed_won_deals (modified_time)",
-                [],
-            )
-            .map_err(&err)?;
+            tx.execute("CREATE INDEX IF NOT EXISTS closed_won_deals_modified ON closed_won_deals (modified_time)", [])
+                .map_err(&err)?;
             tx.commit().map_err(&err)
         })
         .await
@@ -465,11 +461,11 @@ impl Warehouse for SqliteWarehouse {
         self.with(move |c| {
             let tx = c.transaction().map_err(&err)?;
             {
-                let placeholders = (1..=DEAL_COLUMNS.len() + 2).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
+                let placeholders = (1..=DEAL_COLUMNS.len() + 1).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
                 let cols = DEAL_COLUMNS.iter().map(|c| c.name).collect::<Vec<_>>().join(", ");
                 let mut stmt = tx
                     .prepare_cached(&format!(
-                        "INSERT INTO staging_changes (run_id, change_kind, {cols}) VALUES ({placeholders})"
+                        "INSERT INTO staging_changes (change_kind, {cols}) VALUES ({placeholders})"
                     ))
                     .map_err(&err)?;
                 for change in &changes {
@@ -601,8 +597,9 @@ impl Warehouse for SqliteWarehouse {
         let err = self.err();
         self.with(move |c| {
             let cols = DEAL_COLUMNS.iter().map(|c| c.name).collect::<Vec<_>>().join(", ");
-            let mut stmt =
-                c.prepare(&format!("SELECT {cols} FROM closed_won_deals ORDER BY length(deal_id), deal_id")).map_err(&err)?;
+            let mut stmt = c
+                .prepare(&format!("SELECT {cols} FROM closed_won_deals ORDER BY length(deal_id), deal_id"))
+                .map_err(&err)?;
             let rows = stmt.query_map([], read_deal).map_err(&err)?.collect::<Result<Vec<_>, _>>().map_err(&err)?;
             Ok(rows)
         })

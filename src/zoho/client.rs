@@ -164,10 +164,11 @@ impl ZohoClient {
         }
         let url = join(&token.api_domain, &format!("crm/v8/{path}"))?;
         let endpoint = path.split('?').next().unwrap_or(path).to_owned();
-        let _permit = self.permits.acquire().await.map_err(|_| Error::Transient {
-            endpoint: endpoint.clone(),
-            detail: "client closed".into(),
-        })?;
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| Error::Transient { endpoint: endpoint.clone(), detail: "client closed".into() })?;
         let mut req = build(&self.http, url).header(reqwest::header::AUTHORIZATION, token.header_value());
         for (k, v) in headers {
             req = req.header(*k, v.as_str());

@@ -144,7 +144,13 @@ fn stage_clause(filter: StageFilter, stages: &[String]) -> String {
 }
 
 /// The keyset page query. Zoho wants more than two criteria parenthesised in pairs: `((A and B) and (C and D))`.
-pub fn page_query(columns: &[String], filter: StageFilter, stages: &[String], window: Window, after_id: &str) -> String {
+pub fn page_query(
+    columns: &[String],
+    filter: StageFilter,
+    stages: &[String],
+    window: Window,
+    after_id: &str,
+) -> String {
     format!(
         "select {} from Deals where (({} and Modified_Time >= {}) and (Modified_Time < {} and id > {})) order by id asc limit {}",
         columns.join(", "),

@@ -24,11 +24,7 @@ pub enum Error {
     TokenThrottled(String),
     /// 429 Too Many Requests (concurrency or daily credits).
     #[error("Zoho rate-limited {endpoint} (HTTP 429 {detail}) beyond the retry budget; retry later, or lower ZOHO_CONCURRENCY")]
-    RateLimited {
-        endpoint: String,
-        detail: String,
-        retry_after: Option<Duration>,
-    },
+    RateLimited { endpoint: String, detail: String, retry_after: Option<Duration> },
     /// 5xx, timeouts, refused or dropped connections.
     #[error("Zoho unavailable at {endpoint}: {detail} (retries exhausted); retry later")]
     Transient { endpoint: String, detail: String },
@@ -37,12 +33,7 @@ pub enum Error {
     InvalidToken { endpoint: String },
     /// Any other refusal (a 4xx we did not expect): a bug or an org setting, not worth retrying.
     #[error("Zoho refused {endpoint}: HTTP {status} {code}: {message}")]
-    Rejected {
-        endpoint: String,
-        status: u16,
-        code: String,
-        message: String,
-    },
+    Rejected { endpoint: String, status: u16, code: String, message: String },
     /// A response we cannot read.
     #[error("unreadable response from Zoho at {endpoint}: {detail}")]
     Malformed { endpoint: String, detail: String },

@@ -174,7 +174,9 @@ impl Fields<'_> {
                 Decimal::from_str(&text)
                     .or_else(|_| Decimal::from_scientific(&text))
                     .map(|d| Some(d.normalize()))
-                    .map_err(|_| self.err(field, format!("number {} is out of range for an exact decimal", clip(&text))))
+                    .map_err(|_| {
+                        self.err(field, format!("number {} is out of range for an exact decimal", clip(&text)))
+                    })
             }
             Some(v) => Err(self.err(field, format!("expected a number, got {}", kind(v)))),
         }

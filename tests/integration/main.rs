@@ -1,3 +1,6 @@
-//! The one integration-test binary: black-box tests that start the Zoho sandbox and real warehouses.
+//! The one integration-test binary: black-box tests that start the Zoho sandbox and real warehouses, and run
+//! the real binary against them.
 
 mod conformance;
+mod helpers;
+mod sync;

@@ -1,0 +1,35 @@
+# zoho-deals-sync — developer entry points. README.md explains each.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+CARGO ?= cargo
+
+.PHONY: help build demo test lint test-only audit bench fidelity clean
+
+help:
+	@echo "make demo   - build, start the Zoho sandbox, sync into demo.sqlite3, print the summary and a query"
+	@echo "make test   - fmt check, clippy, and every test (starts the BigQuery emulator when available)"
+	@echo "make lint   - fmt check and clippy only"
+	@echo "make audit  - cargo deny (advisories, bans, licenses) against the offline advisory snapshot"
+
+build:
+	$(CARGO) build --release --locked --workspace
+
+demo: build
+	@bash scripts/demo.sh
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+
+test: lint test-only
+
+# The tests; BigQuery conformance runs when BIGQUERY_EMULATOR_HOST is set (scripts/test.sh starts it).
+test-only:
+	@bash scripts/test.sh
+
+audit:
+	@bash scripts/audit.sh
+
+clean:
+	$(CARGO) clean
+	rm -f demo.sqlite3 demo.sqlite3-*

@@ -1,0 +1,196 @@
+//! Test fixtures: a Zoho sandbox on a free port, a temporary SQLite file, and the real binary run against
+//! them with a bounded duration. Every process started here is killed when its handle drops.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use zoho_deals_sync::warehouse::sqlite::SqliteWarehouse;
+use zoho_deals_sync::warehouse::{StoredDeal, Warehouse};
+use zoho_sandbox::{Sandbox, SandboxConfig, DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_REFRESH_TOKEN};
+
+/// No single run of the binary in these tests may take longer than this.
+pub const RUN_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// A sandbox plus a scratch directory holding the SQLite warehouse.
+pub struct TestApp {
+    pub sandbox: Sandbox,
+    pub dir: tempfile::TempDir,
+    pub db: PathBuf,
+    pub http: reqwest::Client,
+    /// Extra environment for every run (overrides the defaults).
+    pub extra_env: Vec<(String, String)>,
+}
+
+/// What a run of the binary printed and returned.
+#[derive(Debug)]
+pub struct RunOutput {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl RunOutput {
+    /// Both streams, for asserting that something never appears.
+    pub fn all(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+}
+
+/// The sandbox's ground truth.
+#[derive(Debug)]
+pub struct Truth {
+    pub won_stages: Vec<String>,
+    pub deals: Vec<Value>,
+}
+
+impl Truth {
+    /// Won deals whose `Modified_Time` lies in `[start, end)`.
+    pub fn won_in(&self, start: DateTime<Utc>, end: DateTime<Utc>) -> Vec<&Value> {
+        self.deals
+            .iter()
+            .filter(|d| d["Stage"].as_str().is_some_and(|s| self.won_stages.iter().any(|w| w == s)))
+            .filter(|d| {
+                let t = modified(d);
+                t >= start && t < end
+            })
+            .collect()
+    }
+}
+
+/// A deal's `Modified_Time` in UTC.
+pub fn modified(d: &Value) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(d["Modified_Time"].as_str().expect("Modified_Time is text"))
+        .expect("Modified_Time parses")
+        .with_timezone(&Utc)
+}
+
+impl TestApp {
+    /// Starts a sandbox with `config` and prepares a scratch directory.
+    pub async fn spawn(config: SandboxConfig) -> TestApp {
+        let sandbox = Sandbox::start(config).await.expect("the sandbox starts");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = dir.path().join("warehouse.sqlite3");
+        TestApp { sandbox, dir, db, http: reqwest::Client::new(), extra_env: Vec::new() }
+    }
+
+    /// A sandbox of `deals` deals with default settings.
+    pub async fn with_deals(deals: usize) -> TestApp {
+        Self::spawn(SandboxConfig { deals, ..SandboxConfig::default() }).await
+    }
+
+    /// The environment a user would set, pointed at the sandbox and the scratch warehouse.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = [
+            ("ZOHO_CLIENT_ID", DEMO_CLIENT_ID.to_owned()),
+            ("ZOHO_CLIENT_SECRET", DEMO_CLIENT_SECRET.to_owned()),
+            ("ZOHO_REFRESH_TOKEN", DEMO_REFRESH_TOKEN.to_owned()),
+            ("ZOHO_ACCOUNTS_URL", self.sandbox.base_url()),
+            ("SQLITE_PATH", self.db.display().to_string()),
+            ("LOG_FORMAT", "json".to_owned()),
+            ("RUST_LOG", "info".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        for (k, v) in &self.extra_env {
+            env.retain(|(ek, _)| ek != k);
+            env.push((k.clone(), v.clone()));
+        }
+        env
+    }
+
+    /// Runs the binary with `args` and the default environment.
+    pub async fn run(&self, args: &[&str]) -> RunOutput {
+        run_binary(args, &self.env()).await
+    }
+
+    /// Runs the binary with `args` and exactly `env`.
+    pub async fn run_with_env(&self, args: &[&str], env: &[(String, String)]) -> RunOutput {
+        run_binary(args, env).await
+    }
+
+    /// The sandbox's ground truth.
+    pub async fn truth(&self) -> Truth {
+        let v: Value = self.get_json("/__sandbox/truth").await;
+        Truth {
+            won_stages: v["won_stages"]
+                .as_array()
+                .expect("won_stages")
+                .iter()
+                .map(|s| s.as_str().expect("stage").to_owned())
+                .collect(),
+            deals: v["deals"].as_array().expect("deals").clone(),
+        }
+    }
+
+    /// The sandbox's call statistics.
+    pub async fn stats(&self) -> Value {
+        self.get_json("/__sandbox/stats").await
+    }
+
+    /// POSTs JSON to a sandbox control endpoint.
+    pub async fn control(&self, path: &str, body: Value) -> Value {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.sandbox.base_url()))
+            .json(&body)
+            .send()
+            .await
+            .expect("sandbox answers");
+        assert!(resp.status().is_success(), "{path}: HTTP {}", resp.status());
+        resp.json().await.unwrap_or(Value::Null)
+    }
+
+    async fn get_json(&self, path: &str) -> Value {
+        self.http
+            .get(format!("{}{path}", self.sandbox.base_url()))
+            .send()
+            .await
+            .expect("sandbox answers")
+            .json()
+            .await
+            .expect("JSON")
+    }
+
+    /// The SQLite warehouse the runs wrote.
+    pub fn warehouse(&self) -> SqliteWarehouse {
+        SqliteWarehouse::open(&self.db).expect("open the warehouse")
+    }
+
+    /// Every stored row.
+    pub async fn stored(&self) -> Vec<StoredDeal> {
+        self.warehouse().stored_deals().await.expect("read rows")
+    }
+}
+
+/// Runs the real binary with exactly `env` (nothing inherited), killing it after [`RUN_TIMEOUT`].
+pub async fn run_binary(args: &[&str], env: &[(String, String)]) -> RunOutput {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_zoho-deals-sync"));
+    cmd.args(args)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let child = cmd.spawn().expect("the binary starts");
+    let out = tokio::time::timeout(RUN_TIMEOUT, child.wait_with_output())
+        .await
+        .expect("the run finishes within RUN_TIMEOUT")
+        .expect("the run's output");
+    RunOutput {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Waits until the wall clock has passed into a new second, so that a mutation stamped in this second is
+/// inside the window of a run that starts now (windows end at a whole second, exclusive).
+pub async fn next_second() {
+    let ms = Utc::now().timestamp_subsec_millis();
+    tokio::time::sleep(Duration::from_millis(u64::from(1000 - ms) + 20)).await;
+}
