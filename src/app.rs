@@ -10,6 +10,7 @@ use crate::config::{NeedCredentials, Settings, WarehouseSettings, ZohoCredential
 use crate::error::{Error, ExitCode};
 use crate::retry::RetryPolicy;
 use crate::sync::{self, Outcome, SyncOptions};
+use crate::warehouse::bigquery::{BigQueryConfig, BigQueryWarehouse};
 use crate::warehouse::sqlite::SqliteWarehouse;
 use crate::warehouse::Warehouse;
 use crate::zoho::auth::TokenProvider;
@@ -106,9 +107,18 @@ async fn run_sync(args: SyncArgs) -> Result<ExitCode, Error> {
     }
 }
 
-/// The BigQuery warehouse (wired in once `warehouse::bigquery` lands).
-async fn bigquery(_settings: &Settings) -> Result<SqliteWarehouse, Error> {
-    Err(Error::Internal("the BigQuery warehouse is not built into this version yet".into()))
+/// Connects to BigQuery (or its emulator when `BIGQUERY_EMULATOR_HOST` is set).
+async fn bigquery(settings: &Settings) -> Result<BigQueryWarehouse, Error> {
+    let WarehouseSettings::BigQuery { project, dataset, location, emulator_host } = &settings.warehouse else {
+        return Err(Error::Internal("not a BigQuery configuration".into()));
+    };
+    let config = BigQueryConfig {
+        project: project.clone(),
+        dataset: dataset.clone(),
+        location: location.clone(),
+        emulator_host: emulator_host.clone(),
+    };
+    Ok(BigQueryWarehouse::connect(config).await?)
 }
 
 async fn exchange_grant(grant: SecretString) -> Result<ExitCode, Error> {
