@@ -95,12 +95,7 @@ impl AuthState {
     }
 
     /// `grant_type=refresh_token`.
-    pub fn refresh(
-        &mut self,
-        refresh_token: &str,
-        now: Instant,
-        limits: MintLimits,
-    ) -> Result<Minted, TokenError> {
+    pub fn refresh(&mut self, refresh_token: &str, now: Instant, limits: MintLimits) -> Result<Minted, TokenError> {
         if !self.refresh.contains_key(refresh_token) {
             return Err(TokenError::InvalidCode);
         }
@@ -108,12 +103,7 @@ impl AuthState {
     }
 
     /// `grant_type=authorization_code`: consumes the code, creates a new refresh token and mints.
-    pub fn exchange_code(
-        &mut self,
-        code: &str,
-        now: Instant,
-        limits: MintLimits,
-    ) -> Result<Minted, TokenError> {
+    pub fn exchange_code(&mut self, code: &str, now: Instant, limits: MintLimits) -> Result<Minted, TokenError> {
         if !self.codes.remove(code) {
             return Err(TokenError::InvalidCode);
         }
@@ -127,11 +117,7 @@ impl AuthState {
         let Some(state) = self.refresh.get_mut(rt) else {
             return Err(TokenError::InvalidCode);
         };
-        while state
-            .mints
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= limits.window)
-        {
+        while state.mints.front().is_some_and(|t| now.duration_since(*t) >= limits.window) {
             state.mints.pop_front();
         }
         if state.mints.len() >= limits.mint_limit {
@@ -148,18 +134,8 @@ impl AuthState {
         for old in evicted {
             self.access.remove(&old);
         }
-        self.access.insert(
-            token.clone(),
-            AccessState {
-                refresh: rt.to_string(),
-                expires: now + limits.ttl,
-            },
-        );
-        Ok(Minted {
-            access_token: token,
-            refresh_token: rt.to_string(),
-            expires_in: limits.ttl.as_secs(),
-        })
+        self.access.insert(token.clone(), AccessState { refresh: rt.to_string(), expires: now + limits.ttl });
+        Ok(Minted { access_token: token, refresh_token: rt.to_string(), expires_in: limits.ttl.as_secs() })
     }
 
     /// Whether an access token is known, unexpired and unrevoked.
@@ -201,12 +177,7 @@ mod tests {
     use super::*;
 
     fn limits() -> MintLimits {
-        MintLimits {
-            ttl: Duration::from_secs(3600),
-            mint_limit: 10,
-            window: Duration::from_secs(600),
-            max_active: 15,
-        }
+        MintLimits { ttl: Duration::from_secs(3600), mint_limit: 10, window: Duration::from_secs(600), max_active: 15 }
     }
 
     #[test]
@@ -214,37 +185,21 @@ mod tests {
         let mut a = AuthState::new(1);
         let t0 = Instant::now();
         for _ in 0..10 {
-            a.refresh(DEMO_REFRESH_TOKEN, t0, limits())
-                .expect("within limit");
+            a.refresh(DEMO_REFRESH_TOKEN, t0, limits()).expect("within limit");
         }
-        assert_eq!(
-            a.refresh(DEMO_REFRESH_TOKEN, t0, limits())
-                .expect_err("11th"),
-            TokenError::Throttled
-        );
+        assert_eq!(a.refresh(DEMO_REFRESH_TOKEN, t0, limits()).expect_err("11th"), TokenError::Throttled);
         let later = t0 + Duration::from_secs(601);
         assert!(a.refresh(DEMO_REFRESH_TOKEN, later, limits()).is_ok());
-        assert_eq!(
-            a.refresh("1000.nope", t0, limits()).expect_err("unknown"),
-            TokenError::InvalidCode
-        );
+        assert_eq!(a.refresh("1000.nope", t0, limits()).expect_err("unknown"), TokenError::InvalidCode);
     }
 
     #[test]
     fn sixteenth_token_evicts_the_oldest_and_revoke_kills_all() {
         let mut a = AuthState::new(2);
         let t0 = Instant::now();
-        let l = MintLimits {
-            mint_limit: 100,
-            ..limits()
-        };
-        let toks: Vec<String> = (0..16)
-            .map(|_| {
-                a.refresh(DEMO_REFRESH_TOKEN, t0, l)
-                    .expect("mint")
-                    .access_token
-            })
-            .collect();
+        let l = MintLimits { mint_limit: 100, ..limits() };
+        let toks: Vec<String> =
+            (0..16).map(|_| a.refresh(DEMO_REFRESH_TOKEN, t0, l).expect("mint").access_token).collect();
         assert!(!a.access_ok(&toks[0], t0));
         assert!(toks[1..].iter().all(|t| a.access_ok(t, t0)));
         assert!(!a.access_ok(&toks[1], t0 + Duration::from_secs(3600)));
@@ -257,16 +212,10 @@ mod tests {
     fn grant_codes_are_single_use() {
         let mut a = AuthState::new(3);
         let t0 = Instant::now();
-        let m = a
-            .exchange_code(DEMO_GRANT_CODE, t0, limits())
-            .expect("first use");
+        let m = a.exchange_code(DEMO_GRANT_CODE, t0, limits()).expect("first use");
         assert!(a.access_ok(&m.access_token, t0));
         assert!(a.refresh(&m.refresh_token, t0, limits()).is_ok());
-        assert_eq!(
-            a.exchange_code(DEMO_GRANT_CODE, t0, limits())
-                .expect_err("reuse"),
-            TokenError::InvalidCode
-        );
+        assert_eq!(a.exchange_code(DEMO_GRANT_CODE, t0, limits()).expect_err("reuse"), TokenError::InvalidCode);
         let fresh = a.new_grant_code();
         assert!(a.exchange_code(&fresh, t0, limits()).is_ok());
     }

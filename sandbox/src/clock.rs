@@ -12,9 +12,7 @@ pub fn now() -> DateTime<Utc> {
 
 /// `2026-11-27T10:15:00+05:30`: an instant in the user's offset, as Zoho sends it.
 pub fn fmt_datetime(t: DateTime<Utc>, tz: FixedOffset) -> String {
-    t.with_timezone(&tz)
-        .format("%Y-%m-%dT%H:%M:%S%:z")
-        .to_string()
+    t.with_timezone(&tz).format("%Y-%m-%dT%H:%M:%S%:z").to_string()
 }
 
 /// `2026-11-27`.
@@ -24,9 +22,7 @@ pub fn fmt_date(d: NaiveDate) -> String {
 
 /// An ISO 8601 datetime with an offset (`Z`, `+00:00`, `+05:30`, ...) as an instant.
 pub fn parse_datetime(s: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s.trim())
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
+    DateTime::parse_from_rfc3339(s.trim()).ok().map(|t| t.with_timezone(&Utc))
 }
 
 /// A `YYYY-MM-DD` date (exactly that shape, nothing after it).
@@ -76,10 +72,7 @@ mod tests {
         assert_eq!(fmt_datetime(t, ist), "2026-11-27T10:15:00+05:30");
         assert_eq!(parse_datetime("2026-11-27T10:15:00+05:30"), Some(t));
         assert_eq!(parse_datetime("2026-11-26T21:45:00-07:00"), Some(t));
-        assert_eq!(
-            fmt_datetime(t, offset(0).expect("utc")),
-            "2026-11-27T04:45:00+00:00"
-        );
+        assert_eq!(fmt_datetime(t, offset(0).expect("utc")), "2026-11-27T04:45:00+00:00");
         assert!(parse_datetime("2026-11-27").is_none());
         assert!(parse_date("2026-11-27").is_some());
         assert!(parse_date("2026-11-27T00:00:00Z").is_none());

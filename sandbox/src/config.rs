@@ -104,11 +104,7 @@ impl Faults {
 
     /// Checks the rates are fractions.
     pub fn validate(&self) -> Result<(), String> {
-        for (name, r) in [
-            ("rate_429", self.rate_429),
-            ("rate_500", self.rate_500),
-            ("rate_drop", self.rate_drop),
-        ] {
+        for (name, r) in [("rate_429", self.rate_429), ("rate_500", self.rate_500), ("rate_drop", self.rate_drop)] {
             if !(0.0..=1.0).contains(&r) {
                 return Err(format!("{name} must be within 0..=1, got {r}"));
             }
@@ -125,9 +121,7 @@ mod tests {
     #[test]
     fn patch_changes_only_named_knobs_and_rejects_unknown_ones() {
         let f = Faults::default();
-        let p = f
-            .patched(&json!({"rate_429": 0.5, "missing_scope": "ZohoCRM.coql.READ"}))
-            .expect("valid patch");
+        let p = f.patched(&json!({"rate_429": 0.5, "missing_scope": "ZohoCRM.coql.READ"})).expect("valid patch");
         assert_eq!(p.rate_429, 0.5);
         assert_eq!(p.missing_scope.as_deref(), Some("ZohoCRM.coql.READ"));
         assert_eq!(p.max_concurrency, 25);

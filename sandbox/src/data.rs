@@ -224,20 +224,11 @@ fn users() -> Vec<User> {
 
 fn accounts(rng: &mut Rng) -> Vec<Account> {
     let prefixes = [
-        "Acme", "Globex", "Initech", "Umbrella", "Stark", "Wayne", "Wonka", "Hooli", "Vandelay",
-        "Soylent", "Tyrell", "Zylker", "Müller", "O'Reilly", "Sakura",
+        "Acme", "Globex", "Initech", "Umbrella", "Stark", "Wayne", "Wonka", "Hooli", "Vandelay", "Soylent", "Tyrell",
+        "Zylker", "Müller", "O'Reilly", "Sakura",
     ];
-    let suffixes = [
-        "Corp", "GmbH", "Ltd", "Inc.", "S.A.", "Pvt Ltd", "LLC", "AG",
-    ];
-    let industries = [
-        "Technology",
-        "Manufacturing",
-        "Retail",
-        "Finance",
-        "Healthcare",
-        "Education",
-    ];
+    let suffixes = ["Corp", "GmbH", "Ltd", "Inc.", "S.A.", "Pvt Ltd", "LLC", "AG"];
+    let industries = ["Technology", "Manufacturing", "Retail", "Finance", "Healthcare", "Education"];
     let places = [
         ("Chennai", "India"),
         ("Austin", "United States"),
@@ -265,12 +256,8 @@ fn accounts(rng: &mut Rng) -> Vec<Account> {
 }
 
 fn contacts(rng: &mut Rng) -> Vec<Contact> {
-    let firsts = [
-        "Jane", "John", "Ana", "Ravi", "Mei", "Olu", "Zoë", "Björn", "Fatima", "Diego",
-    ];
-    let lasts = [
-        "Roe", "Doe", "García", "Iyer", "Lin", "Adeyemi", "D'Arcy", "Schmidt", "Haddad",
-    ];
+    let firsts = ["Jane", "John", "Ana", "Ravi", "Mei", "Olu", "Zoë", "Björn", "Fatima", "Diego"];
+    let lasts = ["Roe", "Doe", "García", "Iyer", "Lin", "Adeyemi", "D'Arcy", "Schmidt", "Haddad"];
     let mut out = Vec::new();
     for n in 0..300u64 {
         let first = firsts[rng.index(firsts.len())];
@@ -279,12 +266,7 @@ fn contacts(rng: &mut Rng) -> Vec<Contact> {
             id: CONTACTS_BASE + n * 7,
             first_name: first.to_string(),
             last_name: last.to_string(),
-            email: format!(
-                "{}.{}{}@customer.example",
-                first.to_lowercase(),
-                n,
-                last.len()
-            ),
+            email: format!("{}.{}{}@customer.example", first.to_lowercase(), n, last.len()),
         });
     }
     out
@@ -295,9 +277,7 @@ fn money(cents: i64) -> Value {
     if cents % 100 == 0 {
         Value::from(cents / 100)
     } else {
-        serde_json::Number::from_f64(cents as f64 / 100.0)
-            .map(Value::Number)
-            .unwrap_or(Value::Null)
+        serde_json::Number::from_f64(cents as f64 / 100.0).map(Value::Number).unwrap_or(Value::Null)
     }
 }
 
@@ -332,16 +312,8 @@ impl Store {
             deals: BTreeMap::new(),
             deleted: Vec::new(),
             user_idx: users.iter().enumerate().map(|(i, u)| (u.id, i)).collect(),
-            account_idx: accounts
-                .iter()
-                .enumerate()
-                .map(|(i, a)| (a.id, i))
-                .collect(),
-            contact_idx: contacts
-                .iter()
-                .enumerate()
-                .map(|(i, c)| (c.id, i))
-                .collect(),
+            account_idx: accounts.iter().enumerate().map(|(i, a)| (a.id, i)).collect(),
+            contact_idx: contacts.iter().enumerate().map(|(i, c)| (c.id, i)).collect(),
             users,
             accounts,
             contacts,
@@ -363,20 +335,11 @@ impl Store {
             let modified = if rng.chance(0.38) {
                 // a good share touched within the last day
                 let lo = created.max(now - Duration::seconds(DAY_SECS));
-                lo + Duration::seconds(
-                    rng.below((latest - lo).num_seconds().max(0) as u64 + 1) as i64
-                )
+                lo + Duration::seconds(rng.below((latest - lo).num_seconds().max(0) as u64 + 1) as i64)
             } else {
-                created
-                    + Duration::seconds(
-                        rng.below((latest - created).num_seconds().max(0) as u64 + 1) as i64,
-                    )
+                created + Duration::seconds(rng.below((latest - created).num_seconds().max(0) as u64 + 1) as i64)
             };
-            facts.push(Facts {
-                id,
-                created,
-                modified,
-            });
+            facts.push(Facts { id, created, modified });
         }
         store.next_id = id;
 
@@ -384,11 +347,7 @@ impl Store {
         // in the last 24 h. Paging on Modified_Time alone with a strict `>` loses these ties.
         let batches = (total / 700).max(1);
         for b in 0..batches {
-            let back = if b % 2 == 0 {
-                rng.range(1, DAY_SECS - 1)
-            } else {
-                rng.range(DAY_SECS, HORIZON_SECS / 2)
-            };
+            let back = if b % 2 == 0 { rng.range(1, DAY_SECS - 1) } else { rng.range(DAY_SECS, HORIZON_SECS / 2) };
             let t = now - Duration::seconds(back);
             let size = rng.range(50, 300) as usize;
             for _ in 0..size.min(total) {
@@ -410,21 +369,12 @@ impl Store {
             let deal = store.build_deal(&mut rng, fact);
             if deleted_at.contains(&k) {
                 let after = (now - fact.modified).num_seconds().max(1) as u64;
-                let deleted_time =
-                    fact.modified + Duration::seconds(rng.range(1, after as i64 - 1).max(1));
+                let deleted_time = fact.modified + Duration::seconds(rng.range(1, after as i64 - 1).max(1));
                 store.deleted.push(Deleted {
                     id: fact.id,
                     deleted_time: deleted_time.min(latest),
-                    kind: if rng.chance(0.8) {
-                        "recycle"
-                    } else {
-                        "permanent"
-                    },
-                    display_name: deal
-                        .get("Deal_Name")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_string(),
+                    kind: if rng.chance(0.8) { "recycle" } else { "permanent" },
+                    display_name: deal.get("Deal_Name").and_then(Value::as_str).unwrap_or_default().to_string(),
                     deleted_by: rng.index(store.users.len()),
                     created_by: 0,
                 });
@@ -451,11 +401,8 @@ impl Store {
             &STAGES[rng.index(6)]
         };
         // Reps may override the stage's default probability, so 100 is not a reliable "won" test.
-        let probability = if stage.category == Category::ClosedWon && rng.chance(0.05) {
-            95
-        } else {
-            i64::from(stage.probability)
-        };
+        let probability =
+            if stage.category == Category::ClosedWon && rng.chance(0.05) { 95 } else { i64::from(stage.probability) };
         let amount = if rng.chance(0.04) {
             None
         } else if rng.chance(0.3) {
@@ -463,16 +410,8 @@ impl Store {
         } else {
             Some(rng.range(10_000, 50_000_000))
         };
-        let account = if rng.chance(0.9) {
-            Some(&self.accounts[rng.index(self.accounts.len())])
-        } else {
-            None
-        };
-        let contact = if rng.chance(0.7) {
-            Some(&self.contacts[rng.index(self.contacts.len())])
-        } else {
-            None
-        };
+        let account = if rng.chance(0.9) { Some(&self.accounts[rng.index(self.accounts.len())]) } else { None };
+        let contact = if rng.chance(0.7) { Some(&self.contacts[rng.index(self.contacts.len())]) } else { None };
         let name = if rng.chance(0.06) {
             AWKWARD_NAMES[rng.index(AWKWARD_NAMES.len())].to_string()
         } else {
@@ -494,40 +433,21 @@ impl Store {
             (fact.created.with_timezone(&tz) + Duration::days(rng.range(10, 120))).date_naive()
         };
         let owner = &self.users[rng.index(self.users.len())];
-        let creator = if rng.chance(0.5) {
-            owner
-        } else {
-            &self.users[0]
-        };
+        let creator = if rng.chance(0.5) { owner } else { &self.users[0] };
         let modifier = &self.users[rng.index(self.users.len())];
-        let cycle_days = (closing - fact.created.with_timezone(&tz).date_naive())
-            .num_days()
-            .max(0);
-        let region = if rng.chance(0.85) {
-            json!(meta::picklist_values("Region__c")[rng.index(4)])
-        } else {
-            Value::Null
-        };
-        let term = if rng.chance(0.7) {
-            json!([12, 24, 36][rng.index(3)])
-        } else {
-            Value::Null
-        };
-        let renewal = if closed && rng.chance(0.6) {
-            json!(fmt_date(closing + Duration::days(365)))
-        } else {
-            Value::Null
-        };
+        let cycle_days = (closing - fact.created.with_timezone(&tz).date_naive()).num_days().max(0);
+        let region =
+            if rng.chance(0.85) { json!(meta::picklist_values("Region__c")[rng.index(4)]) } else { Value::Null };
+        let term = if rng.chance(0.7) { json!([12, 24, 36][rng.index(3)]) } else { Value::Null };
+        let renewal =
+            if closed && rng.chance(0.6) { json!(fmt_date(closing + Duration::days(365))) } else { Value::Null };
         let description = match rng.index(5) {
             0 | 1 => Value::Null,
             2 => json!("Customer asked for a\nmulti-line quote — see \"Terms\" §4.\r\nThanks!"),
             _ => json!(format!("Follow-up with {}", owner.first_name)),
         };
-        let tag = if rng.chance(0.1) {
-            json!([{"name": "VIP", "id": (ID_BASE + 7_001).to_string()}])
-        } else {
-            json!([])
-        };
+        let tag =
+            if rng.chance(0.1) { json!([{"name": "VIP", "id": (ID_BASE + 7_001).to_string()}]) } else { json!([]) };
         let lead_sources = meta::picklist_values("Lead_Source");
         let mut m = Map::new();
         m.insert("id".into(), json!(fact.id.to_string()));
@@ -537,25 +457,16 @@ impl Store {
         m.insert("Pipeline".into(), json!("Standard (Standard)"));
         m.insert("Closing_Date".into(), json!(fmt_date(closing)));
         m.insert("Probability".into(), json!(probability));
-        m.insert(
-            "Expected_Revenue".into(),
-            amount
-                .map(|c| money((c * probability + 50) / 100))
-                .unwrap_or(Value::Null),
-        );
+        m.insert("Expected_Revenue".into(), amount.map(|c| money((c * probability + 50) / 100)).unwrap_or(Value::Null));
         m.insert("Currency".into(), json!(currency));
         m.insert("Exchange_Rate".into(), rate);
         m.insert(
             "Account_Name".into(),
-            account
-                .map(|a| json!({"name": a.name, "id": a.id.to_string()}))
-                .unwrap_or(Value::Null),
+            account.map(|a| json!({"name": a.name, "id": a.id.to_string()})).unwrap_or(Value::Null),
         );
         m.insert(
             "Contact_Name".into(),
-            contact
-                .map(|c| json!({"name": c.full_name(), "id": c.id.to_string()}))
-                .unwrap_or(Value::Null),
+            contact.map(|c| json!({"name": c.full_name(), "id": c.id.to_string()})).unwrap_or(Value::Null),
         );
         m.insert("Campaign_Source".into(), Value::Null);
         m.insert("Owner".into(), owner.minified());
@@ -563,11 +474,7 @@ impl Store {
         m.insert("Modified_By".into(), modifier.minified());
         m.insert(
             "Lead_Source".into(),
-            if rng.chance(0.8) {
-                json!(lead_sources[rng.index(lead_sources.len())])
-            } else {
-                Value::Null
-            },
+            if rng.chance(0.8) { json!(lead_sources[rng.index(lead_sources.len())]) } else { Value::Null },
         );
         m.insert(
             "Type".into(),
@@ -577,44 +484,14 @@ impl Store {
                 _ => Value::Null,
             },
         );
-        m.insert(
-            "Next_Step".into(),
-            if closed {
-                Value::Null
-            } else {
-                json!("Send revised quote")
-            },
-        );
+        m.insert("Next_Step".into(), if closed { Value::Null } else { json!("Send revised quote") });
         m.insert("Created_Time".into(), json!(fmt_datetime(fact.created, tz)));
-        m.insert(
-            "Modified_Time".into(),
-            json!(fmt_datetime(fact.modified, tz)),
-        );
-        m.insert(
-            "Last_Activity_Time".into(),
-            json!(fmt_datetime(fact.modified, tz)),
-        );
-        m.insert(
-            "Change_Log_Time__s".into(),
-            json!(fmt_datetime(fact.modified, tz)),
-        );
+        m.insert("Modified_Time".into(), json!(fmt_datetime(fact.modified, tz)));
+        m.insert("Last_Activity_Time".into(), json!(fmt_datetime(fact.modified, tz)));
+        m.insert("Change_Log_Time__s".into(), json!(fmt_datetime(fact.modified, tz)));
         m.insert("Lead_Conversion_Time".into(), Value::Null);
-        m.insert(
-            "Sales_Cycle_Duration".into(),
-            if closed {
-                json!(cycle_days)
-            } else {
-                Value::Null
-            },
-        );
-        m.insert(
-            "Overall_Sales_Duration".into(),
-            if closed {
-                json!(cycle_days)
-            } else {
-                Value::Null
-            },
-        );
+        m.insert("Sales_Cycle_Duration".into(), if closed { json!(cycle_days) } else { Value::Null });
+        m.insert("Overall_Sales_Duration".into(), if closed { json!(cycle_days) } else { Value::Null });
         m.insert(
             "Reason_For_Loss__s".into(),
             if stage.category == Category::ClosedLost {
@@ -634,12 +511,12 @@ impl Store {
         m.insert("$currency_symbol".into(), json!(symbol));
         m.insert("$approved".into(), json!(true));
         m.insert("$editable".into(), json!(true));
-        m.insert(
-            "$review_process".into(),
-            json!({"approve": false, "reject": false, "resubmit": false}),
-        );
+        m.insert("$review_process".into(), json!({"approve": false, "reject": false, "resubmit": false}));
         m.insert("$review".into(), Value::Null);
-        m.insert("$approval".into(), json!({"delegate": false, "takeover": false, "approve": false, "reject": false, "resubmit": false}));
+        m.insert(
+            "$approval".into(),
+            json!({"delegate": false, "takeover": false, "approve": false, "reject": false, "resubmit": false}),
+        );
         m.insert("$process_flow".into(), json!(false));
         m.insert("$state".into(), json!("save"));
         m.insert("$in_merge".into(), json!(false));
@@ -651,10 +528,7 @@ impl Store {
         m.insert("$pathfinder".into(), json!(false));
         m.insert("$followers".into(), Value::Null);
         m.insert("$sharing_permission".into(), json!("full_access"));
-        m.insert(
-            "$layout_id".into(),
-            json!({"name": "Standard", "id": LAYOUT_ID.to_string()}),
-        );
+        m.insert("$layout_id".into(), json!({"name": "Standard", "id": LAYOUT_ID.to_string()}));
         m.insert("$field_states".into(), Value::Null);
         m
     }
@@ -707,14 +581,8 @@ impl Store {
 
     /// The deleted-records API entry for one deletion.
     pub fn deleted_json(&self, d: &Deleted) -> Value {
-        let creator = self
-            .users
-            .get(d.created_by)
-            .map(|u| json!({"name": u.full_name(), "id": u.id.to_string()}));
-        let deleter = self
-            .users
-            .get(d.deleted_by)
-            .map(|u| json!({"name": u.full_name(), "id": u.id.to_string()}));
+        let creator = self.users.get(d.created_by).map(|u| json!({"name": u.full_name(), "id": u.id.to_string()}));
+        let deleter = self.users.get(d.deleted_by).map(|u| json!({"name": u.full_name(), "id": u.id.to_string()}));
         // Purged entries carry no names (fact sheet §3e).
         let permanent = d.kind == "permanent";
         json!({
@@ -729,11 +597,7 @@ impl Store {
 
     /// `GET /__sandbox/truth`.
     pub fn truth_json(&self, now: DateTime<Utc>) -> Value {
-        let deals: Vec<Value> = self
-            .deals
-            .values()
-            .map(|m| Value::Object(m.clone()))
-            .collect();
+        let deals: Vec<Value> = self.deals.values().map(|m| Value::Object(m.clone())).collect();
         let deleted: Vec<Value> = self
             .deleted
             .iter()
@@ -752,10 +616,7 @@ impl Store {
             .iter()
             .filter(|(id, m)| {
                 !exclude.contains(id)
-                    && m.get("Stage")
-                        .and_then(Value::as_str)
-                        .and_then(meta::stage)
-                        .is_some_and(|s| pred(s.category))
+                    && m.get("Stage").and_then(Value::as_str).and_then(meta::stage).is_some_and(|s| pred(s.category))
             })
             .map(|(id, _)| *id)
             .collect()
@@ -791,11 +652,7 @@ impl Store {
             let p = i64::from(stage.probability);
             m.insert("Stage".into(), json!(stage.actual));
             m.insert("Probability".into(), json!(p));
-            let expected = m
-                .get("Amount")
-                .and_then(cents_of)
-                .map(|c| money((c * p + 50) / 100))
-                .unwrap_or(Value::Null);
+            let expected = m.get("Amount").and_then(cents_of).map(|c| money((c * p + 50) / 100)).unwrap_or(Value::Null);
             m.insert("Expected_Revenue".into(), expected);
             if stage.category != Category::Open {
                 m.insert("Closing_Date".into(), json!(fmt_date(today)));
@@ -806,19 +663,12 @@ impl Store {
     /// Applies `POST /__sandbox/mutate`: every touched record gets `Modified_Time = now`.
     pub fn mutate(&mut self, req: &MutationRequest, now: DateTime<Utc>) -> MutationResult {
         let mut touched = HashSet::new();
-        let mut out = MutationResult {
-            modified_time: fmt_datetime(now, self.tz),
-            ..MutationResult::default()
-        };
+        let mut out = MutationResult { modified_time: fmt_datetime(now, self.tz), ..MutationResult::default() };
         let won = |c: Category| c == Category::ClosedWon;
 
         let pool = self.ids_where(|c| c == Category::Open, &touched);
         for id in self.pick(pool, req.win) {
-            let stage = if self.rng.chance(0.7) {
-                &STAGES[6]
-            } else {
-                &STAGES[7]
-            };
+            let stage = if self.rng.chance(0.7) { &STAGES[6] } else { &STAGES[7] };
             self.set_stage(id, stage, now);
             self.touch(id, now);
             touched.insert(id);
@@ -842,10 +692,7 @@ impl Store {
                 let p = m.get("Probability").and_then(Value::as_i64).unwrap_or(100);
                 m.insert("Amount".into(), money(cents));
                 m.insert("Expected_Revenue".into(), money((cents * p + 50) / 100));
-                let name = m
-                    .get("Deal_Name")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
+                let name = m.get("Deal_Name").and_then(Value::as_str).unwrap_or_default();
                 let name = format!("{name} (rev {})", fmt_datetime(now, tz));
                 m.insert("Deal_Name".into(), json!(name));
             }
@@ -868,11 +715,7 @@ impl Store {
                     id,
                     deleted_time: now,
                     kind: "recycle",
-                    display_name: m
-                        .get("Deal_Name")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_string(),
+                    display_name: m.get("Deal_Name").and_then(Value::as_str).unwrap_or_default().to_string(),
                     deleted_by: self.rng.index(self.users.len()),
                     created_by,
                 });
@@ -884,21 +727,13 @@ impl Store {
         for _ in 0..req.create_won {
             self.next_id += self.rng.range(1, 2500) as u64;
             let id = self.next_id;
-            let facts = Facts {
-                id,
-                created: now,
-                modified: now,
-            };
+            let facts = Facts { id, created: now, modified: now };
             let mut rng = self.rng.clone();
             let mut deal = self.build_deal(&mut rng, &facts);
             self.rng = rng;
             deal.insert("Modified_By".into(), self.users[0].minified());
             self.deals.insert(id, deal);
-            let stage = if self.rng.chance(0.7) {
-                &STAGES[6]
-            } else {
-                &STAGES[7]
-            };
+            let stage = if self.rng.chance(0.7) { &STAGES[6] } else { &STAGES[7] };
             self.set_stage(id, stage, now);
             out.create_won.push(id.to_string());
         }
@@ -907,9 +742,7 @@ impl Store {
 
     /// A deal's Modified_Time as an instant.
     pub fn modified_time(m: &Map<String, Value>) -> Option<DateTime<Utc>> {
-        m.get("Modified_Time")
-            .and_then(Value::as_str)
-            .and_then(parse_datetime)
+        m.get("Modified_Time").and_then(Value::as_str).and_then(parse_datetime)
     }
 }
 
@@ -932,17 +765,11 @@ mod tests {
         assert_eq!(a.deals.len(), 3000);
         assert_eq!(a.deleted.len(), 30);
 
-        let won = a
-            .deals
-            .values()
-            .filter(|m| m["Stage"] == "Closed Won" || m["Stage"] == "Closed Won - Renewal")
-            .count();
+        let won =
+            a.deals.values().filter(|m| m["Stage"] == "Closed Won" || m["Stage"] == "Closed Won - Renewal").count();
         let share = won as f64 / 3000.0;
         assert!((0.28..0.42).contains(&share), "won share {share}");
-        assert!(a
-            .deals
-            .values()
-            .any(|m| m["Stage"] == "Closed Won - Renewal"));
+        assert!(a.deals.values().any(|m| m["Stage"] == "Closed Won - Renewal"));
 
         let day_ago = now - Duration::days(1);
         let mut recent = 0;
@@ -957,46 +784,20 @@ mod tests {
             if modified > day_ago {
                 recent += 1;
             }
-            *per_second
-                .entry(m["Modified_Time"].to_string())
-                .or_default() += 1;
+            *per_second.entry(m["Modified_Time"].to_string()).or_default() += 1;
         }
         assert!(recent * 10 >= 3000 * 3, "recent {recent}");
-        assert!(
-            per_second.values().any(|&n| n >= 40),
-            "no mass-update second"
-        );
+        assert!(per_second.values().any(|&n| n >= 40), "no mass-update second");
         assert!(a.deals.values().any(|m| m["Amount"].is_null()));
-        assert!(a
-            .deals
-            .values()
-            .any(|m| m["Deal_Name"].as_str().is_some_and(|s| s.contains('\''))));
+        assert!(a.deals.values().any(|m| m["Deal_Name"].as_str().is_some_and(|s| s.contains('\''))));
     }
 
     #[test]
     fn mutations_touch_what_they_say() {
         let (mut s, _) = store(500, 3);
         let now = clock::now();
-        let r = s.mutate(
-            &MutationRequest {
-                win: 3,
-                unwin: 2,
-                delete: 2,
-                edit: 2,
-                create_won: 2,
-            },
-            now,
-        );
-        assert_eq!(
-            (
-                r.win.len(),
-                r.unwin.len(),
-                r.delete.len(),
-                r.edit.len(),
-                r.create_won.len()
-            ),
-            (3, 2, 2, 2, 2)
-        );
+        let r = s.mutate(&MutationRequest { win: 3, unwin: 2, delete: 2, edit: 2, create_won: 2 }, now);
+        assert_eq!((r.win.len(), r.unwin.len(), r.delete.len(), r.edit.len(), r.create_won.len()), (3, 2, 2, 2, 2));
         let ts = fmt_datetime(now, s.tz);
         for id in r.win.iter().chain(&r.create_won) {
             let m = &s.deals[&id.parse::<u64>().expect("id")];
@@ -1006,10 +807,7 @@ mod tests {
         for id in &r.delete {
             let id: u64 = id.parse().expect("id");
             assert!(!s.deals.contains_key(&id));
-            assert!(s
-                .deleted
-                .iter()
-                .any(|d| d.id == id && d.deleted_time == now));
+            assert!(s.deleted.iter().any(|d| d.id == id && d.deleted_time == now));
         }
         let max_before = r.create_won[0].parse::<u64>().expect("id");
         assert!(s.deals.keys().filter(|k| **k > max_before).count() >= 1);

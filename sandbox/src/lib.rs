@@ -68,30 +68,19 @@ impl Sandbox {
     /// Like [`Sandbox::start`] on a chosen host and port (port 0 = any free port).
     pub async fn start_on(config: SandboxConfig, host: &str, port: u16) -> io::Result<Sandbox> {
         let invalid = |m: String| io::Error::new(io::ErrorKind::InvalidInput, m);
-        let tz = clock::offset(config.tz_offset_minutes).ok_or_else(|| {
-            invalid(format!(
-                "tz offset {} minutes is out of range",
-                config.tz_offset_minutes
-            ))
-        })?;
+        let tz = clock::offset(config.tz_offset_minutes)
+            .ok_or_else(|| invalid(format!("tz offset {} minutes is out of range", config.tz_offset_minutes)))?;
         config.faults.validate().map_err(invalid)?;
         let listener = TcpListener::bind((host, port)).await?;
         let addr = listener.local_addr()?;
         let base_url = format!("http://{addr}");
 
         let started = clock::now();
-        let store = Store::generate(
-            config.deals,
-            config.initially_deleted,
-            config.seed,
-            tz,
-            started,
-        );
+        let store = Store::generate(config.deals, config.initially_deleted, config.seed, tz, started);
         // Tokens must differ between runs (a job caching one must not reuse it on a new sandbox).
-        let entropy = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64)
-            ^ u64::from(addr.port());
+        let entropy =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+                ^ u64::from(addr.port());
         let state = Arc::new(AppState {
             base_url: base_url.clone(),
             tz,
@@ -107,11 +96,7 @@ impl Sandbox {
         });
         let (tx, rx) = watch::channel(false);
         let task = tokio::spawn(server::serve(listener, server::router(state), rx));
-        Ok(Sandbox {
-            base_url,
-            shutdown: Some(tx),
-            task: Some(task),
-        })
+        Ok(Sandbox { base_url, shutdown: Some(tx), task: Some(task) })
     }
 
     /// `http://127.0.0.1:PORT`, no trailing slash: both the accounts URL and the API domain.

@@ -71,10 +71,7 @@ struct Cli {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let Some(tz) = clock::parse_tz(&cli.tz) else {
-        eprintln!(
-            "zoho-sandbox: --tz must look like +05:30, -07:00 or Z (got {})",
-            cli.tz
-        );
+        eprintln!("zoho-sandbox: --tz must look like +05:30, -07:00 or Z (got {})", cli.tz);
         return ExitCode::from(2);
     };
     let config = SandboxConfig {

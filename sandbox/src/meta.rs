@@ -143,33 +143,15 @@ pub struct FieldDef {
 }
 
 const fn f(api_name: &'static str, label: &'static str, ftype: FieldType) -> FieldDef {
-    FieldDef {
-        api_name,
-        label,
-        ftype,
-        custom: false,
-        read_only: false,
-    }
+    FieldDef { api_name, label, ftype, custom: false, read_only: false }
 }
 
 const fn ro(api_name: &'static str, label: &'static str, ftype: FieldType) -> FieldDef {
-    FieldDef {
-        api_name,
-        label,
-        ftype,
-        custom: false,
-        read_only: true,
-    }
+    FieldDef { api_name, label, ftype, custom: false, read_only: true }
 }
 
 const fn custom(api_name: &'static str, label: &'static str, ftype: FieldType) -> FieldDef {
-    FieldDef {
-        api_name,
-        label,
-        ftype,
-        custom: true,
-        read_only: false,
-    }
+    FieldDef { api_name, label, ftype, custom: true, read_only: false }
 }
 
 /// Every Deals field (fact sheet §5.1 plus three custom fields). `id` is not a field in Zoho's metadata.
@@ -178,27 +160,15 @@ pub const DEAL_FIELDS: &[FieldDef] = &[
     f("Amount", "Amount", FieldType::Currency),
     f("Deal_Name", "Deal Name", FieldType::Text),
     f("Closing_Date", "Closing Date", FieldType::Date),
-    f(
-        "Account_Name",
-        "Account Name",
-        FieldType::Lookup(Module::Accounts),
-    ),
+    f("Account_Name", "Account Name", FieldType::Lookup(Module::Accounts)),
     f("Stage", "Stage", FieldType::Picklist),
     f("Type", "Type", FieldType::Picklist),
     f("Probability", "Probability (%)", FieldType::Integer),
     f("Next_Step", "Next Step", FieldType::Text),
     ro("Expected_Revenue", "Expected Revenue", FieldType::Currency),
     f("Lead_Source", "Lead Source", FieldType::Picklist),
-    f(
-        "Campaign_Source",
-        "Campaign Source",
-        FieldType::Lookup(Module::Campaigns),
-    ),
-    f(
-        "Contact_Name",
-        "Contact Name",
-        FieldType::Lookup(Module::Contacts),
-    ),
+    f("Campaign_Source", "Campaign Source", FieldType::Lookup(Module::Campaigns)),
+    f("Contact_Name", "Contact Name", FieldType::Lookup(Module::Contacts)),
     f("Pipeline", "Pipeline", FieldType::Picklist),
     f("Currency", "Currency", FieldType::Picklist),
     f("Exchange_Rate", "Exchange Rate", FieldType::Double),
@@ -206,38 +176,18 @@ pub const DEAL_FIELDS: &[FieldDef] = &[
     ro("Modified_By", "Modified By", FieldType::OwnerLookup),
     ro("Created_Time", "Created Time", FieldType::DateTime),
     ro("Modified_Time", "Modified Time", FieldType::DateTime),
-    ro(
-        "Last_Activity_Time",
-        "Last Activity Time",
-        FieldType::DateTime,
-    ),
+    ro("Last_Activity_Time", "Last Activity Time", FieldType::DateTime),
     ro("Change_Log_Time__s", "Change Log Time", FieldType::DateTime),
-    ro(
-        "Lead_Conversion_Time",
-        "Lead Conversion Time",
-        FieldType::Integer,
-    ),
-    ro(
-        "Sales_Cycle_Duration",
-        "Sales Cycle Duration",
-        FieldType::Integer,
-    ),
-    ro(
-        "Overall_Sales_Duration",
-        "Overall Sales Duration",
-        FieldType::Integer,
-    ),
+    ro("Lead_Conversion_Time", "Lead Conversion Time", FieldType::Integer),
+    ro("Sales_Cycle_Duration", "Sales Cycle Duration", FieldType::Integer),
+    ro("Overall_Sales_Duration", "Overall Sales Duration", FieldType::Integer),
     f("Reason_For_Loss__s", "Reason For Loss", FieldType::Picklist),
     ro("Record_Status__s", "Record Status", FieldType::Picklist),
     ro("Locked__s", "Locked", FieldType::Boolean),
     f("Tag", "Tag", FieldType::Tags),
     f("Description", "Description", FieldType::TextArea),
     custom("Region__c", "Region", FieldType::Picklist),
-    custom(
-        "Contract_Term_Months__c",
-        "Contract Term (Months)",
-        FieldType::Integer,
-    ),
+    custom("Contract_Term_Months__c", "Contract Term (Months)", FieldType::Integer),
     custom("Renewal_Date__c", "Renewal Date", FieldType::Date),
 ];
 
@@ -290,18 +240,8 @@ pub struct Stage {
     pub category: Category,
 }
 
-const fn st(
-    display: &'static str,
-    actual: &'static str,
-    probability: u8,
-    category: Category,
-) -> Stage {
-    Stage {
-        display,
-        actual,
-        probability,
-        category,
-    }
+const fn st(display: &'static str, actual: &'static str, probability: u8, category: Category) -> Stage {
+    Stage { display, actual, probability, category }
 }
 
 /// The customised Stage pick list: a renamed won stage ("Won - Renewal" stored as "Closed Won - Renewal")
@@ -314,47 +254,18 @@ pub const STAGES: &[Stage] = &[
     st("Qualification", "Qualification", 10, Category::Open),
     st("Needs Analysis", "Needs Analysis", 20, Category::Open),
     st("Value Proposition", "Value Proposition", 40, Category::Open),
-    st(
-        "Identify Decision Makers",
-        "Id. Decision Makers",
-        60,
-        Category::Open,
-    ),
-    st(
-        "Proposal/Price Quote",
-        "Proposal/Price Quote",
-        75,
-        Category::Open,
-    ),
-    st(
-        "Negotiation/Review",
-        "Negotiation/Review",
-        90,
-        Category::Open,
-    ),
+    st("Identify Decision Makers", "Id. Decision Makers", 60, Category::Open),
+    st("Proposal/Price Quote", "Proposal/Price Quote", 75, Category::Open),
+    st("Negotiation/Review", "Negotiation/Review", 90, Category::Open),
     st("Closed Won", "Closed Won", 100, Category::ClosedWon),
-    st(
-        "Won - Renewal",
-        "Closed Won - Renewal",
-        100,
-        Category::ClosedWon,
-    ),
+    st("Won - Renewal", "Closed Won - Renewal", 100, Category::ClosedWon),
     st("Closed Lost", "Closed Lost", 0, Category::ClosedLost),
-    st(
-        "Closed-Lost to Competition",
-        "Closed-Lost to Competition",
-        0,
-        Category::ClosedLost,
-    ),
+    st("Closed-Lost to Competition", "Closed-Lost to Competition", 0, Category::ClosedLost),
 ];
 
 /// The `actual_value`s of the won stages.
 pub fn won_stages() -> Vec<&'static str> {
-    STAGES
-        .iter()
-        .filter(|s| s.category == Category::ClosedWon)
-        .map(|s| s.actual)
-        .collect()
+    STAGES.iter().filter(|s| s.category == Category::ClosedWon).map(|s| s.actual).collect()
 }
 
 /// The stage whose actual value is `actual`.
@@ -534,21 +445,13 @@ pub fn fields_json(module: &str) -> Option<Value> {
             "contacts" => 96_000,
             _ => 97_000,
         };
-    let fields: Vec<Value> = defs
-        .iter()
-        .enumerate()
-        .map(|(i, d)| field_json(i, d, id_space))
-        .collect();
+    let fields: Vec<Value> = defs.iter().enumerate().map(|(i, d)| field_json(i, d, id_space)).collect();
     Some(json!({ "fields": fields }))
 }
 
 fn other_module_fields(m: Module) -> Vec<FieldDef> {
-    let mut out: Vec<FieldDef> = m
-        .join_fields()
-        .iter()
-        .filter(|(name, _)| *name != "id")
-        .map(|(name, t)| f(name, name, *t))
-        .collect();
+    let mut out: Vec<FieldDef> =
+        m.join_fields().iter().filter(|(name, _)| *name != "id").map(|(name, t)| f(name, name, *t)).collect();
     if m != Module::Users {
         out.push(f("Owner", "Owner", FieldType::OwnerLookup));
         out.push(ro("Created_Time", "Created Time", FieldType::DateTime));
@@ -565,24 +468,15 @@ mod tests {
     fn won_stages_are_found_by_forecast_type() {
         assert_eq!(won_stages(), vec!["Closed Won", "Closed Won - Renewal"]);
         let pl = stage_pick_list_json();
-        let lost = pl
-            .as_array()
-            .expect("array")
-            .iter()
-            .filter(|v| v["forecast_type"] == "Closed Lost")
-            .count();
+        let lost = pl.as_array().expect("array").iter().filter(|v| v["forecast_type"] == "Closed Lost").count();
         assert_eq!(lost, 2);
     }
 
     #[test]
     fn fields_cover_custom_ones_and_unknown_module_is_none() {
         let v = fields_json("Deals").expect("deals");
-        let names: Vec<&str> = v["fields"]
-            .as_array()
-            .expect("array")
-            .iter()
-            .filter_map(|f| f["api_name"].as_str())
-            .collect();
+        let names: Vec<&str> =
+            v["fields"].as_array().expect("array").iter().filter_map(|f| f["api_name"].as_str()).collect();
         assert!(names.contains(&"Region__c"));
         assert!(names.contains(&"Stage"));
         assert!(fields_json("Nope").is_none());

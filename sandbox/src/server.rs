@@ -35,11 +35,7 @@ pub struct Credits(pub u64);
 
 /// Zoho's CRM error envelope `{"code","details","message","status":"error"}`.
 pub fn zoho_error(status: StatusCode, code: &str, message: &str, details: Value) -> Response {
-    (
-        status,
-        Json(json!({"code": code, "details": details, "message": message, "status": "error"})),
-    )
-        .into_response()
+    (status, Json(json!({"code": code, "details": details, "message": message, "status": "error"}))).into_response()
 }
 
 /// Scopes each CRM endpoint needs.
@@ -72,12 +68,7 @@ fn enter(counter: &AtomicUsize) -> (Slot<'_>, usize) {
 
 fn too_many(message: &str) -> Response {
     // Zoho sends no Retry-After (fact sheet §4); the body shape is UNCONFIRMED, the standard envelope.
-    zoho_error(
-        StatusCode::TOO_MANY_REQUESTS,
-        "TOO_MANY_REQUESTS",
-        message,
-        json!({}),
-    )
+    zoho_error(StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_REQUESTS", message, json!({}))
 }
 
 /// Every `/crm/v8/...` call goes through here: count, authenticate, check scope, enforce the daily
@@ -97,12 +88,7 @@ async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response {
     let authorized = token.is_some_and(|t| lock(&st.auth).access_ok(t, Instant::now()));
     if !authorized {
         st.stats(|s| s.unauthorized += 1);
-        return zoho_error(
-            StatusCode::UNAUTHORIZED,
-            "INVALID_TOKEN",
-            "invalid oauth token",
-            json!({}),
-        );
+        return zoho_error(StatusCode::UNAUTHORIZED, "INVALID_TOKEN", "invalid oauth token", json!({}));
     }
     // Scopes are checked per request (not frozen at mint time) so a test can flip the knob
     // and see the effect on the token it already holds.
@@ -158,12 +144,7 @@ async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response {
     }
     if roll < faults.rate_drop + faults.rate_500 {
         st.stats(|s| s.fault("500"));
-        return zoho_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "INTERNAL_ERROR",
-            "Internal Server Error",
-            json!({}),
-        );
+        return zoho_error(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", "Internal Server Error", json!({}));
     }
     if roll < faults.rate_drop + faults.rate_500 + faults.rate_429 {
         st.stats(|s| s.fault("429"));
@@ -195,14 +176,7 @@ fn crm_route(
     scopes: &'static [&'static str],
     route: axum::routing::MethodRouter<Arc<AppState>>,
 ) -> axum::routing::MethodRouter<Arc<AppState>> {
-    route.layer(middleware::from_fn_with_state(
-        Guard {
-            st: st.clone(),
-            key,
-            scopes,
-        },
-        guard,
-    ))
+    route.layer(middleware::from_fn_with_state(Guard { st: st.clone(), key, scopes }, guard))
 }
 
 /// The whole application.
@@ -210,45 +184,18 @@ pub fn router(st: Arc<AppState>) -> Router {
     Router::new()
         .route("/oauth/v2/token", post(oauth::token))
         .route("/oauth/v2/token/revoke", post(oauth::revoke))
-        .route(
-            "/crm/v8/coql",
-            crm_route(&st, "coql", SCOPE_COQL, post(crm::coql)),
-        )
-        .route(
-            "/crm/v8/settings/fields",
-            crm_route(&st, "fields", SCOPE_FIELDS, get(crm::fields)),
-        )
-        .route(
-            "/crm/v8/settings/pipeline",
-            crm_route(&st, "pipeline", SCOPE_PIPELINE, get(crm::pipeline)),
-        )
-        .route(
-            "/crm/v8/settings/layouts",
-            crm_route(&st, "layouts", SCOPE_LAYOUTS, get(crm::layouts)),
-        )
-        .route(
-            "/crm/v8/users",
-            crm_route(&st, "users", SCOPE_USERS, get(crm::users)),
-        )
-        .route(
-            "/crm/v8/{module}",
-            crm_route(&st, "get_records", SCOPE_RECORDS, get(crm::get_records)),
-        )
-        .route(
-            "/crm/v8/{module}/deleted",
-            crm_route(&st, "deleted", SCOPE_RECORDS, get(crm::deleted)),
-        )
+        .route("/crm/v8/coql", crm_route(&st, "coql", SCOPE_COQL, post(crm::coql)))
+        .route("/crm/v8/settings/fields", crm_route(&st, "fields", SCOPE_FIELDS, get(crm::fields)))
+        .route("/crm/v8/settings/pipeline", crm_route(&st, "pipeline", SCOPE_PIPELINE, get(crm::pipeline)))
+        .route("/crm/v8/settings/layouts", crm_route(&st, "layouts", SCOPE_LAYOUTS, get(crm::layouts)))
+        .route("/crm/v8/users", crm_route(&st, "users", SCOPE_USERS, get(crm::users)))
+        .route("/crm/v8/{module}", crm_route(&st, "get_records", SCOPE_RECORDS, get(crm::get_records)))
+        .route("/crm/v8/{module}/deleted", crm_route(&st, "deleted", SCOPE_RECORDS, get(crm::deleted)))
         .route("/__sandbox/truth", get(control::truth))
         .route("/__sandbox/stats", get(control::stats))
         .route("/__sandbox/reset-stats", post(control::reset_stats))
-        .route(
-            "/__sandbox/control",
-            post(control::set_control).get(control::get_control),
-        )
-        .route(
-            "/__sandbox/revoke-access-tokens",
-            post(control::revoke_access_tokens),
-        )
+        .route("/__sandbox/control", post(control::set_control).get(control::get_control))
+        .route("/__sandbox/revoke-access-tokens", post(control::revoke_access_tokens))
         .route("/__sandbox/grant-code", post(control::grant_code))
         .route("/__sandbox/mutate", post(control::mutate))
         .fallback(fallback)

@@ -45,11 +45,7 @@ pub fn credits_for(limit: u64) -> u64 {
 enum Target {
     Id,
     Field(&'static FieldDef),
-    Join {
-        lookup: &'static FieldDef,
-        module: Module,
-        field: &'static str,
-    },
+    Join { lookup: &'static FieldDef, module: Module, field: &'static str },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,10 +109,7 @@ fn sort_cmp(a: &Scalar, b: &Scalar) -> Ordering {
 }
 
 fn unknown_column(name: &str, col: usize) -> CoqlError {
-    CoqlError::invalid(
-        format!("invalid column given: {name}"),
-        json!({"column_name": name, "line": 1, "column": col}),
-    )
+    CoqlError::invalid(format!("invalid column given: {name}"), json!({"column_name": name, "line": 1, "column": col}))
 }
 
 fn resolve(name: &str, col: usize) -> Result<Target, CoqlError> {
@@ -141,15 +134,9 @@ fn resolve(name: &str, col: usize) -> Result<Target, CoqlError> {
             .find(|(f, _)| *f == right)
             .map(|(f, _)| *f)
             .ok_or_else(|| unknown_column(name, col))?;
-        return Ok(Target::Join {
-            lookup,
-            module,
-            field,
-        });
+        return Ok(Target::Join { lookup, module, field });
     }
-    deal_field(name)
-        .map(Target::Field)
-        .ok_or_else(|| unknown_column(name, col))
+    deal_field(name).map(Target::Field).ok_or_else(|| unknown_column(name, col))
 }
 
 fn kind_of(t: Target) -> Kind {
@@ -177,11 +164,7 @@ fn raw(t: Target, rec: &Map<String, Value>, store: &Store) -> Value {
     match t {
         Target::Id => rec.get("id").cloned().unwrap_or(Value::Null),
         Target::Field(f) => rec.get(f.api_name).cloned().unwrap_or(Value::Null),
-        Target::Join {
-            lookup,
-            module,
-            field,
-        } => match lookup_id(rec, lookup) {
+        Target::Join { lookup, module, field } => match lookup_id(rec, lookup) {
             Some(id) => store.join_value(module, id, field),
             None => Value::Null,
         },
@@ -196,11 +179,7 @@ fn scalar(kind: Kind, v: &Value) -> Scalar {
         Kind::Date => v.as_str().and_then(parse_date).map(Scalar::Date),
         Kind::DateTime => v.as_str().and_then(parse_datetime).map(Scalar::Instant),
         Kind::Bool => v.as_bool().map(Scalar::Bool),
-        Kind::Lookup => v
-            .get("id")
-            .and_then(Value::as_str)
-            .and_then(|s| s.parse().ok())
-            .map(Scalar::Id),
+        Kind::Lookup => v.get("id").and_then(Value::as_str).and_then(|s| s.parse().ok()).map(Scalar::Id),
         Kind::Unsupported => None,
     };
     s.unwrap_or(Scalar::Null)
@@ -215,32 +194,22 @@ fn literal(kind: Kind, lit: &Lit, field: &str, col: usize) -> Result<Scalar, Coq
     };
     let digits = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit());
     match (kind, lit) {
-        (_, Lit::Null) => Err(bad(
-            "use `is null` / `is not null` to test for empty values",
-        )),
-        (Kind::Id | Kind::Lookup, Lit::Num(s) | Lit::Str(s)) if digits(s) => s
-            .parse()
-            .map(Scalar::Id)
-            .map_err(|_| bad("id out of range")),
+        (_, Lit::Null) => Err(bad("use `is null` / `is not null` to test for empty values")),
+        (Kind::Id | Kind::Lookup, Lit::Num(s) | Lit::Str(s)) if digits(s) => {
+            s.parse().map(Scalar::Id).map_err(|_| bad("id out of range"))
+        }
         (Kind::Id | Kind::Lookup, _) => Err(bad("expected a record id")),
-        (Kind::Num, Lit::Num(s) | Lit::Str(s)) => s
-            .trim()
-            .parse()
-            .map(Scalar::Num)
-            .map_err(|_| bad("expected a number")),
+        (Kind::Num, Lit::Num(s) | Lit::Str(s)) => {
+            s.trim().parse().map(Scalar::Num).map_err(|_| bad("expected a number"))
+        }
         (Kind::Text, Lit::Str(s) | Lit::Num(s)) => Ok(Scalar::Text(s.clone())),
-        (Kind::Date, Lit::Str(s)) => parse_date(s)
-            .map(Scalar::Date)
-            .ok_or_else(|| bad("expected a date 'YYYY-MM-DD'")),
-        (Kind::DateTime, Lit::Str(s)) => parse_datetime(s).map(Scalar::Instant).ok_or_else(|| {
-            bad("expected an ISO 8601 datetime with offset, e.g. '2026-11-27T10:15:00+05:30'")
-        }),
+        (Kind::Date, Lit::Str(s)) => parse_date(s).map(Scalar::Date).ok_or_else(|| bad("expected a date 'YYYY-MM-DD'")),
+        (Kind::DateTime, Lit::Str(s)) => parse_datetime(s)
+            .map(Scalar::Instant)
+            .ok_or_else(|| bad("expected an ISO 8601 datetime with offset, e.g. '2026-11-27T10:15:00+05:30'")),
         (Kind::Bool, Lit::Bool(b)) => Ok(Scalar::Bool(*b)),
         (Kind::Bool, Lit::Str(s)) if s == "true" || s == "false" => Ok(Scalar::Bool(s == "true")),
-        (k, _) => Err(bad(&format!(
-            "wrong type of value for a {} field",
-            k.name()
-        ))),
+        (k, _) => Err(bad(&format!("wrong type of value for a {} field", k.name()))),
     }
 }
 
@@ -260,10 +229,7 @@ enum CExpr {
 
 fn op_not_supported(op: &str, field: &str, kind: Kind, col: usize) -> CoqlError {
     CoqlError::invalid(
-        format!(
-            "operator `{op}` is not supported for {field} (a {} field)",
-            kind.name()
-        ),
+        format!("operator `{op}` is not supported for {field} (a {} field)", kind.name()),
         json!({"column_name": field, "operator": op, "line": 1, "column": col}),
     )
 }
@@ -358,9 +324,7 @@ fn eval(e: &CExpr, rec: &Map<String, Value>, store: &Store) -> bool {
                     },
                     None => false,
                 },
-                Test::In(negated, list) => {
-                    list.iter().any(|l| compare(&v, l) == Some(Ordering::Equal)) != *negated
-                }
+                Test::In(negated, list) => list.iter().any(|l| compare(&v, l) == Some(Ordering::Equal)) != *negated,
                 Test::Between(negated, lo, hi) => {
                     let inside = compare(&v, lo).is_some_and(|o| o != Ordering::Less)
                         && compare(&v, hi).is_some_and(|o| o != Ordering::Greater);
@@ -381,17 +345,9 @@ fn eval(e: &CExpr, rec: &Map<String, Value>, store: &Store) -> bool {
 fn project(t: Target, rec: &Map<String, Value>, store: &Store) -> Value {
     match t {
         Target::Field(f) if f.ftype == FieldType::OwnerLookup => {
-            match rec
-                .get(f.api_name)
-                .and_then(|v| v.get("id"))
-                .and_then(Value::as_str)
-            {
+            match rec.get(f.api_name).and_then(|v| v.get("id")).and_then(Value::as_str) {
                 Some(id) => {
-                    let last = id
-                        .parse()
-                        .ok()
-                        .and_then(|id| store.user(id))
-                        .map(|u| u.last_name.clone());
+                    let last = id.parse().ok().and_then(|id| store.user(id)).map(|u| u.last_name.clone());
                     json!({"name": last, "id": id})
                 }
                 None => Value::Null,
@@ -414,10 +370,7 @@ pub fn run(src: &str, store: &Store) -> Result<Outcome, CoqlError> {
 fn execute(q: &Query, store: &Store) -> Result<Outcome, CoqlError> {
     if !q.module.eq_ignore_ascii_case("Deals") {
         return Err(CoqlError::invalid(
-            format!(
-                "invalid module given: {} (the sandbox serves only Deals)",
-                q.module
-            ),
+            format!("invalid module given: {} (the sandbox serves only Deals)", q.module),
             json!({"module": q.module}),
         ));
     }
@@ -448,10 +401,7 @@ fn execute(q: &Query, store: &Store) -> Result<Outcome, CoqlError> {
         ));
     }
     if limit == 0 {
-        return Err(CoqlError::invalid(
-            "limit must be at least 1",
-            json!({"by": "limit"}),
-        ));
+        return Err(CoqlError::invalid("limit must be at least 1", json!({"by": "limit"})));
     }
     if q.offset.saturating_add(limit) > MAX_REACHABLE {
         return Err(CoqlError::limit(
@@ -460,11 +410,7 @@ fn execute(q: &Query, store: &Store) -> Result<Outcome, CoqlError> {
         ));
     }
 
-    let aggregates = q
-        .columns
-        .iter()
-        .filter(|c| matches!(c, Column::Aggregate { .. }))
-        .count();
+    let aggregates = q.columns.iter().filter(|c| matches!(c, Column::Aggregate { .. })).count();
     if aggregates > 0 && aggregates < q.columns.len() {
         return Err(CoqlError::syntax(
             "aggregate functions cannot be mixed with plain columns (GROUP BY is not supported)",
@@ -499,22 +445,15 @@ fn execute(q: &Query, store: &Store) -> Result<Outcome, CoqlError> {
         order.push((t, kind_of(t), *asc));
     }
 
-    let mut rows: Vec<&Map<String, Value>> = store
-        .deals
-        .values()
-        .filter(|rec| eval(&filter, rec, store))
-        .collect();
+    let mut rows: Vec<&Map<String, Value>> = store.deals.values().filter(|rec| eval(&filter, rec, store)).collect();
 
     if aggregates > 0 {
         let mut out = Map::new();
         for (name, t, func) in &selected {
             let Some((func, key)) = func else { continue };
             let kind = kind_of(*t);
-            let vals: Vec<Scalar> = rows
-                .iter()
-                .map(|r| scalar(kind, &raw(*t, r, store)))
-                .filter(|s| *s != Scalar::Null)
-                .collect();
+            let vals: Vec<Scalar> =
+                rows.iter().map(|r| scalar(kind, &raw(*t, r, store))).filter(|s| *s != Scalar::Null).collect();
             let nums = || {
                 vals.iter().filter_map(|s| match s {
                     Scalar::Num(n) => Some(*n),
@@ -533,20 +472,14 @@ fn execute(q: &Query, store: &Store) -> Result<Outcome, CoqlError> {
             out.insert(key.to_string(), v);
         }
         // An aggregate always answers one row, even COUNT over nothing (UNCONFIRMED: Zoho may send 204).
-        return Ok(Outcome {
-            body: Some(json!({"data": [out], "info": {"count": 1, "more_records": false}})),
-            limit,
-        });
+        return Ok(Outcome { body: Some(json!({"data": [out], "info": {"count": 1, "more_records": false}})), limit });
     }
 
     if !order.is_empty() {
         // Stable sort over id order: ties fall back to id ascending (Zoho leaves them unspecified).
         rows.sort_by(|a, b| {
             for (t, kind, asc) in &order {
-                let o = sort_cmp(
-                    &scalar(*kind, &raw(*t, a, store)),
-                    &scalar(*kind, &raw(*t, b, store)),
-                );
+                let o = sort_cmp(&scalar(*kind, &raw(*t, a, store)), &scalar(*kind, &raw(*t, b, store)));
                 let o = if *asc { o } else { o.reverse() };
                 if o != Ordering::Equal {
                     return o;
@@ -600,15 +533,7 @@ mod tests {
 
     #[test]
     fn credits_tiers() {
-        assert_eq!(
-            (
-                credits_for(200),
-                credits_for(201),
-                credits_for(1000),
-                credits_for(2000)
-            ),
-            (1, 2, 2, 3)
-        );
+        assert_eq!((credits_for(200), credits_for(201), credits_for(1000), credits_for(2000)), (1, 2, 2, 3));
     }
 
     #[test]
@@ -618,25 +543,16 @@ mod tests {
         let store = Store::generate(400, None, 9, tz, now);
         let cut = now - chrono::Duration::hours(6);
         let q = |lit: String| {
-            run(
-                &format!(
-                    "select Modified_Time from Deals where Modified_Time >= '{lit}' limit 2000"
-                ),
-                &store,
-            )
-            .expect("runs")
-            .body
-            .map(|b| b["data"].as_array().map_or(0, Vec::len))
-            .unwrap_or(0)
+            run(&format!("select Modified_Time from Deals where Modified_Time >= '{lit}' limit 2000"), &store)
+                .expect("runs")
+                .body
+                .map(|b| b["data"].as_array().map_or(0, Vec::len))
+                .unwrap_or(0)
         };
         let utc = q(cut.format("%Y-%m-%dT%H:%M:%SZ").to_string());
         let ist = q(clock::fmt_datetime(cut, tz));
         let pdt = q(clock::fmt_datetime(cut, clock::offset(-420).expect("tz")));
-        let expected = store
-            .deals
-            .values()
-            .filter(|m| Store::modified_time(m).is_some_and(|t| t >= cut))
-            .count();
+        let expected = store.deals.values().filter(|m| Store::modified_time(m).is_some_and(|t| t >= cut)).count();
         assert!(expected > 0);
         assert_eq!((utc, ist, pdt), (expected, expected, expected));
     }

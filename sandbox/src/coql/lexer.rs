@@ -132,32 +132,21 @@ pub fn tokenize(src: &str) -> Result<Vec<Token>, CoqlError> {
                 }
                 Tok::Str(s)
             }
-            c if c.is_ascii_digit()
-                || (c == '-' && chars.get(i + 1).is_some_and(|d| d.is_ascii_digit())) =>
-            {
+            c if c.is_ascii_digit() || (c == '-' && chars.get(i + 1).is_some_and(|d| d.is_ascii_digit())) => {
                 i += 1;
                 while i < chars.len() && chars[i].is_ascii_digit() {
                     i += 1;
                 }
-                if chars.get(i) == Some(&'.')
-                    && chars.get(i + 1).is_some_and(|d| d.is_ascii_digit())
-                {
+                if chars.get(i) == Some(&'.') && chars.get(i + 1).is_some_and(|d| d.is_ascii_digit()) {
                     i += 1;
                     while i < chars.len() && chars[i].is_ascii_digit() {
                         i += 1;
                     }
                 }
                 if chars.get(i).is_some_and(|&d| is_ident_char(d)) {
-                    let end = chars[i..]
-                        .iter()
-                        .position(|d| !is_ident_char(*d))
-                        .map_or(chars.len(), |p| i + p);
+                    let end = chars[i..].iter().position(|d| !is_ident_char(*d)).map_or(chars.len(), |p| i + p);
                     let word: String = chars[start..end].iter().collect();
-                    return Err(CoqlError::syntax(
-                        format!("invalid token `{word}`"),
-                        col,
-                        &word,
-                    ));
+                    return Err(CoqlError::syntax(format!("invalid token `{word}`"), col, &word));
                 }
                 Tok::Num(chars[start..i].iter().collect())
             }
@@ -167,32 +156,16 @@ pub fn tokenize(src: &str) -> Result<Vec<Token>, CoqlError> {
                 }
                 Tok::Ident(chars[start..i].iter().collect())
             }
-            other => {
-                return Err(CoqlError::syntax(
-                    format!("unexpected character `{other}`"),
-                    col,
-                    &other.to_string(),
-                ))
-            }
+            other => return Err(CoqlError::syntax(format!("unexpected character `{other}`"), col, &other.to_string())),
         };
-        out.push(Token {
-            tok,
-            col,
-            text: chars[start..i].iter().collect(),
-        });
+        out.push(Token { tok, col, text: chars[start..i].iter().collect() });
     }
-    out.push(Token {
-        tok: Tok::Eof,
-        col: chars.len() + 1,
-        text: String::new(),
-    });
+    out.push(Token { tok: Tok::Eof, col: chars.len() + 1, text: String::new() });
     Ok(out)
 }
 
 fn byte_offset(src: &str, char_idx: usize) -> usize {
-    src.char_indices()
-        .nth(char_idx)
-        .map_or(src.len(), |(b, _)| b)
+    src.char_indices().nth(char_idx).map_or(src.len(), |(b, _)| b)
 }
 
 #[cfg(test)]
@@ -200,11 +173,7 @@ mod tests {
     use super::*;
 
     fn toks(s: &str) -> Vec<Tok> {
-        tokenize(s)
-            .expect("tokenizes")
-            .into_iter()
-            .map(|t| t.tok)
-            .collect()
+        tokenize(s).expect("tokenizes").into_iter().map(|t| t.tok).collect()
     }
 
     #[test]
@@ -226,10 +195,7 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        assert_eq!(
-            tokenize("a ~ 1").expect_err("bad char").code,
-            "SYNTAX_ERROR"
-        );
+        assert_eq!(tokenize("a ~ 1").expect_err("bad char").code, "SYNTAX_ERROR");
         assert!(tokenize("a = 'open").is_err());
         assert!(tokenize("a = 12abc").is_err());
         assert!(tokenize("a = \"x\"").is_err());

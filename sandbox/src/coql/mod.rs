@@ -45,20 +45,12 @@ impl CoqlError {
 
     /// A semantic error (unknown field/module, bad value or operator for a field type).
     pub fn invalid(message: impl Into<String>, details: Value) -> Self {
-        CoqlError {
-            code: "INVALID_QUERY",
-            message: message.into(),
-            details,
-        }
+        CoqlError { code: "INVALID_QUERY", message: message.into(), details }
     }
 
     /// A limit broken (LIMIT > 2000, OFFSET+LIMIT > 100000, too many columns, ...).
     pub fn limit(message: impl Into<String>, details: Value) -> Self {
-        CoqlError {
-            code: "LIMIT_EXCEEDED",
-            message: message.into(),
-            details,
-        }
+        CoqlError { code: "LIMIT_EXCEEDED", message: message.into(), details }
     }
 
     /// The error envelope body.

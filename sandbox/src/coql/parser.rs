@@ -170,11 +170,7 @@ impl Parser {
 
     fn err_here(&self, message: impl Into<String>) -> CoqlError {
         let t = self.peek();
-        let near = if t.tok == Tok::Eof {
-            "end of query"
-        } else {
-            &t.text
-        };
+        let near = if t.tok == Tok::Eof { "end of query" } else { &t.text };
         CoqlError::syntax(message, t.col, near)
     }
 
@@ -283,14 +279,7 @@ impl Parser {
         if self.peek().tok != Tok::Eof {
             return Err(self.err_here("unexpected text after the query"));
         }
-        Ok(Query {
-            columns,
-            module,
-            filter,
-            order,
-            limit,
-            offset,
-        })
+        Ok(Query { columns, module, filter, order, limit, offset })
     }
 
     fn column(&mut self) -> Result<Column, CoqlError> {
@@ -312,11 +301,7 @@ impl Parser {
         self.pos += 1;
         let (field, _) = self.ident("a field name")?;
         self.expect(Tok::RParen, "`)`")?;
-        Ok(Column::Aggregate {
-            func,
-            key: format!("{}({field})", name.to_ascii_uppercase()),
-            field,
-        })
+        Ok(Column::Aggregate { func, key: format!("{}({field})", name.to_ascii_uppercase()), field })
     }
 
     fn logic_op(&self) -> Option<bool> {
@@ -337,15 +322,10 @@ impl Parser {
         self.pos += 1;
         let right = self.term()?;
         if self.logic_op().is_some() {
-            return Err(self.err_here(
-                "more than two criteria must be grouped in pairs with parentheses, e.g. ((A and B) and C)",
-            ));
+            return Err(self
+                .err_here("more than two criteria must be grouped in pairs with parentheses, e.g. ((A and B) and C)"));
         }
-        Ok(if is_and {
-            Expr::And(Box::new(left), Box::new(right))
-        } else {
-            Expr::Or(Box::new(left), Box::new(right))
-        })
+        Ok(if is_and { Expr::And(Box::new(left), Box::new(right)) } else { Expr::Or(Box::new(left), Box::new(right)) })
     }
 
     fn term(&mut self) -> Result<Expr, CoqlError> {
@@ -411,7 +391,9 @@ impl Parser {
                     }
                 }
             } else {
-                return Err(self.err_here("expected an operator (=, !=, <, <=, >, >=, in, not in, between, like, is null)"));
+                return Err(
+                    self.err_here("expected an operator (=, !=, <, <=, >, >=, in, not in, between, like, is null)")
+                );
             }
         };
         Ok(Cond { field, col, kind })
@@ -419,8 +401,8 @@ impl Parser {
 }
 
 const RESERVED: &[&str] = &[
-    "select", "from", "where", "and", "or", "not", "in", "between", "is", "null", "like", "order",
-    "by", "asc", "desc", "limit", "offset", "true", "false",
+    "select", "from", "where", "and", "or", "not", "in", "between", "is", "null", "like", "order", "by", "asc", "desc",
+    "limit", "offset", "true", "false",
 ];
 
 fn is_reserved(s: &str) -> bool {
@@ -445,25 +427,12 @@ mod tests {
         .expect("parses");
         assert_eq!(q.columns.len(), 3);
         assert_eq!(q.filter.criteria(), 3);
-        assert_eq!(
-            q.order,
-            vec![("id".into(), true), ("Modified_Time".into(), false)]
-        );
+        assert_eq!(q.order, vec![("id".into(), true), ("Modified_Time".into(), false)]);
         assert_eq!((q.limit, q.offset), (Some(2000), 10));
-        let q = parse("SELECT id FROM Deals WHERE Amount NOT BETWEEN 1 AND 5 LIMIT 400, 200")
-            .expect("parses");
+        let q = parse("SELECT id FROM Deals WHERE Amount NOT BETWEEN 1 AND 5 LIMIT 400, 200").expect("parses");
         assert_eq!((q.limit, q.offset), (Some(200), 400));
-        assert!(matches!(
-            q.filter,
-            Expr::Cond(Cond {
-                kind: CondKind::Between { negated: true, .. },
-                ..
-            })
-        ));
-        assert!(parse(
-            "select id from Deals where Description is not null and Deal_Name not like '%x%'"
-        )
-        .is_ok());
+        assert!(matches!(q.filter, Expr::Cond(Cond { kind: CondKind::Between { negated: true, .. }, .. })));
+        assert!(parse("select id from Deals where Description is not null and Deal_Name not like '%x%'").is_ok());
     }
 
     #[test]

@@ -29,10 +29,7 @@ pub async fn stats(State(st): State<Arc<AppState>>) -> Response {
     let s = st.stats(|s| s.clone());
     let mut v = serde_json::to_value(&s).unwrap_or_else(|_| json!({}));
     if let Some(m) = v.as_object_mut() {
-        m.insert(
-            "in_flight".into(),
-            json!(st.inflight.load(std::sync::atomic::Ordering::SeqCst)),
-        );
+        m.insert("in_flight".into(), json!(st.inflight.load(std::sync::atomic::Ordering::SeqCst)));
     }
     (StatusCode::OK, Json(v)).into_response()
 }

@@ -40,8 +40,7 @@ fn bad_request(code: &str, message: &str, details: Value) -> Response {
 }
 
 fn query_pairs(q: Option<&str>) -> Vec<(String, String)> {
-    q.and_then(|q| serde_urlencoded::from_str(q).ok())
-        .unwrap_or_default()
+    q.and_then(|q| serde_urlencoded::from_str(q).ok()).unwrap_or_default()
 }
 
 fn query_map(q: Option<&str>) -> HashMap<String, String> {
@@ -56,11 +55,7 @@ fn no_content() -> Response {
 pub async fn coql(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
     let parsed: Result<Value, _> = serde_json::from_slice(&body);
     let Ok(v) = parsed else {
-        return bad_request(
-            "INVALID_DATA",
-            "the request body is not valid JSON",
-            json!({}),
-        );
+        return bad_request("INVALID_DATA", "the request body is not valid JSON", json!({}));
     };
     let Some(q) = v.get("select_query").and_then(Value::as_str) else {
         return bad_request(
@@ -104,11 +99,7 @@ pub async fn fields(RawQuery(q): RawQuery) -> Response {
 }
 
 fn invalid_module(module: &str) -> Response {
-    bad_request(
-        "INVALID_MODULE",
-        "the module name given seems to be invalid",
-        json!({"module": module}),
-    )
+    bad_request("INVALID_MODULE", "the module name given seems to be invalid", json!({"module": module}))
 }
 
 /// `GET /crm/v8/settings/pipeline?layout_id=...`.
@@ -120,14 +111,8 @@ pub async fn pipeline(RawQuery(q): RawQuery) -> Response {
             "One of the expected parameter is missing",
             json!({"param_name": "layout_id"}),
         ),
-        Some(id) if id == LAYOUT_ID.to_string() => {
-            (StatusCode::OK, Json(meta::pipeline_json())).into_response()
-        }
-        Some(_) => bad_request(
-            "INVALID_DATA",
-            "invalid data",
-            json!({"param_name": "layout_id"}),
-        ),
+        Some(id) if id == LAYOUT_ID.to_string() => (StatusCode::OK, Json(meta::pipeline_json())).into_response(),
+        Some(_) => bad_request("INVALID_DATA", "invalid data", json!({"param_name": "layout_id"})),
     }
 }
 
@@ -135,9 +120,7 @@ pub async fn pipeline(RawQuery(q): RawQuery) -> Response {
 pub async fn layouts(RawQuery(q): RawQuery) -> Response {
     let p = query_map(q.as_deref());
     match p.get("module") {
-        Some(m) if m.eq_ignore_ascii_case("Deals") => {
-            (StatusCode::OK, Json(meta::layouts_json())).into_response()
-        }
+        Some(m) if m.eq_ignore_ascii_case("Deals") => (StatusCode::OK, Json(meta::layouts_json())).into_response(),
         Some(m) => invalid_module(m),
         None => bad_request(
             "REQUIRED_PARAM_MISSING",
@@ -153,32 +136,12 @@ pub async fn users(State(st): State<Arc<AppState>>, RawQuery(q): RawQuery) -> Re
     let store = read(&st.store);
     let kind = p.get("type").map(String::as_str).unwrap_or("AllUsers");
     let users: Vec<Value> = match kind {
-        "CurrentUser" => store
-            .users
-            .iter()
-            .take(1)
-            .map(|u| u.user_json(store.tz))
-            .collect(),
+        "CurrentUser" => store.users.iter().take(1).map(|u| u.user_json(store.tz)).collect(),
         "AllUsers" | "ActiveUsers" | "AdminUsers" => {
-            let take = if kind == "AdminUsers" {
-                1
-            } else {
-                store.users.len()
-            };
-            store
-                .users
-                .iter()
-                .take(take)
-                .map(|u| u.user_json(store.tz))
-                .collect()
+            let take = if kind == "AdminUsers" { 1 } else { store.users.len() };
+            store.users.iter().take(take).map(|u| u.user_json(store.tz)).collect()
         }
-        other => {
-            return bad_request(
-                "INVALID_DATA",
-                "invalid data",
-                json!({"param_name": "type", "value": other}),
-            )
-        }
+        other => return bad_request("INVALID_DATA", "invalid data", json!({"param_name": "type", "value": other})),
     };
     let n = users.len();
     (
@@ -199,31 +162,20 @@ fn parse_count(p: &HashMap<String, String>, name: &str, default: u64) -> Result<
             .parse::<u64>()
             .ok()
             .filter(|n| *n >= 1)
-            .ok_or_else(|| {
-                Box::new(bad_request(
-                    "INVALID_DATA",
-                    "invalid data",
-                    json!({"param_name": name}),
-                ))
-            }),
+            .ok_or_else(|| Box::new(bad_request("INVALID_DATA", "invalid data", json!({"param_name": name})))),
     }
 }
 
 fn if_modified_since(headers: &HeaderMap) -> Result<Option<DateTime<chrono::Utc>>, Reject> {
     match headers.get("If-Modified-Since") {
         None => Ok(None),
-        Some(v) => v
-            .to_str()
-            .ok()
-            .and_then(parse_datetime)
-            .map(Some)
-            .ok_or_else(|| {
-                Box::new(bad_request(
-                    "INVALID_DATA",
-                    "If-Modified-Since must be an ISO 8601 datetime with offset",
-                    json!({"header_name": "If-Modified-Since"}),
-                ))
-            }),
+        Some(v) => v.to_str().ok().and_then(parse_datetime).map(Some).ok_or_else(|| {
+            Box::new(bad_request(
+                "INVALID_DATA",
+                "If-Modified-Since must be an ISO 8601 datetime with offset",
+                json!({"header_name": "If-Modified-Since"}),
+            ))
+        }),
     }
 }
 
@@ -235,17 +187,8 @@ enum SortBy {
 }
 
 fn sort_key(m: &Map<String, Value>, by: SortBy) -> (i64, u64) {
-    let id = m
-        .get("id")
-        .and_then(Value::as_str)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let t = |k: &str| {
-        m.get(k)
-            .and_then(Value::as_str)
-            .and_then(parse_datetime)
-            .map_or(0, |t| t.timestamp())
-    };
+    let id = m.get("id").and_then(Value::as_str).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let t = |k: &str| m.get(k).and_then(Value::as_str).and_then(parse_datetime).map_or(0, |t| t.timestamp());
     match by {
         SortBy::Id => (0, id),
         SortBy::Created => (t("Created_Time"), id),
@@ -268,11 +211,7 @@ pub async fn get_records(
     }
     let pairs = query_pairs(q.as_deref());
     // Repeated `fields` parameters are comma-joined, as the SDK does.
-    let fields_param: Vec<&str> = pairs
-        .iter()
-        .filter(|(k, _)| k == "fields")
-        .map(|(_, v)| v.as_str())
-        .collect();
+    let fields_param: Vec<&str> = pairs.iter().filter(|(k, _)| k == "fields").map(|(_, v)| v.as_str()).collect();
     let p: HashMap<String, String> = pairs.iter().cloned().collect();
     let mut fields: Vec<String> = Vec::new();
     for f in fields_param.iter().flat_map(|v| v.split(',')) {
@@ -297,10 +236,7 @@ pub async fn get_records(
     }
     // Unknown field names are refused (Zoho may silently drop them: UNCONFIRMED; refusing
     // catches misspelt API names early).
-    if let Some(bad) = fields
-        .iter()
-        .find(|f| *f != "id" && deal_field(f).is_none())
-    {
+    if let Some(bad) = fields.iter().find(|f| *f != "id" && deal_field(f).is_none()) {
         return bad_request(
             "INVALID_DATA",
             "invalid field api name given",
@@ -334,11 +270,7 @@ pub async fn get_records(
         None | Some("desc") => false,
         Some("asc") => true,
         Some(_) => {
-            return bad_request(
-                "INVALID_DATA",
-                "sort_order must be asc or desc",
-                json!({"param_name": "sort_order"}),
-            )
+            return bad_request("INVALID_DATA", "sort_order must be asc or desc", json!({"param_name": "sort_order"}))
         }
     };
     let ims = match if_modified_since(&headers) {
@@ -369,18 +301,10 @@ pub async fn get_records(
         Some(t) => {
             let cur = lock(&st.page_tokens).get(t).cloned();
             let Some(cur) = cur else {
-                return bad_request(
-                    "INVALID_DATA",
-                    "invalid page token",
-                    json!({"param_name": "page_token"}),
-                );
+                return bad_request("INVALID_DATA", "invalid page token", json!({"param_name": "page_token"}));
             };
             if now >= cur.expires {
-                return bad_request(
-                    "EXPIRED_VALUE",
-                    "the page token has expired",
-                    json!({"param_name": "page_token"}),
-                );
+                return bad_request("EXPIRED_VALUE", "the page token has expired", json!({"param_name": "page_token"}));
             }
             if cur.bound != bound {
                 return bad_request(
@@ -432,10 +356,7 @@ pub async fn get_records(
     let ord = |a: &(i64, u64), b: &(i64, u64)| if asc { a.cmp(b) } else { b.cmp(a) };
     rows.sort_by(|a, b| ord(&a.1, &b.1));
     let (start, served_before) = match &cursor {
-        Some(c) => (
-            rows.partition_point(|r| ord(&r.1, &c.after) != Ordering::Greater),
-            c.served,
-        ),
+        Some(c) => (rows.partition_point(|r| ord(&r.1, &c.after) != Ordering::Greater), c.served),
         None => {
             let s = ((page - 1) * per_page) as usize;
             (s.min(rows.len()), s as u64)
@@ -460,10 +381,8 @@ pub async fn get_records(
     let count = data.len();
     let (next_token, expiry) = if more {
         let t = lock(&st.token_rng).hex(16);
-        let expiry_text = fmt_datetime(
-            clock::now() + chrono::Duration::seconds(PAGE_TOKEN_TTL.as_secs() as i64),
-            store.tz,
-        );
+        let expiry_text =
+            fmt_datetime(clock::now() + chrono::Duration::seconds(PAGE_TOKEN_TTL.as_secs() as i64), store.tz);
         lock(&st.page_tokens).insert(
             t.clone(),
             PageCursor {
@@ -519,21 +438,11 @@ pub async fn deleted(
     let p = query_map(q.as_deref());
     let kind = p.get("type").map(String::as_str).unwrap_or("all");
     if !matches!(kind, "all" | "recycle" | "permanent") {
-        return bad_request(
-            "INVALID_DATA",
-            "type must be all, recycle or permanent",
-            json!({"param_name": "type"}),
-        );
+        return bad_request("INVALID_DATA", "type must be all, recycle or permanent", json!({"param_name": "type"}));
     }
     let per_page = match parse_count(&p, "per_page", MAX_PER_PAGE) {
         Ok(n) if n <= MAX_PER_PAGE => n,
-        Ok(_) => {
-            return bad_request(
-                "INVALID_DATA",
-                "per_page may be at most 200",
-                json!({"param_name": "per_page"}),
-            )
-        }
+        Ok(_) => return bad_request("INVALID_DATA", "per_page may be at most 200", json!({"param_name": "per_page"})),
         Err(r) => return *r,
     };
     let page = match parse_count(&p, "page", 1) {
@@ -559,10 +468,7 @@ pub async fn deleted(
         // (only Get Records documents 304).
         return no_content();
     }
-    let data: Vec<Value> = rows[start..end]
-        .iter()
-        .map(|d| store.deleted_json(d))
-        .collect();
+    let data: Vec<Value> = rows[start..end].iter().map(|d| store.deleted_json(d)).collect();
     (
         StatusCode::OK,
         Json(json!({

@@ -66,21 +66,17 @@ pub async fn token(
 
     let result = match get("grant_type") {
         "" => Err(Some("invalid_request")),
-        "refresh_token" | "authorization_code"
-            if !AuthState::client_ok(get("client_id"), get("client_secret")) =>
-        {
+        "refresh_token" | "authorization_code" if !AuthState::client_ok(get("client_id"), get("client_secret")) => {
             Err(Some("invalid_client"))
         }
         "refresh_token" if get("refresh_token").is_empty() => Err(Some("invalid_request")),
         "authorization_code" if get("code").is_empty() => Err(Some("invalid_request")),
-        "refresh_token" => lock(&st.auth)
-            .refresh(get("refresh_token"), Instant::now(), limits)
-            .map(|m| (m, false))
-            .map_err(map_err),
-        "authorization_code" => lock(&st.auth)
-            .exchange_code(get("code"), Instant::now(), limits)
-            .map(|m| (m, true))
-            .map_err(map_err),
+        "refresh_token" => {
+            lock(&st.auth).refresh(get("refresh_token"), Instant::now(), limits).map(|m| (m, false)).map_err(map_err)
+        }
+        "authorization_code" => {
+            lock(&st.auth).exchange_code(get("code"), Instant::now(), limits).map(|m| (m, true)).map_err(map_err)
+        }
         _ => Err(Some("unsupported_grant_type")),
     };
     match result {
@@ -135,11 +131,7 @@ fn map_err(e: TokenError) -> Option<&'static str> {
 
 /// `POST /oauth/v2/token/revoke?token=<refresh token>`: `{"status":"success"}`, or 400 when unknown.
 /// Revoking a refresh token revokes every access token minted from it.
-pub async fn revoke(
-    State(st): State<Arc<AppState>>,
-    RawQuery(query): RawQuery,
-    body: Bytes,
-) -> Response {
+pub async fn revoke(State(st): State<Arc<AppState>>, RawQuery(query): RawQuery, body: Bytes) -> Response {
     st.stats(|s| s.call("revoke"));
     let p = params(query.as_deref(), &body);
     let token = p.get("token").map(String::as_str).unwrap_or("");
@@ -147,9 +139,5 @@ pub async fn revoke(
         return (StatusCode::OK, Json(json!({"status": "success"}))).into_response();
     }
     // Zoho documents only "400 Bad Request" here; the body is UNCONFIRMED.
-    (
-        StatusCode::BAD_REQUEST,
-        Json(json!({"status": "failure", "error": "invalid_token"})),
-    )
-        .into_response()
+    (StatusCode::BAD_REQUEST, Json(json!({"status": "failure", "error": "invalid_token"}))).into_response()
 }

@@ -1,0 +1,10 @@
+//! Black-box tests of the sandbox over real HTTP: one test binary, one module per area.
+
+mod helpers;
+
+mod cli;
+mod coql;
+mod faults;
+mod metadata;
+mod oauth;
+mod records;

@@ -1,0 +1,82 @@
+//! Fields, pipeline, layouts and users metadata.
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::helpers::spawn_deals;
+
+#[tokio::test]
+async fn stage_pick_list_has_renamed_won_and_two_lost_stages() {
+    let sb = spawn_deals(10).await;
+    let tok = sb.token().await;
+    let (status, v) = sb.get(&tok, "/crm/v8/settings/fields?module=Deals").await;
+    assert_eq!(status, StatusCode::OK);
+    let fields = v["fields"].as_array().expect("fields");
+    let stage = fields.iter().find(|f| f["api_name"] == "Stage").expect("Stage");
+    assert_eq!(stage["data_type"], "picklist");
+    let vals = stage["pick_list_values"].as_array().expect("pick list");
+    let won: Vec<&str> = vals
+        .iter()
+        .filter(|p| p["forecast_type"] == "Closed Won")
+        .map(|p| p["actual_value"].as_str().expect("actual"))
+        .collect();
+    assert_eq!(won, vec!["Closed Won", "Closed Won - Renewal"]);
+    let renamed = vals.iter().find(|p| p["actual_value"] == "Closed Won - Renewal").expect("renamed");
+    assert_eq!(renamed["display_value"], "Won - Renewal");
+    assert_eq!(vals.iter().filter(|p| p["forecast_type"] == "Closed Lost").count(), 2);
+    let idm = vals.iter().find(|p| p["actual_value"] == "Id. Decision Makers").expect("idm");
+    assert_eq!(idm["display_value"], "Identify Decision Makers");
+    for p in vals {
+        for k in [
+            "display_value",
+            "actual_value",
+            "sequence_number",
+            "probability",
+            "id",
+            "forecast_category",
+            "deal_category",
+        ] {
+            assert!(!p[k].is_null(), "{k} missing in {p}");
+        }
+    }
+    let custom: Vec<&Value> = fields.iter().filter(|f| f["custom_field"] == true).collect();
+    assert!(custom.len() >= 2);
+    assert!(custom.iter().all(|f| f["api_name"].as_str().is_some_and(|n| n.ends_with("__c"))));
+
+    let (status, v) = sb.get(&tok, "/crm/v8/settings/fields?module=Accounts").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(v["fields"].as_array().is_some_and(|f| !f.is_empty()));
+    let (status, v) = sb.get(&tok, "/crm/v8/settings/fields?module=Nope").await;
+    assert_eq!((status, v["code"].as_str()), (StatusCode::BAD_REQUEST, Some("INVALID_MODULE")));
+}
+
+#[tokio::test]
+async fn pipeline_maps_come_from_the_layout_id() {
+    let sb = spawn_deals(10).await;
+    let tok = sb.token().await;
+    let (status, v) = sb.get(&tok, "/crm/v8/settings/layouts?module=Deals").await;
+    assert_eq!(status, StatusCode::OK);
+    let layout = v["layouts"][0]["id"].as_str().expect("layout id").to_string();
+    let (status, v) = sb.get(&tok, &format!("/crm/v8/settings/pipeline?layout_id={layout}")).await;
+    assert_eq!(status, StatusCode::OK);
+    let p = &v["pipeline"][0];
+    assert_eq!(p["default"], true);
+    let maps = p["maps"].as_array().expect("maps");
+    assert_eq!(maps.iter().filter(|m| m["forecast_type"] == "Closed Won").count(), 2);
+    let (status, _) = sb.get(&tok, "/crm/v8/settings/pipeline?layout_id=1").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, v) = sb.get(&tok, "/crm/v8/settings/pipeline").await;
+    assert_eq!((status, v["code"].as_str()), (StatusCode::BAD_REQUEST, Some("REQUIRED_PARAM_MISSING")));
+}
+
+#[tokio::test]
+async fn current_user_is_one_user_with_an_email() {
+    let sb = spawn_deals(10).await;
+    let tok = sb.token().await;
+    let (status, v) = sb.get(&tok, "/crm/v8/users?type=CurrentUser").await;
+    assert_eq!(status, StatusCode::OK);
+    let users = v["users"].as_array().expect("users");
+    assert_eq!(users.len(), 1);
+    assert!(users[0]["email"].as_str().is_some_and(|e| e.contains('@')));
+    assert!(users[0]["id"].is_string() && users[0]["full_name"].is_string());
+}
