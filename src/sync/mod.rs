@@ -18,7 +18,7 @@ use crate::deal::{format_utc, DealChange};
 use crate::error::Error;
 use crate::warehouse::{MergeCounts, RunKind, RunReport, RunStart, Warehouse};
 use crate::zoho::client::ZohoClient;
-use crate::zoho::deals::{self, StageFilter, Window, PAGE_SIZE};
+use crate::zoho::deals::{self, DealQuery, StageFilter, Window, PAGE_SIZE};
 use crate::zoho::model;
 
 /// Batches in flight between the fetchers and the loader. Small: memory stays flat however big the window,
@@ -307,7 +307,8 @@ async fn fetch_and_stage<W: Warehouse + 'static>(
             };
             fetchers.spawn(async move {
                 let mut quarantined = 0u64;
-                deals::page_deals(&zoho, &cols, filter, &stages, slice, |records| {
+                let q = DealQuery { columns: &cols, filter, stages: &stages, window: slice, page_size: PAGE_SIZE };
+                deals::page_deals(&zoho, &q, |records| {
                     let (changes, bad) = to_changes(filter, records);
                     quarantined += bad;
                     let tx = tx.clone();
@@ -394,7 +395,8 @@ fn to_changes(filter: StageFilter, records: Vec<Value>) -> (Vec<DealChange>, u64
 async fn log_missing_ids<W: Warehouse>(zoho: &ZohoClient, warehouse: &W, stages: &[String], window: Window) {
     let mut zoho_ids = Vec::new();
     let cols = vec!["id".to_owned()];
-    let res = deals::page_deals(zoho, &cols, StageFilter::Won, stages, window, |records| {
+    let q = DealQuery { columns: &cols, filter: StageFilter::Won, stages, window, page_size: PAGE_SIZE };
+    let res = deals::page_deals(zoho, &q, |records| {
         zoho_ids.extend(records.iter().filter_map(model::record_id));
         async { true }
     })

@@ -143,22 +143,27 @@ fn stage_clause(filter: StageFilter, stages: &[String]) -> String {
     }
 }
 
+/// What a paged query selects.
+#[derive(Debug, Clone, Copy)]
+pub struct DealQuery<'a> {
+    pub columns: &'a [String],
+    pub filter: StageFilter,
+    pub stages: &'a [String],
+    pub window: Window,
+    /// Rows per page: [`PAGE_SIZE`] in production (fewest credits per row); smaller in tests.
+    pub page_size: u32,
+}
+
 /// The keyset page query. Zoho wants more than two criteria parenthesised in pairs: `((A and B) and (C and D))`.
-pub fn page_query(
-    columns: &[String],
-    filter: StageFilter,
-    stages: &[String],
-    window: Window,
-    after_id: &str,
-) -> String {
+pub fn page_query(q: &DealQuery<'_>, after_id: &str) -> String {
     format!(
         "select {} from Deals where (({} and Modified_Time >= {}) and (Modified_Time < {} and id > {})) order by id asc limit {}",
-        columns.join(", "),
-        stage_clause(filter, stages),
-        instant(window.start),
-        instant(window.end),
+        q.columns.join(", "),
+        stage_clause(q.filter, q.stages),
+        instant(q.window.start),
+        instant(q.window.end),
         after_id,
-        PAGE_SIZE
+        q.page_size
     )
 }
 
@@ -182,29 +187,22 @@ pub fn parse_page(endpoint: &str, body: Option<Value>) -> Result<Page, Error> {
     }
 }
 
-/// Pages through the deals of `window` matching `filter`, calling `on_page` for each page in id order.
-/// Stops early (returning `Ok`) when `on_page` returns `false`.
-pub async fn page_deals<F, Fut>(
-    client: &ZohoClient,
-    columns: &[String],
-    filter: StageFilter,
-    stages: &[String],
-    window: Window,
-    mut on_page: F,
-) -> Result<(), Error>
+/// Pages through the deals `q` selects, calling `on_page` for each page in id order. Stops early (returning
+/// `Ok`) when `on_page` returns `false`.
+pub async fn page_deals<F, Fut>(client: &ZohoClient, q: &DealQuery<'_>, mut on_page: F) -> Result<(), Error>
 where
     F: FnMut(Vec<Value>) -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
     let mut after = "0".to_owned();
     loop {
-        let query = page_query(columns, filter, stages, window, &after);
-        let page = parse_page("coql", client.coql(&query, PAGE_SIZE).await?)?;
+        let query = page_query(q, &after);
+        let page = parse_page("coql", client.coql(&query, q.page_size).await?)?;
         let n = page.records.len();
         // The next key is the largest id of this page; a page whose ids we cannot read cannot be paged past.
         let last = page.records.iter().filter_map(model::record_id).max_by(|a, b| cmp_ids(a, b));
         tracing::debug!(records = n, more = page.more, after = %after, "COQL page");
-        let full = n as u32 >= PAGE_SIZE;
+        let full = n as u32 >= q.page_size;
         let keep_going = on_page(page.records).await;
         match last {
             Some(id) if keep_going && (page.more || full) => {
@@ -309,7 +307,9 @@ mod tests {
             start: Utc.with_ymd_and_hms(2026, 11, 27, 0, 0, 0).single().expect("valid"),
             end: Utc.with_ymd_and_hms(2026, 11, 28, 0, 0, 0).single().expect("valid"),
         };
-        let q = page_query(&["id".into()], StageFilter::Won, &["O'Won".into()], w, "42");
+        let (cols, stages) = (vec!["id".to_owned()], vec!["O'Won".to_owned()]);
+        let q = DealQuery { columns: &cols, filter: StageFilter::Won, stages: &stages, window: w, page_size: 2000 };
+        let q = page_query(&q, "42");
         assert_eq!(
             q,
             "select id from Deals where ((Stage in ('O\\'Won') and Modified_Time >= '2026-11-27T00:00:00+00:00') \

@@ -1,1 +1,614 @@
-//! Warehouse conformance suite (being written).
+//! The warehouse conformance suite: one set of behavioural tests, written once against the [`Warehouse`]
+//! trait, run against every implementation — SQLite (a temporary file), BigQuery on the local emulator
+//! (`BIGQUERY_EMULATOR_HOST`, see `scripts/bq-emulator.sh`), and, when asked, real BigQuery (`#[ignore]`d).
+//!
+//! Each test gets a fresh warehouse (its own file or dataset), so tests run in parallel and leave nothing
+//! behind. What is tested is the contract in `src/warehouse/mod.rs`; implementation details (SQL, staging
+//! layout) are not. Tests that only make sense for one implementation sit at the end.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use rust_decimal::Decimal;
+use zoho_deals_sync::deal::{Deal, DealChange};
+use zoho_deals_sync::warehouse::bigquery::{BigQueryConfig, BigQueryWarehouse};
+use zoho_deals_sync::warehouse::sqlite::SqliteWarehouse;
+use zoho_deals_sync::warehouse::{RunKind, RunReport, RunStart, StoredDeal, Warehouse, WarehouseError, DEAL_COLUMNS};
+
+/// What differs between the places a test runs, apart from the warehouse itself.
+struct Env {
+    /// A lease short enough to wait out in a test, long enough to outlive the few statements a run makes
+    /// before the next run checks it (real BigQuery takes a second or two per statement).
+    short_ttl: chrono::Duration,
+}
+
+/// What the suite needs beyond the trait: simulating a table left by an older version.
+trait Backend: Warehouse {
+    /// Creates `closed_won_deals` as an older version of the job would have: every column but `missing`.
+    fn create_legacy_deals_table(&self, missing: &str) -> impl Future<Output = ()>;
+    /// The column names of `closed_won_deals`.
+    fn deal_columns(&self) -> impl Future<Output = Vec<String>>;
+}
+
+impl Backend for SqliteWarehouse {
+    async fn create_legacy_deals_table(&self, missing: &str) {
+        let cols = DEAL_COLUMNS
+            .iter()
+            .filter(|c| c.name != missing)
+            .map(|c| {
+                if c.name == "deal_id" {
+                    "deal_id TEXT PRIMARY KEY".to_owned()
+                } else {
+                    format!("{} {}", c.name, c.sqlite_type)
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let conn = rusqlite::Connection::open(self.path()).expect("open the SQLite file");
+        conn.execute(&format!("CREATE TABLE closed_won_deals ({cols})"), []).expect("create the legacy table");
+    }
+
+    async fn deal_columns(&self) -> Vec<String> {
+        let conn = rusqlite::Connection::open(self.path()).expect("open the SQLite file");
+        let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('closed_won_deals')").expect("prepare");
+        let names =
+            stmt.query_map([], |r| r.get::<_, String>(0)).expect("query").collect::<Result<Vec<_>, _>>().expect("read");
+        names
+    }
+}
+
+impl Backend for BigQueryWarehouse {
+    async fn create_legacy_deals_table(&self, missing: &str) {
+        let cols = DEAL_COLUMNS
+            .iter()
+            .filter(|c| c.name != missing)
+            .map(|c| format!("{} {}", c.name, c.bigquery_type))
+            .collect::<Vec<_>>()
+            .join(", ");
+        self.query_text("CREATE SCHEMA IF NOT EXISTS `{{dataset}}`").await.expect("create the dataset");
+        self.query_text(&format!(
+            "CREATE TABLE `{{{{dataset}}}}.closed_won_deals` ({cols}) PARTITION BY DATE_TRUNC(closing_date, MONTH)"
+        ))
+        .await
+        .expect("create the legacy table");
+    }
+
+    async fn deal_columns(&self) -> Vec<String> {
+        self.table_columns("closed_won_deals").await.expect("read the schema")
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Fixtures: times, deals, runs.
+
+/// A fixed instant plus `s` seconds: deal versions are whole seconds, as Zoho's are.
+fn t(s: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).single().expect("valid date") + chrono::Duration::seconds(s)
+}
+
+fn dec(s: &str) -> Decimal {
+    Decimal::from_str(s).expect("decimal literal")
+}
+
+fn deal(id: &str, modified: i64) -> Deal {
+    Deal {
+        deal_id: id.to_owned(),
+        deal_name: Some(format!("Deal {id}")),
+        stage: Some("Closed Won".into()),
+        pipeline: Some("Standard".into()),
+        amount: Some(dec("12500.1")),
+        currency: Some("EUR".into()),
+        exchange_rate: Some(dec("1.085")),
+        probability: Some(100),
+        expected_revenue: Some(dec("12500.1")),
+        closing_date: NaiveDate::from_ymd_opt(2026, 10, 30),
+        account_id: Some("5725767000000100001".into()),
+        account_name: Some("Acme GmbH".into()),
+        contact_id: None,
+        contact_name: None,
+        owner_id: Some("5725767000000200001".into()),
+        owner_name: Some("Ada Lovelace".into()),
+        owner_email: Some("ada@example.com".into()),
+        lead_source: Some("Web".into()),
+        deal_type: Some("New Business".into()),
+        created_time: Some(t(-30 * 86400)),
+        modified_time: t(modified),
+        raw: format!(r#"{{"id":"{id}","Stage":"Closed Won","Custom_Region__c":"EMEA","Nested":{{"a":[1,2]}}}}"#),
+    }
+}
+
+fn won(id: &str, modified: i64) -> DealChange {
+    DealChange::Won(deal(id, modified))
+}
+
+fn unwon(id: &str, modified: i64) -> DealChange {
+    DealChange::Unwon { deal_id: id.to_owned(), stage: Some("Negotiation".into()), modified_time: t(modified) }
+}
+
+fn deleted(id: &str, at: i64) -> DealChange {
+    DealChange::Deleted { deal_id: id.to_owned(), deleted_time: t(at) }
+}
+
+/// A run over `[start, end)` (seconds after [`t`]`(0)`). `started_at` is now: lease order follows it.
+fn run(id: &str, start: i64, end: i64) -> RunStart {
+    RunStart {
+        run_id: id.to_owned(),
+        kind: RunKind::Scheduled,
+        started_at: Utc::now(),
+        window_start: t(start),
+        window_end: t(end),
+        lease_ttl: chrono::Duration::minutes(10),
+    }
+}
+
+/// Stages `changes` in one run and commits it.
+async fn sync<W: Warehouse>(w: &W, r: &RunStart, changes: &[DealChange]) -> zoho_deals_sync::warehouse::MergeCounts {
+    w.begin_run(r).await.expect("begin_run");
+    w.stage(r, changes).await.expect("stage");
+    w.commit(r, &report()).await.expect("commit")
+}
+
+fn report() -> RunReport {
+    RunReport { api_calls: 3, api_credits: 3, ..RunReport::default() }
+}
+
+async fn stored<W: Warehouse>(w: &W) -> HashMap<String, StoredDeal> {
+    w.stored_deals().await.expect("stored_deals").into_iter().map(|d| (d.deal.deal_id.clone(), d)).collect()
+}
+
+/// `raw` is compared as JSON: a warehouse may store JSON text re-serialized.
+fn json(raw: &str) -> serde_json::Value {
+    serde_json::from_str(raw).unwrap_or_else(|e| panic!("raw is not JSON ({e}): {raw}"))
+}
+
+fn assert_same_deal(stored: &Deal, expected: &Deal) {
+    let strip = |d: &Deal| Deal { raw: String::new(), ..d.clone() };
+    assert_eq!(strip(stored), strip(expected));
+    assert_eq!(json(&stored.raw), json(&expected.raw), "raw of {}", expected.deal_id);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The behaviours.
+
+async fn upsert_inserts_won_deals<W: Backend>(w: &W, _: &Env) {
+    w.prepare().await.expect("prepare");
+    let r = run("r1", 0, 1000);
+    let counts = sync(w, &r, &[won("1", 10), won("2", 20)]).await;
+    assert_eq!((counts.upserted, counts.unwon, counts.deleted), (2, 0, 0));
+    assert_eq!(counts.won_in_window, 2);
+
+    let rows = stored(w).await;
+    assert_eq!(rows.len(), 2);
+    for (id, m) in [("1", 10), ("2", 20)] {
+        let row = &rows[id];
+        assert_same_deal(&row.deal, &deal(id, m));
+        assert!(row.is_closed_won && !row.is_deleted);
+        assert_eq!(row.deleted_time, None);
+        assert_eq!(row.run_id, "r1");
+    }
+    let ledger = w.ledger().await.expect("ledger");
+    assert_eq!(ledger.len(), 1);
+    assert_eq!(ledger[0].status, "succeeded");
+    assert_eq!(ledger[0].deals_upserted, 2);
+}
+
+async fn a_redelivered_batch_writes_no_duplicates<W: Backend>(w: &W, _: &Env) {
+    w.prepare().await.expect("prepare");
+    let batch = [won("1", 10), won("2", 20), won("3", 30)];
+    let r1 = run("r1", 0, 1000);
+    w.begin_run(&r1).await.expect("begin_run");
+    w.stage(&r1, &batch).await.expect("stage");
+    // The same batch again (a retry after a lost acknowledgement).
+    w.stage(&r1, &batch).await.expect("stage again");
+    let counts = w.commit(&r1, &report()).await.expect("commit");
+    assert_eq!(counts.upserted, 3);
+    let first = stored(w).await;
+    assert_eq!(first.len(), 3);
+
+    // The same window again in a new run.
+    let r2 = run("r2", 0, 1000);
+    sync(w, &r2, &batch).await;
+    let second = stored(w).await;
+    assert_eq!(second.len(), 3);
+    for (id, row) in &second {
+        assert_same_deal(&row.deal, &first[id].deal);
+    }
+    assert_eq!(w.count_won_in_window(t(0), t(1000)).await.expect("count"), 3);
+}
+
+async fn an_older_version_never_overwrites_a_newer_one<W: Backend>(w: &W, _: &Env) {
+    w.prepare().await.expect("prepare");
+    let mut newer = deal("1", 100);
+    newer.amount = Some(dec("200"));
+    sync(w, &run("r1", 0, 1000), &[DealChange::Won(newer.clone())]).await;
+
+    let mut older = deal("1", 50);
+    older.amount = Some(dec("50"));
+    let counts = sync(w, &run("r2", 0, 1000), &[DealChange::Won(older)]).await;
+    assert_eq!(counts.upserted, 0);
+    let rows = stored(w).await;
+    assert_same_deal(&rows["1"].deal, &newer);
+    assert_eq!(rows["1"].run_id, "r1");
+}
+
+async fn an_equal_version_is_applied_again<W: Backend>(w: &W, _: &Env) {
+    w.prepare().await.expect("prepare");
+    sync(w, &run("r1", 0, 1000), &[won("1", 100)]).await;
+    let mut same_time = deal("1", 100);
+    same_time.deal_name = Some("Renamed".into());
+    let counts = sync(w, &run("r2", 0, 1000), &[DealChange::Won(same_time.clone())]).await;
+    assert_eq!(counts.upserted, 1);
+    let rows = stored(w).await;
+    assert_same_deal(&rows["1"].deal, &same_time);
+    assert_eq!(rows["1"].run_id, "r2");
+}
+
+async fn the_newest_version_in_a_batch_wins_whatever_the_order<W: Backend>(w: &W, _: &Env) {
+    w.prepare().await.expect("prepare");
+    let mut v2 = deal("1", 200);
+    v2.amount = Some(dec("2"));
+    let mut v1 = deal("1", 100);
+    v1.amount = Some(dec("1"));
+    // Won and un-won versions at the same instant: the won one wins.
+    let changes = [DealChange::Won(v2.clone()), DealChange::Won(v1), unwon("2", 300), won("2", 300)];
+    let counts = sync(w, &run("r1", 0, 1000), &changes).await;
+    assert_eq!((counts.upserted, counts.unwon), (2, 0));
+    let rows = stored(w).await;
+    assert_same_deal(&rows["1"].deal, &v2);
+    assert!(rows["2"].is_closed_won);
+}
+
+async fn unwon_flags_an_existing_row_and_never_creates_one<W: Backend>(w: &W, _: &Env) {
+    w.prepare().await.expect("prepare");
+    sync(w, &run("r1", 0, 1000), &[won("1", 100), won("3", 100)]).await;
+    // An older un-won version of 3 is ignored; 2 was never stored.
+    let counts = sync(w, &run("r2", 0, 1000), &[unwon("1", 200), unwon("2", 200), unwon("3", 50)]).await;
+    assert_eq!((counts.upserted, counts.unwon, counts.deleted), (0, 1, 0));
+
+    let rows = stored(w).await;
+    assert_eq!(rows.len(), 2, "un-won must not create rows: {:?}", rows.keys());
+    let one = &rows["1"];
+    assert!(!one.is_closed_won && !one.is_deleted);
+    assert_eq!(one.deal.stage.as_deref(), Some("Negotiation"));
+    assert_eq!(one.deal.modified_time, t(200));
+    assert_eq!(one.deal.amount, Some(dec("12500.1")), "un-won keeps the rest of the row");
+    assert!(rows["3"].is_closed_won);
+    assert_eq!(w.won_ids_in_window(t(0), t(1000)).await.expect("ids"), vec!["3".to_owned()]);
+    assert_eq!(counts.won_in_window, 1);
+
+    // Won again later: back in.
+    sync(w, &run("r3", 0, 1000), &[won("1", 300)]).await;
+    assert!(stored(w).await["1"].is_closed_won);
+}
+
+async fn deleted_flags_is_deleted_and_deleted_time<W: Backend>(w: &W, _: &Env) {
+    w.prepare().await.expect("prepare");
+    sync(w, &run("r1", 0, 1000), &[won("1", 100), won("2", 100)]).await;
+    // 3 was never stored; the deletion of 2 predates its stored version.
+    let counts = sync(w, &run("r2", 0, 1000), &[deleted("1", 300), deleted("3", 300), deleted("2", 50)]).await;
+    assert_eq!((counts.upserted, counts.unwon, counts.deleted), (0, 0, 1));
+
+    let rows = stored(w).await;
+    assert_eq!(rows.len(), 2, "a deletion must not create rows: {:?}", rows.keys());
+    assert!(rows["1"].is_deleted);
+    assert_eq!(rows["1"].deleted_time, Some(t(300)));
+    assert_eq!(rows["1"].run_id, "r2");
+    assert!(!rows["2"].is_deleted);
+    assert_eq!(rows["2"].deleted_time, None);
+    assert_eq!(w.won_ids_in_window(t(0), t(1000)).await.expect("ids"), vec!["2".to_owned()]);
+    assert_eq!(w.count_won_in_window(t(0), t(1000)).await.expect("count"), 1);
+
+    // Restored in Zoho (a newer version): back, and no longer flagged.
+    sync(w, &run("r3", 0, 1000), &[won("1", 400)]).await;
+    let rows = stored(w).await;
+    assert!(!rows["1"].is_deleted && rows["1"].is_closed_won);
+    assert_eq!(rows["1"].deleted_time, None);
+}
+
+async fn won_and_deleted_in_the_same_run_ends_deleted<W: Backend>(w: &W, _: &Env) {
+    w.prepare().await.expect("prepare");
+    let counts = sync(w, &run("r1", 0, 1000), &[won("1", 100), deleted("1", 200)]).await;
+    assert_eq!(counts.deleted, 1);
+    let rows = stored(w).await;
+    assert!(rows["1"].is_deleted);
+    assert_eq!(rows["1"].deleted_time, Some(t(200)));
+}
+
+async fn a_crash_between_stage_and_commit_then_a_rerun_converges<W: Backend>(w: &W, env: &Env) {
+    w.prepare().await.expect("prepare");
+    let batch = [won("1", 10), won("2", 20), unwon("1", 5), deleted("9", 30)];
+    let mut crashed = run("crashed", 0, 1000);
+    crashed.lease_ttl = env.short_ttl;
+    w.begin_run(&crashed).await.expect("begin_run");
+    w.stage(&crashed, &batch).await.expect("stage");
+    // The process dies here: no commit, no fail_run. Nothing is visible yet.
+    assert!(stored(w).await.is_empty());
+    assert_eq!(w.watermark().await.expect("watermark"), None);
+
+    tokio::time::sleep(ttl_elapsed(env)).await;
+    let rerun = run("rerun", 0, 1000);
+    sync(w, &rerun, &batch).await;
+    let rows = stored(w).await;
+    assert_eq!(rows.len(), 2);
+    assert_same_deal(&rows["1"].deal, &deal("1", 10));
+    assert!(rows.values().all(|r| r.run_id == "rerun"));
+    assert_eq!(w.watermark().await.expect("watermark"), Some(t(1000)));
+    let ledger = w.ledger().await.expect("ledger");
+    let status = |id: &str| ledger.iter().find(|l| l.run_id == id).map(|l| l.status.clone());
+    assert_eq!(status("rerun").as_deref(), Some("succeeded"));
+    assert_ne!(status("crashed").as_deref(), Some("succeeded"));
+}
+
+async fn a_repeated_commit_converges<W: Backend>(w: &W, _: &Env) {
+    w.prepare().await.expect("prepare");
+    // A crash after the merge but before the ledger is seen by the next attempt as a commit whose merge
+    // already happened: committing the same run again must leave the same table and a succeeded run.
+    let r = run("r1", 0, 1000);
+    sync(w, &r, &[won("1", 10), won("2", 20), deleted("2", 40)]).await;
+    let before = stored(w).await;
+    w.commit(&r, &report()).await.expect("second commit");
+    let after = stored(w).await;
+    assert_eq!(before.len(), after.len());
+    for (id, row) in &after {
+        assert_same_deal(&row.deal, &before[id].deal);
+        assert_eq!(
+            (row.is_closed_won, row.is_deleted, row.deleted_time),
+            (before[id].is_closed_won, before[id].is_deleted, before[id].deleted_time)
+        );
+    }
+    let ledger = w.ledger().await.expect("ledger");
+    assert_eq!(ledger.len(), 1);
+    assert_eq!(ledger[0].status, "succeeded");
+    assert_eq!(w.watermark().await.expect("watermark"), Some(t(1000)));
+}
+
+async fn the_ledger_records_every_run_newest_first<W: Backend>(w: &W, _: &Env) {
+    w.prepare().await.expect("prepare");
+    let r1 = run("r1", 0, 100);
+    sync(w, &r1, &[won("1", 10)]).await;
+
+    let mut r2 = run("r2", 100, 200);
+    r2.kind = RunKind::Backfill;
+    w.begin_run(&r2).await.expect("begin_run");
+    w.stage(&r2, &[won("2", 150)]).await.expect("stage");
+    w.fail_run(&r2, &report(), "Zoho said no").await.expect("fail_run");
+    assert!(!stored(w).await.contains_key("2"), "a failed run merges nothing");
+
+    let r3 = run("r3", 200, 300);
+    w.begin_run(&r3).await.expect("begin_run");
+
+    let ledger = w.ledger().await.expect("ledger");
+    let summary: Vec<_> = ledger.iter().map(|l| (l.run_id.as_str(), l.kind.as_str(), l.status.as_str())).collect();
+    assert_eq!(
+        summary,
+        vec![("r3", "scheduled", "running"), ("r2", "backfill", "failed"), ("r1", "scheduled", "succeeded")]
+    );
+    assert_eq!(ledger[1].error.as_deref(), Some("Zoho said no"));
+    assert_eq!((ledger[2].window_start, ledger[2].window_end), (t(0), t(100)));
+    assert_eq!(ledger[2].deals_upserted, 1);
+    assert_eq!(ledger[2].error, None);
+}
+
+async fn the_watermark_follows_succeeded_runs_only<W: Backend>(w: &W, _: &Env) {
+    w.prepare().await.expect("prepare");
+    assert_eq!(w.watermark().await.expect("watermark"), None);
+    sync(w, &run("r1", 0, 100), &[]).await;
+    assert_eq!(w.watermark().await.expect("watermark"), Some(t(100)));
+
+    let failed = run("r2", 90, 200);
+    w.begin_run(&failed).await.expect("begin_run");
+    w.fail_run(&failed, &report(), "boom").await.expect("fail_run");
+    assert_eq!(w.watermark().await.expect("watermark"), Some(t(100)));
+
+    sync(w, &run("r3", 95, 300), &[won("1", 250)]).await;
+    assert_eq!(w.watermark().await.expect("watermark"), Some(t(300)));
+    let mut windows = w.succeeded_windows().await.expect("windows");
+    windows.sort_by_key(|c| c.start);
+    let spans: Vec<_> = windows.iter().map(|c| (c.start, c.end, c.kind)).collect();
+    assert_eq!(spans, vec![(t(0), t(100), RunKind::Scheduled), (t(95), t(300), RunKind::Scheduled)]);
+}
+
+async fn a_second_run_is_busy_while_the_lease_lives_and_free_after_it_expires<W: Backend>(w: &W, env: &Env) {
+    w.prepare().await.expect("prepare");
+    let mut first = run("first", 0, 100);
+    first.lease_ttl = env.short_ttl;
+    w.begin_run(&first).await.expect("begin_run");
+
+    let mut second = run("second", 0, 100);
+    second.started_at = first.started_at + chrono::Duration::seconds(1);
+    match w.begin_run(&second).await {
+        Err(WarehouseError::Busy { run_id, expires_at }) => {
+            assert_eq!(run_id, "first");
+            assert!(expires_at > Utc::now() - chrono::Duration::seconds(5));
+        }
+        other => panic!("expected Busy, got {other:?}"),
+    }
+
+    // A heartbeat keeps the lease alive past its first expiry.
+    tokio::time::sleep(half_ttl(env)).await;
+    w.heartbeat(&first).await.expect("heartbeat");
+    tokio::time::sleep(half_ttl(env) + Duration::from_millis(300)).await;
+    let mut third = run("third", 0, 100);
+    third.started_at = Utc::now();
+    assert!(
+        matches!(w.begin_run(&third).await, Err(WarehouseError::Busy { .. })),
+        "the heartbeat should have extended the lease"
+    );
+
+    // The first run dies: once its lease expires, a new run may start.
+    tokio::time::sleep(ttl_elapsed(env)).await;
+    let mut fourth = run("fourth", 0, 100);
+    fourth.started_at = Utc::now();
+    w.begin_run(&fourth).await.expect("the lease expired, so this run may start");
+    sync(w, &fourth, &[won("1", 10)]).await;
+    assert_eq!(w.watermark().await.expect("watermark"), Some(t(100)));
+}
+
+async fn prepare_adds_a_column_missing_from_an_older_table<W: Backend>(w: &W, _: &Env) {
+    w.create_legacy_deals_table("owner_email").await;
+    assert!(!w.deal_columns().await.iter().any(|c| c == "owner_email"));
+    w.prepare().await.expect("prepare");
+    let columns = w.deal_columns().await;
+    for c in DEAL_COLUMNS {
+        assert!(columns.iter().any(|x| x == c.name), "{} missing after prepare: {columns:?}", c.name);
+    }
+    // Idempotent, and the new column is written and read like any other.
+    w.prepare().await.expect("prepare again");
+    sync(w, &run("r1", 0, 1000), &[won("1", 10)]).await;
+    assert_eq!(stored(w).await["1"].deal.owner_email.as_deref(), Some("ada@example.com"));
+}
+
+async fn exact_decimals_survive<W: Backend>(w: &W, _: &Env) {
+    w.prepare().await.expect("prepare");
+    let mut d = deal("1", 10);
+    d.amount = Some(dec("12500.1"));
+    d.exchange_rate = Some(dec("0.000000001"));
+    d.expected_revenue = Some(dec("99999999999999999999.99"));
+    let mut e = deal("2", 10);
+    e.amount = Some(dec("0.3"));
+    e.exchange_rate = None;
+    e.expected_revenue = Some(dec("-7.25"));
+    sync(w, &run("r1", 0, 1000), &[DealChange::Won(d), DealChange::Won(e)]).await;
+    let rows = stored(w).await;
+    let text = |v: Option<Decimal>| v.map(|v| v.normalize().to_string());
+    assert_eq!(text(rows["1"].deal.amount).as_deref(), Some("12500.1"));
+    assert_eq!(text(rows["1"].deal.exchange_rate).as_deref(), Some("0.000000001"));
+    assert_eq!(text(rows["1"].deal.expected_revenue).as_deref(), Some("99999999999999999999.99"));
+    assert_eq!(text(rows["2"].deal.amount).as_deref(), Some("0.3"));
+    assert_eq!(text(rows["2"].deal.exchange_rate), None);
+    assert_eq!(text(rows["2"].deal.expected_revenue).as_deref(), Some("-7.25"));
+}
+
+async fn window_queries_include_the_start_and_exclude_the_end<W: Backend>(w: &W, _: &Env) {
+    w.prepare().await.expect("prepare");
+    sync(w, &run("r1", 0, 1000), &[won("1", 99), won("2", 100), won("3", 199), won("4", 200)]).await;
+    assert_eq!(w.count_won_in_window(t(100), t(200)).await.expect("count"), 2);
+    assert_eq!(w.won_ids_in_window(t(100), t(200)).await.expect("ids"), vec!["2".to_owned(), "3".to_owned()]);
+    assert_eq!(w.count_won_in_window(t(500), t(600)).await.expect("count"), 0);
+}
+
+async fn an_empty_run_succeeds_and_moves_the_watermark<W: Backend>(w: &W, _: &Env) {
+    w.prepare().await.expect("prepare");
+    let counts = sync(w, &run("r1", 0, 100), &[]).await;
+    assert_eq!(counts, Default::default());
+    assert!(stored(w).await.is_empty());
+    assert_eq!(w.watermark().await.expect("watermark"), Some(t(100)));
+}
+
+/// Half the short lease.
+fn half_ttl(env: &Env) -> Duration {
+    env.short_ttl.to_std().expect("positive ttl") / 2
+}
+
+/// Long enough for a short lease taken just now to have expired.
+fn ttl_elapsed(env: &Env) -> Duration {
+    env.short_ttl.to_std().expect("positive ttl") + Duration::from_millis(500)
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Instantiation: every behaviour against every warehouse.
+
+/// BigQuery tests need the emulator; without one they are skipped loudly, except in CI where that is a failure.
+fn emulator_host() -> Option<String> {
+    match std::env::var("BIGQUERY_EMULATOR_HOST") {
+        Ok(h) if !h.trim().is_empty() => Some(h),
+        _ if std::env::var("CI").as_deref() == Ok("true") => panic!(
+            "CI=true but BIGQUERY_EMULATOR_HOST is not set: .ci/run must start the emulator \
+             (`scripts/bq-emulator.sh start`) and export what it prints"
+        ),
+        _ => {
+            eprintln!("\n*** SKIPPED: BigQuery emulator not running (run scripts/bq-emulator.sh start) ***\n");
+            None
+        }
+    }
+}
+
+/// A dataset name unique to this test and process.
+fn dataset_for(test: &str) -> String {
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    format!("conformance_{test}_{}", &suffix[..12])
+}
+
+async fn emulator_warehouse(test: &str) -> Option<BigQueryWarehouse> {
+    let host = emulator_host()?;
+    let config =
+        BigQueryConfig { emulator_host: Some(host), dataset: dataset_for(test), ..BigQueryConfig::new("test-project") };
+    Some(BigQueryWarehouse::connect(config).await.expect("connect to the emulator"))
+}
+
+/// Real BigQuery: `BQ_PROJECT` (and optionally `BQ_LOCATION`) with Application Default Credentials.
+async fn live_warehouse(test: &str) -> BigQueryWarehouse {
+    let project = std::env::var("BQ_PROJECT").expect("set BQ_PROJECT (and ADC credentials) to run live tests");
+    let mut config = BigQueryConfig::new(project);
+    config.dataset = dataset_for(test);
+    if let Ok(location) = std::env::var("BQ_LOCATION") {
+        config.location = location;
+    }
+    BigQueryWarehouse::connect(config).await.expect("connect to BigQuery")
+}
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let dir = tempfile::tempdir().expect("tempdir");
+                    let w = super::SqliteWarehouse::open(&dir.path().join("warehouse.sqlite3"))
+                        .expect("open SQLite");
+                    let env = super::Env { short_ttl: chrono::Duration::seconds(2) };
+                    super::$name(&w, &env).await;
+                }
+            )*
+        }
+
+        mod bigquery_emulator {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let Some(w) = super::emulator_warehouse(stringify!($name)).await else { return };
+                    let env = super::Env { short_ttl: chrono::Duration::seconds(3) };
+                    super::$name(&w, &env).await;
+                    w.drop_dataset().await.expect("drop the test dataset");
+                }
+            )*
+        }
+
+        mod bigquery_live {
+            $(
+                #[tokio::test]
+                #[ignore = "needs real BigQuery: BQ_PROJECT plus Application Default Credentials (see README)"]
+                async fn $name() {
+                    let w = super::live_warehouse(stringify!($name)).await;
+                    // Each statement takes a second or two on real BigQuery.
+                    let env = super::Env { short_ttl: chrono::Duration::seconds(40) };
+                    super::$name(&w, &env).await;
+                    w.drop_dataset().await.expect("drop the test dataset");
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    upsert_inserts_won_deals,
+    a_redelivered_batch_writes_no_duplicates,
+    an_older_version_never_overwrites_a_newer_one,
+    an_equal_version_is_applied_again,
+    the_newest_version_in_a_batch_wins_whatever_the_order,
+    unwon_flags_an_existing_row_and_never_creates_one,
+    deleted_flags_is_deleted_and_deleted_time,
+    won_and_deleted_in_the_same_run_ends_deleted,
+    a_crash_between_stage_and_commit_then_a_rerun_converges,
+    a_repeated_commit_converges,
+    the_ledger_records_every_run_newest_first,
+    the_watermark_follows_succeeded_runs_only,
+    a_second_run_is_busy_while_the_lease_lives_and_free_after_it_expires,
+    prepare_adds_a_column_missing_from_an_older_table,
+    exact_decimals_survive,
+    window_queries_include_the_start_and_exclude_the_end,
+    an_empty_run_succeeds_and_moves_the_watermark,
+);

@@ -44,6 +44,8 @@ impl RunOutput {
 pub struct Truth {
     pub won_stages: Vec<String>,
     pub deals: Vec<Value>,
+    /// `{"id","deleted_time"}` of every deleted deal.
+    pub deleted: Vec<Value>,
 }
 
 impl Truth {
@@ -123,6 +125,7 @@ impl TestApp {
                 .map(|s| s.as_str().expect("stage").to_owned())
                 .collect(),
             deals: v["deals"].as_array().expect("deals").clone(),
+            deleted: v["deleted"].as_array().cloned().unwrap_or_default(),
         }
     }
 

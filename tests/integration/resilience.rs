@@ -1,0 +1,205 @@
+//! The Zoho side in the real world: faults, revoked tokens, throttled mints, a moving CRM, keyset paging.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use proptest::prelude::*;
+use serde_json::{json, Value};
+use zoho_deals_sync::config::ZohoCredentials;
+use zoho_deals_sync::retry::RetryPolicy;
+use zoho_deals_sync::warehouse::Warehouse;
+use zoho_deals_sync::zoho::auth::TokenProvider;
+use zoho_deals_sync::zoho::client::{http_client, ZohoClient};
+use zoho_deals_sync::zoho::deals::{self, DealQuery, StageFilter, Window};
+use zoho_sandbox::{Faults, SandboxConfig, DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_REFRESH_TOKEN};
+
+use crate::helpers::{modified, next_second, TestApp, Truth};
+
+/// Checks the warehouse against the sandbox after a run, from the first run's window start on:
+/// every won, undeleted row matches Zoho's current version; every won deal modified since then is there;
+/// every deleted deal that was stored is flagged.
+async fn assert_equals_ground_truth(app: &TestApp, since: DateTime<Utc>) {
+    let truth = app.truth().await;
+    let end = app.warehouse().ledger().await.expect("ledger")[0].window_end;
+    let stored = app.stored().await;
+    let ids: HashSet<&str> = stored.iter().map(|r| r.deal.deal_id.as_str()).collect();
+    assert_eq!(ids.len(), stored.len(), "no duplicate deal ids");
+
+    let current: HashMap<&str, &Value> = truth.deals.iter().map(|d| (d["id"].as_str().expect("id"), d)).collect();
+    let is_won = |d: &Value| d["Stage"].as_str().is_some_and(|s| truth.won_stages.iter().any(|w| w == s));
+    for row in stored.iter().filter(|r| r.is_closed_won && !r.is_deleted) {
+        let id = row.deal.deal_id.as_str();
+        let t = current.get(id).unwrap_or_else(|| panic!("{id} is stored as won but no longer exists in Zoho"));
+        if modified(t) < end {
+            assert!(is_won(t), "{id} is stored as won but Zoho has stage {}", t["Stage"]);
+            assert_eq!(row.deal.modified_time, modified(t), "{id} is stale");
+        }
+    }
+    let expected: HashSet<&str> = truth.won_in(since, end).iter().map(|d| d["id"].as_str().expect("id")).collect();
+    let have: HashSet<&str> = stored
+        .iter()
+        .filter(|r| r.is_closed_won && !r.is_deleted && r.deal.modified_time >= since)
+        .map(|r| r.deal.deal_id.as_str())
+        .collect();
+    let missing: Vec<_> = expected.difference(&have).collect();
+    assert!(missing.is_empty(), "won deals missing from the warehouse: {missing:?}");
+    for d in &truth.deleted {
+        let id = d["id"].as_str().expect("id");
+        if let Some(row) = stored.iter().find(|r| r.deal.deal_id == id) {
+            assert!(row.is_deleted && row.deleted_time.is_some(), "{id} was deleted in Zoho but not flagged");
+        }
+    }
+}
+
+fn first_window_start(ledger: &[zoho_deals_sync::warehouse::LedgerRow]) -> DateTime<Utc> {
+    ledger.last().expect("a run").window_start
+}
+
+#[tokio::test]
+async fn twenty_percent_faults_and_a_revoked_token_still_end_equal_to_ground_truth() {
+    let faults = Faults { rate_429: 0.08, rate_500: 0.06, rate_drop: 0.06, latency_ms: 15, ..Faults::default() };
+    let app = TestApp::spawn(SandboxConfig { deals: 20_000, faults, ..SandboxConfig::default() }).await;
+    let revoker = {
+        let (http, url) = (app.http.clone(), format!("{}/__sandbox/revoke-access-tokens", app.sandbox.base_url()));
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+            http.post(url).send().await.expect("revoke")
+        })
+    };
+    let out = app.run(&["sync", "--since", "200d"]).await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(revoker.await.expect("revoker").status().is_success());
+    let stats = app.stats().await;
+    assert!(stats["faults_injected"].as_u64().unwrap_or(0) > 0, "faults were injected: {stats}");
+    assert!(out.stderr.contains("minting a new one"), "the revoked token was replaced: {}", out.stderr);
+    let ledger = app.warehouse().ledger().await.expect("ledger");
+    assert_equals_ground_truth(&app, first_window_start(&ledger)).await;
+    let (start, end) = (ledger[0].window_start, ledger[0].window_end);
+    assert_eq!(
+        app.warehouse().count_won_in_window(start, end).await.expect("count") as usize,
+        app.truth().await.won_in(start, end).len()
+    );
+}
+
+#[tokio::test]
+async fn runs_with_mutations_in_between_keep_the_warehouse_equal_to_ground_truth() {
+    let app = TestApp::with_deals(4000).await;
+    let out = app.run(&["sync"]).await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    let since = first_window_start(&app.warehouse().ledger().await.expect("ledger"));
+    assert_equals_ground_truth(&app, since).await;
+
+    // A night with every kind of change.
+    app.control("/__sandbox/mutate", json!({"win": 25, "unwin": 15, "delete": 12, "edit": 20, "create_won": 10})).await;
+    next_second().await;
+    let out = app.run(&["sync"]).await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert_equals_ground_truth(&app, since).await;
+    let stored = app.stored().await;
+    assert!(stored.iter().any(|r| !r.is_closed_won), "some rows left won");
+    assert!(stored.iter().any(|r| r.is_deleted), "some rows were deleted");
+
+    // A skipped night: two rounds of changes, one run.
+    app.control("/__sandbox/mutate", json!({"win": 10, "unwin": 10, "delete": 5, "edit": 10})).await;
+    app.control("/__sandbox/mutate", json!({"unwin": 5, "edit": 10, "create_won": 5})).await;
+    next_second().await;
+    let out = app.run(&["sync"]).await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert_equals_ground_truth(&app, since).await;
+    let ledger = app.warehouse().ledger().await.expect("ledger");
+    assert_eq!(ledger.len(), 3);
+    assert!(ledger[0].window_start < ledger[1].window_end, "windows overlap");
+}
+
+fn client_for(app: &TestApp, concurrency: usize) -> ZohoClient {
+    let http = http_client().expect("client");
+    let creds = ZohoCredentials {
+        client_id: DEMO_CLIENT_ID.into(),
+        client_secret: DEMO_CLIENT_SECRET.to_owned().into(),
+        refresh_token: DEMO_REFRESH_TOKEN.to_owned().into(),
+    };
+    let base = url::Url::parse(&app.sandbox.base_url()).expect("url");
+    let auth = TokenProvider::new(http.clone(), &base, creds, None, RetryPolicy::default()).expect("provider");
+    ZohoClient::new(http, auth, concurrency, None, RetryPolicy::default())
+}
+
+#[tokio::test]
+async fn sixteen_concurrent_fetch_tasks_mint_one_token() {
+    let app = TestApp::with_deals(200).await;
+    let client = Arc::new(client_for(&app, 10));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let c = Arc::clone(&client);
+        tasks.spawn(async move { deals::metadata(&c).await.expect("metadata") });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.expect("task");
+    }
+    assert_eq!(client.auth().mints(), 1);
+    assert_eq!(app.stats().await["token_mints"], 1);
+
+    // And a whole run, with every fetcher running, mints once too.
+    app.control("/__sandbox/reset-stats", json!({})).await;
+    let mut env = app.env();
+    env.push(("ZOHO_CONCURRENCY".into(), "10".into()));
+    let out = app.run_with_env(&["sync", "--since", "100d"], &env).await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert_eq!(app.stats().await["token_mints"], 1, "one mint per run");
+}
+
+#[tokio::test]
+async fn the_accounts_throttle_exits_4_and_says_to_wait() {
+    let app = TestApp::with_deals(50).await;
+    app.control("/__sandbox/control", json!({"mint_limit": 1})).await;
+    assert_eq!(app.run(&["sync"]).await.code, 0);
+    let out = app.run(&["sync"]).await;
+    assert_eq!(out.code, 4, "{}", out.all());
+    assert!(out.stderr.contains("10 minutes"), "{}", out.stderr);
+    assert_eq!(app.stats().await["token_mints"], 1, "no hot retry loop against a throttled endpoint");
+}
+
+fn won(truth: &Truth, d: &Value) -> bool {
+    d["Stage"].as_str().is_some_and(|s| truth.won_stages.iter().any(|w| w == s))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    /// Keyset paging over random data (seeds), windows and page sizes returns each matching deal exactly once,
+    /// across same-second ties and page boundaries.
+    #[test]
+    fn keyset_paging_returns_each_deal_in_the_window_exactly_once(
+        seed in 0u64..1_000_000,
+        deals in 50usize..1500,
+        page_size in 1u32..300,
+        start_days in 1i64..120,
+        len_hours in 1i64..2000,
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(async {
+            let app = TestApp::spawn(SandboxConfig { deals, seed, ..SandboxConfig::default() }).await;
+            let truth = app.truth().await;
+            let now = chrono::Utc::now();
+            let start = now - chrono::Duration::days(start_days);
+            let window = Window { start, end: (start + chrono::Duration::hours(len_hours)).min(now) };
+            let window = zoho_deals_sync::sync::window::floor_window(window);
+            let client = client_for(&app, 2);
+            let cols = vec!["id".to_owned(), "Modified_Time".to_owned()];
+            let q = DealQuery { columns: &cols, filter: StageFilter::Won, stages: &truth.won_stages, window, page_size };
+            let mut seen: Vec<String> = Vec::new();
+            deals::page_deals(&client, &q, |records| {
+                seen.extend(records.iter().filter_map(|r| r["id"].as_str().map(str::to_owned)));
+                async { true }
+            }).await.expect("paging");
+            let unique: HashSet<&String> = seen.iter().collect();
+            prop_assert_eq!(unique.len(), seen.len(), "an id was read twice");
+            let expected: HashSet<String> = truth.deals.iter()
+                .filter(|d| won(&truth, d) && modified(d) >= window.start && modified(d) < window.end)
+                .map(|d| d["id"].as_str().expect("id").to_owned()).collect();
+            let got: HashSet<String> = seen.into_iter().collect();
+            prop_assert_eq!(got, expected);
+            Ok(())
+        })?;
+    }
+}
