@@ -419,12 +419,12 @@ fn execute(q: &Query, store: &Store) -> Result<Outcome, CoqlError> {
         ));
     }
     let mut selected = Vec::new();
-    for c in &q.columns {
+    for (c, col) in q.columns.iter().zip(&q.column_cols) {
         let (name, func) = match c {
             Column::Field(n) => (n.as_str(), None),
             Column::Aggregate { field, func, key } => (field.as_str(), Some((*func, key.as_str()))),
         };
-        let t = resolve(name, 8)?;
+        let t = resolve(name, *col)?;
         if let Some((func, _)) = func {
             if func != Agg::Count && kind_of(t) != Kind::Num {
                 return Err(CoqlError::invalid(
@@ -437,10 +437,10 @@ fn execute(q: &Query, store: &Store) -> Result<Outcome, CoqlError> {
     }
     let filter = compile(&q.filter)?;
     let mut order = Vec::new();
-    for (name, asc) in &q.order {
-        let t = resolve(name, 1)?;
+    for (name, asc, col) in &q.order {
+        let t = resolve(name, *col)?;
         if kind_of(t) == Kind::Unsupported {
-            return Err(op_not_supported("order by", name, Kind::Unsupported, 1));
+            return Err(op_not_supported("order by", name, Kind::Unsupported, *col));
         }
         order.push((t, kind_of(t), *asc));
     }
@@ -475,11 +475,21 @@ fn execute(q: &Query, store: &Store) -> Result<Outcome, CoqlError> {
         return Ok(Outcome { body: Some(json!({"data": [out], "info": {"count": 1, "more_records": false}})), limit });
     }
 
-    if !order.is_empty() {
-        // Stable sort over id order: ties fall back to id ascending (Zoho leaves them unspecified).
-        rows.sort_by(|a, b| {
-            for (t, kind, asc) in &order {
-                let o = sort_cmp(&scalar(*kind, &raw(*t, a, store)), &scalar(*kind, &raw(*t, b, store)));
+    let id_ascending = matches!(order.as_slice(), [(Target::Id, _, true)]);
+    if !order.is_empty() && !id_ascending {
+        // Keys are extracted once per row, then a stable sort over id order: ties fall back to
+        // id ascending (Zoho leaves them unspecified). Rows already come in id order, so
+        // `order by id asc` needs no sort at all.
+        let mut keyed: Vec<(Vec<Scalar>, &Map<String, Value>)> = rows
+            .into_iter()
+            .map(|r| {
+                let keys = order.iter().map(|(t, kind, _)| scalar(*kind, &raw(*t, r, store))).collect();
+                (keys, r)
+            })
+            .collect();
+        keyed.sort_by(|a, b| {
+            for (i, (_, _, asc)) in order.iter().enumerate() {
+                let o = sort_cmp(&a.0[i], &b.0[i]);
                 let o = if *asc { o } else { o.reverse() };
                 if o != Ordering::Equal {
                     return o;
@@ -487,6 +497,7 @@ fn execute(q: &Query, store: &Store) -> Result<Outcome, CoqlError> {
             }
             Ordering::Equal
         });
+        rows = keyed.into_iter().map(|(_, r)| r).collect();
     }
     let total = rows.len() as u64;
     let start = q.offset.min(total) as usize;

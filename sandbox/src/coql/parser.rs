@@ -138,12 +138,14 @@ impl Expr {
 pub struct Query {
     /// Select list.
     pub columns: Vec<Column>,
+    /// Column (1-based) where each select item starts, for error details.
+    pub column_cols: Vec<usize>,
     /// FROM module, as written.
     pub module: String,
     /// WHERE.
     pub filter: Expr,
-    /// ORDER BY (field, ascending).
-    pub order: Vec<(String, bool)>,
+    /// ORDER BY (field, ascending, column in the query).
+    pub order: Vec<(String, bool, usize)>,
     /// LIMIT as written (None = default).
     pub limit: Option<u64>,
     /// OFFSET (0 when absent).
@@ -228,9 +230,11 @@ impl Parser {
 
     fn query(&mut self) -> Result<Query, CoqlError> {
         self.expect_kw("select")?;
+        let mut column_cols = vec![self.peek().col];
         let mut columns = vec![self.column()?];
         while self.peek().tok == Tok::Comma {
             self.pos += 1;
+            column_cols.push(self.peek().col);
             columns.push(self.column()?);
         }
         self.expect_kw("from")?;
@@ -248,14 +252,14 @@ impl Parser {
         if self.eat_kw("order") {
             self.expect_kw("by")?;
             loop {
-                let (f, _) = self.ident("a field to order by")?;
+                let (f, col) = self.ident("a field to order by")?;
                 let asc = if self.eat_kw("desc") {
                     false
                 } else {
                     self.eat_kw("asc");
                     true
                 };
-                order.push((f, asc));
+                order.push((f, asc, col));
                 if self.peek().tok != Tok::Comma {
                     break;
                 }
@@ -279,7 +283,7 @@ impl Parser {
         if self.peek().tok != Tok::Eof {
             return Err(self.err_here("unexpected text after the query"));
         }
-        Ok(Query { columns, module, filter, order, limit, offset })
+        Ok(Query { columns, column_cols, module, filter, order, limit, offset })
     }
 
     fn column(&mut self) -> Result<Column, CoqlError> {
@@ -427,7 +431,8 @@ mod tests {
         .expect("parses");
         assert_eq!(q.columns.len(), 3);
         assert_eq!(q.filter.criteria(), 3);
-        assert_eq!(q.order, vec![("id".into(), true), ("Modified_Time".into(), false)]);
+        let order: Vec<(&str, bool)> = q.order.iter().map(|(f, a, _)| (f.as_str(), *a)).collect();
+        assert_eq!(order, vec![("id", true), ("Modified_Time", false)]);
         assert_eq!((q.limit, q.offset), (Some(2000), 10));
         let q = parse("SELECT id FROM Deals WHERE Amount NOT BETWEEN 1 AND 5 LIMIT 400, 200").expect("parses");
         assert_eq!((q.limit, q.offset), (Some(200), 400));

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
@@ -20,8 +20,11 @@ fn bad(message: String) -> Response {
 
 /// `GET /__sandbox/truth`: every live deal as Get Records would send it, plus deletions.
 pub async fn truth(State(st): State<Arc<AppState>>) -> Response {
-    let body = read(&st.store).truth_json(clock::now());
-    (StatusCode::OK, Json(body)).into_response()
+    let body = read(&st.store).truth_bytes(clock::now());
+    match body {
+        Ok(bytes) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": e.to_string()}))).into_response(),
+    }
 }
 
 /// `GET /__sandbox/stats`.
