@@ -47,14 +47,15 @@ fn zoho_client(
     max_credits: Option<u64>,
 ) -> Result<ZohoClient, Error> {
     let http = http_client()?;
+    let retry = RetryPolicy { budget: settings.zoho.retry_budget, ..RetryPolicy::default() };
     let auth = TokenProvider::new(
         http.clone(),
         &settings.zoho.accounts_url,
         credentials,
         settings.zoho.api_domain.clone(),
-        RetryPolicy::default(),
+        retry,
     )?;
-    Ok(ZohoClient::new(http, auth, settings.zoho.concurrency, max_credits, RetryPolicy::default()))
+    Ok(ZohoClient::new(http, auth, settings.zoho.concurrency, max_credits, retry))
 }
 
 fn credentials(settings: &Settings) -> Result<ZohoCredentials, Error> {

@@ -19,6 +19,7 @@ pub const ENV_VARS: &[&str] = &[
     "ZOHO_API_DOMAIN",
     "ZOHO_WON_STAGES",
     "ZOHO_CONCURRENCY",
+    "ZOHO_RETRY_BUDGET",
     "WAREHOUSE",
     "SQLITE_PATH",
     "BQ_PROJECT",
@@ -134,6 +135,8 @@ pub struct ZohoSettings {
     pub won_stages: Option<Vec<String>>,
     /// Concurrent CRM calls at most (Zoho allows 10 concurrent COQL calls per org).
     pub concurrency: usize,
+    /// How long one call may keep retrying 429s, 5xx and dropped connections before the run gives up.
+    pub retry_budget: Duration,
 }
 
 /// Everything a sync needs from the environment.
@@ -164,6 +167,7 @@ struct RawEnv {
     zoho_api_domain: Option<String>,
     zoho_won_stages: Option<String>,
     zoho_concurrency: Option<String>,
+    zoho_retry_budget: Option<String>,
     warehouse: Option<String>,
     sqlite_path: Option<String>,
     bq_project: Option<String>,
@@ -303,6 +307,7 @@ impl RawEnv {
             WarehouseSettings::Sqlite { path: self.sqlite_path.unwrap_or_else(|| "zoho_deals.sqlite3".into()).into() }
         };
 
+        let retry_budget = duration_var("ZOHO_RETRY_BUDGET", self.zoho_retry_budget.as_deref(), "5m")?;
         let lookback = duration_var("SYNC_LOOKBACK", self.sync_lookback.as_deref(), "24h")?;
         let overlap = duration_var("SYNC_OVERLAP", self.sync_overlap.as_deref(), "15m")?;
         let lease_ttl = duration_var("SYNC_LEASE_TTL", self.sync_lease_ttl.as_deref(), "10m")?;
@@ -326,7 +331,7 @@ impl RawEnv {
             .transpose()?;
 
         Ok(Settings {
-            zoho: ZohoSettings { dc, accounts_url, api_domain, won_stages, concurrency },
+            zoho: ZohoSettings { dc, accounts_url, api_domain, won_stages, concurrency, retry_budget },
             credentials,
             warehouse,
             lookback,

@@ -1,0 +1,145 @@
+//! One test per exit code, each running the real binary against the sandbox: the code a scheduler acts on,
+//! and a message that says what to do.
+
+use serde_json::json;
+use zoho_deals_sync::warehouse::{RunKind, RunStart, Warehouse};
+
+use crate::helpers::TestApp;
+
+fn with(app: &TestApp, pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut env = app.env();
+    for (k, v) in pairs {
+        env.retain(|(ek, _)| ek != k);
+        env.push(((*k).to_owned(), (*v).to_owned()));
+    }
+    env
+}
+
+#[tokio::test]
+async fn exit_1_when_zoho_answers_something_nobody_planned_for() {
+    let app = TestApp::with_deals(20).await;
+    // An API domain that answers 404 to every CRM path: not a credential or availability problem.
+    let domain = format!("{}/not-the-crm", app.sandbox.base_url());
+    let out = app.run_with_env(&["sync"], &with(&app, &[("ZOHO_API_DOMAIN", &domain)])).await;
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.stderr.contains("404"), "{}", out.stderr);
+}
+
+#[tokio::test]
+async fn exit_2_for_a_bad_flag_or_value_naming_it() {
+    let app = TestApp::with_deals(20).await;
+    let out = app.run(&["sync", "--since", "last tuesday"]).await;
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(out.stderr.contains("--since"), "{}", out.stderr);
+    let out = app.run_with_env(&["sync"], &with(&app, &[("ZOHO_DC", "mars")])).await;
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(out.stderr.contains("ZOHO_DC"), "{}", out.stderr);
+    let out = app.run(&["sync", "--no-such-flag"]).await;
+    assert_eq!(out.code, 2, "{}", out.all());
+}
+
+#[tokio::test]
+async fn exit_3_when_the_token_lacks_a_scope_naming_it() {
+    let app = TestApp::with_deals(20).await;
+    app.control("/__sandbox/control", json!({"missing_scope": "ZohoCRM.coql.READ"})).await;
+    let out = app.run(&["sync"]).await;
+    assert_eq!(out.code, 3, "{}", out.all());
+    assert!(out.stderr.contains("ZohoCRM.coql.READ"), "{}", out.stderr);
+}
+
+#[tokio::test]
+async fn exit_5_when_zoho_keeps_rate_limiting_beyond_the_retry_budget() {
+    let app = TestApp::with_deals(20).await;
+    app.control("/__sandbox/control", json!({"rate_429": 1.0})).await;
+    let out = app.run_with_env(&["sync"], &with(&app, &[("ZOHO_RETRY_BUDGET", "3s")])).await;
+    assert_eq!(out.code, 5, "{}", out.all());
+    assert!(out.stderr.contains("429") && out.stderr.contains("retry later"), "{}", out.stderr);
+    let ledger = app.warehouse().ledger().await.unwrap_or_default();
+    assert!(ledger.iter().all(|r| r.status != "succeeded"), "the watermark did not move");
+}
+
+#[tokio::test]
+async fn exit_6_at_the_credit_budget_after_merging_what_was_fetched_then_the_next_run_completes() {
+    let app = TestApp::with_deals(6000).await;
+    let out = app.run(&["sync", "--since", "120d", "--max-credits", "4"]).await;
+    assert_eq!(out.code, 6, "{}", out.all());
+    assert!(out.stderr.contains("credit budget"), "{}", out.stderr);
+    let stats = app.stats().await;
+    assert!(stats["credits_total"].as_u64().expect("credits") <= 4, "never exceeds the budget: {stats}");
+    let ledger = app.warehouse().ledger().await.expect("ledger");
+    assert_eq!(ledger[0].status, "failed");
+    assert!(ledger[0].error.as_deref().is_some_and(|e| e.contains("credit budget")));
+    let partial = app.stored().await.len();
+
+    let out = app.run(&["sync", "--since", "120d"]).await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    let (start, end) = {
+        let l = app.warehouse().ledger().await.expect("ledger");
+        (l[0].window_start, l[0].window_end)
+    };
+    let all = app.stored().await.len();
+    assert!(all >= partial);
+    assert_eq!(all, app.truth().await.won_in(start, end).len());
+}
+
+#[tokio::test]
+async fn exit_7_when_the_warehouse_cannot_be_opened() {
+    let app = TestApp::with_deals(20).await;
+    let out = app.run_with_env(&["sync"], &with(&app, &[("SQLITE_PATH", "/nonexistent-dir/deals.sqlite3")])).await;
+    assert_eq!(out.code, 7, "{}", out.all());
+    assert!(out.stderr.contains("/nonexistent-dir/deals.sqlite3"), "{}", out.stderr);
+}
+
+#[tokio::test]
+async fn exit_9_while_another_run_holds_the_lease_and_0_once_it_is_released() {
+    let app = TestApp::with_deals(20).await;
+    let wh = app.warehouse();
+    wh.prepare().await.expect("tables");
+    let now = chrono::Utc::now();
+    let other = RunStart {
+        run_id: "other-run".into(),
+        kind: RunKind::Scheduled,
+        started_at: now,
+        window_start: now - chrono::Duration::hours(1),
+        window_end: now,
+        lease_ttl: chrono::Duration::minutes(10),
+    };
+    wh.begin_run(&other).await.expect("lease taken");
+    let out = app.run(&["sync"]).await;
+    assert_eq!(out.code, 9, "{}", out.all());
+    assert!(out.stderr.contains("other-run"), "{}", out.stderr);
+    wh.fail_run(&other, &Default::default(), "test over").await.expect("released");
+    assert_eq!(app.run(&["sync"]).await.code, 0);
+}
+
+#[tokio::test]
+async fn dry_run_prints_the_plan_and_writes_nothing() {
+    let app = TestApp::with_deals(3000).await;
+    let out = app.run(&["sync", "--dry-run"]).await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(out.stdout.contains("won deals in window") && out.stdout.contains("Closed Won"), "{}", out.stdout);
+    assert!(out.stdout.contains("estimated Zoho API credits"), "{}", out.stdout);
+    assert!(app.warehouse().ledger().await.is_err() || app.stored().await.is_empty(), "nothing written");
+}
+
+#[tokio::test]
+async fn check_reports_each_step_and_exchange_grant_prints_only_a_refresh_token() {
+    let app = TestApp::with_deals(20).await;
+    let out = app.run(&["check"]).await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(out.stdout.lines().filter(|l| l.starts_with("ok")).count() >= 4, "{}", out.stdout);
+
+    let out = app.run(&["exchange-grant", zoho_sandbox::DEMO_GRANT_CODE]).await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    let printed = out.stdout.trim();
+    assert!(!printed.is_empty() && !printed.contains(' ') && printed.lines().count() == 1, "{}", out.stdout);
+    // Single use: the same grant again is refused, with advice.
+    let out = app.run(&["exchange-grant", zoho_sandbox::DEMO_GRANT_CODE]).await;
+    assert_eq!(out.code, 3, "{}", out.all());
+    assert!(out.stderr.contains("grant"), "{}", out.stderr);
+
+    app.control("/__sandbox/control", json!({"missing_scope": "ZohoCRM.coql.READ"})).await;
+    let out = app.run(&["check"]).await;
+    assert_eq!(out.code, 3, "{}", out.all());
+    assert!(out.stdout.contains("FAIL") && out.stdout.contains("ZohoCRM.coql.READ"), "{}", out.stdout);
+}
