@@ -460,6 +460,9 @@ mod tests {
             let e = parse(bad).expect_err(bad);
             assert_eq!(e.code, "SYNTAX_ERROR", "{bad}");
         }
+        let many: Vec<String> = (0..101).map(|i| i.to_string()).collect();
+        let e = parse(&format!("select id from Deals where id in ({})", many.join(","))).expect_err("101 values");
+        assert_eq!(e.code, "LIMIT_EXCEEDED");
         let e = parse("select id from Deals limit 5").expect_err("no where");
         assert_eq!(e.details["clause"], "where");
         assert!(parse("select id from Deals where ((a = 1 and b = 2) and c = 3)").is_ok());

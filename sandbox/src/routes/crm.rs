@@ -169,13 +169,22 @@ fn parse_count(p: &HashMap<String, String>, name: &str, default: u64) -> Result<
 fn if_modified_since(headers: &HeaderMap) -> Result<Option<DateTime<chrono::Utc>>, Reject> {
     match headers.get("If-Modified-Since") {
         None => Ok(None),
-        Some(v) => v.to_str().ok().and_then(parse_datetime).map(Some).ok_or_else(|| {
-            Box::new(bad_request(
-                "INVALID_DATA",
-                "If-Modified-Since must be an ISO 8601 datetime with offset",
-                json!({"header_name": "If-Modified-Since"}),
-            ))
-        }),
+        // Zoho documents ISO 8601 (`2019-07-25T15:26:49+05:30`); an HTTP-date is accepted too.
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| {
+                parse_datetime(s)
+                    .or_else(|| DateTime::parse_from_rfc2822(s).ok().map(|t| t.with_timezone(&chrono::Utc)))
+            })
+            .map(Some)
+            .ok_or_else(|| {
+                Box::new(bad_request(
+                    "INVALID_DATA",
+                    "If-Modified-Since must be an ISO 8601 datetime with offset",
+                    json!({"header_name": "If-Modified-Since"}),
+                ))
+            }),
     }
 }
 
