@@ -10,6 +10,7 @@ help:
 	@echo "make test   - fmt check, clippy, and every test (starts the BigQuery emulator when available)"
 	@echo "make lint   - fmt check and clippy only"
 	@echo "make audit  - cargo deny (advisories, bans, licenses) against the offline advisory snapshot"
+	@echo "make bench  - the benchmark harness (writes bench/RESULTS.md)"
 
 build:
 	$(CARGO) build --release --locked --workspace
@@ -29,6 +30,10 @@ test-only:
 
 audit:
 	@bash scripts/audit.sh
+
+# Benchmarks (not part of make test): throughput, download floor, memory, credits, overlap; writes bench/RESULTS.md
+bench: build
+	@bash scripts/bench.sh
 
 clean:
 	$(CARGO) clean
