@@ -228,12 +228,16 @@ fn is_placeholder(value: &str) -> bool {
 
 // --- Extractors, one per format -----------------------------------------------------------------------------
 
-/// `ENV NAME=value ...` (and the legacy `ENV NAME value`); `ARG`s are build-time only and not the job's.
+/// `ENV NAME=value ...` (and the legacy `ENV NAME value`) of the final stage, the one the job runs in; the
+/// build stages' `ENV`s and every `ARG` are build-time only.
 fn dockerfile_settings(rel: &str, text: &str) -> Vec<Setting> {
     let mut out = Vec::new();
     for (line, l) in logical_lines(text) {
         let l = l.trim();
         let Some((instr, rest)) = l.split_once(char::is_whitespace) else { continue };
+        if instr.eq_ignore_ascii_case("FROM") {
+            out.clear();
+        }
         if !instr.eq_ignore_ascii_case("ENV") {
             continue;
         }
@@ -305,7 +309,8 @@ fn terraform_settings(rel: &str, text: &str) -> Vec<Setting> {
             continue;
         }
         let block = enclosing_block(&lines, i);
-        let has_value = block.iter().any(|b| b.trim().strip_prefix("value").is_some_and(|r| r.trim_start().starts_with('=')));
+        let has_value =
+            block.iter().any(|b| b.trim().strip_prefix("value").is_some_and(|r| r.trim_start().starts_with('=')));
         let by_ref = block.iter().any(|b| b.contains("secret_key_ref"));
         let source = if by_ref && !has_value { Source::SecretStore } else { Source::Literal };
         out.push(Setting { file: rel.into(), line: i + 1, name: name.into(), source, value: None });
@@ -547,7 +552,11 @@ fn every_token_in_the_jobs_namespaces_names_a_variable_the_binary_reads() {
             }
         }
     }
-    assert!(unknown.is_empty(), "names that look like the job's variables but are not in ENV_VARS:\n{}", unknown.join("\n"));
+    assert!(
+        unknown.is_empty(),
+        "names that look like the job's variables but are not in ENV_VARS:\n{}",
+        unknown.join("\n")
+    );
 }
 
 #[test]
@@ -581,7 +590,8 @@ fn every_deployment_target_takes_both_zoho_secrets_from_its_store() {
         assert!(wired(file, source), "{file}: does not take both {SECRETS:?} from the store ({source:?})");
     }
     // The image must not carry them in any form, not even empty.
-    let in_image: Vec<_> = settings.iter().filter(|s| s.file == "deploy/Dockerfile" && SECRETS.contains(&s.name.as_str())).collect();
+    let in_image: Vec<_> =
+        settings.iter().filter(|s| s.file == "deploy/Dockerfile" && SECRETS.contains(&s.name.as_str())).collect();
     assert!(in_image.is_empty(), "the image sets Zoho secrets: {in_image:?}");
 }
 
@@ -589,10 +599,12 @@ fn every_deployment_target_takes_both_zoho_secrets_from_its_store() {
 
 #[test]
 fn a_literal_secret_is_caught_in_every_format() {
-    let literal = |settings: Vec<Setting>| {
-        settings.iter().any(|s| s.name == "ZOHO_REFRESH_TOKEN" && s.source == Source::Literal)
-    };
+    let literal =
+        |settings: Vec<Setting>| settings.iter().any(|s| s.name == "ZOHO_REFRESH_TOKEN" && s.source == Source::Literal);
     assert!(literal(dockerfile_settings("d", "FROM x\nENV LOG_FORMAT=json \\\n    ZOHO_REFRESH_TOKEN=abc\n")));
+    // Only the final stage is the job's environment.
+    let stages = dockerfile_settings("d", "FROM a AS build\nENV CARGO_X=1\nFROM b\nENV ZOHO_REFRESH_TOKEN abc\n");
+    assert_eq!(stages.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["ZOHO_REFRESH_TOKEN"]);
     assert!(literal(terraform_settings(
         "t",
         "env {\n  name  = \"ZOHO_REFRESH_TOKEN\" # secret_key_ref is only in this comment\n  value = \"abc\"\n}\n",
@@ -621,7 +633,10 @@ fn a_secret_store_reference_is_recognised_in_every_format() {
         "y",
         "env:\n  - name: ZOHO_REFRESH_TOKEN\n    valueFrom:\n      secretKeyRef:\n        name: s\n        key: k\n",
     )));
-    assert!(by_ref(markdown_settings("m", "```\ngcloud run jobs update j --set-secrets ZOHO_REFRESH_TOKEN=t:latest\n```\n")));
+    assert!(by_ref(markdown_settings(
+        "m",
+        "```\ngcloud run jobs update j --set-secrets ZOHO_REFRESH_TOKEN=t:latest\n```\n"
+    )));
     // Outside a code block, a README's prose sets nothing.
     assert!(markdown_settings("m", "--set-env-vars=ZOHO_REFRESH_TOKEN=abc\n").is_empty());
 }
@@ -630,17 +645,20 @@ fn a_secret_store_reference_is_recognised_in_every_format() {
 fn a_store_template_with_a_real_value_is_caught() {
     let secret = "---\napiVersion: v1\nkind: Secret\nstringData:\n  ZOHO_REFRESH_TOKEN: \"1000.abcdef\"\n";
     let found = yaml_settings("y", secret);
-    assert!(found.iter().any(|s| s.source == Source::StoreTemplate && s.value.as_deref().is_some_and(|v| !is_placeholder(v))));
+    assert!(found
+        .iter()
+        .any(|s| s.source == Source::StoreTemplate && s.value.as_deref().is_some_and(|v| !is_placeholder(v))));
     let env = env_file_settings("e", "# comment NAME=x\nZOHO_REFRESH_TOKEN=REPLACE_ME\n#SYNC_LOOKBACK=24h\n");
     let names: Vec<&str> = env.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["ZOHO_REFRESH_TOKEN", "SYNC_LOOKBACK"]);
-    assert!(env.iter().all(|s| s.value.as_deref().is_some_and(|v| s.name != "ZOHO_REFRESH_TOKEN" || is_placeholder(v))));
+    assert!(env
+        .iter()
+        .all(|s| s.value.as_deref().is_some_and(|v| s.name != "ZOHO_REFRESH_TOKEN" || is_placeholder(v))));
 }
 
 #[test]
 fn a_misspelt_variable_is_caught_even_in_prose() {
     let tokens = namespaced_tokens("Set ZOHO_REFRESH_TOKN in the env file; BQ_DATASET stays.\n");
-    let unknown: Vec<&str> =
-        tokens.iter().map(|(_, t)| t.as_str()).filter(|t| !ENV_VARS.contains(t)).collect();
+    let unknown: Vec<&str> = tokens.iter().map(|(_, t)| t.as_str()).filter(|t| !ENV_VARS.contains(t)).collect();
     assert_eq!(unknown, ["ZOHO_REFRESH_TOKN"]);
 }
