@@ -256,6 +256,11 @@ mod tests {
         .expect("valid JSON")
     }
 
+    /// A valid record for the fuzz tests to spoil.
+    pub(super) fn sample_for_fuzz() -> Value {
+        sample()
+    }
+
     #[test]
     fn a_full_record_maps_exactly() {
         let d = to_deal(&sample()).expect("maps");
@@ -298,5 +303,102 @@ mod tests {
     fn a_record_without_id_or_not_an_object_is_quarantined() {
         assert_eq!(to_deal(&json!([1])).expect_err("array").deal_id, "<unknown>");
         assert_eq!(to_deal(&json!({"Deal_Name":"x"})).expect_err("no id").field, "id");
+    }
+}
+
+#[cfg(test)]
+mod fuzz {
+    //! Arbitrary JSON into the mapper and the page parser: never a panic, and a refusal always names a field.
+    use super::*;
+    use crate::zoho::client::classify;
+    use crate::zoho::deals::parse_page;
+    use proptest::prelude::*;
+
+    fn arb_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null)),
+            // numbers beyond f64 and beyond any decimal, kept exact by arbitrary_precision
+            "[1-9][0-9]{0,400}(\\.[0-9]{1,40})?(e[+-]?[0-9]{1,4})?"
+                .prop_map(|s| serde_json::from_str::<Value>(&s).unwrap_or(Value::Null)),
+            ".{0,64}".prop_map(Value::String),
+            "[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}:[0-9]{2}([+-][0-9]{2}:[0-9]{2}|Z))?".prop_map(Value::String),
+            Just(Value::String("x".repeat(100_000))),
+        ];
+        leaf.prop_recursive(6, 64, 8, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+                prop::collection::btree_map("[A-Za-z_$.]{1,12}", inner, 0..8)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    const FIELDS: &[&str] = &[
+        "id",
+        "Deal_Name",
+        "Stage",
+        "Pipeline",
+        "Amount",
+        "Currency",
+        "Exchange_Rate",
+        "Probability",
+        "Expected_Revenue",
+        "Closing_Date",
+        "Account_Name",
+        "Contact_Name",
+        "Owner",
+        "Owner.email",
+        "Created_Time",
+        "Modified_Time",
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        #[test]
+        fn any_value_in_any_field_maps_or_is_quarantined_naming_the_field(
+            field in prop::sample::select(FIELDS),
+            value in arb_json(),
+        ) {
+            let mut record = super::tests::sample_for_fuzz();
+            record[field] = value;
+            match to_deal(&record) {
+                Ok(d) => prop_assert_eq!(d.deal_id.is_empty(), false),
+                Err(q) => {
+                    prop_assert!(!q.reason.is_empty());
+                    prop_assert!(q.field.starts_with(field.split('.').next().unwrap_or(field)) || q.field == "(record)",
+                        "{} blamed {}", field, q.field);
+                    prop_assert!(q.reason.len() < 400, "reasons stay short: {}", q.reason.len());
+                }
+            }
+        }
+
+        #[test]
+        fn any_record_shape_never_panics(record in arb_json()) {
+            let _ = to_deal(&record);
+        }
+
+        #[test]
+        fn any_page_body_never_panics(body in arb_json(), text in ".{0,200}") {
+            let _ = parse_page("coql", Some(body));
+            let _ = classify("coql", 200, &text, None);
+            let _ = classify("coql", 400, &text, None);
+        }
+    }
+
+    #[test]
+    fn invalid_utf16_escapes_and_deep_nesting_fail_the_page_not_the_process() {
+        for text in [
+            r#"{"data":[{"id":"1","Deal_Name":"\ud800"}]}"#.to_owned(),
+            format!("{}{}", "[".repeat(10_000), "]".repeat(10_000)),
+        ] {
+            let r = classify("coql", 200, &text, None);
+            if let Ok(Some(v)) = r {
+                let _ = parse_page("coql", Some(v));
+            }
+        }
     }
 }
