@@ -8,7 +8,7 @@
 --   resurrect the deal (a rerun of an earlier window after the deletion run must converge to the same table);
 --   a deal restored from Zoho's recycle bin gets a newer Modified_Time and comes back.
 -- - an un-won change never creates a row.
--- {{source}} is merge_source.sql; {{update_won}}, {{insert_columns}}, {{insert_values}} are generated from
+-- Placeholders: source is merge_source.sql; update_won, insert_columns and insert_values are generated from
 -- DEAL_COLUMNS so that a column added later is merged without editing this file.
 -- No partition filter on the target: a deal's closing_date can change, so its stored row may sit in any
 -- partition (see sql/README.md, "Costs").
@@ -20,7 +20,7 @@ ON t.deal_id = s.deal_id
 WHEN MATCHED AND s.change_kind = 'won' AND s.modified_time >= t.modified_time
     AND (t.deleted_time IS NULL OR s.modified_time > t.deleted_time) THEN
   UPDATE SET {{update_won}},
-    is_closed_won = TRUE, is_deleted = FALSE, deleted_time = NULL,
+    is_closed_won = TRUE, is_deleted = FALSE, deleted_time = CAST(NULL AS TIMESTAMP),
     synced_at = CURRENT_TIMESTAMP(), run_id = @run_id
 WHEN MATCHED AND s.change_kind = 'unwon' AND s.modified_time >= t.modified_time THEN
   UPDATE SET stage = s.stage, modified_time = s.modified_time, is_closed_won = FALSE,

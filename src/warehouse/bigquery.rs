@@ -38,8 +38,8 @@ use rust_decimal::{Decimal, RoundingStrategy};
 use serde_json::{Map, Value};
 
 use super::{
-    change_kind, CoveredWindow, LedgerRow, MergeCounts, RunKind, RunReport, RunStart, StoredDeal,
-    Warehouse, WarehouseError, DEAL_COLUMNS,
+    change_kind, CoveredWindow, LedgerRow, MergeCounts, RunKind, RunReport, RunStart, StoredDeal, Warehouse,
+    WarehouseError, DEAL_COLUMNS,
 };
 use crate::deal::{Deal, DealChange};
 
@@ -90,18 +90,9 @@ const SQL_SUCCEEDED_WINDOWS: &str = include_str!("../../sql/succeeded_windows.sq
 const SQL_LEDGER: &str = include_str!("../../sql/ledger.sql");
 /// Analyst views, created (or replaced) by `prepare`, in dependency order.
 const SQL_VIEWS: &[(&str, &str)] = &[
-    (
-        "current_won_deals",
-        include_str!("../../sql/views/current_won_deals.sql"),
-    ),
-    (
-        "won_revenue_by_month_owner",
-        include_str!("../../sql/views/won_revenue_by_month_owner.sql"),
-    ),
-    (
-        "time_to_close",
-        include_str!("../../sql/views/time_to_close.sql"),
-    ),
+    ("current_won_deals", include_str!("../../sql/views/current_won_deals.sql")),
+    ("won_revenue_by_month_owner", include_str!("../../sql/views/won_revenue_by_month_owner.sql")),
+    ("time_to_close", include_str!("../../sql/views/time_to_close.sql")),
 ];
 
 /// Where the BigQuery warehouse lives.
@@ -130,41 +121,19 @@ impl BigQueryConfig {
 
     fn validate(&self) -> Result<(), WarehouseError> {
         let bad = |what: &str, value: &str, rule: &str| {
-            Err(WarehouseError::Other(format!(
-                "invalid BigQuery {what} {value:?}: {rule}"
-            )))
+            Err(WarehouseError::Other(format!("invalid BigQuery {what} {value:?}: {rule}")))
         };
         // Project ids are lowercase letters, digits and hyphens; legacy domain-scoped ids add `.` and `:`.
         let project_ok = !self.project.is_empty()
-            && self
-                .project
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-.:".contains(c));
+            && self.project.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-.:".contains(c));
         if !project_ok {
-            return bad(
-                "project",
-                &self.project,
-                "use the project id (lowercase letters, digits, hyphens)",
-            );
+            return bad("project", &self.project, "use the project id (lowercase letters, digits, hyphens)");
         }
         if !is_identifier(&self.dataset) {
-            return bad(
-                "dataset",
-                &self.dataset,
-                "letters, digits and underscores, at most 1024",
-            );
+            return bad("dataset", &self.dataset, "letters, digits and underscores, at most 1024");
         }
-        if self.location.is_empty()
-            || !self
-                .location
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-')
-        {
-            return bad(
-                "location",
-                &self.location,
-                "a location such as US, EU or europe-west1",
-            );
+        if self.location.is_empty() || !self.location.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return bad("location", &self.location, "a location such as US, EU or europe-west1");
         }
         Ok(())
     }
@@ -185,9 +154,7 @@ pub struct BigQueryWarehouse {
 
 impl std::fmt::Debug for BigQueryWarehouse {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BigQueryWarehouse")
-            .field("config", &self.config)
-            .finish_non_exhaustive()
+        f.debug_struct("BigQueryWarehouse").field("config", &self.config).finish_non_exhaustive()
     }
 }
 
@@ -225,23 +192,14 @@ impl BigQueryWarehouse {
         builder.with_client(http);
         let client = match &config.emulator_host {
             Some(host) => {
-                let host = host
-                    .trim()
-                    .trim_start_matches("http://")
-                    .trim_end_matches('/');
+                let host = host.trim().trim_start_matches("http://").trim_end_matches('/');
                 builder.with_v2_base_url(format!("http://{host}/bigquery/v2"));
-                builder
-                    .build_from_authenticator(Arc::new(EmulatorAuthenticator))
-                    .await
+                builder.build_from_authenticator(Arc::new(EmulatorAuthenticator)).await
             }
             None => builder.build_from_application_default_credentials().await,
         }
         .map_err(|e| classify(e, "connecting to BigQuery").error)?;
-        Ok(BigQueryWarehouse {
-            client,
-            config,
-            staging_created: Mutex::new(HashSet::new()),
-        })
+        Ok(BigQueryWarehouse { client, config, staging_created: Mutex::new(HashSet::new()) })
     }
 
     /// The configuration this warehouse was built from.
@@ -253,10 +211,7 @@ impl BigQueryWarehouse {
     /// quoted-able `project.dataset`, and returns its rows as text cells (`None` for NULL). For tests,
     /// operations and ad-hoc checks; the sync never calls it.
     pub async fn query_text(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>, WarehouseError> {
-        Ok(self
-            .query("ad-hoc query", self.render(sql, &[]), Vec::new())
-            .await?
-            .rows)
+        Ok(self.query("ad-hoc query", self.render(sql, &[]), Vec::new()).await?.rows)
     }
 
     /// The column names of `table` in this dataset, in order.
@@ -268,25 +223,15 @@ impl BigQueryWarehouse {
             .when(|e| classify_ref(e).retryable)
             .await
             .map_err(|e| classify(e, &what).error)?;
-        Ok(found
-            .schema
-            .fields
-            .unwrap_or_default()
-            .into_iter()
-            .map(|f| f.name)
-            .collect())
+        Ok(found.schema.fields.unwrap_or_default().into_iter().map(|f| f.name).collect())
     }
 
     /// Deletes the dataset and everything in it. For tests (each uses its own dataset) and teardown; never
     /// called by the sync.
     pub async fn drop_dataset(&self) -> Result<(), WarehouseError> {
-        self.query(
-            "dropping the dataset",
-            self.render("DROP SCHEMA IF EXISTS `{{dataset}}` CASCADE", &[]),
-            vec![],
-        )
-        .await
-        .map(|_| ())
+        self.query("dropping the dataset", self.render("DROP SCHEMA IF EXISTS `{{dataset}}` CASCADE", &[]), vec![])
+            .await
+            .map(|_| ())
     }
 
     fn dataset_ref(&self) -> String {
@@ -305,16 +250,8 @@ impl BigQueryWarehouse {
     /// Runs one statement to completion (polling and paging as needed), retrying what BigQuery says is
     /// transient. Every statement we send is idempotent, and the `requestId` lets BigQuery de-duplicate a
     /// retried `jobs.query` whose first attempt did reach it.
-    async fn query(
-        &self,
-        what: &str,
-        sql: String,
-        params: Vec<QueryParameter>,
-    ) -> Result<QueryResult, WarehouseError> {
-        debug_assert!(
-            !sql.contains("{{"),
-            "unrendered placeholder in {what}: {sql}"
-        );
+    async fn query(&self, what: &str, sql: String, params: Vec<QueryParameter>) -> Result<QueryResult, WarehouseError> {
+        debug_assert!(!sql.contains("{{"), "unrendered placeholder in {what}: {sql}");
         let mut request = QueryRequest::new(sql);
         request.location = Some(self.config.location.clone());
         request.timeout_ms = Some(QUERY_WAIT.as_millis() as i32);
@@ -337,17 +274,9 @@ impl BigQueryWarehouse {
     async fn query_once(&self, request: QueryRequest) -> Result<QueryResult, Failure> {
         let project = self.config.project.as_str();
         let started = tokio::time::Instant::now();
-        let first = self
-            .client
-            .job()
-            .query(project, request)
-            .await
-            .map_err(|e| classify(e, "query"))?;
+        let first = self.client.job().query(project, request).await.map_err(|e| classify(e, "query"))?;
         let mut result = QueryResult {
-            affected: first
-                .num_dml_affected_rows
-                .as_deref()
-                .and_then(|n| n.parse().ok()),
+            affected: first.num_dml_affected_rows.as_deref().and_then(|n| n.parse().ok()),
             rows: cells(first.rows.unwrap_or_default()),
         };
         let mut complete = first.job_complete.unwrap_or(false);
@@ -356,9 +285,7 @@ impl BigQueryWarehouse {
             return Ok(result);
         }
         let job = first.job_reference.unwrap_or_default();
-        let job_id = job
-            .job_id
-            .ok_or_else(|| Failure::other("BigQuery answered a query without a job id"))?;
+        let job_id = job.job_id.ok_or_else(|| Failure::other("BigQuery answered a query without a job id"))?;
         let location = job.location.or_else(|| Some(self.config.location.clone()));
         while !complete || page_token.is_some() {
             if started.elapsed() > QUERY_DEADLINE {
@@ -385,10 +312,7 @@ impl BigQueryWarehouse {
             if !complete {
                 // The first complete answer repeats the DML count and starts the rows from the top.
                 complete = true;
-                result.affected = page
-                    .num_dml_affected_rows
-                    .as_deref()
-                    .and_then(|n| n.parse().ok());
+                result.affected = page.num_dml_affected_rows.as_deref().and_then(|n| n.parse().ok());
                 result.rows.clear();
             }
             result.rows.extend(cells(page.rows.unwrap_or_default()));
@@ -398,17 +322,8 @@ impl BigQueryWarehouse {
     }
 
     fn staging_table(run: &RunStart) -> String {
-        let mut name: String = run
-            .run_id
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
+        let mut name: String =
+            run.run_id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
         name.truncate(200);
         format!("_staging_{name}")
     }
@@ -417,17 +332,10 @@ impl BigQueryWarehouse {
         if self.staging_known(table) {
             return Ok(());
         }
-        let columns = DEAL_COLUMNS
-            .iter()
-            .map(|c| format!("{} {}", c.name, c.bigquery_type))
-            .collect::<Vec<_>>()
-            .join(",\n  ");
-        let sql = self.render(
-            SQL_STAGING_TABLE,
-            &[("staging", table), ("columns", &columns)],
-        );
-        self.query("creating the staging table", sql, vec![])
-            .await?;
+        let columns =
+            DEAL_COLUMNS.iter().map(|c| format!("{} {}", c.name, c.bigquery_type)).collect::<Vec<_>>().join(",\n  ");
+        let sql = self.render(SQL_STAGING_TABLE, &[("staging", table), ("columns", &columns)]);
+        self.query("creating the staging table", sql, vec![]).await?;
         if let Ok(mut known) = self.staging_created.lock() {
             known.insert(table.to_owned());
         }
@@ -435,10 +343,7 @@ impl BigQueryWarehouse {
     }
 
     fn staging_known(&self, table: &str) -> bool {
-        self.staging_created
-            .lock()
-            .map(|known| known.contains(table))
-            .unwrap_or(false)
+        self.staging_created.lock().map(|known| known.contains(table)).unwrap_or(false)
     }
 
     fn forget_staging(&self, table: &str) {
@@ -472,17 +377,12 @@ impl BigQueryWarehouse {
                         .collect(),
                 )
                 .map_err(|e| classify(e, "building the insertAll request"))?;
-            let response = self
-                .client
-                .tabledata()
-                .insert_all(project, dataset, table, request)
-                .await
-                .map_err(|e| {
-                    let mut f = classify(e, "streaming rows into staging");
-                    // A table created seconds ago may not be visible to the streaming backend yet.
-                    f.retryable |= f.not_found;
-                    f
-                })?;
+            let response = self.client.tabledata().insert_all(project, dataset, table, request).await.map_err(|e| {
+                let mut f = classify(e, "streaming rows into staging");
+                // A table created seconds ago may not be visible to the streaming backend yet.
+                f.retryable |= f.not_found;
+                f
+            })?;
             row_errors(batch, response.insert_errors.unwrap_or_default())
         };
         attempt
@@ -498,11 +398,7 @@ impl BigQueryWarehouse {
     /// The counts a run recorded when it succeeded, if it did.
     async fn recorded_counts(&self, run: &RunStart) -> Result<Option<MergeCounts>, WarehouseError> {
         let rows = self
-            .query(
-                "reading the run's ledger row",
-                self.render(SQL_RUN_COUNTS, &[]),
-                vec![p_str("run_id", &run.run_id)],
-            )
+            .query("reading the run's ledger row", self.render(SQL_RUN_COUNTS, &[]), vec![p_str("run_id", &run.run_id)])
             .await?
             .rows;
         let Some(row) = rows.into_iter().next() else {
@@ -520,23 +416,15 @@ impl BigQueryWarehouse {
     }
 
     async fn drop_staging(&self, table: &str) -> Result<(), WarehouseError> {
-        let sql = self.render(
-            "DROP TABLE IF EXISTS `{{dataset}}.{{staging}}`",
-            &[("staging", table)],
-        );
-        self.query("dropping the staging table", sql, vec![])
-            .await?;
+        let sql = self.render("DROP TABLE IF EXISTS `{{dataset}}.{{staging}}`", &[("staging", table)]);
+        self.query("dropping the staging table", sql, vec![]).await?;
         self.forget_staging(table);
         Ok(())
     }
 
     async fn add_missing_columns(&self) -> Result<(), WarehouseError> {
-        let existing: HashSet<String> =
-            self.table_columns(DEALS_TABLE).await?.into_iter().collect();
-        let missing: Vec<_> = DEAL_COLUMNS
-            .iter()
-            .filter(|c| !existing.contains(c.name))
-            .collect();
+        let existing: HashSet<String> = self.table_columns(DEALS_TABLE).await?.into_iter().collect();
+        let missing: Vec<_> = DEAL_COLUMNS.iter().filter(|c| !existing.contains(c.name)).collect();
         if missing.is_empty() {
             return Ok(());
         }
@@ -545,12 +433,8 @@ impl BigQueryWarehouse {
             .map(|c| format!("ADD COLUMN IF NOT EXISTS {} {}", c.name, c.bigquery_type))
             .collect::<Vec<_>>()
             .join(", ");
-        let sql = self.render(
-            &format!("ALTER TABLE `{{{{dataset}}}}.{DEALS_TABLE}` {adds}"),
-            &[],
-        );
-        self.query("adding new columns to closed_won_deals", sql, vec![])
-            .await?;
+        let sql = self.render(&format!("ALTER TABLE `{{{{dataset}}}}.{DEALS_TABLE}` {adds}"), &[]);
+        self.query("adding new columns to closed_won_deals", sql, vec![]).await?;
         let names: Vec<_> = missing.iter().map(|c| c.name).collect();
         tracing::info!(table = DEALS_TABLE, columns = ?names, "added columns introduced by this version");
         Ok(())
@@ -573,39 +457,17 @@ impl Warehouse for BigQueryWarehouse {
             }
             Err(e) => return Err(classify(e, "looking up the dataset").error),
         }
-        self.query(
-            "creating closed_won_deals",
-            self.render(SQL_DEALS_TABLE, &[]),
-            vec![],
-        )
-        .await?;
+        self.query("creating closed_won_deals", self.render(SQL_DEALS_TABLE, &[]), vec![]).await?;
         self.add_missing_columns().await?;
-        self.query(
-            "creating sync_runs",
-            self.render(SQL_RUNS_TABLE, &[]),
-            vec![],
-        )
-        .await?;
+        self.query("creating sync_runs", self.render(SQL_RUNS_TABLE, &[]), vec![]).await?;
         for (name, sql) in SQL_VIEWS {
-            self.query(
-                &format!("creating the view {name}"),
-                self.render(sql, &[]),
-                vec![],
-            )
-            .await?;
+            self.query(&format!("creating the view {name}"), self.render(sql, &[]), vec![]).await?;
         }
         Ok(())
     }
 
     async fn succeeded_windows(&self) -> Result<Vec<CoveredWindow>, WarehouseError> {
-        let rows = self
-            .query(
-                "reading succeeded runs",
-                self.render(SQL_SUCCEEDED_WINDOWS, &[]),
-                vec![],
-            )
-            .await?
-            .rows;
+        let rows = self.query("reading succeeded runs", self.render(SQL_SUCCEEDED_WINDOWS, &[]), vec![]).await?.rows;
         rows.iter()
             .map(|r| {
                 Ok(CoveredWindow {
@@ -622,12 +484,7 @@ impl Warehouse for BigQueryWarehouse {
     }
 
     async fn begin_run(&self, run: &RunStart) -> Result<(), WarehouseError> {
-        self.query(
-            "marking abandoned runs",
-            self.render(SQL_RUNS_ABANDONED, &[]),
-            vec![],
-        )
-        .await?;
+        self.query("marking abandoned runs", self.render(SQL_RUNS_ABANDONED, &[]), vec![]).await?;
         let params = vec![
             p_str("run_id", &run.run_id),
             p_str("kind", run.kind.as_str()),
@@ -636,32 +493,19 @@ impl Warehouse for BigQueryWarehouse {
             p_ts("window_end", &run.window_end),
             p_i64("lease_ttl_ms", run.lease_ttl.num_milliseconds()),
         ];
-        self.query("recording the run", self.render(SQL_RUN_BEGIN, &[]), params)
-            .await?;
+        self.query("recording the run", self.render(SQL_RUN_BEGIN, &[]), params).await?;
         // Without transactions two runs can insert at once; both then see both rows, and both pick the same
         // winner: the earliest (started_at, run_id).
-        let holders = self
-            .query(
-                "checking the lease",
-                self.render(SQL_LEASE_HOLDERS, &[]),
-                vec![],
-            )
-            .await?
-            .rows;
+        let holders = self.query("checking the lease", self.render(SQL_LEASE_HOLDERS, &[]), vec![]).await?.rows;
         let me = (run.started_at.timestamp_micros(), run.run_id.as_str());
         for row in &holders {
-            let (Some(other), Some(started), Some(expires)) =
-                (cell(row, 0), cell_i64(row, 1), cell_ts(row, 2)?)
-            else {
+            let (Some(other), Some(started), Some(expires)) = (cell(row, 0), cell_i64(row, 1), cell_ts(row, 2)?) else {
                 continue;
             };
             if other == run.run_id || (started, other.as_str()) > me {
                 continue;
             }
-            let message = format!(
-                "lease held by {other} until {}",
-                crate::deal::format_utc(&expires)
-            );
+            let message = format!("lease held by {other} until {}", crate::deal::format_utc(&expires));
             let params = vec![
                 p_str("run_id", &run.run_id),
                 p_str("error", &message),
@@ -669,32 +513,15 @@ impl Warehouse for BigQueryWarehouse {
                 p_i64("api_calls", 0),
                 p_i64("api_credits", 0),
             ];
-            self.query(
-                "giving up the lease",
-                self.render(SQL_RUN_FAILED, &[]),
-                params,
-            )
-            .await?;
-            return Err(WarehouseError::Busy {
-                run_id: other,
-                expires_at: expires,
-            });
+            self.query("giving up the lease", self.render(SQL_RUN_FAILED, &[]), params).await?;
+            return Err(WarehouseError::Busy { run_id: other, expires_at: expires });
         }
         Ok(())
     }
 
     async fn heartbeat(&self, run: &RunStart) -> Result<(), WarehouseError> {
-        let params = vec![
-            p_str("run_id", &run.run_id),
-            p_i64("lease_ttl_ms", run.lease_ttl.num_milliseconds()),
-        ];
-        self.query(
-            "extending the lease",
-            self.render(SQL_HEARTBEAT, &[]),
-            params,
-        )
-        .await
-        .map(|_| ())
+        let params = vec![p_str("run_id", &run.run_id), p_i64("lease_ttl_ms", run.lease_ttl.num_milliseconds())];
+        self.query("extending the lease", self.render(SQL_HEARTBEAT, &[]), params).await.map(|_| ())
     }
 
     async fn stage(&self, run: &RunStart, changes: &[DealChange]) -> Result<(), WarehouseError> {
@@ -718,11 +545,7 @@ impl Warehouse for BigQueryWarehouse {
         Ok(())
     }
 
-    async fn commit(
-        &self,
-        run: &RunStart,
-        report: &RunReport,
-    ) -> Result<MergeCounts, WarehouseError> {
+    async fn commit(&self, run: &RunStart, report: &RunReport) -> Result<MergeCounts, WarehouseError> {
         let table = Self::staging_table(run);
         let source = self.render(SQL_MERGE_SOURCE, &[("staging", &table)]);
         let mut counts = MergeCounts::default();
@@ -739,23 +562,14 @@ impl Warehouse for BigQueryWarehouse {
                 ],
             );
             let run_param = || vec![p_str("run_id", &run.run_id)];
-            self.query("merging into closed_won_deals", merge, run_param())
-                .await?;
+            self.query("merging into closed_won_deals", merge, run_param()).await?;
             // (2) deletions.
             let deleted = self
-                .query(
-                    "flagging deleted deals",
-                    self.render(SQL_MARK_DELETED, &[("staging", &table)]),
-                    run_param(),
-                )
+                .query("flagging deleted deals", self.render(SQL_MARK_DELETED, &[("staging", &table)]), run_param())
                 .await?;
             counts.deleted = deleted.affected.unwrap_or(0);
             let merged = self
-                .query(
-                    "counting merged rows",
-                    self.render(SQL_MERGE_COUNTS, &[("source", &source)]),
-                    run_param(),
-                )
+                .query("counting merged rows", self.render(SQL_MERGE_COUNTS, &[("source", &source)]), run_param())
                 .await?
                 .rows;
             if let Some(row) = merged.first() {
@@ -766,9 +580,7 @@ impl Warehouse for BigQueryWarehouse {
             // Committed before, staging already dropped: nothing left to do but answer the same.
             return Ok(recorded);
         }
-        counts.won_in_window = self
-            .count_won_in_window(run.window_start, run.window_end)
-            .await?;
+        counts.won_in_window = self.count_won_in_window(run.window_start, run.window_end).await?;
         // (3) the ledger.
         let params = vec![
             p_str("run_id", &run.run_id),
@@ -781,13 +593,7 @@ impl Warehouse for BigQueryWarehouse {
             p_opt_u64("zoho_won_count", report.zoho_won_count),
             p_u64("warehouse_won_count", counts.won_in_window),
         ];
-        let updated = self
-            .query(
-                "recording the run as succeeded",
-                self.render(SQL_RUN_SUCCEEDED, &[]),
-                params,
-            )
-            .await?;
+        let updated = self.query("recording the run as succeeded", self.render(SQL_RUN_SUCCEEDED, &[]), params).await?;
         if updated.affected == Some(0) {
             return Err(WarehouseError::Other(format!(
                 "run {} has no row in sync_runs (begin_run was not called for it); its changes are merged",
@@ -801,12 +607,7 @@ impl Warehouse for BigQueryWarehouse {
         Ok(counts)
     }
 
-    async fn fail_run(
-        &self,
-        run: &RunStart,
-        report: &RunReport,
-        error: &str,
-    ) -> Result<(), WarehouseError> {
+    async fn fail_run(&self, run: &RunStart, report: &RunReport, error: &str) -> Result<(), WarehouseError> {
         // The ledger keeps the start of long errors; the log has the rest.
         let error: String = error.chars().take(10_000).collect();
         let params = vec![
@@ -816,52 +617,25 @@ impl Warehouse for BigQueryWarehouse {
             p_u64("api_calls", report.api_calls),
             p_u64("api_credits", report.api_credits),
         ];
-        let recorded = self
-            .query(
-                "recording the run as failed",
-                self.render(SQL_RUN_FAILED, &[]),
-                params,
-            )
-            .await;
+        let recorded = self.query("recording the run as failed", self.render(SQL_RUN_FAILED, &[]), params).await;
         let dropped = self.drop_staging(&Self::staging_table(run)).await;
         recorded.and(dropped)
     }
 
-    async fn count_won_in_window(
-        &self,
-        start: DateTime<Utc>,
-        end: DateTime<Utc>,
-    ) -> Result<u64, WarehouseError> {
+    async fn count_won_in_window(&self, start: DateTime<Utc>, end: DateTime<Utc>) -> Result<u64, WarehouseError> {
         let params = vec![p_ts("start", &start), p_ts("end", &end)];
-        let rows = self
-            .query(
-                "counting won deals",
-                self.render(SQL_COUNT_WON, &[]),
-                params,
-            )
-            .await?
-            .rows;
+        let rows = self.query("counting won deals", self.render(SQL_COUNT_WON, &[]), params).await?.rows;
         Ok(rows.first().map(|r| cell_u64(r, 0)).unwrap_or(0))
     }
 
-    async fn won_ids_in_window(
-        &self,
-        start: DateTime<Utc>,
-        end: DateTime<Utc>,
-    ) -> Result<Vec<String>, WarehouseError> {
+    async fn won_ids_in_window(&self, start: DateTime<Utc>, end: DateTime<Utc>) -> Result<Vec<String>, WarehouseError> {
         let params = vec![p_ts("start", &start), p_ts("end", &end)];
-        let rows = self
-            .query("listing won deals", self.render(SQL_WON_IDS, &[]), params)
-            .await?
-            .rows;
+        let rows = self.query("listing won deals", self.render(SQL_WON_IDS, &[]), params).await?.rows;
         Ok(rows.into_iter().filter_map(|r| cell(&r, 0)).collect())
     }
 
     async fn ledger(&self) -> Result<Vec<LedgerRow>, WarehouseError> {
-        let rows = self
-            .query("reading the ledger", self.render(SQL_LEDGER, &[]), vec![])
-            .await?
-            .rows;
+        let rows = self.query("reading the ledger", self.render(SQL_LEDGER, &[]), vec![]).await?.rows;
         rows.iter()
             .map(|r| {
                 Ok(LedgerRow {
@@ -890,10 +664,7 @@ impl Warehouse for BigQueryWarehouse {
             .collect::<Vec<_>>()
             .join(", ");
         let sql = format!("SELECT {select} FROM `{{{{dataset}}}}.{DEALS_TABLE}` ORDER BY LENGTH(deal_id), deal_id");
-        let rows = self
-            .query("reading closed_won_deals", self.render(&sql, &[]), vec![])
-            .await?
-            .rows;
+        let rows = self.query("reading closed_won_deals", self.render(&sql, &[]), vec![]).await?.rows;
         rows.iter().map(|r| stored_deal(r)).collect()
     }
 }
@@ -929,9 +700,7 @@ fn cell_i64(row: &[Option<String>], i: usize) -> Option<i64> {
 }
 
 fn cell_u64(row: &[Option<String>], i: usize) -> u64 {
-    cell_i64(row, i)
-        .and_then(|n| u64::try_from(n).ok())
-        .unwrap_or(0)
+    cell_i64(row, i).and_then(|n| u64::try_from(n).ok()).unwrap_or(0)
 }
 
 /// A TIMESTAMP selected as `UNIX_MICROS(..)`.
@@ -943,47 +712,30 @@ fn cell_ts(row: &[Option<String>], i: usize) -> Result<Option<DateTime<Utc>>, Wa
             .ok()
             .and_then(DateTime::from_timestamp_micros)
             .map(Some)
-            .ok_or_else(|| {
-                WarehouseError::Other(format!("BigQuery returned an unreadable timestamp {s:?}"))
-            }),
+            .ok_or_else(|| WarehouseError::Other(format!("BigQuery returned an unreadable timestamp {s:?}"))),
     }
 }
 
 fn missing(column: &str) -> WarehouseError {
-    WarehouseError::Other(format!(
-        "BigQuery returned NULL for {column}, which is never written NULL"
-    ))
+    WarehouseError::Other(format!("BigQuery returned NULL for {column}, which is never written NULL"))
 }
 
 /// One row of `stored_deals`' SELECT (columns in [`DEAL_COLUMNS`] order) as a [`StoredDeal`].
 fn stored_deal(row: &[Option<String>]) -> Result<StoredDeal, WarehouseError> {
-    let by_name: HashMap<&str, Option<&str>> = DEAL_COLUMNS
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (c.name, row.get(i).and_then(|v| v.as_deref())))
-        .collect();
+    let by_name: HashMap<&str, Option<&str>> =
+        DEAL_COLUMNS.iter().enumerate().map(|(i, c)| (c.name, row.get(i).and_then(|v| v.as_deref()))).collect();
     let get = |name: &str| by_name.get(name).copied().flatten();
     let text = |name: &str| get(name).map(str::to_owned);
-    let unreadable = |name: &str, v: &str| {
-        WarehouseError::Other(format!("BigQuery returned an unreadable {name} {v:?}"))
-    };
+    let unreadable =
+        |name: &str, v: &str| WarehouseError::Other(format!("BigQuery returned an unreadable {name} {v:?}"));
     let dec = |name: &str| -> Result<Option<Decimal>, WarehouseError> {
         get(name)
-            .map(|v| {
-                Decimal::from_str(v)
-                    .or_else(|_| Decimal::from_scientific(v))
-                    .map_err(|_| unreadable(name, v))
-            })
+            .map(|v| Decimal::from_str(v).or_else(|_| Decimal::from_scientific(v)).map_err(|_| unreadable(name, v)))
             .transpose()
     };
     let ts = |name: &str| -> Result<Option<DateTime<Utc>>, WarehouseError> {
         get(name)
-            .map(|v| {
-                v.parse::<i64>()
-                    .ok()
-                    .and_then(DateTime::from_timestamp_micros)
-                    .ok_or_else(|| unreadable(name, v))
-            })
+            .map(|v| v.parse::<i64>().ok().and_then(DateTime::from_timestamp_micros).ok_or_else(|| unreadable(name, v)))
             .transpose()
     };
     let flag = |name: &str| get(name) == Some("true");
@@ -995,14 +747,10 @@ fn stored_deal(row: &[Option<String>]) -> Result<StoredDeal, WarehouseError> {
         amount: dec("amount")?,
         currency: text("currency"),
         exchange_rate: dec("exchange_rate")?,
-        probability: get("probability")
-            .map(|v| v.parse().map_err(|_| unreadable("probability", v)))
-            .transpose()?,
+        probability: get("probability").map(|v| v.parse().map_err(|_| unreadable("probability", v))).transpose()?,
         expected_revenue: dec("expected_revenue")?,
         closing_date: get("closing_date")
-            .map(|v| {
-                NaiveDate::parse_from_str(v, "%Y-%m-%d").map_err(|_| unreadable("closing_date", v))
-            })
+            .map(|v| NaiveDate::parse_from_str(v, "%Y-%m-%d").map_err(|_| unreadable("closing_date", v)))
             .transpose()?,
         account_id: text("account_id"),
         account_name: text("account_name"),
@@ -1029,25 +777,14 @@ fn stored_deal(row: &[Option<String>]) -> Result<StoredDeal, WarehouseError> {
 /// The three column lists of `merge.sql` for the current [`DEAL_COLUMNS`]: the SET list of a won update,
 /// and the INSERT's columns and values. Flags, `synced_at` and `run_id` are set by the merge itself.
 fn merge_column_lists() -> (String, String, String) {
-    const SET_BY_MERGE: &[&str] = &[
-        "deal_id",
-        "is_closed_won",
-        "is_deleted",
-        "deleted_time",
-        "synced_at",
-        "run_id",
-    ];
+    const SET_BY_MERGE: &[&str] = &["deal_id", "is_closed_won", "is_deleted", "deleted_time", "synced_at", "run_id"];
     let update = DEAL_COLUMNS
         .iter()
         .filter(|c| !SET_BY_MERGE.contains(&c.name))
         .map(|c| format!("{0} = s.{0}", c.name))
         .collect::<Vec<_>>()
         .join(", ");
-    let columns = DEAL_COLUMNS
-        .iter()
-        .map(|c| c.name)
-        .collect::<Vec<_>>()
-        .join(", ");
+    let columns = DEAL_COLUMNS.iter().map(|c| c.name).collect::<Vec<_>>().join(", ");
     let values = DEAL_COLUMNS
         .iter()
         .map(|c| match c.name {
@@ -1082,9 +819,7 @@ fn rfc3339(t: &DateTime<Utc>) -> Value {
 /// NUMERIC as a decimal string (never through f64), rounded to NUMERIC's 9 places like BigQuery's own CAST.
 fn numeric(d: &Decimal) -> Value {
     Value::String(
-        d.round_dp_with_strategy(NUMERIC_SCALE, RoundingStrategy::MidpointAwayFromZero)
-            .normalize()
-            .to_string(),
+        d.round_dp_with_strategy(NUMERIC_SCALE, RoundingStrategy::MidpointAwayFromZero).normalize().to_string(),
     )
 }
 
@@ -1104,17 +839,9 @@ fn staged_row(run_id: &str, change: &DealChange) -> StagedRow {
             m.insert("amount".into(), opt(&d.amount, numeric));
             m.insert("currency".into(), opt(&d.currency, s));
             m.insert("exchange_rate".into(), opt(&d.exchange_rate, numeric));
-            m.insert(
-                "probability".into(),
-                opt(&d.probability, |p| Value::from(*p)),
-            );
+            m.insert("probability".into(), opt(&d.probability, |p| Value::from(*p)));
             m.insert("expected_revenue".into(), opt(&d.expected_revenue, numeric));
-            m.insert(
-                "closing_date".into(),
-                opt(&d.closing_date, |x| {
-                    Value::String(x.format("%Y-%m-%d").to_string())
-                }),
-            );
+            m.insert("closing_date".into(), opt(&d.closing_date, |x| Value::String(x.format("%Y-%m-%d").to_string())));
             m.insert("account_id".into(), opt(&d.account_id, s));
             m.insert("account_name".into(), opt(&d.account_name, s));
             m.insert("contact_id".into(), opt(&d.contact_id, s));
@@ -1132,21 +859,14 @@ fn staged_row(run_id: &str, change: &DealChange) -> StagedRow {
             m.insert("raw".into(), Value::String(d.raw.clone()));
             (change_kind::WON, d.modified_time)
         }
-        DealChange::Unwon {
-            deal_id,
-            stage,
-            modified_time,
-        } => {
+        DealChange::Unwon { deal_id, stage, modified_time } => {
             m.insert("deal_id".into(), s(deal_id));
             m.insert("stage".into(), opt(stage, s));
             m.insert("modified_time".into(), rfc3339(modified_time));
             m.insert("is_closed_won".into(), Value::Bool(false));
             (change_kind::UNWON, *modified_time)
         }
-        DealChange::Deleted {
-            deal_id,
-            deleted_time,
-        } => {
+        DealChange::Deleted { deal_id, deleted_time } => {
             m.insert("deal_id".into(), s(deal_id));
             m.insert("deleted_time".into(), rfc3339(deleted_time));
             m.insert("is_deleted".into(), Value::Bool(true));
@@ -1174,9 +894,7 @@ fn insert_id(kind: &str, deal_id: &str, version: &DateTime<Utc>) -> String {
         return id;
     }
     // FNV-1a: stable across Rust versions, unlike std's hasher.
-    let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
+    let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
     format!("{kind}:h{hash:016x}:{}", version.timestamp_micros())
 }
 
@@ -1226,16 +944,10 @@ fn row_errors(
             "{} ({}{})",
             e.message.as_deref().unwrap_or("no message"),
             e.reason.as_deref().unwrap_or("no reason"),
-            e.location
-                .as_deref()
-                .filter(|l| !l.is_empty())
-                .map(|l| format!(", field {l}"))
-                .unwrap_or_default()
+            e.location.as_deref().filter(|l| !l.is_empty()).map(|l| format!(", field {l}")).unwrap_or_default()
         );
         if others > 0 {
-            reason.push_str(&format!(
-                "; {others} more rejected in the same request, none of which was stored"
-            ));
+            reason.push_str(&format!("; {others} more rejected in the same request, none of which was stored"));
         }
         return Err(Failure {
             error: WarehouseError::RowRejected { deal_id, reason },
@@ -1244,10 +956,7 @@ fn row_errors(
         });
     }
     Err(Failure {
-        error: WarehouseError::Unavailable(format!(
-            "insertAll failed transiently for {} rows",
-            errors.len()
-        )),
+        error: WarehouseError::Unavailable(format!("insertAll failed transiently for {} rows", errors.len())),
         retryable: true,
         not_found: false,
     })
@@ -1256,14 +965,8 @@ fn row_errors(
 fn param(name: &str, ty: &str, value: Option<String>) -> QueryParameter {
     QueryParameter {
         name: Some(name.to_owned()),
-        parameter_type: Some(QueryParameterType {
-            r#type: ty.to_owned(),
-            ..Default::default()
-        }),
-        parameter_value: Some(QueryParameterValue {
-            value,
-            ..Default::default()
-        }),
+        parameter_type: Some(QueryParameterType { r#type: ty.to_owned(), ..Default::default() }),
+        parameter_value: Some(QueryParameterValue { value, ..Default::default() }),
     }
 }
 
@@ -1272,11 +975,7 @@ fn p_str(name: &str, v: &str) -> QueryParameter {
 }
 
 fn p_ts(name: &str, t: &DateTime<Utc>) -> QueryParameter {
-    param(
-        name,
-        "TIMESTAMP",
-        Some(t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
-    )
+    param(name, "TIMESTAMP", Some(t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)))
 }
 
 fn p_i64(name: &str, v: i64) -> QueryParameter {
@@ -1306,11 +1005,7 @@ struct Failure {
 
 impl Failure {
     fn other(message: impl Into<String>) -> Self {
-        Failure {
-            error: WarehouseError::Other(message.into()),
-            retryable: false,
-            not_found: false,
-        }
+        Failure { error: WarehouseError::Other(message.into()), retryable: false, not_found: false }
     }
 }
 
@@ -1318,9 +1013,7 @@ impl Failure {
 fn with_context(e: WarehouseError, what: &str) -> WarehouseError {
     match e {
         WarehouseError::Unavailable(m) => WarehouseError::Unavailable(format!("{what}: {m}")),
-        WarehouseError::PermissionDenied(m) => {
-            WarehouseError::PermissionDenied(format!("{what}: {m}"))
-        }
+        WarehouseError::PermissionDenied(m) => WarehouseError::PermissionDenied(format!("{what}: {m}")),
         WarehouseError::Other(m) => WarehouseError::Other(format!("{what}: {m}")),
         other => other,
     }
@@ -1349,21 +1042,9 @@ fn classify(e: BQError, what: &str) -> Failure {
 /// `Unavailable` and retryable; a DML conflict with a concurrent statement is retryable; 401/403 are
 /// `PermissionDenied`; 404 is `Other` marked not-found; the rest is `Other`.
 fn classify_parts(e: &BQError, what: &str) -> Failure {
-    let prefix = if what.is_empty() {
-        String::new()
-    } else {
-        format!("{what}: ")
-    };
-    let unavailable = |m: String| Failure {
-        error: WarehouseError::Unavailable(m),
-        retryable: true,
-        not_found: false,
-    };
-    let denied = |m: String| Failure {
-        error: WarehouseError::PermissionDenied(m),
-        retryable: false,
-        not_found: false,
-    };
+    let prefix = if what.is_empty() { String::new() } else { format!("{what}: ") };
+    let unavailable = |m: String| Failure { error: WarehouseError::Unavailable(m), retryable: true, not_found: false };
+    let denied = |m: String| Failure { error: WarehouseError::PermissionDenied(m), retryable: false, not_found: false };
     match e {
         BQError::RequestError(r) => {
             let kind = if r.is_timeout() {
@@ -1432,10 +1113,7 @@ mod tests {
     use gcp_bigquery_client::model::table_data_insert_all_response_insert_errors::TableDataInsertAllResponseInsertErrors;
 
     fn t(s: i64) -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0)
-            .single()
-            .expect("valid")
-            + chrono::Duration::seconds(s)
+        Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).single().expect("valid") + chrono::Duration::seconds(s)
     }
 
     fn deal(id: &str) -> Deal {
@@ -1470,22 +1148,14 @@ mod tests {
         m.insert("reason".to_owned(), reason.to_owned());
         BQError::ResponseError {
             error: ResponseError {
-                error: NestedResponseError {
-                    code,
-                    errors: vec![m],
-                    message: message.into(),
-                    status: String::new(),
-                },
+                error: NestedResponseError { code, errors: vec![m], message: message.into(), status: String::new() },
             },
         }
     }
 
     /// The column names of the CREATE TABLE in `sql/closed_won_deals.sql`, in order.
     fn ddl_columns(sql: &str) -> Vec<(String, String)> {
-        let body = sql
-            .split_once("closed_won_deals` (")
-            .map(|(_, b)| b)
-            .unwrap_or("");
+        let body = sql.split_once("closed_won_deals` (").map(|(_, b)| b).unwrap_or("");
         let body = body.split("\n)\n").next().unwrap_or("");
         body.lines()
             .map(str::trim)
@@ -1501,10 +1171,8 @@ mod tests {
 
     #[test]
     fn the_ddl_file_has_exactly_the_deal_columns_in_order() {
-        let expected: Vec<(String, String)> = DEAL_COLUMNS
-            .iter()
-            .map(|c| (c.name.to_owned(), c.bigquery_type.to_owned()))
-            .collect();
+        let expected: Vec<(String, String)> =
+            DEAL_COLUMNS.iter().map(|c| (c.name.to_owned(), c.bigquery_type.to_owned())).collect();
         assert_eq!(ddl_columns(SQL_DEALS_TABLE), expected);
     }
 
@@ -1542,6 +1210,10 @@ mod tests {
             SQL_LEDGER,
         ];
         for sql in all.iter().chain(SQL_VIEWS.iter().map(|(_, s)| s)) {
+            // A multi-line value spliced into a comment would turn its later lines into SQL.
+            for line in sql.lines().filter(|l| l.trim_start().starts_with("--")) {
+                assert!(!line.contains("{{"), "placeholder in a comment: {line}");
+            }
             let mut out = sql.replace("{{dataset}}", "p.d");
             for (k, v) in vars {
                 out = out.replace(&format!("{{{{{k}}}}}"), v);
@@ -1575,10 +1247,7 @@ mod tests {
         assert_eq!(j["is_deleted"], false);
         assert_eq!(j["change_kind"], "won");
         assert_eq!(j["run_id"], "run-1");
-        for c in DEAL_COLUMNS
-            .iter()
-            .filter(|c| !["deleted_time", "synced_at"].contains(&c.name))
-        {
+        for c in DEAL_COLUMNS.iter().filter(|c| !["deleted_time", "synced_at"].contains(&c.name)) {
             assert!(j.get(c.name).is_some(), "column {} not staged", c.name);
         }
         assert_eq!(row.insert_id, format!("won:42:{}", t(0).timestamp_micros()));
@@ -1588,22 +1257,12 @@ mod tests {
     fn unwon_and_deleted_changes_stage_only_what_they_know() {
         let unwon = staged_row(
             "r",
-            &DealChange::Unwon {
-                deal_id: "7".into(),
-                stage: Some("Lost".into()),
-                modified_time: t(5),
-            },
+            &DealChange::Unwon { deal_id: "7".into(), stage: Some("Lost".into()), modified_time: t(5) },
         );
         assert_eq!(unwon.json["is_closed_won"], false);
         assert_eq!(unwon.json["change_kind"], "unwon");
         assert!(unwon.json.get("amount").is_none());
-        let deleted = staged_row(
-            "r",
-            &DealChange::Deleted {
-                deal_id: "7".into(),
-                deleted_time: t(9),
-            },
-        );
+        let deleted = staged_row("r", &DealChange::Deleted { deal_id: "7".into(), deleted_time: t(9) });
         assert_eq!(deleted.json["is_deleted"], true);
         assert_eq!(deleted.json["deleted_time"], "2026-11-01T00:00:09.000000Z");
         assert!(deleted.json.get("modified_time").is_none());
@@ -1626,24 +1285,16 @@ mod tests {
         let rows = vec![row.clone(); 1201];
         let sizes: Vec<usize> = batches(&rows).iter().map(|b| b.len()).collect();
         assert_eq!(sizes, vec![500, 500, 201]);
-        let big = StagedRow {
-            size: INSERT_MAX_BYTES / 2 + 1,
-            ..row
-        };
-        let sizes: Vec<usize> = batches(&[big.clone(), big.clone(), big])
-            .iter()
-            .map(|b| b.len())
-            .collect();
+        let big = StagedRow { size: INSERT_MAX_BYTES / 2 + 1, ..row };
+        let sizes: Vec<usize> = batches(&[big.clone(), big.clone(), big]).iter().map(|b| b.len()).collect();
         assert_eq!(sizes, vec![1, 1, 1]);
         assert!(batches(&[]).is_empty());
     }
 
     #[test]
     fn an_invalid_row_is_rejected_with_its_deal_id() {
-        let batch: Vec<StagedRow> = ["a", "b", "c"]
-            .iter()
-            .map(|id| staged_row("r", &DealChange::Won(deal(id))))
-            .collect();
+        let batch: Vec<StagedRow> =
+            ["a", "b", "c"].iter().map(|id| staged_row("r", &DealChange::Won(deal(id)))).collect();
         let err = |index, reason: &str| TableDataInsertAllResponseInsertErrors {
             index: Some(index),
             errors: Some(vec![ErrorProto {
@@ -1653,11 +1304,8 @@ mod tests {
                 debug_info: None,
             }]),
         };
-        let f = row_errors(
-            &batch,
-            vec![err(0, "stopped"), err(1, "invalid"), err(2, "stopped")],
-        )
-        .expect_err("rejected");
+        let f =
+            row_errors(&batch, vec![err(0, "stopped"), err(1, "invalid"), err(2, "stopped")]).expect_err("rejected");
         assert!(!f.retryable);
         match f.error {
             WarehouseError::RowRejected { deal_id, reason } => {
@@ -1673,40 +1321,21 @@ mod tests {
 
     #[test]
     fn errors_are_classified_once() {
-        let f = classify(
-            response_error(403, "accessDenied", "Access Denied: Table x"),
-            "merging",
-        );
+        let f = classify(response_error(403, "accessDenied", "Access Denied: Table x"), "merging");
         assert!(matches!(f.error, WarehouseError::PermissionDenied(_)) && !f.retryable);
-        let f = classify(
-            response_error(403, "rateLimitExceeded", "Exceeded rate limits"),
-            "merging",
-        );
+        let f = classify(response_error(403, "rateLimitExceeded", "Exceeded rate limits"), "merging");
+        assert!(matches!(f.error, WarehouseError::Unavailable(_)) && f.retryable);
+        let f = classify(response_error(503, "backendError", "Backend error"), "merging");
         assert!(matches!(f.error, WarehouseError::Unavailable(_)) && f.retryable);
         let f = classify(
-            response_error(503, "backendError", "Backend error"),
-            "merging",
-        );
-        assert!(matches!(f.error, WarehouseError::Unavailable(_)) && f.retryable);
-        let f = classify(
-            response_error(
-                400,
-                "invalidQuery",
-                "Could not serialize access to table t due to concurrent update",
-            ),
+            response_error(400, "invalidQuery", "Could not serialize access to table t due to concurrent update"),
             "merging",
         );
         assert!(f.retryable);
-        let f = classify(
-            response_error(404, "notFound", "Not found: Table p:d.t"),
-            "reading",
-        );
+        let f = classify(response_error(404, "notFound", "Not found: Table p:d.t"), "reading");
         assert!(f.not_found && !f.retryable);
         assert!(matches!(&f.error, WarehouseError::Other(m) if m.contains(NOT_FOUND_MARK)));
-        let f = classify(
-            response_error(400, "invalidQuery", "Syntax error"),
-            "merging",
-        );
+        let f = classify(response_error(400, "invalidQuery", "Syntax error"), "merging");
         assert!(matches!(f.error, WarehouseError::Other(_)) && !f.retryable);
         let f = classify(BQError::NoToken, "connecting");
         assert!(matches!(f.error, WarehouseError::PermissionDenied(_)));
@@ -1715,16 +1344,10 @@ mod tests {
     #[test]
     fn config_names_are_validated_before_they_reach_sql() {
         assert!(BigQueryConfig::new("acme-analytics").validate().is_ok());
-        let bad_dataset = BigQueryConfig {
-            dataset: "zoho`; DROP".into(),
-            ..BigQueryConfig::new("p")
-        };
+        let bad_dataset = BigQueryConfig { dataset: "zoho`; DROP".into(), ..BigQueryConfig::new("p") };
         assert!(bad_dataset.validate().is_err());
         assert!(BigQueryConfig::new("Bad Project").validate().is_err());
-        let bad_location = BigQueryConfig {
-            location: "us'".into(),
-            ..BigQueryConfig::new("p")
-        };
+        let bad_location = BigQueryConfig { location: "us'".into(), ..BigQueryConfig::new("p") };
         assert!(bad_location.validate().is_err());
     }
 
