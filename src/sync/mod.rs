@@ -296,10 +296,20 @@ async fn fetch_and_stage<W: Warehouse + 'static>(
     };
 
     let mut fetchers: JoinSet<Result<u64, Error>> = JoinSet::new();
-    // Keyset paging is sequential within a window, so concurrency comes from slicing the window by time.
-    let slices = if window.end - window.start > chrono::Duration::hours(6) { concurrency } else { 1 };
-    for slice in window.slices(slices) {
-        for filter in [StageFilter::Won, StageFilter::NotWon] {
+    let mut fetch_error: Option<Error> = None;
+    for filter in [StageFilter::Won, StageFilter::NotWon] {
+        // Keyset paging is sequential within a window, so concurrency comes from slicing the window by time;
+        // one COUNT (1 credit) sizes the pages and slices (see `plan_pages`).
+        let expected = match deals::count_matching(zoho, filter, won_stages, window).await {
+            Ok(n) => n,
+            Err(e) => {
+                fetch_error = Some(e.into());
+                break;
+            }
+        };
+        let (slices, page_size) = deals::plan_pages(expected, concurrency);
+        tracing::debug!(?filter, expected, slices, page_size, "paging plan");
+        for slice in window.slices(slices) {
             let (zoho, tx, stages) = (Arc::clone(zoho), tx.clone(), won_stages.to_vec());
             let cols: Vec<String> = match filter {
                 StageFilter::Won => columns.to_vec(),
@@ -307,7 +317,7 @@ async fn fetch_and_stage<W: Warehouse + 'static>(
             };
             fetchers.spawn(async move {
                 let mut quarantined = 0u64;
-                let q = DealQuery { columns: &cols, filter, stages: &stages, window: slice, page_size: PAGE_SIZE };
+                let q = DealQuery { columns: &cols, filter, stages: &stages, window: slice, page_size };
                 deals::page_deals(&zoho, &q, |records| {
                     let (changes, bad) = to_changes(filter, records);
                     quarantined += bad;
@@ -338,7 +348,9 @@ async fn fetch_and_stage<W: Warehouse + 'static>(
     drop(tx);
 
     let mut quarantined = 0u64;
-    let mut fetch_error: Option<Error> = None;
+    if fetch_error.is_some() {
+        fetchers.abort_all();
+    }
     while let Some(joined) = fetchers.join_next().await {
         match joined {
             Ok(Ok(q)) => quarantined += q,

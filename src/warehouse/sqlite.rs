@@ -144,6 +144,12 @@ fn ts(t: DateTime<Utc>) -> String {
     format_utc(&t)
 }
 
+/// Lease times keep milliseconds (a lease of a few seconds must not lose up to one to truncation). Every
+/// lease column is written and compared in this one format, so text order stays time order.
+fn lease_ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 fn parse_ts(s: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&Utc))
 }
@@ -399,8 +405,8 @@ impl Warehouse for SqliteWarehouse {
             tx.execute(
                 "UPDATE sync_runs SET status = 'failed', finished_at = ?1,
                    error = 'abandoned: the run stopped renewing its lease (killed or crashed)'
-                 WHERE status = 'running' AND lease_expires_at <= ?1",
-                params![ts(now)],
+                 WHERE status = 'running' AND lease_expires_at <= ?2",
+                params![ts(now), lease_ts(now)],
             )
             .map_err(&err)?;
             let holder: Option<(String, String)> = tx
@@ -420,15 +426,19 @@ impl Warehouse for SqliteWarehouse {
                 [],
             )
             .map_err(&err)?;
+            // Idempotent for the same run id (a retried begin_run renews its own lease).
             tx.execute(
                 "INSERT INTO sync_runs (run_id, kind, started_at, heartbeat_at, lease_expires_at, window_start,
-                   window_end, status) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'running')",
+                   window_end, status) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'running')
+                 ON CONFLICT (run_id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at,
+                   lease_expires_at = excluded.lease_expires_at
+                 WHERE sync_runs.status = 'running'",
                 params![
                     run.run_id,
                     run.kind.as_str(),
                     ts(run.started_at),
-                    ts(now),
-                    ts(now + run.lease_ttl),
+                    lease_ts(now),
+                    lease_ts(now + run.lease_ttl),
                     ts(run.window_start),
                     ts(run.window_end)
                 ],
@@ -446,7 +456,7 @@ impl Warehouse for SqliteWarehouse {
             let now = now();
             c.execute(
                 "UPDATE sync_runs SET heartbeat_at = ?2, lease_expires_at = ?3 WHERE run_id = ?1 AND status = 'running'",
-                params![run_id, ts(now), ts(now + ttl)],
+                params![run_id, lease_ts(now), lease_ts(now + ttl)],
             )
             .map_err(&err)?;
             Ok(())

@@ -28,6 +28,22 @@ pub struct DealsMetadata {
     pub custom_fields: Vec<String>,
 }
 
+/// How to page `expected` rows with at most `concurrency` concurrent streams, spending the fewest credits:
+/// COQL charges by LIMIT (1–200: 1 credit, 201–1000: 2, 1001–2000: 3), so a small nightly delta is read with
+/// a small LIMIT, and a window is cut into time slices only when each slice still fills a few pages.
+/// Returns `(slices, page_size)`. The count is only an estimate: paging goes on until a page is not full.
+pub fn plan_pages(expected: u64, concurrency: usize) -> (usize, u32) {
+    const ROWS_PER_SLICE: u64 = 2 * PAGE_SIZE as u64;
+    let slices = expected.div_ceil(ROWS_PER_SLICE).clamp(1, concurrency.max(1) as u64) as usize;
+    let per_slice = expected.div_ceil(slices as u64);
+    let page_size = match per_slice {
+        0..=200 => 200,
+        201..=1000 => 1000,
+        _ => PAGE_SIZE,
+    };
+    (slices, page_size)
+}
+
 /// A `Modified_Time` window: `[start, end)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
@@ -226,9 +242,19 @@ pub fn cmp_ids(a: &str, b: &str) -> std::cmp::Ordering {
 
 /// Zoho's count of won deals modified in the window (for reconciliation and `--dry-run`).
 pub async fn count_deals(client: &ZohoClient, stages: &[String], window: Window) -> Result<u64, Error> {
+    count_matching(client, StageFilter::Won, stages, window).await
+}
+
+/// Zoho's count of the deals `filter` selects in the window (one credit).
+pub async fn count_matching(
+    client: &ZohoClient,
+    filter: StageFilter,
+    stages: &[String],
+    window: Window,
+) -> Result<u64, Error> {
     let query = format!(
         "select COUNT(id) from Deals where ({} and (Modified_Time >= {} and Modified_Time < {}))",
-        stage_clause(StageFilter::Won, stages),
+        stage_clause(filter, stages),
         instant(window.start),
         instant(window.end)
     );
@@ -327,6 +353,17 @@ mod tests {
         assert_eq!(s[3].end, w.end);
         assert!(s.windows(2).all(|p| p[0].end == p[1].start));
         assert_eq!(Window { start, end: start }.slices(4).len(), 1);
+    }
+
+    #[test]
+    fn small_deltas_use_cheap_pages_and_big_windows_are_sliced() {
+        assert_eq!(plan_pages(0, 4), (1, 200));
+        assert_eq!(plan_pages(150, 4), (1, 200));
+        assert_eq!(plan_pages(763, 4), (1, 1000));
+        assert_eq!(plan_pages(3000, 4), (1, 2000));
+        assert_eq!(plan_pages(9000, 4), (3, 2000));
+        assert_eq!(plan_pages(1_000_000, 4), (4, 2000));
+        assert_eq!(plan_pages(1_000_000, 1), (1, 2000));
     }
 
     #[test]

@@ -5,10 +5,13 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
+use std::collections::{HashMap, HashSet};
+
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use zoho_deals_sync::warehouse::bigquery::{BigQueryConfig, BigQueryWarehouse};
 use zoho_deals_sync::warehouse::sqlite::SqliteWarehouse;
-use zoho_deals_sync::warehouse::{StoredDeal, Warehouse};
+use zoho_deals_sync::warehouse::{LedgerRow, StoredDeal, Warehouse};
 use zoho_sandbox::{Sandbox, SandboxConfig, DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_REFRESH_TOKEN};
 
 /// No single run of the binary in these tests may take longer than this.
@@ -17,11 +20,30 @@ pub const RUN_TIMEOUT: Duration = Duration::from_secs(180);
 /// A sandbox plus a scratch directory holding the SQLite warehouse.
 pub struct TestApp {
     pub sandbox: Sandbox,
+    /// Kept so the scratch directory lives as long as the app.
+    #[allow(dead_code)]
     pub dir: tempfile::TempDir,
     pub db: PathBuf,
     pub http: reqwest::Client,
     /// Extra environment for every run (overrides the defaults).
     pub extra_env: Vec<(String, String)>,
+    /// When set, runs write to this BigQuery (emulator) dataset instead of the SQLite file.
+    pub bigquery: Option<BigQueryConfig>,
+}
+
+/// The BigQuery emulator's `host:port`, or `None` (the caller skips) — except in CI, where the emulator is
+/// required and its absence fails the test.
+pub fn emulator_host() -> Option<String> {
+    match std::env::var("BIGQUERY_EMULATOR_HOST") {
+        Ok(h) if !h.trim().is_empty() => Some(h),
+        _ if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("CI=true but BIGQUERY_EMULATOR_HOST is not set: .ci/run must start the emulator")
+        }
+        _ => {
+            eprintln!("\n*** SKIPPED: BigQuery emulator not running (run scripts/bq-emulator.sh start) ***\n");
+            None
+        }
+    }
 }
 
 /// What a run of the binary printed and returned.
@@ -75,7 +97,21 @@ impl TestApp {
         let sandbox = Sandbox::start(config).await.expect("the sandbox starts");
         let dir = tempfile::tempdir().expect("temp dir");
         let db = dir.path().join("warehouse.sqlite3");
-        TestApp { sandbox, dir, db, http: reqwest::Client::new(), extra_env: Vec::new() }
+        TestApp { sandbox, dir, db, http: reqwest::Client::new(), extra_env: Vec::new(), bigquery: None }
+    }
+
+    /// Points the runs at a fresh dataset in the BigQuery emulator; `None` when there is no emulator.
+    pub fn on_bigquery(mut self, test: &str) -> Option<TestApp> {
+        let host = emulator_host()?;
+        let suffix: String = uuid::Uuid::new_v4().simple().to_string().chars().take(8).collect();
+        let dataset = format!("drill_{test}_{suffix}");
+        self.bigquery = Some(BigQueryConfig {
+            project: "test-project".into(),
+            dataset,
+            location: "US".into(),
+            emulator_host: Some(host),
+        });
+        Some(self)
     }
 
     /// A sandbox of `deals` deals with default settings.
@@ -97,6 +133,14 @@ impl TestApp {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
+        if let Some(bq) = &self.bigquery {
+            env.extend([
+                ("WAREHOUSE".to_owned(), "bigquery".to_owned()),
+                ("BQ_PROJECT".to_owned(), bq.project.clone()),
+                ("BQ_DATASET".to_owned(), bq.dataset.clone()),
+                ("BIGQUERY_EMULATOR_HOST".to_owned(), bq.emulator_host.clone().unwrap_or_default()),
+            ]);
+        }
         for (k, v) in &self.extra_env {
             env.retain(|(ek, _)| ek != k);
             env.push((k.clone(), v.clone()));
@@ -163,9 +207,24 @@ impl TestApp {
         SqliteWarehouse::open(&self.db).expect("open the warehouse")
     }
 
-    /// Every stored row.
+    /// Every stored row (of whichever warehouse the runs write).
     pub async fn stored(&self) -> Vec<StoredDeal> {
-        self.warehouse().stored_deals().await.expect("read rows")
+        match &self.bigquery {
+            Some(bq) => self.bq(bq).await.stored_deals().await.expect("read rows"),
+            None => self.warehouse().stored_deals().await.expect("read rows"),
+        }
+    }
+
+    /// The ledger, newest first (of whichever warehouse the runs write).
+    pub async fn ledger(&self) -> Vec<LedgerRow> {
+        match &self.bigquery {
+            Some(bq) => self.bq(bq).await.ledger().await.expect("ledger"),
+            None => self.warehouse().ledger().await.expect("ledger"),
+        }
+    }
+
+    async fn bq(&self, config: &BigQueryConfig) -> BigQueryWarehouse {
+        BigQueryWarehouse::connect(config.clone()).await.expect("emulator reachable")
     }
 }
 
@@ -196,4 +255,40 @@ pub async fn run_binary(args: &[&str], env: &[(String, String)]) -> RunOutput {
 pub async fn next_second() {
     let ms = Utc::now().timestamp_subsec_millis();
     tokio::time::sleep(Duration::from_millis(u64::from(1000 - ms) + 20)).await;
+}
+
+/// Checks the warehouse against the sandbox after a run, from the first run's window start on:
+/// every won, undeleted row matches Zoho's current version; every won deal modified since then is there;
+/// every deleted deal that was stored is flagged.
+pub async fn assert_equals_ground_truth(app: &TestApp, since: DateTime<Utc>) {
+    let truth = app.truth().await;
+    let end = app.ledger().await.iter().find(|r| r.status == "succeeded").expect("a succeeded run").window_end;
+    let stored = app.stored().await;
+    let ids: HashSet<&str> = stored.iter().map(|r| r.deal.deal_id.as_str()).collect();
+    assert_eq!(ids.len(), stored.len(), "no duplicate deal ids");
+
+    let current: HashMap<&str, &Value> = truth.deals.iter().map(|d| (d["id"].as_str().expect("id"), d)).collect();
+    let is_won = |d: &Value| d["Stage"].as_str().is_some_and(|s| truth.won_stages.iter().any(|w| w == s));
+    for row in stored.iter().filter(|r| r.is_closed_won && !r.is_deleted) {
+        let id = row.deal.deal_id.as_str();
+        let t = current.get(id).unwrap_or_else(|| panic!("{id} is stored as won but no longer exists in Zoho"));
+        if modified(t) < end {
+            assert!(is_won(t), "{id} is stored as won but Zoho has stage {}", t["Stage"]);
+            assert_eq!(row.deal.modified_time, modified(t), "{id} is stale");
+        }
+    }
+    let expected: HashSet<&str> = truth.won_in(since, end).iter().map(|d| d["id"].as_str().expect("id")).collect();
+    let have: HashSet<&str> = stored
+        .iter()
+        .filter(|r| r.is_closed_won && !r.is_deleted && r.deal.modified_time >= since)
+        .map(|r| r.deal.deal_id.as_str())
+        .collect();
+    let missing: Vec<_> = expected.difference(&have).collect();
+    assert!(missing.is_empty(), "won deals missing from the warehouse: {missing:?}");
+    for d in &truth.deleted {
+        let id = d["id"].as_str().expect("id");
+        if let Some(row) = stored.iter().find(|r| r.deal.deal_id == id) {
+            assert!(row.is_deleted && row.deleted_time.is_some(), "{id} was deleted in Zoho but not flagged");
+        }
+    }
 }

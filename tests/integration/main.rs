@@ -2,6 +2,7 @@
 //! the real binary against them.
 
 mod conformance;
+mod drills;
 mod exit_codes;
 mod helpers;
 mod resilience;

@@ -1,6 +1,6 @@
 //! The Zoho side in the real world: faults, revoked tokens, throttled mints, a moving CRM, keyset paging.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -14,43 +14,7 @@ use zoho_deals_sync::zoho::client::{http_client, ZohoClient};
 use zoho_deals_sync::zoho::deals::{self, DealQuery, StageFilter, Window};
 use zoho_sandbox::{Faults, SandboxConfig, DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_REFRESH_TOKEN};
 
-use crate::helpers::{modified, next_second, TestApp, Truth};
-
-/// Checks the warehouse against the sandbox after a run, from the first run's window start on:
-/// every won, undeleted row matches Zoho's current version; every won deal modified since then is there;
-/// every deleted deal that was stored is flagged.
-async fn assert_equals_ground_truth(app: &TestApp, since: DateTime<Utc>) {
-    let truth = app.truth().await;
-    let end = app.warehouse().ledger().await.expect("ledger")[0].window_end;
-    let stored = app.stored().await;
-    let ids: HashSet<&str> = stored.iter().map(|r| r.deal.deal_id.as_str()).collect();
-    assert_eq!(ids.len(), stored.len(), "no duplicate deal ids");
-
-    let current: HashMap<&str, &Value> = truth.deals.iter().map(|d| (d["id"].as_str().expect("id"), d)).collect();
-    let is_won = |d: &Value| d["Stage"].as_str().is_some_and(|s| truth.won_stages.iter().any(|w| w == s));
-    for row in stored.iter().filter(|r| r.is_closed_won && !r.is_deleted) {
-        let id = row.deal.deal_id.as_str();
-        let t = current.get(id).unwrap_or_else(|| panic!("{id} is stored as won but no longer exists in Zoho"));
-        if modified(t) < end {
-            assert!(is_won(t), "{id} is stored as won but Zoho has stage {}", t["Stage"]);
-            assert_eq!(row.deal.modified_time, modified(t), "{id} is stale");
-        }
-    }
-    let expected: HashSet<&str> = truth.won_in(since, end).iter().map(|d| d["id"].as_str().expect("id")).collect();
-    let have: HashSet<&str> = stored
-        .iter()
-        .filter(|r| r.is_closed_won && !r.is_deleted && r.deal.modified_time >= since)
-        .map(|r| r.deal.deal_id.as_str())
-        .collect();
-    let missing: Vec<_> = expected.difference(&have).collect();
-    assert!(missing.is_empty(), "won deals missing from the warehouse: {missing:?}");
-    for d in &truth.deleted {
-        let id = d["id"].as_str().expect("id");
-        if let Some(row) = stored.iter().find(|r| r.deal.deal_id == id) {
-            assert!(row.is_deleted && row.deleted_time.is_some(), "{id} was deleted in Zoho but not flagged");
-        }
-    }
-}
+use crate::helpers::{assert_equals_ground_truth, modified, next_second, TestApp, Truth};
 
 fn first_window_start(ledger: &[zoho_deals_sync::warehouse::LedgerRow]) -> DateTime<Utc> {
     ledger.last().expect("a run").window_start
