@@ -126,6 +126,9 @@ pub struct MutationRequest {
     pub edit: usize,
     /// New deals created directly in a won stage.
     pub create_won: usize,
+    /// Won deals given a malformed value (a text Amount, an impossible Closing_Date, a numeric Stage), as a
+    /// misbehaving integration might write them; the job must quarantine them and store the rest.
+    pub corrupt: usize,
 }
 
 /// Ids touched by one mutation call, per kind (fewer than asked when not enough deals qualify).
@@ -141,6 +144,8 @@ pub struct MutationResult {
     pub edit: Vec<String>,
     /// Deals created won.
     pub create_won: Vec<String>,
+    /// Deals given a malformed field.
+    pub corrupt: Vec<String>,
     /// The `Modified_Time` (and `deleted_time`) given to every touched record.
     pub modified_time: String,
 }
@@ -731,6 +736,21 @@ impl Store {
             }
         }
 
+        let pool = self.ids_where(won, &touched);
+        for (i, id) in self.pick(pool, req.corrupt).into_iter().enumerate() {
+            if let Some(m) = self.deals.get_mut(&id) {
+                let (field, bad) = match i % 3 {
+                    0 => ("Amount", json!("twelve thousand")),
+                    1 => ("Closing_Date", json!("2026-02-30")),
+                    _ => ("Probability", json!("very likely")),
+                };
+                m.insert(field.into(), bad);
+            }
+            self.touch(id, now);
+            touched.insert(id);
+            out.corrupt.push(id.to_string());
+        }
+
         for _ in 0..req.create_won {
             self.next_id += self.rng.range(1, 2500) as u64;
             let id = self.next_id;
@@ -803,7 +823,7 @@ mod tests {
     fn mutations_touch_what_they_say() {
         let (mut s, _) = store(500, 3);
         let now = clock::now();
-        let r = s.mutate(&MutationRequest { win: 3, unwin: 2, delete: 2, edit: 2, create_won: 2 }, now);
+        let r = s.mutate(&MutationRequest { win: 3, unwin: 2, delete: 2, edit: 2, create_won: 2, ..MutationRequest::default() }, now);
         assert_eq!((r.win.len(), r.unwin.len(), r.delete.len(), r.edit.len(), r.create_won.len()), (3, 2, 2, 2, 2));
         let ts = fmt_datetime(now, s.tz);
         for id in r.win.iter().chain(&r.create_won) {

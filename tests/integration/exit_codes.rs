@@ -143,3 +143,31 @@ async fn check_reports_each_step_and_exchange_grant_prints_only_a_refresh_token(
     assert_eq!(out.code, 3, "{}", out.all());
     assert!(out.stdout.contains("FAIL") && out.stdout.contains("ZohoCRM.coql.READ"), "{}", out.stdout);
 }
+
+#[tokio::test]
+async fn exit_8_when_records_are_quarantined_naming_each_and_the_rest_are_stored() {
+    let app = TestApp::with_deals(2000).await;
+    assert_eq!(app.run(&["sync"]).await.code, 0);
+    let corrupted = app.control("/__sandbox/mutate", json!({"corrupt": 3, "edit": 5, "create_won": 4})).await;
+    crate::helpers::next_second().await;
+    let out = app.run(&["sync"]).await;
+    assert_eq!(out.code, 8, "{}", out.all());
+    for id in corrupted["corrupt"].as_array().expect("ids") {
+        let id = id.as_str().expect("id");
+        let line = out
+            .stderr
+            .lines()
+            .find(|l| l.contains(id) && l.contains("quarantined"))
+            .unwrap_or_else(|| panic!("no quarantine line for {id}: {}", out.stderr));
+        let log: serde_json::Value = serde_json::from_str(line).expect("a JSON log line");
+        assert!(log["field"].as_str().is_some_and(|f| ["Amount", "Closing_Date", "Probability"].contains(&f)), "{log}");
+        assert!(log["reason"].as_str().is_some_and(|r| !r.is_empty()), "{log}");
+    }
+    // Everything else of the run was committed.
+    let stored = app.stored().await;
+    for id in corrupted["create_won"].as_array().expect("ids") {
+        assert!(stored.iter().any(|r| r.deal.deal_id == id.as_str().expect("id")), "{id} stored");
+    }
+    let ledger = app.warehouse().ledger().await.expect("ledger");
+    assert_eq!(ledger[0].status, "succeeded");
+}
