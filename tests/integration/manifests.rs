@@ -73,6 +73,7 @@ fn kind_of(path: &Path) -> Option<Kind> {
         ("Dockerfile", _) => Kind::Dockerfile,
         ("env.example", _) => Kind::EnvFile,
         ("crontab", _) => Kind::Crontab,
+        (".gitignore" | ".dockerignore", _) => Kind::NoSettings,
         (_, "tf") => Kind::Terraform,
         (_, "yaml" | "yml") => Kind::Yaml,
         (_, "service" | "timer" | "conf") => Kind::SystemdUnit,
