@@ -11,6 +11,7 @@ help:
 	@echo "make lint   - fmt check and clippy only"
 	@echo "make audit  - cargo deny (advisories, bans, licenses) against the offline advisory snapshot"
 	@echo "make bench  - the benchmark harness (writes bench/RESULTS.md)"
+	@echo "make fidelity - Zoho's official Python SDK run against the sandbox"
 
 build:
 	$(CARGO) build --release --locked --workspace
@@ -30,6 +31,10 @@ test-only:
 
 audit:
 	@bash scripts/audit.sh
+
+# Zoho's official Python SDK against the sandbox: proves the sandbox answers like Zoho (CI runs it too)
+fidelity:
+	@bash scripts/fidelity.sh
 
 # Benchmarks (not part of make test): throughput, download floor, memory, credits, overlap; writes bench/RESULTS.md
 bench: build

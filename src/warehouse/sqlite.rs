@@ -117,6 +117,40 @@ const LEDGER_DDL: &str = "CREATE TABLE IF NOT EXISTS sync_runs (
   error TEXT
 )";
 
+/// The analyst views, the same as BigQuery's (`sql/views/`), in SQLite's dialect. Recreated at every
+/// `prepare` so that a new version's definitions replace old ones.
+fn views_ddl() -> Vec<String> {
+    let current_cols = DEAL_COLUMNS
+        .iter()
+        .map(|c| c.name)
+        .filter(|n| !matches!(*n, "is_closed_won" | "is_deleted" | "deleted_time"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    vec![
+        "DROP VIEW IF EXISTS time_to_close".into(),
+        "DROP VIEW IF EXISTS won_revenue_by_month_owner".into(),
+        "DROP VIEW IF EXISTS current_won_deals".into(),
+        // Deals that are won now: not deleted in Zoho and still in a won stage.
+        format!(
+            "CREATE VIEW current_won_deals AS SELECT {current_cols} FROM closed_won_deals
+             WHERE is_closed_won = 1 AND is_deleted = 0"
+        ),
+        // Won revenue per closing month, owner and currency. SQLite has no decimal type: the sum is a REAL
+        // rounded to the cent (the stored amounts themselves are exact text).
+        "CREATE VIEW won_revenue_by_month_owner AS
+         SELECT substr(closing_date, 1, 7) || '-01' AS closing_month, owner_id, MAX(owner_name) AS owner_name,
+                currency, COUNT(*) AS deals, ROUND(SUM(CAST(amount AS REAL)), 2) AS revenue
+         FROM current_won_deals GROUP BY closing_month, owner_id, currency"
+            .into(),
+        // Days from creation to closing date.
+        "CREATE VIEW time_to_close AS
+         SELECT deal_id, deal_name, owner_id, owner_name, pipeline, date(created_time) AS created_date, closing_date,
+                CAST(julianday(closing_date) - julianday(date(created_time)) AS INTEGER) AS days_to_close
+         FROM current_won_deals WHERE created_time IS NOT NULL AND closing_date IS NOT NULL"
+            .into(),
+    ]
+}
+
 /// Adds every column of `DEAL_COLUMNS` that `table` lacks (a newer version of the job added it).
 fn add_missing_columns(conn: &Connection, table: &str) -> rusqlite::Result<Vec<&'static str>> {
     let mut stmt = conn.prepare(&format!("PRAGMA table_info({table})"))?;
@@ -365,6 +399,9 @@ impl Warehouse for SqliteWarehouse {
                 .map_err(&err)?;
             tx.execute("CREATE INDEX IF NOT EXISTS closed_won_deals_modified ON closed_won_deals (modified_time)", [])
                 .map_err(&err)?;
+            for ddl in views_ddl() {
+                tx.execute(&ddl, []).map_err(&err)?;
+            }
             tx.commit().map_err(&err)
         })
         .await

@@ -5,5 +5,6 @@ mod conformance;
 mod drills;
 mod exit_codes;
 mod helpers;
+mod parity;
 mod resilience;
 mod sync;
