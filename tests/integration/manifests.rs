@@ -8,7 +8,7 @@
 //! where a variable is *set*, and a catch-all scan finds every token in the job's own namespaces (`ZOHO_`,
 //! `BQ_`, ...) anywhere under `deploy/`, comments and READMEs included, so that a misspelt name cannot hide in
 //! prose either. The extractors are tested on small inline samples at the bottom, so that a broken parser
-//! fails loudly instead of finding nothing.
+//! fails loudly instead of finding nothing. One more test builds and runs the image where Docker works.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -594,6 +594,35 @@ fn every_deployment_target_takes_both_zoho_secrets_from_its_store() {
     let in_image: Vec<_> =
         settings.iter().filter(|s| s.file == "deploy/Dockerfile" && SECRETS.contains(&s.name.as_str())).collect();
     assert!(in_image.is_empty(), "the image sets Zoho secrets: {in_image:?}");
+}
+
+/// Builds the image and runs it, where a Docker engine answers; these machines have none, so there the test
+/// says so and passes. The build compiles the job in release mode: expect several minutes.
+#[test]
+fn the_image_builds_and_runs_as_a_non_root_user_where_docker_works() {
+    use std::process::Command;
+
+    let docker = |args: &[&str]| Command::new("docker").args(args).env("DOCKER_BUILDKIT", "1").output();
+    match docker(&["info", "--format", "{{.ServerVersion}}"]) {
+        Ok(o) if o.status.success() => {}
+        _ => {
+            eprintln!("SKIPPED the_image_builds_and_runs_as_a_non_root_user_where_docker_works: no Docker engine here");
+            return;
+        }
+    }
+    let root = env!("CARGO_MANIFEST_DIR");
+    let tag = "zoho-deals-sync:manifests-test";
+    let build = docker(&["build", "-f", &format!("{root}/deploy/Dockerfile"), "-t", tag, root]).expect("docker build");
+    assert!(build.status.success(), "docker build failed:\n{}", String::from_utf8_lossy(&build.stderr));
+
+    let user = docker(&["image", "inspect", "--format", "{{.Config.User}}", tag]).expect("docker image inspect");
+    let user = String::from_utf8_lossy(&user.stdout).trim().to_owned();
+    assert!(!user.is_empty() && !user.starts_with("0") && !user.starts_with("root"), "image runs as {user:?}");
+
+    // No environment: --version must still answer, with the read-only root filesystem the manifests ask for.
+    let run = docker(&["run", "--rm", "--read-only", tag, "--version"]).expect("docker run");
+    assert!(run.status.success(), "the image does not run:\n{}", String::from_utf8_lossy(&run.stderr));
+    assert!(String::from_utf8_lossy(&run.stdout).starts_with("zoho-deals-sync "));
 }
 
 // --- The extractors catch what they are for ----------------------------------------------------------------
