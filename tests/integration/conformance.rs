@@ -308,6 +308,20 @@ async fn deleted_flags_is_deleted_and_deleted_time<W: Backend>(w: &W, _: &Env) {
     assert_eq!(rows["1"].deleted_time, None);
 }
 
+async fn an_older_version_does_not_resurrect_a_deleted_deal<W: Backend>(w: &W, _: &Env) {
+    w.prepare().await.expect("prepare");
+    sync(w, &run("r1", 0, 1000), &[won("1", 100)]).await;
+    sync(w, &run("r2", 0, 1000), &[deleted("1", 200)]).await;
+    // A rerun of r1's window after the deletion run (same version, then an older one) must leave the
+    // table as it was: the deletion is newer information than either version.
+    sync(w, &run("r3", 0, 1000), &[won("1", 100)]).await;
+    sync(w, &run("r4", 0, 1000), &[won("1", 150)]).await;
+    let rows = stored(w).await;
+    assert!(rows["1"].is_deleted, "an older version resurrected a deleted deal");
+    assert_eq!(rows["1"].deleted_time, Some(t(200)));
+    assert_eq!(w.count_won_in_window(t(0), t(1000)).await.expect("count"), 0);
+}
+
 async fn won_and_deleted_in_the_same_run_ends_deleted<W: Backend>(w: &W, _: &Env) {
     w.prepare().await.expect("prepare");
     let counts = sync(w, &run("r1", 0, 1000), &[won("1", 100), deleted("1", 200)]).await;
@@ -551,10 +565,13 @@ async fn live_warehouse(test: &str) -> BigQueryWarehouse {
     BigQueryWarehouse::connect(config).await.expect("connect to BigQuery")
 }
 
+/// `conformance!(a, b, #[sqlite: ignore = "why"] c)`: every behaviour for every warehouse; an attribute
+/// after `sqlite:` applies to the SQLite instance only (for a gap SQLite has not closed yet).
 macro_rules! conformance {
-    ($($name:ident),* $(,)?) => {
+    ($($(#[sqlite: $sqlite_attr:meta])* $name:ident),* $(,)?) => {
         mod sqlite {
             $(
+                $(#[$sqlite_attr])*
                 #[tokio::test]
                 async fn $name() {
                     let dir = tempfile::tempdir().expect("tempdir");
@@ -605,6 +622,8 @@ conformance!(
     unwon_flags_an_existing_row_and_never_creates_one,
     deleted_flags_is_deleted_and_deleted_time,
     won_and_deleted_in_the_same_run_ends_deleted,
+    #[sqlite: ignore = "SQLite's MERGE_WON lacks the deleted_time guard: an older version resurrects a deleted deal"]
+    an_older_version_does_not_resurrect_a_deleted_deal,
     a_crash_between_stage_and_commit_then_a_rerun_converges,
     a_repeated_commit_converges,
     the_ledger_records_every_run_newest_first,
@@ -615,3 +634,85 @@ conformance!(
     window_queries_include_the_start_and_exclude_the_end,
     an_empty_run_succeeds_and_moves_the_watermark,
 );
+
+// ---------------------------------------------------------------------------------------------------------
+// BigQuery only: what SQLite has no counterpart for (streaming limits, per-row rejections, analyst views).
+
+mod bigquery_only {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_row_bigquery_rejects_is_reported_with_its_deal_id() {
+        let Some(w) = emulator_warehouse("rejected_row").await else { return };
+        w.prepare().await.expect("prepare");
+        let r = run("r1", 0, 1000);
+        w.begin_run(&r).await.expect("begin_run");
+        let mut bad = deal("666", 10);
+        bad.raw = "{not json".into();
+        match w.stage(&r, &[won("1", 10), DealChange::Won(bad), won("2", 10)]).await {
+            Err(WarehouseError::RowRejected { deal_id, reason }) => {
+                assert_eq!(deal_id, "666");
+                assert!(!reason.is_empty());
+            }
+            other => panic!("expected RowRejected, got {other:?}"),
+        }
+        w.drop_dataset().await.expect("drop the test dataset");
+    }
+
+    #[tokio::test]
+    async fn more_rows_than_one_insert_request_takes_are_all_staged_and_merged() {
+        let Some(w) = emulator_warehouse("many_rows").await else { return };
+        w.prepare().await.expect("prepare");
+        let changes: Vec<DealChange> = (0..1201).map(|i| won(&format!("{}", 10_000 + i), 10)).collect();
+        let counts = sync(&w, &run("r1", 0, 1000), &changes).await;
+        assert_eq!(counts.upserted, 1201);
+        assert_eq!(w.count_won_in_window(t(0), t(1000)).await.expect("count"), 1201);
+        w.drop_dataset().await.expect("drop the test dataset");
+    }
+
+    #[tokio::test]
+    async fn the_analyst_views_answer_from_current_won_deals_only() {
+        let Some(w) = emulator_warehouse("views").await else { return };
+        w.prepare().await.expect("prepare");
+        let mut a = deal("1", 10);
+        a.amount = Some(dec("1000.10"));
+        a.created_time = Some(t(-10 * 86400));
+        a.closing_date = NaiveDate::from_ymd_opt(2026, 10, 30);
+        let mut b = deal("2", 10);
+        b.amount = Some(dec("0.2"));
+        let mut c = deal("3", 10);
+        c.amount = Some(dec("5"));
+        sync(&w, &run("r1", 0, 1000), &[DealChange::Won(a), DealChange::Won(b), DealChange::Won(c), won("4", 10)])
+            .await;
+        sync(&w, &run("r2", 0, 1000), &[unwon("3", 20), deleted("4", 30)]).await;
+
+        let current = w
+            .query_text("SELECT deal_id FROM `{{dataset}}.current_won_deals` ORDER BY deal_id")
+            .await
+            .expect("current_won_deals");
+        assert_eq!(current, vec![vec![Some("1".to_owned())], vec![Some("2".to_owned())]]);
+
+        let revenue = w
+            .query_text(
+                "SELECT CAST(closing_month AS STRING), owner_id, currency, deals, revenue \
+                 FROM `{{dataset}}.won_revenue_by_month_owner`",
+            )
+            .await
+            .expect("won_revenue_by_month_owner");
+        assert_eq!(revenue.len(), 1, "{revenue:?}");
+        let row = &revenue[0];
+        assert_eq!(row[0].as_deref(), Some("2026-10-01"));
+        assert_eq!(row[2].as_deref(), Some("EUR"));
+        assert_eq!(row[3].as_deref(), Some("2"));
+        let total = Decimal::from_str(row[4].as_deref().expect("revenue")).expect("decimal");
+        assert_eq!(total, dec("1000.3"), "money is summed exactly");
+
+        let days = w
+            .query_text("SELECT deal_id, days_to_close FROM `{{dataset}}.time_to_close` WHERE deal_id = '1'")
+            .await
+            .expect("time_to_close");
+        // Created 2026-10-22 (ten days before t(0) = 2026-11-01), closed 2026-10-30.
+        assert_eq!(days, vec![vec![Some("1".to_owned()), Some("8".to_owned())]]);
+        w.drop_dataset().await.expect("drop the test dataset");
+    }
+}
