@@ -51,10 +51,19 @@ impl User {
             "confirm": true,
             "role": {"name": if self.id == USERS_BASE { "CEO" } else { "Sales Rep" }, "id": (ID_BASE + 8_001).to_string()},
             "profile": {"name": if self.id == USERS_BASE { "Administrator" } else { "Standard" }, "id": (ID_BASE + 8_101).to_string()},
-            "time_zone": if tz.local_minus_utc() == 19_800 { "Asia/Kolkata".to_string() } else { format!("GMT{}", tz) },
+            "time_zone": time_zone_name(tz),
             "locale": "en_US",
             "language": "en_US",
         })
+    }
+}
+
+/// The time-zone name Zoho shows for the API user's offset (the sandbox knows only offsets).
+fn time_zone_name(tz: FixedOffset) -> String {
+    if tz.local_minus_utc() == 19_800 {
+        "Asia/Kolkata".to_string()
+    } else {
+        format!("GMT{tz}")
     }
 }
 
@@ -538,6 +547,48 @@ impl Store {
         m
     }
 
+    /// `GET /crm/v8/org`: the one organization, shaped like Zoho's Organization API sample and the
+    /// official SDK's `org.Org` model.
+    ///
+    /// Fidelity fix (found by `make fidelity`): the official SDK, when it mints a token with
+    /// `find_user=True` (its default), calls `users?type=CurrentUser` and then `/crm/v8/org` for the
+    /// org's `zgid` (SDK `util/utility.py: get_user_org_id`), and tags its stored token
+    /// `email:zgid`. The sandbox answered that path as Get Records of a module "org"
+    /// (`INVALID_MODULE`), so the SDK logged an error and stored an untagged token. The fact sheet
+    /// §4 names this endpoint (`org[0].license_details.paid_type`, scope `ZohoCRM.org.READ`).
+    pub fn org_json(&self) -> Value {
+        let admin = &self.users[0];
+        json!({"org": [{
+            "id": (ID_BASE + 1).to_string(),
+            "company_name": "Zylker Sandbox",
+            "alias": null,
+            "primary_email": admin.email,
+            "primary_zuid": "60012071",
+            "zgid": "60012955",
+            "domain_name": "org-sandbox",
+            "time_zone": time_zone_name(self.tz),
+            "currency": "US Dollar",
+            "currency_symbol": "$",
+            "iso_code": "USD",
+            "currency_locale": "en_US",
+            "mc_status": true,
+            "country": null, "country_code": "US", "city": null, "state": null, "street": null, "zip": null,
+            "phone": null, "mobile": null, "fax": null, "website": null, "description": null,
+            "employee_count": "50",
+            "photo_id": null,
+            "gapps_enabled": false,
+            "translation_enabled": false,
+            "privacy_settings": false,
+            "zia_portal_id": null,
+            // Zoho's sample shows "enterprise" (20 concurrent calls per fact sheet §4); a client sizing its
+            // concurrency from this stays under the sandbox's default cap of 25.
+            "license_details": {
+                "paid": true, "paid_type": "enterprise", "paid_expiry": null,
+                "users_license_purchased": self.users.len(), "trial_type": null, "trial_expiry": null,
+            },
+        }]})
+    }
+
     /// The user with this id.
     pub fn user(&self, id: u64) -> Option<&User> {
         self.user_idx.get(&id).map(|&i| &self.users[i])
@@ -823,7 +874,10 @@ mod tests {
     fn mutations_touch_what_they_say() {
         let (mut s, _) = store(500, 3);
         let now = clock::now();
-        let r = s.mutate(&MutationRequest { win: 3, unwin: 2, delete: 2, edit: 2, create_won: 2, ..MutationRequest::default() }, now);
+        let r = s.mutate(
+            &MutationRequest { win: 3, unwin: 2, delete: 2, edit: 2, create_won: 2, ..MutationRequest::default() },
+            now,
+        );
         assert_eq!((r.win.len(), r.unwin.len(), r.delete.len(), r.edit.len(), r.create_won.len()), (3, 2, 2, 2, 2));
         let ts = fmt_datetime(now, s.tz);
         for id in r.win.iter().chain(&r.create_won) {

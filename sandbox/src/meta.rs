@@ -428,13 +428,19 @@ fn field_json(i: usize, def: &FieldDef, id_space: u64) -> Value {
 
 /// `GET /settings/fields?module=...` body for a module (case-insensitive), or `None` if unknown.
 ///
-/// Deals is complete; Accounts, Contacts and users get a small plausible list because the official
-/// SDK asks for the fields of lookup modules too.
+/// Deals is complete; Accounts, Contacts, Campaigns and users get a small plausible list because the
+/// official SDK asks for the fields of every module a Deals `lookup` field points to.
+///
+/// Fidelity fix (found by `make fidelity`): Campaigns was missing. Deals' standard `Campaign_Source`
+/// is a lookup into Campaigns (fact sheet §5.1), so the SDK (7.0.0, `Utility.set_data_type` →
+/// `get_fields_info`) fetches `/settings/fields?module=Campaigns` before parsing any Get Records
+/// page; a real org has that module, so `INVALID_MODULE` here was a sandbox-only answer.
 pub fn fields_json(module: &str) -> Option<Value> {
     let defs: Vec<FieldDef> = match module.to_ascii_lowercase().as_str() {
         "deals" => DEAL_FIELDS.to_vec(),
         "accounts" => other_module_fields(Module::Accounts),
         "contacts" => other_module_fields(Module::Contacts),
+        "campaigns" => other_module_fields(Module::Campaigns),
         "users" => other_module_fields(Module::Users),
         _ => return None,
     };
@@ -443,6 +449,7 @@ pub fn fields_json(module: &str) -> Option<Value> {
             "deals" => 94_000,
             "accounts" => 95_000,
             "contacts" => 96_000,
+            "campaigns" => 98_000,
             _ => 97_000,
         };
     let fields: Vec<Value> = defs.iter().enumerate().map(|(i, d)| field_json(i, d, id_space)).collect();
@@ -480,6 +487,12 @@ mod tests {
         assert!(names.contains(&"Region__c"));
         assert!(names.contains(&"Stage"));
         assert!(fields_json("Nope").is_none());
+        // every module a Deals lookup points to has field metadata (the official SDK asks for each)
+        for def in DEAL_FIELDS {
+            if let FieldType::Lookup(m) = def.ftype {
+                assert!(fields_json(m.api_name()).is_some(), "no fields for {}", m.api_name());
+            }
+        }
         assert!(DEAL_FIELDS.len() <= 50);
     }
 }

@@ -45,6 +45,7 @@ const SCOPE_FIELDS: &[&str] = &["ZohoCRM.settings.fields.READ"];
 const SCOPE_PIPELINE: &[&str] = &["ZohoCRM.settings.pipeline.READ"];
 const SCOPE_LAYOUTS: &[&str] = &["ZohoCRM.settings.layouts.READ"];
 const SCOPE_USERS: &[&str] = &["ZohoCRM.users.READ"];
+const SCOPE_ORG: &[&str] = &["ZohoCRM.org.READ"];
 
 #[derive(Clone)]
 struct Guard {
@@ -189,6 +190,8 @@ pub fn router(st: Arc<AppState>) -> Router {
         .route("/crm/v8/settings/pipeline", crm_route(&st, "pipeline", SCOPE_PIPELINE, get(crm::pipeline)))
         .route("/crm/v8/settings/layouts", crm_route(&st, "layouts", SCOPE_LAYOUTS, get(crm::layouts)))
         .route("/crm/v8/users", crm_route(&st, "users", SCOPE_USERS, get(crm::users)))
+        // Before `{module}`: the official SDK calls it after minting (see `Store::org_json`).
+        .route("/crm/v8/org", crm_route(&st, "org", SCOPE_ORG, get(crm::org)))
         .route("/crm/v8/{module}", crm_route(&st, "get_records", SCOPE_RECORDS, get(crm::get_records)))
         .route("/crm/v8/{module}/deleted", crm_route(&st, "deleted", SCOPE_RECORDS, get(crm::deleted)))
         .route("/__sandbox/truth", get(control::truth))

@@ -151,6 +151,12 @@ pub async fn users(State(st): State<Arc<AppState>>, RawQuery(q): RawQuery) -> Re
         .into_response()
 }
 
+/// `GET /crm/v8/org`: the organization (see [`Store::org_json`]).
+pub async fn org(State(st): State<Arc<AppState>>) -> Response {
+    let body = read(&st.store).org_json();
+    (StatusCode::OK, Json(body)).into_response()
+}
+
 /// An error response, boxed to keep `Result`s small.
 type Reject = Box<Response>;
 

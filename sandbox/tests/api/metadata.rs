@@ -80,3 +80,37 @@ async fn current_user_is_one_user_with_an_email() {
     assert!(users[0]["email"].as_str().is_some_and(|e| e.contains('@')));
     assert!(users[0]["id"].is_string() && users[0]["full_name"].is_string());
 }
+
+#[tokio::test]
+async fn org_names_its_zgid_and_edition() {
+    // The official SDK reads `org[0].zgid` right after minting a token (fidelity fix, see README).
+    let sb = spawn_deals(10).await;
+    let tok = sb.token().await;
+    let (status, v) = sb.get(&tok, "/crm/v8/org").await;
+    assert_eq!(status, StatusCode::OK);
+    let org = &v["org"][0];
+    assert!(org["zgid"].as_str().is_some_and(|z| !z.is_empty()));
+    assert!(org["id"].is_string());
+    assert!(org["license_details"]["paid_type"].is_string());
+    assert!(org["primary_email"].as_str().is_some_and(|e| e.contains('@')));
+}
+
+#[tokio::test]
+async fn every_module_a_deals_lookup_points_to_has_fields() {
+    // The official SDK fetches field metadata for each lookup's module before parsing Get Records.
+    let sb = spawn_deals(10).await;
+    let tok = sb.token().await;
+    let (_, v) = sb.get(&tok, "/crm/v8/settings/fields?module=Deals").await;
+    let modules: Vec<String> = v["fields"]
+        .as_array()
+        .expect("fields")
+        .iter()
+        .filter_map(|f| f["lookup"]["module"]["api_name"].as_str().map(str::to_string))
+        .collect();
+    assert!(modules.iter().any(|m| m == "Campaigns"));
+    for m in &modules {
+        let (status, v) = sb.get(&tok, &format!("/crm/v8/settings/fields?module={m}")).await;
+        assert_eq!(status, StatusCode::OK, "fields of {m}");
+        assert!(v["fields"].as_array().is_some_and(|f| !f.is_empty()), "fields of {m}");
+    }
+}
