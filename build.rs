@@ -1,8 +1,17 @@
-//! Embeds the git commit in `--version` (falls back to `unknown` outside a checkout, e.g. a source tarball).
+//! Embeds the git commit in `--version`: `GIT_COMMIT` if set (container builds), else `git rev-parse`, else
+//! `unknown` (a source tarball).
 
 use std::process::Command;
 
 fn main() {
+    // A container build has no .git: the Dockerfile passes the commit in GIT_COMMIT.
+    println!("cargo:rerun-if-env-changed=GIT_COMMIT");
+    if let Ok(commit) = std::env::var("GIT_COMMIT") {
+        if !commit.trim().is_empty() {
+            println!("cargo:rustc-env=ZDS_GIT_COMMIT={}", commit.trim());
+            return;
+        }
+    }
     let commit = Command::new("git")
         .args(["rev-parse", "--short=12", "HEAD"])
         .output()

@@ -42,6 +42,9 @@ async fn drill(mut app: TestApp) {
     // The killed runs re-read the whole history (a backfill), so that every kill point lands inside a run long
     // enough to be fetching, staging or merging; the reruns are ordinary scheduled runs from the watermark.
     let backfill = ["sync", "--since", "200d"];
+    let out = app.run(&backfill).await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    // Time a warm backfill (the first run also creates tables) to place the kill points.
     let started = std::time::Instant::now();
     let out = app.run(&backfill).await;
     assert_eq!(out.code, 0, "{}", out.all());
@@ -68,10 +71,10 @@ async fn drill(mut app: TestApp) {
     assert!(full < RUN_TIMEOUT);
 }
 
-fn drill_sandbox() -> SandboxConfig {
+fn drill_sandbox(deals: usize) -> SandboxConfig {
     // Latency stretches a run over a second or two so the kill points land inside it.
     SandboxConfig {
-        deals: 8000,
+        deals,
         faults: Faults { latency_ms: 40, mint_limit: 1000, ..Faults::default() },
         ..SandboxConfig::default()
     }
@@ -79,12 +82,12 @@ fn drill_sandbox() -> SandboxConfig {
 
 #[tokio::test]
 async fn sigkill_at_random_points_then_rerun_converges_on_sqlite() {
-    drill(TestApp::spawn(drill_sandbox()).await).await;
+    drill(TestApp::spawn(drill_sandbox(8000)).await).await;
 }
 
 #[tokio::test]
 async fn sigkill_at_random_points_then_rerun_converges_on_bigquery() {
-    let Some(app) = TestApp::spawn(drill_sandbox()).await.on_bigquery("sigkill") else { return };
+    let Some(app) = TestApp::spawn(drill_sandbox(3000)).await.on_bigquery("sigkill") else { return };
     drill(app).await;
 }
 

@@ -5,6 +5,7 @@ mod conformance;
 mod drills;
 mod exit_codes;
 mod helpers;
+mod manifests;
 mod parity;
 mod resilience;
 mod sync;
