@@ -20,7 +20,6 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use backon::{ExponentialBuilder, Retryable as _};
 use chrono::{DateTime, NaiveDate, Utc};
 use gcp_bigquery_client::auth::Authenticator;
 use gcp_bigquery_client::client_builder::ClientBuilder;
@@ -42,6 +41,7 @@ use super::{
     WarehouseError, DEAL_COLUMNS,
 };
 use crate::deal::{Deal, DealChange};
+use crate::retry::{retry, RetryPolicy, Retryable};
 
 /// `BQ_DATASET` when unset.
 pub const DEFAULT_DATASET: &str = "zoho_crm";
@@ -198,7 +198,7 @@ impl BigQueryWarehouse {
             }
             None => builder.build_from_application_default_credentials().await,
         }
-        .map_err(|e| classify(e, "connecting to BigQuery").error)?;
+        .map_err(|e| classify(&e, "connecting to BigQuery").error)?;
         Ok(BigQueryWarehouse { client, config, staging_created: Mutex::new(HashSet::new()) })
     }
 
@@ -216,14 +216,26 @@ impl BigQueryWarehouse {
 
     /// The column names of `table` in this dataset, in order.
     pub async fn table_columns(&self, table: &str) -> Result<Vec<String>, WarehouseError> {
+        self.table_schema(table)
+            .await?
+            .ok_or_else(|| WarehouseError::Other(format!("table {}.{table} does not exist", self.dataset_ref())))
+    }
+
+    /// The column names of `table`, or `None` when it does not exist.
+    async fn table_schema(&self, table: &str) -> Result<Option<Vec<String>>, WarehouseError> {
         let what = format!("reading the schema of {table}");
         let (project, dataset) = (&self.config.project, &self.config.dataset);
-        let found = (|| async { self.client.table().get(project, dataset, table, None).await })
-            .retry(backoff())
-            .when(|e| classify_ref(e).retryable)
-            .await
-            .map_err(|e| classify(e, &what).error)?;
-        Ok(found.schema.fields.unwrap_or_default().into_iter().map(|f| f.name).collect())
+        let found = retry(
+            policy(),
+            || async { self.client.table().get(project, dataset, table, None).await.map_err(|e| classify(&e, &what)) },
+            |f: &Failure, wait| tracing::warn!(error = %f.error, ?wait, "BigQuery call failed; retrying"),
+        )
+        .await;
+        match found {
+            Ok(t) => Ok(Some(t.schema.fields.unwrap_or_default().into_iter().map(|f| f.name).collect())),
+            Err(f) if f.not_found => Ok(None),
+            Err(f) => Err(f.error),
+        }
     }
 
     /// Deletes the dataset and everything in it. For tests (each uses its own dataset) and teardown; never
@@ -261,21 +273,29 @@ impl BigQueryWarehouse {
             request.query_parameters = Some(params);
         }
         let request = &request;
-        (|| async { self.query_once(request.clone()).await })
-            .retry(backoff())
-            .when(|f: &Failure| f.retryable)
-            .notify(|f: &Failure, wait: Duration| {
-                tracing::warn!(what, error = %f.error, ?wait, "BigQuery statement failed; retrying");
-            })
-            .await
-            .map_err(|f| with_context(f.error, what))
+        retry(
+            policy(),
+            || self.query_once(request.clone()),
+            |f: &Failure, wait| tracing::warn!(what, error = %f.error, ?wait, "BigQuery statement failed; retrying"),
+        )
+        .await
+        .inspect(|result| {
+            tracing::debug!(
+                what,
+                bytes_processed = result.bytes_processed,
+                affected = result.affected,
+                "statement done"
+            );
+        })
+        .map_err(|f| with_context(f.error, what))
     }
 
     async fn query_once(&self, request: QueryRequest) -> Result<QueryResult, Failure> {
         let project = self.config.project.as_str();
         let started = tokio::time::Instant::now();
-        let first = self.client.job().query(project, request).await.map_err(|e| classify(e, "query"))?;
+        let first = self.client.job().query(project, request).await.map_err(|e| classify(&e, "query"))?;
         let mut result = QueryResult {
+            bytes_processed: first.total_bytes_processed.as_deref().and_then(|n| n.parse().ok()),
             affected: first.num_dml_affected_rows.as_deref().and_then(|n| n.parse().ok()),
             rows: cells(first.rows.unwrap_or_default()),
         };
@@ -305,7 +325,7 @@ impl BigQueryWarehouse {
                 .job()
                 .get_query_results(project, &job_id, params)
                 .await
-                .map_err(|e| classify(e, "reading query results"))?;
+                .map_err(|e| classify(&e, "reading query results"))?;
             if !page.job_complete.unwrap_or(false) {
                 continue;
             }
@@ -313,6 +333,7 @@ impl BigQueryWarehouse {
                 // The first complete answer repeats the DML count and starts the rows from the top.
                 complete = true;
                 result.affected = page.num_dml_affected_rows.as_deref().and_then(|n| n.parse().ok());
+                result.bytes_processed = page.total_bytes_processed.as_deref().and_then(|n| n.parse().ok());
                 result.rows.clear();
             }
             result.rows.extend(cells(page.rows.unwrap_or_default()));
@@ -354,15 +375,11 @@ impl BigQueryWarehouse {
 
     /// Whether `table` exists in the dataset.
     async fn table_exists(&self, table: &str) -> Result<bool, WarehouseError> {
-        match self.table_columns(table).await {
-            Ok(_) => Ok(true),
-            Err(WarehouseError::Other(m)) if m.contains(NOT_FOUND_MARK) => Ok(false),
-            Err(e) => Err(e),
-        }
+        Ok(self.table_schema(table).await?.is_some())
     }
 
     /// Streams one batch (≤ [`INSERT_MAX_ROWS`] rows, ≤ [`INSERT_MAX_BYTES`]) into `table`.
-    async fn insert_batch(&self, table: &str, batch: &[StagedRow]) -> Result<(), WarehouseError> {
+    async fn insert_batch(&self, table: &str, batch: &[StagedRow]) -> Result<(), Failure> {
         let (project, dataset) = (&self.config.project, &self.config.dataset);
         let attempt = || async {
             let mut request = TableDataInsertAllRequest::new();
@@ -376,23 +393,19 @@ impl BigQueryWarehouse {
                         })
                         .collect(),
                 )
-                .map_err(|e| classify(e, "building the insertAll request"))?;
+                .map_err(|e| classify(&e, "building the insertAll request"))?;
             let response = self.client.tabledata().insert_all(project, dataset, table, request).await.map_err(|e| {
-                let mut f = classify(e, "streaming rows into staging");
+                let mut f = classify(&e, "streaming rows into staging");
                 // A table created seconds ago may not be visible to the streaming backend yet.
                 f.retryable |= f.not_found;
                 f
             })?;
             row_errors(batch, response.insert_errors.unwrap_or_default())
         };
-        attempt
-            .retry(backoff())
-            .when(|f: &Failure| f.retryable)
-            .notify(|f: &Failure, wait: Duration| {
-                tracing::warn!(table, error = %f.error, ?wait, "insertAll failed; retrying the batch");
-            })
-            .await
-            .map_err(|f| f.error)
+        retry(policy(), attempt, |f: &Failure, wait| {
+            tracing::warn!(table, error = %f.error, ?wait, "insertAll failed; retrying the batch");
+        })
+        .await
     }
 
     /// The counts a run recorded when it succeeded, if it did.
@@ -444,18 +457,22 @@ impl BigQueryWarehouse {
 impl Warehouse for BigQueryWarehouse {
     async fn prepare(&self) -> Result<(), WarehouseError> {
         let (project, dataset) = (&self.config.project, &self.config.dataset);
-        let exists = (|| async { self.client.dataset().get(project, dataset).await })
-            .retry(backoff())
-            .when(|e| classify_ref(e).retryable)
-            .await;
+        let exists = retry(
+            policy(),
+            || async {
+                self.client.dataset().get(project, dataset).await.map_err(|e| classify(&e, "looking up the dataset"))
+            },
+            |f: &Failure, wait| tracing::warn!(error = %f.error, ?wait, "BigQuery call failed; retrying"),
+        )
+        .await;
         match exists {
             Ok(_) => {}
-            Err(e) if classify_ref(&e).not_found => {
+            Err(f) if f.not_found => {
                 let sql = self.render(SQL_CREATE_DATASET, &[("location", &self.config.location)]);
                 self.query("creating the dataset", sql, vec![]).await?;
                 tracing::info!(dataset = %self.dataset_ref(), location = %self.config.location, "created the dataset");
             }
-            Err(e) => return Err(classify(e, "looking up the dataset").error),
+            Err(f) => return Err(f.error),
         }
         self.query("creating closed_won_deals", self.render(SQL_DEALS_TABLE, &[]), vec![]).await?;
         self.add_missing_columns().await?;
@@ -534,12 +551,12 @@ impl Warehouse for BigQueryWarehouse {
         for batch in batches(&rows) {
             match self.insert_batch(&table, batch).await {
                 // Our staging table vanished (dropped by a commit of the same run id, or expired): recreate once.
-                Err(WarehouseError::Other(m)) if m.contains(NOT_FOUND_MARK) => {
+                Err(f) if f.not_found => {
                     self.forget_staging(&table);
                     self.ensure_staging(&table).await?;
-                    self.insert_batch(&table, batch).await?;
+                    self.insert_batch(&table, batch).await.map_err(|f| f.error)?;
                 }
-                other => other?,
+                other => other.map_err(|f| f.error)?,
             }
         }
         Ok(())
@@ -669,10 +686,12 @@ impl Warehouse for BigQueryWarehouse {
     }
 }
 
-/// A finished statement: its rows as text cells, and the DML row count when it was DML.
+/// A finished statement: its rows as text cells, the DML row count when it was DML, and what it scanned
+/// (logged: it is what BigQuery bills).
 struct QueryResult {
     rows: Vec<Vec<Option<String>>>,
     affected: Option<u64>,
+    bytes_processed: Option<u64>,
 }
 
 fn cells(rows: Vec<TableRow>) -> Vec<Vec<Option<String>>> {
@@ -991,16 +1010,18 @@ fn p_opt_u64(name: &str, v: Option<u64>) -> QueryParameter {
     param(name, "INT64", v.map(|v| v.min(i64::MAX as u64).to_string()))
 }
 
-/// Marks a [`WarehouseError::Other`] that stands for BigQuery's 404 (`notFound`), for callers that treat a
-/// missing table as an answer.
-const NOT_FOUND_MARK: &str = "(notFound)";
-
 /// A classified failure: what to report, and whether trying again could help.
 #[derive(Debug)]
 struct Failure {
     error: WarehouseError,
     retryable: bool,
     not_found: bool,
+}
+
+impl Retryable for Failure {
+    fn is_retryable(&self) -> bool {
+        self.retryable
+    }
 }
 
 impl Failure {
@@ -1019,29 +1040,22 @@ fn with_context(e: WarehouseError, what: &str) -> WarehouseError {
     }
 }
 
-/// The retry schedule for BigQuery calls: 1 s doubling to 20 s, 5 retries with jitter (about a minute in
-/// all), enough to ride out a rate limit or a concurrent-DML conflict without stalling a nightly job.
-fn backoff() -> ExponentialBuilder {
-    ExponentialBuilder::default()
-        .with_min_delay(Duration::from_secs(1))
-        .with_max_delay(Duration::from_secs(20))
-        .with_max_times(5)
-        .with_jitter()
-}
-
-/// How a crate error would be classified (for retry decisions that must keep the error).
-fn classify_ref(e: &BQError) -> Failure {
-    classify_parts(e, "")
-}
-
-fn classify(e: BQError, what: &str) -> Failure {
-    classify_parts(&e, what)
+/// The retry schedule for BigQuery calls: 1 s doubling to 20 s, at most 6 retries within 2 minutes: enough to
+/// ride out a rate limit, a concurrent-DML conflict or a just-created table not yet visible to insertAll,
+/// without stalling a nightly job on an outage.
+fn policy() -> RetryPolicy {
+    RetryPolicy {
+        min_delay: Duration::from_secs(1),
+        max_delay: Duration::from_secs(20),
+        max_retries: 6,
+        budget: Duration::from_secs(120),
+    }
 }
 
 /// Classifies the crate's errors once: connection failures, timeouts, 5xx, 429 and rate limits are
 /// `Unavailable` and retryable; a DML conflict with a concurrent statement is retryable; 401/403 are
 /// `PermissionDenied`; 404 is `Other` marked not-found; the rest is `Other`.
-fn classify_parts(e: &BQError, what: &str) -> Failure {
+fn classify(e: &BQError, what: &str) -> Failure {
     let prefix = if what.is_empty() { String::new() } else { format!("{what}: ") };
     let unavailable = |m: String| Failure { error: WarehouseError::Unavailable(m), retryable: true, not_found: false };
     let denied = |m: String| Failure { error: WarehouseError::PermissionDenied(m), retryable: false, not_found: false };
@@ -1074,7 +1088,7 @@ fn classify_parts(e: &BQError, what: &str) -> Failure {
                 match nested.code {
                     401 | 403 => denied(message),
                     404 => Failure {
-                        error: WarehouseError::Other(format!("{message} {NOT_FOUND_MARK}")),
+                        error: WarehouseError::Other(message),
                         retryable: false,
                         not_found: true,
                     },
@@ -1321,23 +1335,23 @@ mod tests {
 
     #[test]
     fn errors_are_classified_once() {
-        let f = classify(response_error(403, "accessDenied", "Access Denied: Table x"), "merging");
+        let f = classify(&response_error(403, "accessDenied", "Access Denied: Table x"), "merging");
         assert!(matches!(f.error, WarehouseError::PermissionDenied(_)) && !f.retryable);
-        let f = classify(response_error(403, "rateLimitExceeded", "Exceeded rate limits"), "merging");
+        let f = classify(&response_error(403, "rateLimitExceeded", "Exceeded rate limits"), "merging");
         assert!(matches!(f.error, WarehouseError::Unavailable(_)) && f.retryable);
-        let f = classify(response_error(503, "backendError", "Backend error"), "merging");
+        let f = classify(&response_error(503, "backendError", "Backend error"), "merging");
         assert!(matches!(f.error, WarehouseError::Unavailable(_)) && f.retryable);
         let f = classify(
-            response_error(400, "invalidQuery", "Could not serialize access to table t due to concurrent update"),
+            &response_error(400, "invalidQuery", "Could not serialize access to table t due to concurrent update"),
             "merging",
         );
         assert!(f.retryable);
-        let f = classify(response_error(404, "notFound", "Not found: Table p:d.t"), "reading");
+        let f = classify(&response_error(404, "notFound", "Not found: Table p:d.t"), "reading");
         assert!(f.not_found && !f.retryable);
-        assert!(matches!(&f.error, WarehouseError::Other(m) if m.contains(NOT_FOUND_MARK)));
-        let f = classify(response_error(400, "invalidQuery", "Syntax error"), "merging");
+        assert!(matches!(&f.error, WarehouseError::Other(_)));
+        let f = classify(&response_error(400, "invalidQuery", "Syntax error"), "merging");
         assert!(matches!(f.error, WarehouseError::Other(_)) && !f.retryable);
-        let f = classify(BQError::NoToken, "connecting");
+        let f = classify(&BQError::NoToken, "connecting");
         assert!(matches!(f.error, WarehouseError::PermissionDenied(_)));
     }
 
