@@ -75,6 +75,8 @@ async fn run_sync(args: SyncArgs) -> Result<ExitCode, Error> {
         since: args.since.as_deref().map(|v| parse_time("--since", v, now)).transpose().map_err(Error::Usage)?,
         until: args.until.as_deref().map(|v| parse_time("--until", v, now)).transpose().map_err(Error::Usage)?,
         dry_run: args.dry_run,
+        progress: crate::telemetry::LogFormat::from_env().ok() == Some(crate::telemetry::LogFormat::Text)
+            && std::io::IsTerminal::is_terminal(&std::io::stderr()),
     };
     let max_credits = args.max_credits.or(settings.max_credits);
     let zoho = Arc::new(zoho_client(&settings, credentials(&settings)?, max_credits)?);

@@ -3,6 +3,7 @@
 //!
 //! This module only orchestrates: Zoho specifics live in `zoho/`, storage in `warehouse/`.
 
+pub mod progress;
 pub mod window;
 
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use crate::config::Settings;
 use crate::deal::{format_utc, DealChange};
@@ -20,6 +22,7 @@ use crate::warehouse::{MergeCounts, RunKind, RunReport, RunStart, Warehouse};
 use crate::zoho::client::ZohoClient;
 use crate::zoho::deals::{self, DealQuery, StageFilter, Window, PAGE_SIZE};
 use crate::zoho::model;
+use progress::Progress;
 
 /// Batches in flight between the fetchers and the loader. Small: memory stays flat however big the window,
 /// and a slow warehouse slows the fetchers down instead of filling memory.
@@ -31,6 +34,8 @@ pub struct SyncOptions {
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
     pub dry_run: bool,
+    /// Draw a progress bar on stderr (a person at a terminal, text logs).
+    pub progress: bool,
 }
 
 /// What a finished run did.
@@ -162,13 +167,36 @@ pub async fn sync<W: Warehouse + 'static>(
         lease_ttl: chrono::Duration::from_std(settings.lease_ttl).unwrap_or(chrono::Duration::minutes(10)),
     };
     let span = tracing::info_span!("run", run_id = %run.run_id);
-    let _entered = span.enter();
+    execute(settings, options, zoho, warehouse, run, kind, window, won_stages, meta, started).instrument(span).await
+}
+
+/// The part of a run that holds the lease. Everything logged in it carries the run's `run_id`.
+#[allow(clippy::too_many_arguments)]
+async fn execute<W: Warehouse + 'static>(
+    settings: &Settings,
+    options: &SyncOptions,
+    zoho: Arc<ZohoClient>,
+    warehouse: Arc<W>,
+    run: RunStart,
+    kind: RunKind,
+    window: Window,
+    won_stages: Vec<String>,
+    meta: deals::DealsMetadata,
+    started: Instant,
+) -> Result<Outcome, Error> {
     warehouse.begin_run(&run).await?;
     let heartbeat = spawn_heartbeat(Arc::clone(&warehouse), run.clone(), settings.lease_ttl);
 
     let columns = deals::select_columns(&meta);
+    let progress = Arc::new(Progress::default());
+    let bar = options.progress.then(|| progress::spawn(Arc::clone(&progress), zoho.usage()));
     let result =
-        fetch_and_stage(&zoho, &warehouse, &run, window, &won_stages, &columns, settings.zoho.concurrency).await;
+        fetch_and_stage(&zoho, &warehouse, &run, window, &won_stages, &columns, settings.zoho.concurrency, &progress)
+            .await;
+    if let Some(bar) = bar {
+        bar.abort();
+        progress::clear();
+    }
     let usage = zoho.usage();
     let mut report = RunReport {
         api_calls: usage.calls(),
@@ -277,22 +305,26 @@ async fn fetch_and_stage<W: Warehouse + 'static>(
     won_stages: &[String],
     columns: &[String],
     concurrency: usize,
+    progress: &Arc<Progress>,
 ) -> Result<u64, Error> {
     let (tx, mut rx) = mpsc::channel::<Batch>(CHANNEL_BATCHES);
     let loader = {
         let (warehouse, run) = (Arc::clone(warehouse), run.clone());
-        tokio::spawn(async move {
-            let mut staged = 0usize;
-            while let Some(batch) = rx.recv().await {
-                if batch.changes.is_empty() {
-                    continue;
+        tokio::spawn(
+            async move {
+                let mut staged = 0usize;
+                while let Some(batch) = rx.recv().await {
+                    if batch.changes.is_empty() {
+                        continue;
+                    }
+                    warehouse.stage(&run, &batch.changes).await?;
+                    staged += batch.changes.len();
+                    tracing::debug!(rows = batch.changes.len(), staged, "staged a batch");
                 }
-                warehouse.stage(&run, &batch.changes).await?;
-                staged += batch.changes.len();
-                tracing::debug!(rows = batch.changes.len(), staged, "staged a batch");
+                Ok::<usize, Error>(staged)
             }
-            Ok::<usize, Error>(staged)
-        })
+            .in_current_span(),
+        )
     };
 
     let mut fetchers: JoinSet<Result<u64, Error>> = JoinSet::new();
@@ -307,43 +339,52 @@ async fn fetch_and_stage<W: Warehouse + 'static>(
                 break;
             }
         };
+        progress.add_expected(expected);
         let (slices, page_size) = deals::plan_pages(expected, concurrency);
         tracing::debug!(?filter, expected, slices, page_size, "paging plan");
         for slice in window.slices(slices) {
-            let (zoho, tx, stages) = (Arc::clone(zoho), tx.clone(), won_stages.to_vec());
+            let (zoho, tx, stages, progress) =
+                (Arc::clone(zoho), tx.clone(), won_stages.to_vec(), Arc::clone(progress));
             let cols: Vec<String> = match filter {
                 StageFilter::Won => columns.to_vec(),
                 StageFilter::NotWon => vec!["id".into(), "Stage".into(), "Modified_Time".into()],
             };
-            fetchers.spawn(async move {
-                let mut quarantined = 0u64;
-                let q = DealQuery { columns: &cols, filter, stages: &stages, window: slice, page_size };
-                deals::page_deals(&zoho, &q, |records| {
-                    let (changes, bad) = to_changes(filter, records);
-                    quarantined += bad;
-                    let tx = tx.clone();
-                    async move { tx.send(Batch { changes }).await.is_ok() }
-                })
-                .await?;
-                Ok(quarantined)
-            });
+            fetchers.spawn(
+                async move {
+                    let mut quarantined = 0u64;
+                    let q = DealQuery { columns: &cols, filter, stages: &stages, window: slice, page_size };
+                    deals::page_deals(&zoho, &q, |records| {
+                        progress.page(records.len());
+                        let (changes, bad) = to_changes(filter, records);
+                        quarantined += bad;
+                        let tx = tx.clone();
+                        async move { tx.send(Batch { changes }).await.is_ok() }
+                    })
+                    .await?;
+                    Ok(quarantined)
+                }
+                .in_current_span(),
+            );
         }
     }
     {
         let (zoho, tx) = (Arc::clone(zoho), tx.clone());
-        fetchers.spawn(async move {
-            let deleted = deals::deleted_since(&zoho, window.start).await?;
-            let changes: Vec<DealChange> = deleted
-                .into_iter()
-                .map(|d| DealChange::Deleted { deal_id: d.id, deleted_time: d.deleted_time })
-                .collect();
-            for chunk in changes.chunks(PAGE_SIZE as usize) {
-                if tx.send(Batch { changes: chunk.to_vec() }).await.is_err() {
-                    break;
+        fetchers.spawn(
+            async move {
+                let deleted = deals::deleted_since(&zoho, window.start).await?;
+                let changes: Vec<DealChange> = deleted
+                    .into_iter()
+                    .map(|d| DealChange::Deleted { deal_id: d.id, deleted_time: d.deleted_time })
+                    .collect();
+                for chunk in changes.chunks(PAGE_SIZE as usize) {
+                    if tx.send(Batch { changes: chunk.to_vec() }).await.is_err() {
+                        break;
+                    }
                 }
+                Ok(0)
             }
-            Ok(0)
-        });
+            .in_current_span(),
+        );
     }
     drop(tx);
 

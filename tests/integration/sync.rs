@@ -186,3 +186,37 @@ fn regex_like_token(text: &str) -> bool {
         hex.len() >= 16 && rest[hex.len()..].starts_with('.')
     })
 }
+
+#[tokio::test]
+async fn json_log_lines_parse_and_carry_cloud_logging_fields_and_the_run_id() {
+    let app = TestApp::with_deals(3000).await;
+    let env: Vec<_> = app
+        .env()
+        .into_iter()
+        .filter(|(k, _)| k != "RUST_LOG")
+        .chain([("RUST_LOG".to_owned(), "debug".to_owned())])
+        .collect();
+    let out = app.run_with_env(&["sync", "--since", "60d"], &env).await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(!out.stderr.contains('\r'), "no progress bar off a terminal");
+    let lines: Vec<Value> =
+        out.stderr.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
+    for l in &lines {
+        for field in ["severity", "message", "timestamp"] {
+            assert!(l[field].is_string(), "{field} missing: {l}");
+        }
+        assert!(["DEBUG", "INFO", "WARNING", "ERROR"].contains(&l["severity"].as_str().expect("severity")));
+    }
+    let summary = lines.iter().find(|l| l["message"] == "run succeeded").expect("a summary line");
+    let run_id = summary["run_id"].as_str().expect("run_id on the summary");
+    for field in ["window_start", "window_end", "upserted", "unwon", "deleted", "credits", "api_calls", "duration_ms"] {
+        assert!(!summary[field].is_null(), "{field} missing from the summary: {summary}");
+    }
+    assert!(out.stdout.contains(run_id), "the stdout summary names the run");
+    // Debug lines from the fetch and load tasks carry the run id too: one grep finds a whole run.
+    let staged: Vec<_> = lines.iter().filter(|l| l["message"] == "staged a batch").collect();
+    assert!(!staged.is_empty(), "one line per batch at debug");
+    assert!(staged.iter().all(|l| l["run_id"] == run_id), "batch lines carry run_id");
+    let pages: Vec<_> = lines.iter().filter(|l| l["message"] == "COQL page").collect();
+    assert!(!pages.is_empty() && pages.iter().all(|l| l["run_id"] == run_id), "page lines carry run_id");
+}
