@@ -38,7 +38,10 @@ die() { log "error: $*"; exit 1; }
 
 find_python() {
     if [[ -n "${BQ_EMULATOR_PYTHON:-}" ]]; then
-        echo "$BQ_EMULATOR_PYTHON"; return 0
+        if "$BQ_EMULATOR_PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 13) else 1)' >/dev/null 2>&1; then
+            echo "$BQ_EMULATOR_PYTHON"; return 0
+        fi
+        die "BQ_EMULATOR_PYTHON=$BQ_EMULATOR_PYTHON is not a Python >= 3.13"
     fi
     local candidates=()
     if command -v pyenv >/dev/null 2>&1; then
@@ -47,7 +50,7 @@ find_python() {
         if [[ -n "$root" ]]; then
             # Newest 3.13.x (or later 3.1x) first.
             while IFS= read -r p; do candidates+=("$p"); done < <(
-                ls -d "$root"/versions/3.1[3-9]*/bin/python3 2>/dev/null | sort -rV)
+                find "$root/versions" -maxdepth 3 -path "$root/versions/3.1[3-9]*/bin/python3" 2>/dev/null | sort -rV)
         fi
     fi
     local name
@@ -174,8 +177,8 @@ cmd_stop() {
         if kill -0 "$pid" 2>/dev/null; then
             # The negative pid addresses the process group created by setsid at start.
             kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-            local i
-            for i in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+            local _
+            for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
             kill -KILL -- "-$pid" 2>/dev/null || true
             log "stopped (pid $pid)"
         fi
