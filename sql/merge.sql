@@ -19,6 +19,7 @@ USING (
 ON t.deal_id = s.deal_id
 WHEN MATCHED AND s.change_kind = 'won' AND s.modified_time >= t.modified_time
     AND (t.deleted_time IS NULL OR s.modified_time > t.deleted_time) THEN
+  -- CAST(NULL AS TIMESTAMP), not NULL: the emulator rejects a bare NULL in a MERGE's UPDATE SET.
   UPDATE SET {{update_won}},
     is_closed_won = TRUE, is_deleted = FALSE, deleted_time = CAST(NULL AS TIMESTAMP),
     synced_at = CURRENT_TIMESTAMP(), run_id = @run_id

@@ -535,7 +535,15 @@ fn emulator_host() -> Option<String> {
              (`scripts/bq-emulator.sh start`) and export what it prints"
         ),
         _ => {
-            eprintln!("\n*** SKIPPED: BigQuery emulator not running (run scripts/bq-emulator.sh start) ***\n");
+            // Written to the real stderr (libtest captures eprintln! of passing tests), once per process.
+            static ONCE: std::sync::Once = std::sync::Once::new();
+            ONCE.call_once(|| {
+                use std::io::Write as _;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "\n*** SKIPPED: BigQuery emulator not running (run scripts/bq-emulator.sh start) ***\n"
+                );
+            });
             None
         }
     }
