@@ -207,9 +207,9 @@ impl BigQueryWarehouse {
         &self.config
     }
 
-    /// Runs one GoogleSQL statement in this warehouse's location, with `{{dataset}}` in `sql` standing for the
-    /// quoted-able `project.dataset`, and returns its rows as text cells (`None` for NULL). For tests,
-    /// operations and ad-hoc checks; the sync never calls it.
+    /// Runs one GoogleSQL statement in this warehouse's location and returns its rows as text cells (`None`
+    /// for NULL). `{{dataset}}` in `sql` is replaced by `project.dataset` (write it inside backticks). For
+    /// tests, operations and ad-hoc checks; the sync never calls it.
     pub async fn query_text(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>, WarehouseError> {
         Ok(self.query("ad-hoc query", self.render(sql, &[]), Vec::new()).await?.rows)
     }
@@ -1100,9 +1100,16 @@ fn classify(e: &BQError, what: &str) -> Failure {
         BQError::YupAuthError(y) => match y {
             gcp_bigquery_client::yup_oauth2::Error::HttpError(_)
             | gcp_bigquery_client::yup_oauth2::Error::HttpClientError(_)
-            | gcp_bigquery_client::yup_oauth2::Error::LowLevelError(_) => {
-                unavailable(format!("{prefix}could not reach Google's token endpoint: {y}"))
-            }
+            | gcp_bigquery_client::yup_oauth2::Error::LowLevelError(_) => Failure {
+                // Not retried: without a key file or gcloud login, ADC falls back to the metadata server,
+                // which only exists on Google Cloud; a laptop would otherwise wait out the whole retry budget.
+                error: WarehouseError::Unavailable(format!(
+                    "{prefix}could not reach Google's token endpoint ({y}); outside Google Cloud, set \
+                     GOOGLE_APPLICATION_CREDENTIALS to a service-account key or run `gcloud auth application-default login`"
+                )),
+                retryable: false,
+                not_found: false,
+            },
             _ => denied(format!("{prefix}could not obtain Google credentials: {y}")),
         },
         BQError::AuthError(_)
