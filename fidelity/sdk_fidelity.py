@@ -780,7 +780,57 @@ def main():
         f"status {status_of(resp)}, sdk {len(coql_won or [])} ids, truth {len(won2)}",
     )
 
+    auto_refresh_pass(rep, tap, environment, token, store_path, logger, workdir, field_types, all_fields, deals2)
+
     return finish(rep, tap, started, workdir, base)
+
+
+def auto_refresh_pass(rep, tap, environment, token, store_path, logger, workdir, field_types, all_fields, deals2):
+    name = "auto_refresh_fields=True: modules listed, their fields cached, a Get Records page parsed"
+    try:
+        _auto_refresh_pass(rep, tap, environment, token, store_path, logger, workdir, field_types, all_fields, deals2)
+    except SDKException as e:
+        rep.check(name, False, f"SDKException {str(e)[:300]}; {tap.take_problems()[:2]}")
+
+
+def _auto_refresh_pass(rep, tap, environment, token, store_path, logger, workdir, field_types, all_fields, deals2):
+    # ---- 10. SDKConfig(auto_refresh_fields=True): an SDK option users turn on (default False) -------------
+    # Then the SDK lists the org's modules (GET /settings/modules) and caches the fields of every
+    # API-supported module before the first record call.
+    auto_dir = os.path.join(workdir, "auto-refresh")
+    os.makedirs(auto_dir, exist_ok=True)
+    auto_config = SDKConfig(auto_refresh_fields=True, pick_list_validation=False, connect_timeout=5.0, read_timeout=60.0)
+    Initializer.initialize(
+        environment=environment, token=token, store=FileStore(store_path), sdk_config=auto_config,
+        resource_path=auto_dir, logger=logger,
+    )
+    pm = ParameterMap()
+    pm.add(record_api.GetRecordsParam.fields, ",".join(all_fields))
+    pm.add(record_api.GetRecordsParam.per_page, 200)
+    resp = record_api.RecordOperations("Deals").get_records(pm, HeaderMap())
+    obj = resp.get_object() if resp is not None else None
+    auto_diffs = []
+    n_auto = 0
+    if isinstance(obj, record_api.ResponseWrapper):
+        for r in obj.get_data() or []:
+            n_auto += 1
+            t = deals2.get(str(r.get_id()))
+            auto_diffs.extend(compare_record(r, t, field_types, all_fields) if t else [f"{r.get_id()} not in truth"])
+            auto_diffs.extend(type_errors(r, field_types, all_fields))
+    cached = []
+    fields_dir = os.path.join(auto_dir, Constants.FIELD_DETAILS_DIRECTORY)
+    for name in os.listdir(fields_dir) if os.path.isdir(fields_dir) else []:
+        with open(os.path.join(fields_dir, name), encoding="utf-8") as fh:
+            cached = sorted(k for k, v in json.load(fh).items() if isinstance(v, dict) and v and k != "SDK-MODULE-METADATA")
+    problems = tap.take_problems()
+    rep.check(
+        "auto_refresh_fields=True: modules listed, their fields cached, a Get Records page parsed",
+        n_auto == 200 and not auto_diffs and not problems and {"deals", "accounts", "contacts"} <= set(cached),
+        f"status {status_of(resp)}, {n_auto} records, cached field metadata for {cached}"
+        + (f"; {auto_diffs[:3]}" if auto_diffs else "")
+        + (f"; {problems[:3]}" if problems else ""),
+    )
+
 
 
 def finish(rep, tap, started, workdir, base):

@@ -21,6 +21,10 @@ req=$root/fidelity/requirements.txt
 
 say() { echo "fidelity: $*" >&2; }
 fail() { echo "FAIL  $*"; echo "fidelity: 0 passed, 1 failed"; exit 1; }
+trap 'echo "FAIL  scripts/fidelity.sh stopped at line $LINENO (exit $?)"' ERR
+
+[[ "$deals" =~ ^[0-9]+$ ]] && [ "$deals" -gt 2000 ] \
+  || fail "setup: FIDELITY_DEALS must be more than 2000 (Get Records has to page past 2000), got $deals"
 
 # --- the venv, reused while requirements.txt and the interpreter are unchanged -----------------------------
 command -v "$python" >/dev/null 2>&1 || fail "setup: $python not found (set FIDELITY_PYTHON)"
@@ -42,6 +46,7 @@ sdk_version=$("$venv/bin/python" -c 'from importlib.metadata import version; pri
   || fail "setup: zohocrmsdk8-0 is not importable from the venv"
 
 # --- the sandbox ---------------------------------------------------------------------------------------------
+say "building zoho-sandbox ($profile)"
 if [ "$profile" = release ]; then
   cargo build --release --locked -p zoho-sandbox --quiet || fail "setup: cargo build of zoho-sandbox failed"
 else
@@ -81,11 +86,9 @@ done
 say "sandbox $url ($deals deals, tz $tz); zohocrmsdk8-0 $sdk_version on $("$venv/bin/python" -V 2>&1)"
 
 # --- the SDK run ---------------------------------------------------------------------------------------------
-set +e
+rc=0
 timeout --kill-after=10 "$limit" "$venv/bin/python" "$root/fidelity/sdk_fidelity.py" \
-  --base-url "$url" --workdir "$work/sdk"
-rc=$?
-set -e
+  --base-url "$url" --workdir "$work/sdk" || rc=$?
 if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
   keep=yes
   fail "the SDK run did not finish within ${limit}s"

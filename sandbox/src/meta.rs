@@ -396,13 +396,13 @@ fn field_json(i: usize, def: &FieldDef, id_space: u64) -> Value {
             FieldType::Lookup(module) => {
                 m.insert(
                     "lookup".into(),
-                    json!({"module": {"api_name": module.api_name(), "id": (ID_BASE + 93_000 + module as u64).to_string()}, "display_label": def.label, "api_name": def.api_name}),
+                    json!({"module": {"api_name": module.api_name(), "id": module_id(module).to_string()}, "display_label": def.label, "api_name": def.api_name}),
                 );
             }
             FieldType::OwnerLookup => {
                 m.insert(
                     "lookup".into(),
-                    json!({"module": {"api_name": "users", "id": (ID_BASE + 93_003).to_string()}}),
+                    json!({"module": {"api_name": "users", "id": module_id(Module::Users).to_string()}}),
                 );
             }
             FieldType::Picklist if def.api_name == "Stage" => {
@@ -424,6 +424,36 @@ fn field_json(i: usize, def: &FieldDef, id_space: u64) -> Value {
         }
     }
     v
+}
+
+/// The module id Deals' lookup metadata uses for `m` (`lookup.module.id`).
+fn module_id(m: Module) -> u64 {
+    ID_BASE + 93_000 + m as u64
+}
+
+/// `GET /settings/modules`: the modules this org has (Deals and those its lookups point to), shaped like
+/// the official SDK's `modules.Modules` model.
+///
+/// Fidelity fix (found by `make fidelity`): with `SDKConfig(auto_refresh_fields=True)` the official SDK
+/// (7.0.0, `Utility.get_modules`) lists the org's modules before its first record call and caches the
+/// fields of every `api_supported` one; without this route every Get Records call through such a
+/// client failed. Fact sheet §6 names the endpoint among the metadata calls clients make.
+pub fn modules_json() -> Value {
+    let entry = |api: &str, singular: &str, id: u64, seq: usize| {
+        json!({
+            "api_name": api, "module_name": api, "singular_label": singular, "plural_label": api,
+            "id": id.to_string(), "sequence_number": seq, "generated_type": "default",
+            "api_supported": true, "visible": true, "viewable": true, "creatable": true, "editable": true,
+            "deletable": true, "convertable": false, "show_as_tab": true, "status": "visible",
+            "global_search_supported": true, "quick_create": true, "modified_time": null, "modified_by": null,
+        })
+    };
+    json!({"modules": [
+        entry("Accounts", "Account", module_id(Module::Accounts), 1),
+        entry("Contacts", "Contact", module_id(Module::Contacts), 2),
+        entry("Deals", "Deal", ID_BASE + 93_010, 3),
+        entry("Campaigns", "Campaign", module_id(Module::Campaigns), 4),
+    ]})
 }
 
 /// `GET /settings/fields?module=...` body for a module (case-insensitive), or `None` if unknown.

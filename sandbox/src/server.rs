@@ -46,6 +46,7 @@ const SCOPE_PIPELINE: &[&str] = &["ZohoCRM.settings.pipeline.READ"];
 const SCOPE_LAYOUTS: &[&str] = &["ZohoCRM.settings.layouts.READ"];
 const SCOPE_USERS: &[&str] = &["ZohoCRM.users.READ"];
 const SCOPE_ORG: &[&str] = &["ZohoCRM.org.READ"];
+const SCOPE_MODULES: &[&str] = &["ZohoCRM.settings.modules.READ"];
 
 #[derive(Clone)]
 struct Guard {
@@ -189,6 +190,7 @@ pub fn router(st: Arc<AppState>) -> Router {
         .route("/crm/v8/settings/fields", crm_route(&st, "fields", SCOPE_FIELDS, get(crm::fields)))
         .route("/crm/v8/settings/pipeline", crm_route(&st, "pipeline", SCOPE_PIPELINE, get(crm::pipeline)))
         .route("/crm/v8/settings/layouts", crm_route(&st, "layouts", SCOPE_LAYOUTS, get(crm::layouts)))
+        .route("/crm/v8/settings/modules", crm_route(&st, "modules", SCOPE_MODULES, get(crm::modules)))
         .route("/crm/v8/users", crm_route(&st, "users", SCOPE_USERS, get(crm::users)))
         // Before `{module}`: the official SDK calls it after minting (see `Store::org_json`).
         .route("/crm/v8/org", crm_route(&st, "org", SCOPE_ORG, get(crm::org)))

@@ -102,6 +102,16 @@ fn invalid_module(module: &str) -> Response {
     bad_request("INVALID_MODULE", "the module name given seems to be invalid", json!({"module": module}))
 }
 
+/// `GET /crm/v8/settings/modules` (see [`meta::modules_json`]). The list never changes while the sandbox
+/// runs, so any valid `If-Modified-Since` (the SDK sends one when it re-checks its cache) gets 304.
+pub async fn modules(headers: HeaderMap) -> Response {
+    match if_modified_since(&headers) {
+        Ok(Some(_)) => StatusCode::NOT_MODIFIED.into_response(),
+        Ok(None) => (StatusCode::OK, Json(meta::modules_json())).into_response(),
+        Err(r) => *r,
+    }
+}
+
 /// `GET /crm/v8/settings/pipeline?layout_id=...`.
 pub async fn pipeline(RawQuery(q): RawQuery) -> Response {
     let p = query_map(q.as_deref());

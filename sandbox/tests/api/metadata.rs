@@ -114,3 +114,28 @@ async fn every_module_a_deals_lookup_points_to_has_fields() {
         assert!(v["fields"].as_array().is_some_and(|f| !f.is_empty()), "fields of {m}");
     }
 }
+
+#[tokio::test]
+async fn modules_list_deals_and_its_lookup_modules_and_honour_if_modified_since() {
+    // The official SDK with auto_refresh_fields=True lists modules, then fetches each one's fields.
+    let sb = spawn_deals(10).await;
+    let tok = sb.token().await;
+    let (status, v) = sb.get(&tok, "/crm/v8/settings/modules").await;
+    assert_eq!(status, StatusCode::OK);
+    let modules = v["modules"].as_array().expect("modules");
+    for m in modules {
+        assert_eq!(m["api_supported"], true);
+        let name = m["api_name"].as_str().expect("api_name");
+        let (status, _) = sb.get(&tok, &format!("/crm/v8/settings/fields?module={name}")).await;
+        assert_eq!(status, StatusCode::OK, "fields of listed module {name}");
+    }
+    assert!(modules.iter().any(|m| m["api_name"] == "Deals"));
+    let resp = reqwest::Client::new()
+        .get(format!("{}/crm/v8/settings/modules", sb.base))
+        .header("Authorization", format!("Zoho-oauthtoken {tok}"))
+        .header("If-Modified-Since", "2020-01-01T00:00:00+00:00")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), StatusCode::NOT_MODIFIED);
+}
