@@ -46,6 +46,7 @@ from zohocrmsdk.src.com.zoho.crm.api.tags.tag import Tag
 CLIENT_ID = "1000.SANDBOXDEMOCLIENT"
 CLIENT_SECRET = "sandbox-demo-client-secret"
 REFRESH_TOKEN = "1000.sandbox-demo-refresh-token"
+GRANT_CODE = "1000.sandbox-demo-grant-code"  # single use, per sandbox process
 
 SDK_LOGGER = logging.getLogger("SDKLogger")
 
@@ -185,10 +186,7 @@ def norm_truth(field_type, v):
         return {k: norm_truth(None, x) for k, x in v.items()}
     if isinstance(v, list):
         return [norm_truth(None, x) for x in v]
-    if isinstance(v, str) and field_type is None:
-        # inside a lookup/array: ids stay strings, a datetime-looking string stays a string
-        return v
-    return v
+    return v  # strings (ids inside lookups stay strings)
 
 
 def compare_record(sdk_rec, truth_rec, field_types, names, coql_shape=False):
@@ -299,7 +297,7 @@ def main():
     # the full token URL (its DCs use "https://accounts.zoho.com/oauth/v2/token"); revoke appends "/revoke".
     # DataCenter.get(api_domain) returns None for an unknown host, so the SDK keeps this environment.
     environment = DataCenter.Environment(base, f"{base}/oauth/v2/token", base)
-    config = SDKConfig(auto_refresh_fields=False, pick_list_validation=False, connect_timeout=5.0, read_timeout=60.0)
+    config = SDKConfig(auto_refresh_fields=False, connect_timeout=5.0, read_timeout=60.0)
     logger = Logger.get_instance(Logger.Levels.INFO, os.path.join(workdir, "sdk.log"))
 
     # ---- 1. accounts server: HTTP-200 error body is an error to the SDK --------------------------------
@@ -318,6 +316,45 @@ def main():
         rep.check(
             "token: wrong client secret is refused",
             e.code == Constants.INVALID_TOKEN_ERROR and "invalid_client" in str(e),
+            f"SDKException code={e.code!r} message={e.error_message!r}",
+        )
+    tap.take_problems()
+
+    # ---- 1b. grant-code exchange (Self Client), single use, and revoking the refresh token it gave -------
+    grant_store = os.path.join(workdir, "grant_tokens.txt")
+    try:
+        grant = OAuthToken(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, grant_token=GRANT_CODE, find_user=False)
+        Initializer.initialize(
+            environment=environment, token=grant, store=FileStore(grant_store), sdk_config=config,
+            resource_path=workdir, logger=logger,
+        )
+        new_refresh = grant.get_refresh_token()
+        rep.check(
+            "token: authorization_code grant through the SDK yields access + refresh token",
+            bool(grant.get_access_token()) and bool(new_refresh) and new_refresh != REFRESH_TOKEN,
+            f"refresh token {'issued' if new_refresh else 'missing'}",
+        )
+        revoke_url = environment.accounts_url + Constants.REVOKE_URL
+        first = OAuthToken.revoke_refresh_token(new_refresh, revoke_url)
+        again = OAuthToken.revoke_refresh_token(new_refresh, revoke_url)
+        rep.check(
+            "token: the SDK's revoke ({accounts_url}/revoke) succeeds once, then not",
+            first is True and again is False,
+            f"first {first}, second {again}",
+        )
+    except SDKException as e:
+        rep.check("token: authorization_code grant through the SDK yields access + refresh token", False, f"SDKException {e}")
+    try:
+        reuse = OAuthToken(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, grant_token=GRANT_CODE, find_user=False)
+        Initializer.initialize(
+            environment=environment, token=reuse, store=FileStore(os.path.join(workdir, "reuse_tokens.txt")),
+            sdk_config=config, resource_path=workdir, logger=logger,
+        )
+        rep.check("token: a used grant code is refused", False, "the SDK got a token for a used grant code")
+    except SDKException as e:
+        rep.check(
+            "token: a used grant code is refused",
+            e.code == Constants.INVALID_TOKEN_ERROR and "invalid_code" in str(e),
             f"SDKException code={e.code!r} message={e.error_message!r}",
         )
     tap.take_problems()
@@ -799,7 +836,7 @@ def _auto_refresh_pass(rep, tap, environment, token, store_path, logger, workdir
     # API-supported module before the first record call.
     auto_dir = os.path.join(workdir, "auto-refresh")
     os.makedirs(auto_dir, exist_ok=True)
-    auto_config = SDKConfig(auto_refresh_fields=True, pick_list_validation=False, connect_timeout=5.0, read_timeout=60.0)
+    auto_config = SDKConfig(auto_refresh_fields=True, connect_timeout=5.0, read_timeout=60.0)
     Initializer.initialize(
         environment=environment, token=token, store=FileStore(store_path), sdk_config=auto_config,
         resource_path=auto_dir, logger=logger,
@@ -836,8 +873,8 @@ def _auto_refresh_pass(rep, tap, environment, token, store_path, logger, workdir
 def finish(rep, tap, started, workdir, base):
     stats = http_json("GET", f"{base}/__sandbox/stats")
     rep.check(
-        "token: two mints in the run, one per Initializer (the SDK reuses its stored token in between)",
-        stats.get("token_mints") == 2,
+        "token: three mints in the run (grant exchange, then one per refresh-token Initializer); the SDK reuses its stored token in between",
+        stats.get("token_mints") == 3,
         f"token_mints={stats.get('token_mints')}, token_errors={stats.get('token_errors')}",
     )
     # What the SDK called on its own, from its own request log (method, path, params).
