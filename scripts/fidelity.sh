@@ -87,6 +87,7 @@ say "sandbox $url ($deals deals, tz $tz); zohocrmsdk8-0 $sdk_version on $("$venv
 
 # --- the SDK run ---------------------------------------------------------------------------------------------
 rc=0
+export PYTHONDONTWRITEBYTECODE=1
 timeout --kill-after=10 "$limit" "$venv/bin/python" "$root/fidelity/sdk_fidelity.py" \
   --base-url "$url" --workdir "$work/sdk" || rc=$?
 if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
