@@ -214,7 +214,17 @@ async fn execute<W: Warehouse + 'static>(
             }
             report.api_calls = usage.calls();
             report.api_credits = usage.credits();
-            warehouse.commit(&run, &report).await.map_err(Error::from)
+            match warehouse.commit(&run, &report).await {
+                Ok(counts) => Ok(counts),
+                Err(e) => {
+                    // Release the lease now rather than after its TTL; the staged rows go with it and the
+                    // watermark stays, so the next run redoes this window.
+                    if let Err(fe) = warehouse.fail_run(&run, &report, &e.to_string()).await {
+                        tracing::warn!(error = %fe, "could not record the failed run in sync_runs");
+                    }
+                    Err(e.into())
+                }
+            }
         }
         Err(Error::Zoho(crate::zoho::Error::CreditBudget { spent, limit, next })) => {
             let why = format!("{spent} of {limit} credits spent, the next call needed {next}");
