@@ -379,6 +379,35 @@ async fn a_repeated_commit_converges<W: Backend>(w: &W, _: &Env) {
     assert_eq!(w.watermark().await.expect("watermark"), Some(t(1000)));
 }
 
+async fn two_commits_at_once_leave_the_newest_version_of_each_deal<W: Backend>(w: &W, env: &Env) {
+    w.prepare().await.expect("prepare");
+    // The lease normally prevents this; the contract says it would be harmless anyway. A run whose lease
+    // expired while it was still working overlaps with the next one.
+    let mut slow = run("slow", 0, 1000);
+    slow.lease_ttl = env.short_ttl;
+    w.begin_run(&slow).await.expect("begin_run");
+    tokio::time::sleep(ttl_elapsed(env)).await;
+    let next = run("next", 0, 1000);
+    w.begin_run(&next).await.expect("begin_run after the lease expired");
+    let mut one_old = deal("1", 100);
+    one_old.amount = Some(dec("1"));
+    let mut one_new = deal("1", 200);
+    one_new.amount = Some(dec("2"));
+    let mut two_new = deal("2", 300);
+    two_new.amount = Some(dec("3"));
+    let mut two_old = deal("2", 250);
+    two_old.amount = Some(dec("4"));
+    w.stage(&slow, &[DealChange::Won(one_old), DealChange::Won(two_new.clone())]).await.expect("stage");
+    w.stage(&next, &[DealChange::Won(one_new.clone()), DealChange::Won(two_old)]).await.expect("stage");
+    let report = report();
+    let (a, b) = tokio::join!(w.commit(&slow, &report), w.commit(&next, &report));
+    a.expect("commit slow");
+    b.expect("commit next");
+    let rows = stored(w).await;
+    assert_same_deal(&rows["1"].deal, &one_new);
+    assert_same_deal(&rows["2"].deal, &two_new);
+}
+
 async fn the_ledger_records_every_run_newest_first<W: Backend>(w: &W, _: &Env) {
     w.prepare().await.expect("prepare");
     let r1 = run("r1", 0, 100);
@@ -634,6 +663,7 @@ conformance!(
     an_older_version_does_not_resurrect_a_deleted_deal,
     a_crash_between_stage_and_commit_then_a_rerun_converges,
     a_repeated_commit_converges,
+    two_commits_at_once_leave_the_newest_version_of_each_deal,
     the_ledger_records_every_run_newest_first,
     the_watermark_follows_succeeded_runs_only,
     a_second_run_is_busy_while_the_lease_lives_and_free_after_it_expires,
