@@ -3,9 +3,10 @@
 # BigQuery half of the warehouse conformance suite. Not for production: it only serves tests and demos.
 #
 #   scripts/bq-emulator.sh install   # idempotent; venv cached in $REPO/.cache/bq-emulator (git-ignored)
-#   scripts/bq-emulator.sh start     # last stdout line: BIGQUERY_EMULATOR_HOST=127.0.0.1:PORT
-#   scripts/bq-emulator.sh stop      # kills the server and its children, removes its temp dir
-#   scripts/bq-emulator.sh status    # exit 0 when a started server answers SELECT 1
+#   scripts/bq-emulator.sh start     # a new server; last stdout line: BIGQUERY_EMULATOR_HOST=127.0.0.1:PORT
+#   scripts/bq-emulator.sh stop      # the server in $BIGQUERY_EMULATOR_HOST if ours, else all of ours; kills
+#                                    # each with its children and removes its temp dir
+#   scripts/bq-emulator.sh status    # lists ours; exit 0 when one answers SELECT 1
 #
 # Typical use:  eval "export $(scripts/bq-emulator.sh start | tail -n1)" && cargo test ... ; scripts/bq-emulator.sh stop
 #
@@ -24,7 +25,7 @@ CACHE="${BQ_EMULATOR_CACHE:-$REPO/.cache/bq-emulator}"
 VENV="$CACHE/venv"
 EMU_HOME="$CACHE/home"            # private HOME: DuckDB's extension directory lives in $HOME/.duckdb
 STAMP="$CACHE/installed.stamp"
-STATE="$CACHE/run"                # pid file and the current server's temp dir path
+RUNS="$CACHE/run"                 # one directory per started server (see instance_dirs)
 PROJECT="test-project"
 READY_TIMEOUT_SECS="${BQ_EMULATOR_READY_TIMEOUT:-90}"
 
@@ -116,91 +117,102 @@ select_one() { # $1 = host:port; succeeds when the server answers a real query
     [[ "$out" == *'"jobComplete"'*'true'* && "$out" == *'"1"'* ]]
 }
 
-running_pid() {
-    [[ -f "$STATE/pid" ]] || return 1
-    local pid
-    pid="$(cat "$STATE/pid")"
-    kill -0 "$pid" 2>/dev/null && echo "$pid"
+# One directory per started server under $RUNS (pid, host, tmpdir), named by its port: several checkouts'
+# test runs (or a developer and a test run) can each have their own server without stopping each other's.
+instance_dirs() {
+    local d
+    for d in "$RUNS"/*/; do [[ -f "$d/pid" ]] && echo "${d%/}"; done
+    return 0
 }
 
+alive() { kill -0 "$(cat "$1/pid")" 2>/dev/null; }
+
+stop_instance() { # $1 = instance dir
+    local dir="$1" pid tmp
+    pid="$(cat "$dir/pid" 2>/dev/null || true)"
+    if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
+        # The negative pid addresses the process group created by setsid at start: the server and its children.
+        kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+        local _
+        for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL -- "-$pid" 2>/dev/null || true
+        log "stopped $(cat "$dir/host" 2>/dev/null) (pid $pid)"
+    fi
+    tmp="$(cat "$dir/tmpdir" 2>/dev/null || true)"
+    case "$tmp" in */bq-emulator.*) rm -rf "$tmp" ;; esac
+    rm -rf "$dir"
+}
+
+# Always a new server with a fresh, empty data directory (the emulator slows down as datasets accumulate, and
+# tests should not see each other's leftovers).
 cmd_start() {
     installed || cmd_install
-    if pid="$(running_pid)"; then
-        local host
-        host="$(cat "$STATE/host")"
-        if select_one "$host"; then
-            log "already running (pid $pid)"
-            echo "BIGQUERY_EMULATOR_HOST=$host"
-            return 0
-        fi
-        log "a previous server (pid $pid) does not answer; stopping it"
-        cmd_stop
-    fi
-    mkdir -p "$STATE"
-    local tmp port grpc host
-    tmp="$(mktemp -d "${TMPDIR:-/tmp}/bq-emulator.XXXXXX")"
+    local tmp port grpc host dir
     port="$(free_port)"
     grpc="$(free_port)"
     while [[ "$grpc" == "$port" ]]; do grpc="$(free_port)"; done
     host="127.0.0.1:$port"
+    dir="$RUNS/$port"
+    mkdir -p "$dir"
+    tmp="$(mktemp -d "${TMPDIR:-/tmp}/bq-emulator.XXXXXX")"
     mkdir -p "$tmp/data"
-    echo "$tmp" >"$STATE/tmpdir"
-    echo "$host" >"$STATE/host"
+    echo "$tmp" >"$dir/tmpdir"
+    echo "$host" >"$dir/host"
     # setsid: the server gets its own process group, so `stop` can end it and every child it spawned.
     HOME="$EMU_HOME" setsid "$VENV/bin/local-bigquery" serve --host 127.0.0.1 --port "$port" --grpc-port "$grpc" \
         --project "$PROJECT" --data-dir "$tmp/data" >"$tmp/server.log" 2>&1 </dev/null &
-    echo $! >"$STATE/pid"
+    echo $! >"$dir/pid"
     local deadline=$((SECONDS + READY_TIMEOUT_SECS))
     until select_one "$host"; do
-        if ! kill -0 "$(cat "$STATE/pid")" 2>/dev/null; then
+        if ! alive "$dir"; then
             log "the server exited during start-up; its log:"
             tail -n 40 "$tmp/server.log" >&2 || true
-            cmd_stop
+            stop_instance "$dir"
             die "emulator did not start"
         fi
         if ((SECONDS >= deadline)); then
             log "no answer to SELECT 1 on $host after ${READY_TIMEOUT_SECS}s; the server's log:"
             tail -n 40 "$tmp/server.log" >&2 || true
-            cmd_stop
+            stop_instance "$dir"
             die "emulator not ready within ${READY_TIMEOUT_SECS}s"
         fi
         sleep 0.5
     done
-    log "ready on $host (pid $(cat "$STATE/pid"), log $tmp/server.log)"
+    log "ready on $host (pid $(cat "$dir/pid"), log $tmp/server.log)"
     echo "BIGQUERY_EMULATOR_HOST=$host"
 }
 
+# Stops the server named by $BIGQUERY_EMULATOR_HOST when it is one of ours (what a script that exported
+# start's output wants), otherwise every server started from this cache.
 cmd_stop() {
-    if [[ -f "$STATE/pid" ]]; then
-        local pid
-        pid="$(cat "$STATE/pid")"
-        if kill -0 "$pid" 2>/dev/null; then
-            # The negative pid addresses the process group created by setsid at start.
-            kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-            local _
-            for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-            kill -KILL -- "-$pid" 2>/dev/null || true
-            log "stopped (pid $pid)"
-        fi
-        rm -f "$STATE/pid"
+    local dir target=""
+    if [[ -n "${BIGQUERY_EMULATOR_HOST:-}" ]]; then
+        for dir in $(instance_dirs); do
+            [[ "$(cat "$dir/host")" == "$BIGQUERY_EMULATOR_HOST" ]] && target="$dir"
+        done
     fi
-    if [[ -f "$STATE/tmpdir" ]]; then
-        local tmp
-        tmp="$(cat "$STATE/tmpdir")"
-        case "$tmp" in */bq-emulator.*) rm -rf "$tmp" ;; esac
-        rm -f "$STATE/tmpdir"
+    if [[ -n "$target" ]]; then
+        stop_instance "$target"
+        return 0
     fi
-    rm -f "$STATE/host"
+    for dir in $(instance_dirs); do stop_instance "$dir"; done
 }
 
+# Lists the servers started from this cache; exit 0 when at least one answers SELECT 1 (its line is last).
 cmd_status() {
-    local pid
-    pid="$(running_pid)" || { log "not running"; return 1; }
-    local host
-    host="$(cat "$STATE/host")"
-    select_one "$host" || { log "pid $pid is up but does not answer SELECT 1"; return 1; }
-    log "running (pid $pid)"
-    echo "BIGQUERY_EMULATOR_HOST=$host"
+    local dir host ok=1
+    for dir in $(instance_dirs); do
+        host="$(cat "$dir/host")"
+        if alive "$dir" && select_one "$host"; then
+            log "running: $host (pid $(cat "$dir/pid"))"
+            ok=0
+            echo "BIGQUERY_EMULATOR_HOST=$host"
+        else
+            log "not answering: $host (pid $(cat "$dir/pid"))"
+        fi
+    done
+    [[ $ok == 0 ]] || log "no emulator running"
+    return $ok
 }
 
 case "${1:-}" in
