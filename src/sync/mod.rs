@@ -190,9 +190,14 @@ async fn execute<W: Warehouse + 'static>(
     let columns = deals::select_columns(&meta);
     let progress = Arc::new(Progress::default());
     let bar = options.progress.then(|| progress::spawn(Arc::clone(&progress), zoho.usage()));
-    let result =
-        fetch_and_stage(&zoho, &warehouse, &run, window, &won_stages, &columns, settings.zoho.concurrency, &progress)
-            .await;
+    let result = fetch_and_stage(
+        &zoho,
+        &warehouse,
+        &run,
+        FetchPlan { window, won_stages: &won_stages, columns: &columns, concurrency: settings.zoho.concurrency },
+        &progress,
+    )
+    .await;
     if let Some(bar) = bar {
         bar.abort();
         progress::clear();
@@ -302,6 +307,16 @@ fn spawn_heartbeat<W: Warehouse + 'static>(
     })
 }
 
+/// What to fetch.
+#[derive(Debug, Clone, Copy)]
+struct FetchPlan<'a> {
+    window: Window,
+    won_stages: &'a [String],
+    /// The columns of the won-deal query.
+    columns: &'a [String],
+    concurrency: usize,
+}
+
 /// Fetches everything the window needs and stages it; returns the number of quarantined records.
 ///
 /// Fetchers (one per time slice and stage filter, plus deletions) send batches through a bounded channel to
@@ -311,12 +326,10 @@ async fn fetch_and_stage<W: Warehouse + 'static>(
     zoho: &Arc<ZohoClient>,
     warehouse: &Arc<W>,
     run: &RunStart,
-    window: Window,
-    won_stages: &[String],
-    columns: &[String],
-    concurrency: usize,
+    plan: FetchPlan<'_>,
     progress: &Arc<Progress>,
 ) -> Result<u64, Error> {
+    let FetchPlan { window, won_stages, columns, concurrency } = plan;
     let (tx, mut rx) = mpsc::channel::<Batch>(CHANNEL_BATCHES);
     let loader = {
         let (warehouse, run) = (Arc::clone(warehouse), run.clone());

@@ -38,8 +38,8 @@ pub fn render(fetched: u64, total: u64, pages: u64, credits: u64, elapsed: Durat
     const WIDTH: u64 = 24;
     let secs = elapsed.as_secs_f64().max(0.001);
     let rate = fetched as f64 / secs;
-    let (bar, eta) = if total > 0 {
-        let done = (fetched.min(total) * WIDTH / total) as usize;
+    let (bar, eta) = if let Some(done) = (fetched.min(total) * WIDTH).checked_div(total) {
+        let done = done as usize;
         let left = total.saturating_sub(fetched) as f64;
         let eta = if rate > 0.0 { format!(" ETA {:.0}s", left / rate) } else { String::new() };
         (format!("[{}{}] ", "#".repeat(done), ".".repeat(WIDTH as usize - done)), eta)

@@ -167,3 +167,62 @@ proptest! {
         })?;
     }
 }
+
+#[tokio::test]
+async fn concurrency_stays_under_zohos_coql_limit_even_when_asked_for_the_maximum() {
+    // Latency keeps calls in flight long enough to overlap.
+    let faults = Faults { latency_ms: 50, ..Faults::default() };
+    let app = TestApp::spawn(SandboxConfig { deals: 30_000, faults, ..SandboxConfig::default() }).await;
+    let mut env = app.env();
+    env.push(("ZOHO_CONCURRENCY".into(), "10".into()));
+    let out = app.run_with_env(&["sync", "--since", "200d"], &env).await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    let stats = app.stats().await;
+    let seen = stats["max_coql_concurrency"].as_u64().expect("max_coql_concurrency");
+    assert!((2..=10).contains(&seen), "COQL calls ran concurrently but never more than 10 at once: {seen}");
+    assert_eq!(stats["rejected_limits"].as_u64().unwrap_or(0), 0, "no 429 from the concurrency cap: {stats}");
+}
+
+#[tokio::test]
+async fn deals_modified_while_a_run_pages_are_neither_lost_nor_read_twice() {
+    let faults = Faults { latency_ms: 60, ..Faults::default() };
+    let mut app = TestApp::spawn(SandboxConfig { deals: 12_000, faults, ..SandboxConfig::default() }).await;
+    app.extra_env = vec![("SYNC_LOOKBACK".into(), "200d".into()), ("ZOHO_CONCURRENCY".into(), "1".into())];
+    let mutator = {
+        let (http, url) = (app.http.clone(), format!("{}/__sandbox/mutate", app.sandbox.base_url()));
+        tokio::spawn(async move {
+            for _ in 0..5 {
+                tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+                let body = json!({"win": 10, "unwin": 10, "edit": 20, "delete": 5, "create_won": 5});
+                http.post(&url).json(&body).send().await.expect("mutate");
+            }
+        })
+    };
+    let out = app.run(&["sync"]).await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    mutator.await.expect("mutator");
+    let since = first_window_start(&app.warehouse().ledger().await.expect("ledger"));
+    // What moved during the run left its window (Modified_Time is now later); the next run picks it up.
+    next_second().await;
+    let out = app.run(&["sync"]).await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert_equals_ground_truth(&app, since).await;
+}
+
+#[tokio::test]
+async fn keyset_paging_reads_past_100000_matching_rows_where_offset_paging_stops() {
+    let app = TestApp::with_deals(150_000).await;
+    let truth = app.truth().await;
+    // Count every stage except the lost ones as "won", so that one query matches more than 100,000 rows.
+    let stages: std::collections::BTreeSet<&str> =
+        truth.deals.iter().filter_map(|d| d["Stage"].as_str()).filter(|s| !s.contains("Lost")).collect();
+    let stages: Vec<&str> = stages.into_iter().collect();
+    let matching = truth.deals.iter().filter(|d| d["Stage"].as_str().is_some_and(|s| stages.contains(&s))).count();
+    assert!(matching > 100_000, "{matching}");
+    let mut env = app.env();
+    env.push(("ZOHO_WON_STAGES".into(), stages.join(",")));
+    env.push(("ZOHO_CONCURRENCY".into(), "1".into()));
+    let out = app.run_with_env(&["sync", "--since", "400d"], &env).await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert_eq!(app.stored().await.len(), matching);
+}
