@@ -68,7 +68,11 @@ impl Backend for BigQueryWarehouse {
             .map(|c| format!("{} {}", c.name, c.bigquery_type))
             .collect::<Vec<_>>()
             .join(", ");
-        self.query_text("CREATE SCHEMA IF NOT EXISTS `{{dataset}}`").await.expect("create the dataset");
+        // In the configured location: jobs run there, and would not find a dataset created elsewhere.
+        let location = &self.config().location;
+        self.query_text(&format!("CREATE SCHEMA IF NOT EXISTS `{{{{dataset}}}}` OPTIONS (location = '{location}')"))
+            .await
+            .expect("create the dataset");
         self.query_text(&format!(
             "CREATE TABLE `{{{{dataset}}}}.closed_won_deals` ({cols}) PARTITION BY DATE_TRUNC(closing_date, MONTH)"
         ))
