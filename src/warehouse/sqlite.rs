@@ -153,8 +153,7 @@ fn views_ddl() -> Vec<String> {
 
 /// Adds every column of `DEAL_COLUMNS` that `table` lacks (a newer version of the job added it).
 fn add_missing_columns(conn: &Connection, table: &str) -> rusqlite::Result<Vec<&'static str>> {
-    let mut stmt = conn.prepare(&format!("PRAGMA table_info({table})"))?;
-    let existing: Vec<String> = stmt.query_map([], |r| r.get::<_, String>(1))?.collect::<Result<_, _>>()?;
+    let existing: Vec<String> = query_all(conn, &format!("PRAGMA table_info({table})"), [], |r| r.get(1))?;
     let mut added = Vec::new();
     for c in DEAL_COLUMNS {
         if !existing.iter().any(|e| e == c.name) {
@@ -341,6 +340,18 @@ WHERE closed_won_deals.deal_id = d.deal_id AND closed_won_deals.modified_time <=
 const COUNT_WON: &str = "SELECT COUNT(*) FROM closed_won_deals
   WHERE is_closed_won = 1 AND is_deleted = 0 AND modified_time >= ?1 AND modified_time < ?2";
 
+/// Runs a query and collects every row through `map`.
+fn query_all<T, P: rusqlite::Params>(
+    c: &Connection,
+    sql: &str,
+    params: P,
+    map: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<Vec<T>> {
+    let mut stmt = c.prepare(sql)?;
+    let rows = stmt.query_map(params, map)?.collect();
+    rows
+}
+
 fn read_deal(r: &Row<'_>) -> rusqlite::Result<StoredDeal> {
     let d = |i: usize| -> rusqlite::Result<Option<Decimal>> {
         Ok(r.get::<_, Option<String>>(i)?.and_then(|s| Decimal::from_str(&s).ok()))
@@ -410,14 +421,13 @@ impl Warehouse for SqliteWarehouse {
     async fn succeeded_windows(&self) -> Result<Vec<CoveredWindow>, WarehouseError> {
         let err = self.err();
         self.with(move |c| {
-            let mut stmt = c
-                .prepare("SELECT window_start, window_end, kind FROM sync_runs WHERE status = 'succeeded'")
-                .map_err(&err)?;
-            let rows = stmt
-                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))
-                .map_err(&err)?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(&err)?;
+            let rows = query_all(
+                c,
+                "SELECT window_start, window_end, kind FROM sync_runs WHERE status = 'succeeded'",
+                [],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)),
+            )
+            .map_err(&err)?;
             Ok(rows
                 .into_iter()
                 .filter_map(|(s, e, k)| {
@@ -600,13 +610,7 @@ impl Warehouse for SqliteWarehouse {
         let err = self.err();
         self.with(move |c| {
             let sql = COUNT_WON.replace("COUNT(*)", "deal_id") + " ORDER BY deal_id";
-            let mut stmt = c.prepare(&sql).map_err(&err)?;
-            let ids = stmt
-                .query_map(params![ts(start), ts(end)], |r| r.get(0))
-                .map_err(&err)?
-                .collect::<Result<Vec<String>, _>>()
-                .map_err(&err)?;
-            Ok(ids)
+            query_all(c, &sql, params![ts(start), ts(end)], |r| r.get(0)).map_err(&err)
         })
         .await
     }
@@ -614,14 +618,12 @@ impl Warehouse for SqliteWarehouse {
     async fn ledger(&self) -> Result<Vec<LedgerRow>, WarehouseError> {
         let err = self.err();
         self.with(move |c| {
-            let mut stmt = c
-                .prepare(
-                    "SELECT run_id, kind, status, window_start, window_end, deals_upserted, error FROM sync_runs
-                     ORDER BY started_at DESC, rowid DESC",
-                )
-                .map_err(&err)?;
-            let rows = stmt
-                .query_map([], |r| {
+            query_all(
+                c,
+                "SELECT run_id, kind, status, window_start, window_end, deals_upserted, error FROM sync_runs
+                 ORDER BY started_at DESC, rowid DESC",
+                [],
+                |r| {
                     Ok(LedgerRow {
                         run_id: r.get(0)?,
                         kind: r.get(1)?,
@@ -631,11 +633,9 @@ impl Warehouse for SqliteWarehouse {
                         deals_upserted: r.get::<_, i64>(5)? as u64,
                         error: r.get(6)?,
                     })
-                })
-                .map_err(&err)?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(&err)?;
-            Ok(rows)
+                },
+            )
+            .map_err(&err)
         })
         .await
     }
@@ -644,10 +644,8 @@ impl Warehouse for SqliteWarehouse {
         let err = self.err();
         self.with(move |c| {
             let cols = DEAL_COLUMNS.iter().map(|c| c.name).collect::<Vec<_>>().join(", ");
-            let mut stmt = c
-                .prepare(&format!("SELECT {cols} FROM closed_won_deals ORDER BY length(deal_id), deal_id"))
-                .map_err(&err)?;
-            let rows = stmt.query_map([], read_deal).map_err(&err)?.collect::<Result<Vec<_>, _>>().map_err(&err)?;
+            let sql = format!("SELECT {cols} FROM closed_won_deals ORDER BY length(deal_id), deal_id");
+            let rows = query_all(c, &sql, [], read_deal).map_err(&err)?;
             Ok(rows)
         })
         .await
