@@ -352,7 +352,16 @@ async fn fetch_and_stage<W: Warehouse + 'static>(
 
     let mut fetchers: JoinSet<Result<u64, Error>> = JoinSet::new();
     let mut fetch_error: Option<Error> = None;
-    for filter in [StageFilter::Won, StageFilter::NotWon] {
+    // The not-won pass only flags rows that are stored as won and older than the window's end. When there are
+    // none (the first run, a backfill into an empty table) it would read every open and lost deal of the window
+    // for nothing: skip it.
+    let flaggable = warehouse.count_won_in_window(DateTime::<Utc>::UNIX_EPOCH, window.end).await?;
+    let filters: &[StageFilter] =
+        if flaggable > 0 { &[StageFilter::Won, StageFilter::NotWon] } else { &[StageFilter::Won] };
+    if flaggable == 0 {
+        tracing::debug!("no stored won deals to flag: skipping the not-won pass");
+    }
+    for &filter in filters {
         // Keyset paging is sequential within a window, so concurrency comes from slicing the window by time;
         // one COUNT (1 credit) sizes the pages and slices (see `plan_pages`).
         let expected = match deals::count_matching(zoho, filter, won_stages, window).await {
