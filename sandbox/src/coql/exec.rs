@@ -300,6 +300,21 @@ fn like(text: &str, pattern: &str) -> bool {
     true
 }
 
+/// The smallest id a row can have to pass `e`, when `e` is a chain of `and`s holding `id > X` or `id >= X`
+/// (keyset paging). Lets the executor start its scan there instead of at the first deal: a fast path, not a
+/// semantic change — every row it yields still goes through `eval`.
+fn id_lower_bound(e: &CExpr) -> Option<u64> {
+    match e {
+        CExpr::And(a, b) => match (id_lower_bound(a), id_lower_bound(b)) {
+            (Some(x), Some(y)) => Some(x.max(y)),
+            (x, y) => x.or(y),
+        },
+        CExpr::Cond(Target::Id, _, Test::Cmp(">", Scalar::Id(x))) => x.checked_add(1),
+        CExpr::Cond(Target::Id, _, Test::Cmp(">=", Scalar::Id(x))) => Some(*x),
+        _ => None,
+    }
+}
+
 fn eval(e: &CExpr, rec: &Map<String, Value>, store: &Store) -> bool {
     match e {
         CExpr::And(a, b) => eval(a, rec, store) && eval(b, rec, store),
@@ -445,7 +460,18 @@ fn execute(q: &Query, store: &Store) -> Result<Outcome, CoqlError> {
         order.push((t, kind_of(t), *asc));
     }
 
-    let mut rows: Vec<&Map<String, Value>> = store.deals.values().filter(|rec| eval(&filter, rec, store)).collect();
+    let id_ascending = matches!(order.as_slice(), [(Target::Id, _, true)]) || order.is_empty();
+    let matching = || {
+        let from = id_lower_bound(&filter).unwrap_or(0);
+        store.deals.range(from..).map(|(_, rec)| rec).filter(|rec| eval(&filter, rec, store))
+    };
+    if aggregates == 0 && id_ascending {
+        // Rows come in id order already: stop after the page (and one more row, for more_records).
+        let wanted = q.offset.saturating_add(limit).saturating_add(1) as usize;
+        let rows: Vec<&Map<String, Value>> = matching().take(wanted).collect();
+        return Ok(page(rows, q.offset, limit, &selected, store));
+    }
+    let mut rows: Vec<&Map<String, Value>> = matching().collect();
 
     if aggregates > 0 {
         let mut out = Map::new();
@@ -475,8 +501,7 @@ fn execute(q: &Query, store: &Store) -> Result<Outcome, CoqlError> {
         return Ok(Outcome { body: Some(json!({"data": [out], "info": {"count": 1, "more_records": false}})), limit });
     }
 
-    let id_ascending = matches!(order.as_slice(), [(Target::Id, _, true)]);
-    if !order.is_empty() && !id_ascending {
+    if !order.is_empty() {
         // Keys are extracted once per row, then a stable sort over id order: ties fall back to
         // id ascending (Zoho leaves them unspecified). Rows already come in id order, so
         // `order by id asc` needs no sort at all.
@@ -499,17 +524,29 @@ fn execute(q: &Query, store: &Store) -> Result<Outcome, CoqlError> {
         });
         rows = keyed.into_iter().map(|(_, r)| r).collect();
     }
+    Ok(page(rows, q.offset, limit, &selected, store))
+}
+
+/// The `[offset, offset + limit)` slice of `rows` as COQL's answer; `rows` may stop one past the page (the
+/// fast path) or hold every match.
+fn page(
+    rows: Vec<&Map<String, Value>>,
+    offset: u64,
+    limit: u64,
+    selected: &[(&str, Target, Option<(Agg, &str)>)],
+    store: &Store,
+) -> Outcome {
     let total = rows.len() as u64;
-    let start = q.offset.min(total) as usize;
-    let end = q.offset.saturating_add(limit).min(total) as usize;
+    let start = offset.min(total) as usize;
+    let end = offset.saturating_add(limit).min(total) as usize;
     if start >= end {
-        return Ok(Outcome { body: None, limit });
+        return Outcome { body: None, limit };
     }
     let data: Vec<Value> = rows[start..end]
         .iter()
         .map(|rec| {
             let mut m = Map::new();
-            for (name, t, _) in &selected {
+            for (name, t, _) in selected {
                 m.insert((*name).to_string(), project(*t, rec, store));
             }
             // COQL always returns the record id.
@@ -517,13 +554,13 @@ fn execute(q: &Query, store: &Store) -> Result<Outcome, CoqlError> {
             Value::Object(m)
         })
         .collect();
-    Ok(Outcome {
+    Outcome {
         body: Some(json!({
             "data": data,
-            "info": {"count": end - start, "more_records": total > q.offset.saturating_add(limit)},
+            "info": {"count": end - start, "more_records": total > offset.saturating_add(limit)},
         })),
         limit,
-    })
+    }
 }
 
 #[cfg(test)]
