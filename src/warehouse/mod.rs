@@ -201,6 +201,8 @@ pub trait Warehouse: Send + Sync {
     fn succeeded_windows(&self) -> impl Future<Output = Result<Vec<CoveredWindow>, WarehouseError>> + Send;
 
     /// Records the run as `running` and takes the lease; [`WarehouseError::Busy`] if another live run holds it.
+    /// Retrying it for the same run renews that run's lease. A run that loses a race for the lease may be left
+    /// recorded `failed` (BigQuery inserts before it can check); it never holds the lease.
     fn begin_run(&self, run: &RunStart) -> impl Future<Output = Result<(), WarehouseError>> + Send;
 
     /// Extends this run's lease (called periodically while it runs).
@@ -211,7 +213,8 @@ pub trait Warehouse: Send + Sync {
 
     /// Merges this run's staging into `closed_won_deals`, counts won rows in the window, then records the run
     /// `succeeded` with `report` (its deal counts replaced by the merge counts and `warehouse_won_count` by the
-    /// count), then drops the staging. Safe to crash anywhere: a rerun converges.
+    /// count), then drops the staging. Safe to crash anywhere: a rerun converges. Committing a run that already
+    /// succeeded changes nothing and returns the counts it recorded.
     fn commit(
         &self,
         run: &RunStart,

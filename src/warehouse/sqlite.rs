@@ -316,7 +316,8 @@ ON CONFLICT (deal_id) DO UPDATE SET
   deal_type = excluded.deal_type, created_time = excluded.created_time, modified_time = excluded.modified_time,
   is_closed_won = 1, is_deleted = 0, deleted_time = NULL, raw = excluded.raw, synced_at = excluded.synced_at,
   run_id = excluded.run_id
-WHERE excluded.modified_time >= closed_won_deals.modified_time";
+WHERE excluded.modified_time >= closed_won_deals.modified_time
+  AND (closed_won_deals.deleted_time IS NULL OR excluded.modified_time > closed_won_deals.deleted_time)";
 
 const MERGE_UNWON: &str = "
 WITH src AS (
@@ -335,7 +336,8 @@ const MERGE_DELETED: &str = "
 UPDATE closed_won_deals SET is_deleted = 1, deleted_time = d.deleted_time, synced_at = ?2, run_id = ?1
 FROM (SELECT deal_id, MAX(deleted_time) AS deleted_time FROM staging_changes
       WHERE run_id = ?1 AND change_kind = 'deleted' GROUP BY deal_id) AS d
-WHERE closed_won_deals.deal_id = d.deal_id AND closed_won_deals.modified_time <= d.deleted_time";
+WHERE closed_won_deals.deal_id = d.deal_id AND closed_won_deals.modified_time <= d.deleted_time
+  AND (closed_won_deals.deleted_time IS NULL OR closed_won_deals.deleted_time <= d.deleted_time)";
 
 const COUNT_WON: &str = "SELECT COUNT(*) FROM closed_won_deals
   WHERE is_closed_won = 1 AND is_deleted = 0 AND modified_time >= ?1 AND modified_time < ?2";
@@ -539,6 +541,26 @@ impl Warehouse for SqliteWarehouse {
         let (run, report) = (run.clone(), report.clone());
         self.with(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(&err)?;
+            // A repeated commit of a run that already succeeded (its staging is gone) reports what it recorded.
+            let recorded = tx
+                .query_row(
+                    "SELECT deals_upserted, deals_unwon, deals_deleted, warehouse_won_count FROM sync_runs
+                     WHERE run_id = ?1 AND status = 'succeeded'",
+                    params![run.run_id],
+                    |r| {
+                        Ok(MergeCounts {
+                            upserted: r.get::<_, i64>(0)? as u64,
+                            unwon: r.get::<_, i64>(1)? as u64,
+                            deleted: r.get::<_, i64>(2)? as u64,
+                            won_in_window: r.get::<_, Option<i64>>(3)?.unwrap_or(0) as u64,
+                        })
+                    },
+                )
+                .optional()
+                .map_err(&err)?;
+            if let Some(counts) = recorded {
+                return Ok(counts);
+            }
             let now = ts(now());
             let upserted = tx.execute(MERGE_WON, params![run.run_id, now]).map_err(&err)? as u64;
             let unwon = tx.execute(MERGE_UNWON, params![run.run_id, now]).map_err(&err)? as u64;

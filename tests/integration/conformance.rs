@@ -663,7 +663,6 @@ conformance!(
     unwon_flags_an_existing_row_and_never_creates_one,
     deleted_flags_is_deleted_and_deleted_time,
     won_and_deleted_in_the_same_run_ends_deleted,
-    #[sqlite: ignore = "SQLite's MERGE_WON lacks the deleted_time guard: an older version resurrects a deleted deal"]
     an_older_version_does_not_resurrect_a_deleted_deal,
     a_crash_between_stage_and_commit_then_a_rerun_converges,
     a_repeated_commit_converges,
