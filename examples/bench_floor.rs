@@ -1,9 +1,10 @@
 //! Benchmark helper: the download floor. Sends exactly the Zoho calls a `sync --since …` run sends (token,
 //! Deals field metadata; per stage filter a `COUNT(id)` that sizes pages and slices with the job's own
-//! `plan_pages`, then COQL keyset pages of won deals with every selected column and of not-won deals with
-//! `id, Stage, Modified_Time`, in the same time slices and at the same concurrency; `/Deals/deleted` pages; the
-//! reconciliation `COUNT(id)`), and only downloads the answers: no JSON parsing, no mapping, no writing. Keep it
-//! in step with `fetch_and_stage` in src/sync/mod.rs: the harness checks that both spend the same credits.
+//! `plan_pages`, then COQL keyset pages of won deals with every selected column and — with `--not-won`, as the
+//! job does when the table already holds won rows — of not-won deals with `id, Stage, Modified_Time`, in the
+//! same time slices and at the same concurrency; `/Deals/deleted` pages; the reconciliation `COUNT(id)`), and
+//! only downloads the answers: no JSON parsing, no mapping, no writing. Keep it in step with `fetch_and_stage`
+//! in src/sync/mod.rs: the harness checks that both spend the same credits.
 //!
 //! To page without parsing, it reads the next keyset key straight from the bytes: the sandbox serialises each
 //! record's keys in sorted order, so `id` is a record's last key and the last `"id":"…"` in a page is the last
@@ -46,6 +47,10 @@ struct Args {
     /// Parse every page fully and check the byte-level shortcut against it.
     #[arg(long)]
     verify: bool,
+    /// Also page the not-won deals, as the job does when the warehouse already holds won deals it could flag.
+    /// Without it the floor matches a run into an empty table, which skips that pass.
+    #[arg(long)]
+    not_won: bool,
 }
 
 /// Calls, credits, bytes and records per kind of call.
@@ -158,7 +163,8 @@ fn check_scan(body: &[u8], scanned: &Option<(String, bool, u64)>) -> Result<(), 
     Ok(())
 }
 
-/// Pages one keyset query to its end, like `deals::page_deals`.
+/// Pages one keyset query to its end, like `deals::page_deals`; returns what this slice's chain did (its pages
+/// are sequential: each needs the previous page's last id).
 async fn page_all(
     ctx: Arc<Ctx>,
     columns: Vec<String>,
@@ -166,13 +172,19 @@ async fn page_all(
     stages: Vec<String>,
     slice: Window,
     page_size: u32,
-) -> Result<(), BoxError> {
+) -> Result<Value, BoxError> {
     let q = DealQuery { columns: &columns, filter, stages: &stages, window: slice, page_size };
     let credits = coql_credits(page_size);
     let tally = if filter == StageFilter::Won { &ctx.won } else { &ctx.not_won };
     let mut after = "0".to_owned();
+    let (started, mut pages, mut records) = (Instant::now(), 0u64, 0u64);
+    let done = |pages: u64, records: u64| {
+        json!({"filter": format!("{filter:?}"), "start": slice.start.to_rfc3339(), "pages": pages, "records": records,
+               "chain_s": started.elapsed().as_secs_f64()})
+    };
     loop {
         let body = ctx.coql(&deals::page_query(&q, &after)).await?;
+        pages += 1;
         let body = body.as_ref();
         let scanned = scan_page(body)?;
         if ctx.verify {
@@ -180,18 +192,20 @@ async fn page_all(
         }
         let Some((last, more, count)) = scanned else {
             tally.add(credits, 0, 0);
-            return Ok(());
+            return Ok(done(pages, records));
         };
         tally.add(credits, body.len(), count);
+        records += count;
         if !(more || count >= u64::from(page_size)) {
-            return Ok(());
+            return Ok(done(pages, records));
         }
         after = last;
     }
 }
 
 /// `GET /Deals/deleted` pages since the window start, like `deals::deleted_since`.
-async fn deleted_all(ctx: Arc<Ctx>, since: String) -> Result<(), BoxError> {
+async fn deleted_all(ctx: Arc<Ctx>, since: String) -> Result<Value, BoxError> {
+    let started = Instant::now();
     for page in 1u32.. {
         let url = format!("{}/crm/v8/Deals/deleted", ctx.base);
         let req = ctx
@@ -208,10 +222,10 @@ async fn deleted_all(ctx: Arc<Ctx>, since: String) -> Result<(), BoxError> {
         let more = !body.is_empty() && rfind(body, b"\"more_records\":true").is_some();
         ctx.deleted.add(1, body.len(), 0);
         if !more {
-            return Ok(());
+            return Ok(json!({"filter": "Deleted", "pages": page, "chain_s": started.elapsed().as_secs_f64()}));
         }
     }
-    Ok(())
+    Err("more than 2^32 pages of deletions".into())
 }
 
 fn quote(s: &str) -> String {
@@ -290,9 +304,11 @@ async fn run(args: Args) -> Result<Value, BoxError> {
     // As `fetch_and_stage` does: per stage filter, one COUNT sizes the pages and slices (`plan_pages`), then
     // the slices page concurrently while the next filter is counted; deletions alongside; the reconciliation
     // count after everything.
-    let mut tasks: JoinSet<Result<(), BoxError>> = JoinSet::new();
+    let mut tasks: JoinSet<Result<Value, BoxError>> = JoinSet::new();
     let mut plan = Vec::new();
-    for filter in [StageFilter::Won, StageFilter::NotWon] {
+    let filters: &[StageFilter] =
+        if args.not_won { &[StageFilter::Won, StageFilter::NotWon] } else { &[StageFilter::Won] };
+    for &filter in filters {
         let expected = count(&ctx, filter, &stages, win).await?;
         let (slices, page_size) = deals::plan_pages(expected, args.concurrency);
         plan.push(
@@ -307,8 +323,9 @@ async fn run(args: Args) -> Result<Value, BoxError> {
         }
     }
     tasks.spawn(deleted_all(Arc::clone(&ctx), win.start.format("%Y-%m-%dT%H:%M:%S+00:00").to_string()));
+    let mut chains = Vec::new();
     while let Some(joined) = tasks.join_next().await {
-        joined??;
+        chains.push(joined??);
     }
     let reconciled = count(&ctx, StageFilter::Won, &stages, win).await?;
 
@@ -319,6 +336,7 @@ async fn run(args: Args) -> Result<Value, BoxError> {
     Ok(json!({
         "wall_s": wall,
         "plan": plan,
+        "chains": chains,
         "zoho_won": reconciled,
         "concurrency": args.concurrency,
         "calls": total(|t| &t.calls),

@@ -143,8 +143,12 @@ async fn run(args: Args) -> Result<serde_json::Value, BoxError> {
         TokenProvider::new(http.clone(), &settings.zoho.accounts_url, creds, settings.zoho.api_domain.clone(), retry)?;
     let zoho = Arc::new(ZohoClient::new(http, auth, settings.zoho.concurrency, None, retry));
     let warehouse = Arc::new(Delayed::new(SqliteWarehouse::open(path)?, Duration::from_millis(args.stage_delay_ms)));
-    let options =
-        SyncOptions { since: Some(Utc::now() - chrono::Duration::days(args.since_days)), until: None, dry_run: false };
+    let options = SyncOptions {
+        since: Some(Utc::now() - chrono::Duration::days(args.since_days)),
+        until: None,
+        dry_run: false,
+        progress: false,
+    };
     let outcome = sync::sync(&settings, &options, zoho, Arc::clone(&warehouse)).await?;
     let Outcome::Synced(summary) = outcome else {
         return Err("a dry run was not asked for".into());
