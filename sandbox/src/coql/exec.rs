@@ -527,15 +527,12 @@ fn execute(q: &Query, store: &Store) -> Result<Outcome, CoqlError> {
     Ok(page(rows, q.offset, limit, &selected, store))
 }
 
+/// A selected column: its name as written, what it reads, and its aggregate (function, result key) if any.
+type Selected<'a> = (&'a str, Target, Option<(Agg, &'a str)>);
+
 /// The `[offset, offset + limit)` slice of `rows` as COQL's answer; `rows` may stop one past the page (the
 /// fast path) or hold every match.
-fn page(
-    rows: Vec<&Map<String, Value>>,
-    offset: u64,
-    limit: u64,
-    selected: &[(&str, Target, Option<(Agg, &str)>)],
-    store: &Store,
-) -> Outcome {
+fn page(rows: Vec<&Map<String, Value>>, offset: u64, limit: u64, selected: &[Selected<'_>], store: &Store) -> Outcome {
     let total = rows.len() as u64;
     let start = offset.min(total) as usize;
     let end = offset.saturating_add(limit).min(total) as usize;
