@@ -264,6 +264,40 @@ def run_job_on(sb, db):
     }
 
 
+def run_phases(sb, workdir):
+    """One extra, untimed run with the job's debug log (one line per page and batch), cut into phases by its
+    timestamps: before the first page (metadata, COUNTs), paging + staging, and after the last staged batch
+    (reconciliation COUNT, merge, ledger). Diagnostic only: the timed runs log at the default level."""
+    db = os.path.join(workdir, "phases.sqlite3")
+    rm_db(db)
+    res = checked("zoho-deals-sync (phases)",
+                  measure([JOB, "sync", "--since", f"{SINCE_DAYS}d"], sb.env(db, RUST_LOG="info,zoho_deals_sync=debug")))
+    rm_db(db)
+    marks = {}
+    for line in res["stderr"].splitlines():
+        try:
+            ev = json.loads(line)
+        except ValueError:
+            continue
+        t = dt.datetime.fromisoformat(ev.get("timestamp", "").replace("Z", "+00:00")).timestamp() \
+            if ev.get("timestamp") else None
+        if t is None:
+            continue
+        marks.setdefault("start", t)
+        msg = ev.get("message")
+        if msg == "COQL page":
+            marks.setdefault("first_page", t)
+        elif msg == "all changes staged":
+            marks["staged"] = t
+        elif msg == "run succeeded":
+            marks["done"] = t
+    if not {"start", "first_page", "staged", "done"} <= marks.keys():
+        return None
+    return {"before_first_page_s": marks["first_page"] - marks["start"],
+            "paging_and_staging_s": marks["staged"] - marks["first_page"],
+            "after_last_batch_s": marks["done"] - marks["staged"]}
+
+
 def run_floor(sb, verify=False, concurrency=4, not_won=False):
     sb.reset_stats()
     argv = [FLOOR, "--since-days", str(SINCE_DAYS), "--concurrency", str(concurrency)]
@@ -346,6 +380,8 @@ def bench_size(n, runs, workdir, with_reference, verify):
                     x = run_reference(sb, workdir)
                 rec[c].append(x)
                 log(f"{n:,} deals: run {r + 1}/{runs} {c}: {x['proc_wall_s' if 'proc_wall_s' in x else 'wall_s']:.2f}s")
+        rec["phases"] = run_phases(sb, workdir)
+        log(f"{n:,} deals: phases (one untimed debug-log run): {rec['phases']}")
         return rec
     finally:
         sb.stop()
@@ -404,11 +440,18 @@ def fmt(v, spec=".2f", suffix=""):
     return f"{v:{spec}}{suffix}"
 
 
-def verdict(ok_list):
-    ok_list = [o for o in ok_list if o is not None]
-    if not ok_list:
+def verdict(oks):
+    """PASS when every checked size passes; MISS when none does; else which sizes miss."""
+    if not oks:
         return "—"
-    return "PASS" if all(ok_list) else "MISS"
+    failed = [label for label, ok in oks if not ok]
+    if not failed:
+        return "PASS"
+    return "MISS" if len(failed) == len(oks) else "MISS at " + ", ".join(failed)
+
+
+def size_label(n):
+    return f"{n // 1_000_000}M" if n >= 1_000_000 else f"{n // 1000}k"
 
 
 def derive(s):
@@ -444,6 +487,9 @@ def derive(s):
         "coql_pages": med([sum(c.get("pages", 0) for c in f.get("chains", []) if c["filter"] != "Deleted")
                            for f in floor]),
     }
+    ph = s.get("phases")
+    d["phases"] = (f"{ph['before_first_page_s']:.2f} / {ph['paging_and_staging_s']:.2f} / "
+                   f"{ph['after_last_batch_s']:.2f}") if ph else None
     d["tput"] = won / d["wall"] if won and d["wall"] else None
     d["ref_tput"] = d["ref_won"] / d["ref_wall"] if d["ref_won"] and d["ref_wall"] else None
     d["ref_ratio"] = d["tput"] / d["ref_tput"] if d["tput"] and d["ref_tput"] else None
@@ -469,7 +515,7 @@ def derive(s):
 def summarize(sizes, overlap):
     """Builds the one table: rows are measures, columns the sandbox sizes, then the target and the verdict."""
     cols = [s["deals"] for s in sizes]
-    label = lambda n: f"{n // 1_000_000}M deals" if n >= 1_000_000 else f"{n // 1000}k deals"
+    label = lambda n: f"{size_label(n)} deals"
     derived = {s["deals"]: derive(s) for s in sizes}
     rows = []
 
@@ -479,7 +525,7 @@ def summarize(sizes, overlap):
             v = key(derived[n]) if callable(key) else derived[n].get(key)
             vals.append(v if isinstance(v, str) else fmt(v, spec, suffix))
             if check and v is not None and (only is None or n in only):
-                oks.append(check(v, derived[n]))
+                oks.append((size_label(n), check(v, derived[n])))
         rows.append([name] + vals + [target, verdict(oks) if check else ""])
 
     big = [n for n in cols if n >= 1_000_000]
@@ -493,6 +539,7 @@ def summarize(sizes, overlap):
     row("download floor (same calls, bytes only), s", "floor")
     row("sync wall / floor", "floor_ratio", ".2f", "×", target=f"≤ {TARGET_FLOOR_RATIO}×",
         check=lambda v, d: v <= TARGET_FLOOR_RATIO)
+    row("  … job phases, s: to 1st page / paging+staging / merge+COUNT after", "phases", target="(1 debug-log run)")
     row("longest keyset chain (sequential pages) of all COQL pages", "chain_of")
     row("Python reference wall, s", "ref_wall")
     row("Python reference throughput, won deals/s", "ref_tput", ",.0f")
@@ -535,7 +582,7 @@ def summarize(sizes, overlap):
             def put(name, text, target="", ok=None):
                 vals = ["—"] * len(cols)
                 vals[where] = text
-                rows.append([name] + vals + [target, "" if ok is None else ("PASS" if ok else "MISS")])
+                rows.append([name] + vals + [target, "" if ok is None else verdict([(size_label(overlap["deals"]), ok)])])
 
             put(f"{tag}: source / sink, s ({batches:.0f} batches)", f"{src:.2f} / {sink:.2f}")
             put(f"{tag}: sync wall, s (sum {sm:.2f}, max {mx:.2f})", f"{wall:.2f}")
@@ -593,7 +640,10 @@ def main():
     elapsed = time.monotonic() - t_start
     m = machine()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    dirty = bool(subprocess.run(["git", "status", "--porcelain", "--", "src", "sandbox", "Cargo.toml", "Cargo.lock"],
+                                cwd=ROOT, capture_output=True, text=True).stdout.strip())
     raw = {"started_at": started_at.isoformat(), "elapsed_s": elapsed, "machine": m, "commit": commit, "quick": quick,
+           "dirty": dirty,
            "load_before": load_before[0], "load_after": os.getloadavg()[0], "sizes": results, "overlap": overlap}
     with open(RESULTS_JSON, "w") as f:
         json.dump(raw, f, indent=1)
@@ -608,37 +658,63 @@ def report(raw):
     header, rows, derived = summarize(results, overlap)
     table = render(header, rows)
     print(table)
-    runs_text = ", ".join(f"{r['deals']:,} deals: {r['runs']} runs (sandbox generated in {r['sandbox_start_s']:.0f}s, "
-                          f"{r['sandbox_rss_mib'] or 0:.0f} MiB)" for r in results)
-    consistency = "; ".join(
-        f"{n:,}: {'yes' if d['consistent'] else 'NO'} (job won {d['won']:,}, floor won records "
-        f"{d['floor_won_records']:,}, reference {d['ref_won'] if d['ref_won'] is not None else '—'}; job credits "
-        f"{d['credits']}, floor credits {d['floor_credits']})" for n, d in derived.items())
+    sizes_text = "\n".join(
+        f"  - {r['deals']:,} deals: {r['runs']} runs; the sandbox generated them in {r['sandbox_start_s']:.0f} s and "
+        f"held {r['sandbox_rss_mib'] or 0:,.0f} MiB" for r in results)
+    consistency = "\n".join(
+        f"  - {n:,} deals: {'agree' if d['consistent'] else 'DISAGREE'} — won deals: job {fmt(d['won'], ',d')}, floor "
+        f"{fmt(d['floor_won_records'], ',d')}, reference {fmt(d['ref_won'], ',d')}; credits: job {fmt(d['credits'], ',d')} "
+        f"= floor {fmt(d['floor_credits'], ',d')}, re-sync {fmt(d['resync_credits'], ',d')} = floor with not-won pass "
+        f"{fmt(d['floor_nw_credits'], ',d')}" for n, d in derived.items())
+    misses = "\n".join(
+        f"- {r[0].strip(' …')}: " + ", ".join(f"{h.replace(' deals', '')} {v}" for h, v in zip(header[1:-2], r[1:-2])
+                                               if v != "—") + f" (target {r[-2]}; {r[-1]})"
+        for r in rows if r[-1].startswith("MISS")) or "- none"
+    dirty = " (with uncommitted changes to the job or sandbox in the worktree)" if raw.get("dirty") else ""
     md = f"""# Benchmark results
 
-Produced by `{'BENCH_QUICK=1 ' if quick else ''}make bench` (`scripts/bench.sh` → `bench/run.py`) on {started_at:%Y-%m-%d %H:%M} UTC,
-commit `{commit}`; the whole bench took {elapsed / 60:.1f} min.
+Produced by `{'BENCH_QUICK=1 ' if quick else ''}make bench` (`scripts/bench.sh` → `bench/run.py`) on
+{started_at:%Y-%m-%d %H:%M} UTC at commit `{commit}`{dirty}; the whole bench took {elapsed / 60:.1f} min.
 
-**Machine:** {m['nproc']} CPUs ({m['cpu']}), {m['memory']} RAM, Linux {m['kernel']}, Python {m['python']}.
-Load average before / after: {raw['load_before']:.2f} / {raw['load_after']:.2f} (other work on the machine shows up here).
-
-**Method:** one sandbox per size (`zoho-sandbox --deals N --seed 1 --tz +05:30`, no faults) serves every contender,
-run side by side in rotating order; {runs_text}. Every figure is the median of those runs; ratios compare medians
-from the same sandbox. The job runs `zoho-deals-sync sync --since {SINCE_DAYS}d` into a fresh SQLite file (default
-`ZOHO_CONCURRENCY=4`); wall time is the process's, CPU time and peak RSS come from the OS (`wait4` rusage of the
-job process alone). The **floor** (`examples/bench_floor.rs`) sends the same calls at the same concurrency (token,
-field metadata, won and not-won COQL keyset pages in the same time slices, `/Deals/deleted`, the reconciliation
-count) and only downloads the bytes. The **reference** (`bench/reference/sync.py`) is a straightforward
-`requests` + `sqlite3` script: won deals only, one query at a time (no not-won pass, no deletions, no ledger), so
-the job does strictly more work than it. Credits are the sandbox's accounting; the split by pass comes from the
-floor, which sends identical queries — data and credits agree between job and floor: {consistency}.
-**Overlap:** {overlap['deals'] if overlap else 0:,} deals, sandbox latency {SOURCE_LATENCY_MS} ms per CRM call, a {SINK_LATENCY_MS} ms sleep
-in every `stage()` (`examples/bench_overlap.rs` runs the job's pipeline in-process around a `Delayed` SQLite
-warehouse); source = the floor at that latency, sink = time spent inside warehouse calls (the sleeps plus SQLite).
+**Machine:** {m['nproc']} CPUs ({m['cpu']}), {m['memory']} RAM, Linux {m['kernel']}, Python {m['python']}. Load
+average before / after: {raw['load_before']:.2f} / {raw['load_after']:.2f} (other work on the machine shows up here).
 
 {table}
 
-Raw per-run figures: `bench/results.json`.
+Targets missed in this run:
+{misses}
+
+## Method
+
+- One sandbox per size (`zoho-sandbox --deals N --seed 1 --tz +05:30`, no faults) serves every contender, run side by
+  side in rotating order. Every figure is the median of the runs; ratios compare medians from the same sandbox.
+{sizes_text}
+- **Job:** `zoho-deals-sync sync --since {SINCE_DAYS}d` (the whole history) into a fresh SQLite file, default
+  `ZOHO_CONCURRENCY=4`, JSON logs at the default level. Wall time is the process's as the harness sees it; CPU time
+  (user + sys) and peak RSS come from the OS (`wait4` rusage of the job process alone). Into an empty table the job
+  skips the not-won pass (nothing stored could have left "won"), so the **re-sync** rows run the same window again
+  into the file the first run filled: that run reads the not-won deals too, and its credits are reported separately.
+- **Floor:** `examples/bench_floor.rs` sends the same calls at the same concurrency (token, field metadata, the
+  planning `COUNT`s, COQL keyset pages in the same time slices with the job's own `plan_pages` and `page_query`,
+  `/Deals/deleted`, the reconciliation `COUNT`) over a keep-alive connection pool and only downloads the bytes
+  (the next keyset id is read from the page's tail, checked once against full parses). `--not-won` adds the
+  not-won pass for the re-sync's floor.
+- **Reference:** `bench/reference/sync.py`, a straightforward `requests` + `sqlite3` script: token, won stages from
+  the field metadata, COQL keyset pages one at a time, upsert per page with exact decimals as text. Won deals only
+  (no not-won pass, deletions, reconciliation or ledger): the job does strictly more work.
+- **Credits** are the sandbox's own accounting. The split by pass comes from the floor, which sends identical
+  queries; the Get Records baseline is ceil(N/200) for N won deals (Get Records cannot filter on Stage, so a real
+  Get Records sync would page every deal, not only the won ones).
+- **Phases:** one extra run per size with the job's debug log, cut by its timestamps (diagnostic, not timed).
+- **Overlap:** {overlap['deals'] if overlap else 0:,} deals, sandbox latency {SOURCE_LATENCY_MS} ms per CRM call and a
+  {SINK_LATENCY_MS} ms sleep in every `stage()` (`examples/bench_overlap.rs` runs the job's pipeline in-process around
+  a `Delayed` SQLite warehouse). Source = the floor at that latency; sink = time spent inside warehouse calls (the
+  sleeps, SQLite staging and the merge).
+- Job, floor and reference agree on the data and the credits:
+{consistency}
+
+Raw per-run figures: `bench/results.json`. Re-render without measuring: `BENCH_REPORT_ONLY=1 python3 bench/run.py`.
+
 """
     with open(RESULTS_MD, "w") as f:
         f.write(md)
