@@ -93,6 +93,7 @@ impl Sandbox {
             dice: Mutex::new(Rng::new(config.seed ^ 0xFA01_7D1C_E000_0001)),
             token_rng: Mutex::new(Rng::new(entropy.rotate_left(17))),
             page_tokens: Mutex::new(HashMap::new()),
+            clock_offset_secs: std::sync::atomic::AtomicI64::new(0),
         });
         let (tx, rx) = watch::channel(false);
         let task = tokio::spawn(server::serve(listener, server::router(state), rx));

@@ -203,8 +203,20 @@ pub fn router(st: Arc<AppState>) -> Router {
         .route("/__sandbox/revoke-access-tokens", post(control::revoke_access_tokens))
         .route("/__sandbox/grant-code", post(control::grant_code))
         .route("/__sandbox/mutate", post(control::mutate))
+        .route("/__sandbox/clock", post(control::advance_clock))
         .fallback(fallback)
+        .layer(axum::middleware::map_response_with_state(Arc::clone(&st), date_header))
         .with_state(st)
+}
+
+/// Every response carries the sandbox's clock in `Date` (an HTTP-date), as every HTTP server's does; hyper only
+/// adds its own when none is set. Clients that take the server's clock as "now" follow an advanced sandbox.
+async fn date_header(State(st): State<Arc<AppState>>, mut resp: Response) -> Response {
+    let date = st.now().format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+    if let Ok(v) = axum::http::HeaderValue::from_str(&date) {
+        resp.headers_mut().insert(axum::http::header::DATE, v);
+    }
+    resp
 }
 
 async fn fallback() -> Response {

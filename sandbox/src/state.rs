@@ -105,6 +105,17 @@ pub struct AppState {
     pub token_rng: Mutex<Rng>,
     /// Live Get Records page tokens.
     pub page_tokens: Mutex<HashMap<String, PageCursor>>,
+    /// How far the sandbox's clock runs ahead of the wall clock (`POST /__sandbox/clock`), in seconds.
+    pub clock_offset_secs: std::sync::atomic::AtomicI64,
+}
+
+impl AppState {
+    /// The sandbox's "now": the wall clock (to the second) plus the advance. Mutations are stamped with it and
+    /// every response's `Date` header tells it, as Zoho's servers tell theirs.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        crate::clock::now()
+            + chrono::Duration::seconds(self.clock_offset_secs.load(std::sync::atomic::Ordering::Relaxed))
+    }
 }
 
 /// Locks a mutex, recovering from poisoning.

@@ -122,7 +122,6 @@ pub async fn sync<W: Warehouse + 'static>(
     warehouse: Arc<W>,
 ) -> Result<Outcome, Error> {
     let started = Instant::now();
-    let now = window::floor_to_second(Utc::now());
     if !options.dry_run {
         warehouse.prepare().await?;
     }
@@ -132,6 +131,9 @@ pub async fn sync<W: Warehouse + 'static>(
     } else {
         warehouse.watermark().await?
     };
+    let meta = deals::metadata(&zoho).await?;
+    // The window ends at Zoho's "now" (its Date header), the clock that stamps Modified_Time.
+    let now = window::floor_to_second(zoho.server_now().unwrap_or_else(Utc::now));
     let (kind, window) = window::choose(options, watermark, now, settings.lookback, settings.overlap)?;
     tracing::info!(
         kind = kind.as_str(),
@@ -141,7 +143,6 @@ pub async fn sync<W: Warehouse + 'static>(
         "window chosen"
     );
 
-    let meta = deals::metadata(&zoho).await?;
     let won_stages = settings.zoho.won_stages.clone().unwrap_or_else(|| meta.won_stages.clone());
     tracing::info!(won_stages = ?won_stages, "won stages");
 

@@ -51,6 +51,8 @@ impl Usage {
 
 /// A Zoho CRM client. Cheap to share behind an `Arc`.
 pub struct ZohoClient {
+    /// Zoho's clock minus ours, in milliseconds, from the last response's `Date` header (`i64::MIN`: none yet).
+    clock_skew_ms: std::sync::atomic::AtomicI64,
     http: reqwest::Client,
     auth: TokenProvider,
     permits: Semaphore,
@@ -72,6 +74,7 @@ impl ZohoClient {
         retry: RetryPolicy,
     ) -> Self {
         ZohoClient {
+            clock_skew_ms: std::sync::atomic::AtomicI64::new(i64::MIN),
             http,
             auth,
             permits: Semaphore::new(concurrency.max(1)),
@@ -79,6 +82,14 @@ impl ZohoClient {
             max_credits,
             retry,
         }
+    }
+
+    /// Zoho's "now", from the `Date` header of its last response (to the second), or `None` before the first
+    /// response. A window's end is taken from Zoho's clock: `Modified_Time` is stamped by that clock, so this
+    /// machine's skew cannot move a deal across the window's end.
+    pub fn server_now(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        let skew = self.clock_skew_ms.load(Ordering::Relaxed);
+        (skew != i64::MIN).then(|| chrono::Utc::now() + chrono::Duration::milliseconds(skew))
     }
 
     /// Calls and credits so far.
@@ -180,6 +191,15 @@ impl ZohoClient {
             .await
             .map_err(|e| Error::Transient { endpoint: endpoint.clone(), detail: describe_reqwest(&e) })?;
         let status = resp.status().as_u16();
+        if let Some(server) = resp
+            .headers()
+            .get(reqwest::header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| chrono::DateTime::parse_from_rfc2822(v).ok())
+        {
+            let skew = server.with_timezone(&chrono::Utc) - chrono::Utc::now();
+            self.clock_skew_ms.store(skew.num_milliseconds(), Ordering::Relaxed);
+        }
         let retry_after = resp
             .headers()
             .get(reqwest::header::RETRY_AFTER)

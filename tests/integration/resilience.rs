@@ -226,3 +226,34 @@ async fn keyset_paging_reads_past_100000_matching_rows_where_offset_paging_stops
     assert_eq!(out.code, 0, "{}", out.all());
     assert_eq!(app.stored().await.len(), matching);
 }
+
+#[tokio::test]
+async fn nights_passing_on_zohos_clock_including_a_skipped_one_keep_the_warehouse_equal_to_ground_truth() {
+    const DAY: i64 = 86_400;
+    let app = TestApp::with_deals(4000).await;
+    assert_eq!(app.run(&["sync"]).await.code, 0);
+    let since = first_window_start(&app.warehouse().ledger().await.expect("ledger"));
+
+    // Night 1 passes in Zoho; the next run's window ends at Zoho's clock, a day ahead of this machine's.
+    app.control("/__sandbox/clock", json!({"advance_secs": DAY})).await;
+    app.control("/__sandbox/mutate", json!({"win": 10, "unwin": 6, "delete": 4, "edit": 10, "create_won": 5})).await;
+    next_second().await;
+    let out = app.run(&["sync"]).await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    let ledger = app.warehouse().ledger().await.expect("ledger");
+    assert!(ledger[0].window_end > chrono::Utc::now() + chrono::Duration::hours(23), "the window follows Zoho's clock");
+    assert_equals_ground_truth(&app, since).await;
+
+    // Night 2: the job does not run. Night 3: changes again, then one run covers both nights.
+    app.control("/__sandbox/clock", json!({"advance_secs": DAY})).await;
+    app.control("/__sandbox/mutate", json!({"win": 10, "unwin": 6, "delete": 4, "edit": 10, "create_won": 5})).await;
+    app.control("/__sandbox/clock", json!({"advance_secs": DAY})).await;
+    app.control("/__sandbox/mutate", json!({"win": 5, "unwin": 3, "edit": 5, "create_won": 5})).await;
+    next_second().await;
+    let out = app.run(&["sync"]).await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    let ledger = app.warehouse().ledger().await.expect("ledger");
+    assert_eq!(ledger[0].window_start, ledger[1].window_end - chrono::Duration::minutes(15), "starts at the watermark");
+    assert!(ledger[0].window_end - ledger[0].window_start > chrono::Duration::hours(47), "covers both nights");
+    assert_equals_ground_truth(&app, since).await;
+}

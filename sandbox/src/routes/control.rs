@@ -20,7 +20,7 @@ fn bad(message: String) -> Response {
 
 /// `GET /__sandbox/truth`: every live deal as Get Records would send it, plus deletions.
 pub async fn truth(State(st): State<Arc<AppState>>) -> Response {
-    let body = read(&st.store).truth_bytes(clock::now());
+    let body = read(&st.store).truth_bytes(st.now());
     match body {
         Ok(bytes) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": e.to_string()}))).into_response(),
@@ -86,6 +86,24 @@ pub async fn mutate(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
             Err(e) => return bad(format!("bad mutation request: {e}")),
         }
     };
-    let result = write(&st.store).mutate(&req, clock::now());
+    let result = write(&st.store).mutate(&req, st.now());
     (StatusCode::OK, Json(json!(result))).into_response()
+}
+
+/// `POST /__sandbox/clock` `{"advance_secs": N}`: moves the sandbox's clock N seconds forward (a night passes).
+/// Later mutations are stamped in the new time, and the `Date` header of every response follows it.
+pub async fn advance_clock(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
+    #[derive(serde::Deserialize)]
+    struct Advance {
+        advance_secs: i64,
+    }
+    let req: Advance = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return bad(format!("bad clock request (want {{\"advance_secs\": N}}): {e}")),
+    };
+    if req.advance_secs < 0 {
+        return bad("the clock only moves forward".into());
+    }
+    st.clock_offset_secs.fetch_add(req.advance_secs, std::sync::atomic::Ordering::Relaxed);
+    (StatusCode::OK, Json(json!({"now": clock::fmt_datetime(st.now(), st.tz)}))).into_response()
 }

@@ -17,7 +17,7 @@ use axum::Json;
 use chrono::DateTime;
 use serde_json::{json, Map, Value};
 
-use crate::clock::{self, fmt_datetime, parse_datetime};
+use crate::clock::{fmt_datetime, parse_datetime};
 use crate::coql::exec::{credits_for, run};
 use crate::data::Store;
 use crate::meta::{self, deal_field, LAYOUT_ID};
@@ -406,8 +406,7 @@ pub async fn get_records(
     let count = data.len();
     let (next_token, expiry) = if more {
         let t = lock(&st.token_rng).hex(16);
-        let expiry_text =
-            fmt_datetime(clock::now() + chrono::Duration::seconds(PAGE_TOKEN_TTL.as_secs() as i64), store.tz);
+        let expiry_text = fmt_datetime(st.now() + chrono::Duration::seconds(PAGE_TOKEN_TTL.as_secs() as i64), store.tz);
         lock(&st.page_tokens).insert(
             t.clone(),
             PageCursor {
