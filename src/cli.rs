@@ -25,14 +25,34 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
+const SYNC_EXAMPLES: &str = "\
+Examples:
+  zoho-deals-sync sync                                   # from the watermark (or SYNC_LOOKBACK) to now
+  zoho-deals-sync sync --since 7d                        # backfill the last 7 days
+  zoho-deals-sync sync --since 2026-01-01 --until 2026-02-01
+  zoho-deals-sync sync --since 2024-01-01 --max-credits 5000
+  zoho-deals-sync sync --dry-run                         # the plan: window, stages, deals, credits";
+
+const CHECK_EXAMPLES: &str = "\
+Examples:
+  zoho-deals-sync check          # one line per check: ok, or FAIL with what to fix; exit code of the first failure";
+
+const GRANT_EXAMPLES: &str = "\
+Examples:
+  ZOHO_CLIENT_ID=1000.XXXX ZOHO_CLIENT_SECRET=... ZOHO_DC=eu zoho-deals-sync exchange-grant 1000.abc...
+  zoho-deals-sync exchange-grant 1000.abc... | gcloud secrets versions add zoho-refresh-token --data-file=-";
+
 /// What to do.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Sync won deals modified in a window into the warehouse (the default command).
+    #[command(after_help = SYNC_EXAMPLES)]
     Sync(SyncArgs),
     /// Verify credentials, scopes, won-stage discovery and warehouse reachability; print what to fix.
+    #[command(after_help = CHECK_EXAMPLES)]
     Check,
     /// Exchange a Self Client grant token for a refresh token (printed alone on stdout).
+    #[command(after_help = GRANT_EXAMPLES)]
     ExchangeGrant {
         /// The grant token from the Zoho API console (Self Client → Generate Code). Single use, minutes valid.
         grant_token: String,

@@ -171,3 +171,14 @@ async fn exit_8_when_records_are_quarantined_naming_each_and_the_rest_are_stored
     let ledger = app.warehouse().ledger().await.expect("ledger");
     assert_eq!(ledger[0].status, "succeeded");
 }
+
+#[tokio::test]
+async fn every_subcommand_has_help_with_examples_and_version_names_the_commit() {
+    for args in [vec!["--help"], vec!["sync", "--help"], vec!["check", "--help"], vec!["exchange-grant", "--help"]] {
+        let out = crate::helpers::run_binary(&args, &[]).await;
+        assert_eq!(out.code, 0, "{args:?}: {}", out.all());
+        assert!(out.stdout.contains("Examples:"), "{args:?}: {}", out.stdout);
+    }
+    let out = crate::helpers::run_binary(&["--version"], &[]).await;
+    assert!(out.stdout.contains("commit "), "{}", out.stdout);
+}
