@@ -1,7 +1,8 @@
 //! The embedded warehouse: one SQLite file with the same tables and the same semantics as BigQuery.
 //!
 //! Types: timestamps are RFC 3339 UTC text ending in `Z` (so text order is time order), dates `YYYY-MM-DD`,
-//! money exact decimal text, booleans 0/1, `raw` JSON text. Staging is a table keyed by `run_id`; the merge,
+//! money exact decimal text, booleans 0/1, `raw` JSON text. Staging is a TEMP table keyed by `run_id` (outside
+//! the write-ahead log, so each row is logged once, by the merge; SQLite puts it in `$TMPDIR`); the merge,
 //! the reconciliation count and the ledger update are one transaction. rusqlite is blocking, so every call
 //! runs on tokio's blocking pool.
 
@@ -93,7 +94,7 @@ fn deal_table_ddl() -> String {
 fn staging_table_ddl() -> String {
     let cols = DEAL_COLUMNS.iter().map(|c| format!("{} {}", c.name, c.sqlite_type)).collect::<Vec<_>>().join(", ");
     // `run_id` is one of the deal columns: in staging it names the run that staged the row.
-    format!("CREATE TABLE IF NOT EXISTS staging_changes (change_kind TEXT NOT NULL, {cols})")
+    format!("CREATE TEMP TABLE IF NOT EXISTS staging_changes (change_kind TEXT NOT NULL, {cols})")
 }
 
 const LEDGER_DDL: &str = "CREATE TABLE IF NOT EXISTS sync_runs (
@@ -400,6 +401,9 @@ impl Warehouse for SqliteWarehouse {
         self.with(move |c| {
             let tx = c.transaction().map_err(&err)?;
             tx.execute(&deal_table_ddl(), []).map_err(&err)?;
+            // Staging is a TEMP table: per connection (run-scoped by nature), outside the write-ahead log, gone
+            // with the process. Versions before it kept a persistent one: drop that.
+            tx.execute("DROP TABLE IF EXISTS main.staging_changes", []).map_err(&err)?;
             tx.execute(&staging_table_ddl(), []).map_err(&err)?;
             tx.execute(LEDGER_DDL, []).map_err(&err)?;
             for table in ["closed_won_deals", "staging_changes"] {
@@ -408,7 +412,7 @@ impl Warehouse for SqliteWarehouse {
                     tracing::info!(table, columns = ?added, "added columns introduced by this version");
                 }
             }
-            tx.execute("CREATE INDEX IF NOT EXISTS staging_changes_run ON staging_changes (run_id)", [])
+            tx.execute("CREATE INDEX IF NOT EXISTS temp.staging_changes_run ON staging_changes (run_id)", [])
                 .map_err(&err)?;
             tx.execute("CREATE INDEX IF NOT EXISTS closed_won_deals_modified ON closed_won_deals (modified_time)", [])
                 .map_err(&err)?;
