@@ -210,28 +210,41 @@ where
     F: FnMut(Vec<Value>) -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
+    let fetch = |after: String| async move {
+        let page = parse_page("coql", client.coql(&page_query(q, &after), q.page_size).await?)?;
+        tracing::debug!(records = page.records.len(), more = page.more, after = %after, "COQL page");
+        Ok::<_, Error>(page)
+    };
     let mut after = "0".to_owned();
+    let mut page = fetch(after.clone()).await?;
     loop {
-        let query = page_query(q, &after);
-        let page = parse_page("coql", client.coql(&query, q.page_size).await?)?;
         let n = page.records.len();
         // The next key is the largest id of this page; a page whose ids we cannot read cannot be paged past.
         let last = page.records.iter().filter_map(model::record_id).max_by(|a, b| cmp_ids(a, b));
-        tracing::debug!(records = n, more = page.more, after = %after, "COQL page");
-        let full = n as u32 >= q.page_size;
-        let keep_going = on_page(page.records).await;
-        match last {
-            Some(id) if keep_going && (page.more || full) => {
+        let next = match last {
+            Some(id) if page.more || n as u32 >= q.page_size => {
                 if cmp_ids(&id, &after) != std::cmp::Ordering::Greater {
                     return Err(malformed("coql", "keyset paging did not advance (ids not ascending)"));
                 }
-                after = id;
+                Some(id)
             }
             None if n > 0 && page.more => {
                 return Err(malformed("coql", "a page had no readable ids, so paging cannot continue"));
             }
-            _ => return Ok(()),
+            _ => None,
+        };
+        let Some(next) = next else {
+            on_page(page.records).await;
+            return Ok(());
+        };
+        // The next page is requested as soon as its key is known, while this one is handed over: Zoho's time
+        // to answer overlaps with mapping and loading.
+        let (keep_going, fetched) = tokio::join!(on_page(page.records), fetch(next.clone()));
+        if !keep_going {
+            return Ok(());
         }
+        page = fetched?;
+        after = next;
     }
 }
 
