@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
+use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use rust_decimal::Decimal;
 
@@ -192,101 +193,64 @@ fn dec(d: &Option<Decimal>) -> Option<String> {
     d.map(|d| d.normalize().to_string())
 }
 
-/// Stages one change row. Column order follows `DEAL_COLUMNS`.
-fn insert_change(stmt: &mut rusqlite::Statement<'_>, run_id: &str, change: &DealChange) -> rusqlite::Result<()> {
-    match change {
-        DealChange::Won(d) => stmt.execute(params![
-            change_kind::WON,
-            d.deal_id,
-            d.deal_name,
-            d.stage,
-            d.pipeline,
-            dec(&d.amount),
-            d.currency,
-            dec(&d.exchange_rate),
-            d.probability,
-            dec(&d.expected_revenue),
-            d.closing_date.map(|x| x.format("%Y-%m-%d").to_string()),
-            d.account_id,
-            d.account_name,
-            d.contact_id,
-            d.contact_name,
-            d.owner_id,
-            d.owner_name,
-            d.owner_email,
-            d.lead_source,
-            d.deal_type,
-            d.created_time.map(ts),
-            ts(d.modified_time),
-            1,
-            0,
-            None::<String>,
-            d.raw,
-            None::<String>,
-            run_id,
-        ])?,
-        DealChange::Unwon { deal_id, stage, modified_time } => stmt.execute(params![
-            change_kind::UNWON,
-            deal_id,
-            None::<String>,
-            stage,
-            None::<String>,
-            None::<String>,
-            None::<String>,
-            None::<String>,
-            None::<i64>,
-            None::<String>,
-            None::<String>,
-            None::<String>,
-            None::<String>,
-            None::<String>,
-            None::<String>,
-            None::<String>,
-            None::<String>,
-            None::<String>,
-            None::<String>,
-            None::<String>,
-            None::<String>,
-            ts(*modified_time),
-            0,
-            0,
-            None::<String>,
-            None::<String>,
-            None::<String>,
-            run_id,
-        ])?,
-        DealChange::Deleted { deal_id, deleted_time } => stmt.execute(params![
-            change_kind::DELETED,
-            deal_id,
-            None::<String>,
-            None::<String>,
-            None::<String>,
-            None::<String>,
-            None::<String>,
-            None::<String>,
-            None::<i64>,
-            None::<String>,
-            None::<String>,
-            None::<String>,
-            None::<String>,
-            None::<String>,
-            None::<String>,
-            None::<String>,
-            None::<String>,
-            None::<String>,
-            None::<String>,
-            None::<String>,
-            None::<String>,
-            None::<String>,
-            0,
-            1,
-            ts(*deleted_time),
-            None::<String>,
-            None::<String>,
-            run_id,
-        ])?,
+/// The staging row for one change: `change_kind`, then every column of `DEAL_COLUMNS` in order, NULL where the
+/// change says nothing (an un-won change carries only id, stage and version; a deletion only id and time).
+fn staged_row(run_id: &str, change: &DealChange) -> Vec<SqlValue> {
+    let mut row = vec![SqlValue::Null; DEAL_COLUMNS.len() + 1];
+    let mut set = |column: &str, value: SqlValue| {
+        if let Some(i) = DEAL_COLUMNS.iter().position(|c| c.name == column) {
+            row[i + 1] = value;
+        }
     };
-    Ok(())
+    let text = |v: &Option<String>| v.clone().map_or(SqlValue::Null, SqlValue::Text);
+    let time = |t: DateTime<Utc>| SqlValue::Text(ts(t));
+    set("run_id", SqlValue::Text(run_id.to_owned()));
+    let kind = match change {
+        DealChange::Won(d) => {
+            set("deal_id", SqlValue::Text(d.deal_id.clone()));
+            set("deal_name", text(&d.deal_name));
+            set("stage", text(&d.stage));
+            set("pipeline", text(&d.pipeline));
+            set("amount", text(&dec(&d.amount)));
+            set("currency", text(&d.currency));
+            set("exchange_rate", text(&dec(&d.exchange_rate)));
+            set("probability", d.probability.map_or(SqlValue::Null, SqlValue::Integer));
+            set("expected_revenue", text(&dec(&d.expected_revenue)));
+            set("closing_date", text(&d.closing_date.map(|x| x.format("%Y-%m-%d").to_string())));
+            set("account_id", text(&d.account_id));
+            set("account_name", text(&d.account_name));
+            set("contact_id", text(&d.contact_id));
+            set("contact_name", text(&d.contact_name));
+            set("owner_id", text(&d.owner_id));
+            set("owner_name", text(&d.owner_name));
+            set("owner_email", text(&d.owner_email));
+            set("lead_source", text(&d.lead_source));
+            set("deal_type", text(&d.deal_type));
+            set("created_time", d.created_time.map_or(SqlValue::Null, time));
+            set("modified_time", time(d.modified_time));
+            set("is_closed_won", SqlValue::Integer(1));
+            set("is_deleted", SqlValue::Integer(0));
+            set("raw", SqlValue::Text(d.raw.clone()));
+            change_kind::WON
+        }
+        DealChange::Unwon { deal_id, stage, modified_time } => {
+            set("deal_id", SqlValue::Text(deal_id.clone()));
+            set("stage", text(stage));
+            set("modified_time", time(*modified_time));
+            set("is_closed_won", SqlValue::Integer(0));
+            set("is_deleted", SqlValue::Integer(0));
+            change_kind::UNWON
+        }
+        DealChange::Deleted { deal_id, deleted_time } => {
+            set("deal_id", SqlValue::Text(deal_id.clone()));
+            set("deleted_time", time(*deleted_time));
+            set("is_closed_won", SqlValue::Integer(0));
+            set("is_deleted", SqlValue::Integer(1));
+            change_kind::DELETED
+        }
+    };
+    row[0] = SqlValue::Text(kind.to_owned());
+    row
 }
 
 /// The merge: newest staged version per deal (won or un-won), guarded by `modified_time`.
@@ -532,7 +496,7 @@ impl Warehouse for SqliteWarehouse {
                     ))
                     .map_err(&err)?;
                 for change in &changes {
-                    insert_change(&mut stmt, &run_id, change).map_err(&err)?;
+                    stmt.execute(rusqlite::params_from_iter(staged_row(&run_id, change))).map_err(&err)?;
                 }
             }
             tx.commit().map_err(&err)
