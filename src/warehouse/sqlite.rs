@@ -254,15 +254,28 @@ fn staged_row(run_id: &str, change: &DealChange) -> Vec<SqlValue> {
 }
 
 /// The merge: newest staged version per deal (won or un-won), guarded by `modified_time`.
-const MERGE_WON: &str = "
-WITH src AS (
+/// `src`: this run's newest staged version of each deal (won or un-won), kept when it is of `$kind`. Both merges
+/// start from it, so a deal staged as won and as un-won in one run is decided once, by its newest version.
+macro_rules! newest_staged {
+    ($kind:literal) => {
+        concat!(
+            "WITH src AS (
   SELECT * FROM (
     SELECT s.*, ROW_NUMBER() OVER (
       PARTITION BY deal_id ORDER BY modified_time DESC, change_kind = 'won' DESC) AS rn
     FROM staging_changes s WHERE run_id = ?1 AND change_kind IN ('won', 'unwon')
-  ) WHERE rn = 1 AND change_kind = 'won'
+  ) WHERE rn = 1 AND change_kind = '",
+            $kind,
+            "'
 )
-INSERT INTO closed_won_deals (
+"
+        )
+    };
+}
+
+const MERGE_WON: &str = concat!(
+    newest_staged!("won"),
+    "INSERT INTO closed_won_deals (
   deal_id, deal_name, stage, pipeline, amount, currency, exchange_rate, probability, expected_revenue,
   closing_date, account_id, account_name, contact_id, contact_name, owner_id, owner_name, owner_email,
   lead_source, deal_type, created_time, modified_time, is_closed_won, is_deleted, deleted_time, raw,
@@ -282,20 +295,16 @@ ON CONFLICT (deal_id) DO UPDATE SET
   is_closed_won = 1, is_deleted = 0, deleted_time = NULL, raw = excluded.raw, synced_at = excluded.synced_at,
   run_id = excluded.run_id
 WHERE excluded.modified_time >= closed_won_deals.modified_time
-  AND (closed_won_deals.deleted_time IS NULL OR excluded.modified_time > closed_won_deals.deleted_time)";
+  AND (closed_won_deals.deleted_time IS NULL OR excluded.modified_time > closed_won_deals.deleted_time)"
+);
 
-const MERGE_UNWON: &str = "
-WITH src AS (
-  SELECT * FROM (
-    SELECT s.*, ROW_NUMBER() OVER (
-      PARTITION BY deal_id ORDER BY modified_time DESC, change_kind = 'won' DESC) AS rn
-    FROM staging_changes s WHERE run_id = ?1 AND change_kind IN ('won', 'unwon')
-  ) WHERE rn = 1 AND change_kind = 'unwon'
-)
-UPDATE closed_won_deals SET
+const MERGE_UNWON: &str = concat!(
+    newest_staged!("unwon"),
+    "UPDATE closed_won_deals SET
   stage = src.stage, modified_time = src.modified_time, is_closed_won = 0, synced_at = ?2, run_id = ?1
 FROM src
-WHERE closed_won_deals.deal_id = src.deal_id AND src.modified_time >= closed_won_deals.modified_time";
+WHERE closed_won_deals.deal_id = src.deal_id AND src.modified_time >= closed_won_deals.modified_time"
+);
 
 const MERGE_DELETED: &str = "
 UPDATE closed_won_deals SET is_deleted = 1, deleted_time = d.deleted_time, synced_at = ?2, run_id = ?1
