@@ -220,6 +220,7 @@ async fn execute<W: Warehouse + 'static>(
             }
             report.api_calls = usage.calls();
             report.api_credits = usage.credits();
+            tracing::debug!("merging the staged changes and recording the run");
             match warehouse.commit(&run, &report).await {
                 Ok(counts) => Ok(counts),
                 Err(e) => {
