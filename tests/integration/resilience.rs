@@ -24,11 +24,27 @@ fn first_window_start(ledger: &[zoho_deals_sync::warehouse::LedgerRow]) -> DateT
 async fn twenty_percent_faults_and_a_revoked_token_still_end_equal_to_ground_truth() {
     let faults = Faults { rate_429: 0.08, rate_500: 0.06, rate_drop: 0.06, latency_ms: 15, ..Faults::default() };
     let app = TestApp::spawn(SandboxConfig { deals: 20_000, faults, ..SandboxConfig::default() }).await;
+    // The tokens are revoked mid-run: once the run has started 3 of the 10 or so COQL calls it makes, whatever
+    // the machine's speed.
     let revoker = {
-        let (http, url) = (app.http.clone(), format!("{}/__sandbox/revoke-access-tokens", app.sandbox.base_url()));
+        let http = app.http.clone();
+        let base = app.sandbox.base_url();
         tokio::spawn(async move {
-            tokio::time::sleep(std::time::Duration::from_millis(400)).await;
-            http.post(url).send().await.expect("revoke")
+            loop {
+                let stats: serde_json::Value = http
+                    .get(format!("{base}/__sandbox/stats"))
+                    .send()
+                    .await
+                    .expect("stats")
+                    .json()
+                    .await
+                    .expect("json");
+                if stats["calls"]["coql"].as_u64().unwrap_or(0) >= 3 {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            http.post(format!("{base}/__sandbox/revoke-access-tokens")).send().await.expect("revoke")
         })
     };
     let out = app.run(&["sync", "--since", "200d"]).await;
