@@ -97,15 +97,20 @@ async fn run_sync(args: SyncArgs) -> Result<ExitCode, Error> {
         }
         Outcome::Synced(summary) => {
             println!("{}", summary.line());
-            if summary.report.deals_quarantined > 0 {
+            let quarantined = summary.report.deals_quarantined;
+            if quarantined > 0 {
                 tracing::warn!(
-                    quarantined = summary.report.deals_quarantined,
+                    quarantined,
                     "some records were quarantined (see the warnings above for ids and fields); the rest are committed"
                 );
-                Ok(ExitCode::Partial)
-            } else {
-                Ok(ExitCode::Success)
             }
+            // A window cut short by the credit budget outranks quarantined records: the warning above the summary
+            // says how to go on.
+            Ok(match (summary.budget_stop.is_some(), quarantined > 0) {
+                (true, _) => ExitCode::CreditBudget,
+                (false, true) => ExitCode::Partial,
+                (false, false) => ExitCode::Success,
+            })
         }
     }
 }

@@ -21,7 +21,9 @@ pub enum ExitCode {
     ZohoTokenThrottled = 4,
     /// Zoho rate-limited or unavailable beyond the retry budget: retry later.
     ZohoUnavailable = 5,
-    /// The credit budget (`--max-credits`) was reached: what was fetched is merged; the next run resumes.
+    /// The credit budget (`--max-credits`) cut the run short: it committed a prefix of its window (the next run
+    /// continues from there), or, when retries used up the budget mid-run, it merged what it fetched and was
+    /// recorded failed (the next run covers the window again), or the budget cannot pay for any progress.
     CreditBudget = 6,
     /// The warehouse is unreachable or refused us (permissions).
     Warehouse = 7,
@@ -53,10 +55,8 @@ pub enum Error {
     /// A bug: a task panicked or was lost.
     #[error("internal error: {0}")]
     Internal(String),
-    /// The credit budget stopped the run after merging what was fetched.
-    #[error(
-        "stopped at the credit budget: {0}. What was fetched is merged; the next run covers the rest of the window"
-    )]
+    /// The credit budget stopped the run (the message says what was kept and what to do).
+    #[error("stopped at the credit budget: {0}")]
     CreditBudget(String),
 }
 

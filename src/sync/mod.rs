@@ -3,6 +3,7 @@
 //!
 //! This module only orchestrates: Zoho specifics live in `zoho/`, storage in `warehouse/`.
 
+pub mod budget;
 pub mod progress;
 pub mod window;
 
@@ -22,6 +23,7 @@ use crate::warehouse::{MergeCounts, RunKind, RunReport, RunStart, Warehouse};
 use crate::zoho::client::ZohoClient;
 use crate::zoho::deals::{self, DealQuery, StageFilter, Window, PAGE_SIZE};
 use crate::zoho::model;
+use budget::BudgetStop;
 use progress::Progress;
 
 /// Batches in flight between the fetchers and the loader. Small: memory stays flat however big the window,
@@ -48,6 +50,8 @@ pub struct Summary {
     pub counts: MergeCounts,
     pub report: RunReport,
     pub duration: Duration,
+    /// Set when `--max-credits` cut the window short: the run covered `window`, not all it was asked to.
+    pub budget_stop: Option<BudgetStop>,
 }
 
 impl Summary {
@@ -57,8 +61,14 @@ impl Summary {
             Some(z) => format!(" zoho_won={z} warehouse_won={}", self.counts.won_in_window),
             None => String::new(),
         };
+        let cut = match &self.budget_stop {
+            Some(b) => {
+                format!(" (credit budget {}: the requested window ended at {})", b.limit, format_utc(&b.requested_end))
+            }
+            None => String::new(),
+        };
         format!(
-            "run {} succeeded: window [{}, {}) upserted={} unwon={} deleted={} quarantined={}{} api_calls={} credits={} in {:.1}s",
+            "run {} succeeded: window [{}, {}){cut} upserted={} unwon={} deleted={} quarantined={}{} api_calls={} credits={} in {:.1}s",
             self.run_id,
             format_utc(&self.window.start),
             format_utc(&self.window.end),
@@ -81,21 +91,39 @@ pub struct Plan {
     pub window: Window,
     pub won_stages: Vec<String>,
     pub won_deals: u64,
-    /// Credits the won-deal pages would take (plus a few for metadata, the un-won pass and deletions).
+    /// Deals in the window that are not won, when the run would read them to flag rows that left "won".
+    pub not_won_deals: Option<u64>,
+    /// Credits the whole run would take at most (the first page of deletions included; each further page of
+    /// deletions costs one more).
     pub estimated_credits: u64,
+    /// The credit budget, if one is set.
+    pub max_credits: Option<u64>,
     pub tables: Vec<&'static str>,
 }
 
 impl Plan {
     /// Human-readable plan.
     pub fn render(&self) -> String {
+        let not_won = match self.not_won_deals {
+            Some(n) => format!("{n} (read as ids and stages, to flag stored rows that left won)"),
+            None => "not read (no stored won deals to flag)".to_owned(),
+        };
+        let budget = match self.max_credits {
+            Some(limit) if self.estimated_credits > limit => format!(
+                "\ncredit budget: {limit}, less than the estimate: the run would cover the longest prefix of the \
+                 window it can pay for, and the next run would continue from there"
+            ),
+            Some(limit) => format!("\ncredit budget: {limit}, enough for the whole window"),
+            None => String::new(),
+        };
         format!(
-            "plan ({}): window [{}, {})\nwon stages: {}\nwon deals in window: {}\nestimated Zoho API credits: {} (+ the un-won pass and deletions)\ntables: {}",
+            "plan ({}): window [{}, {})\nwon stages: {}\nwon deals in window: {}\nnot-won deals in window: {}\nestimated Zoho API credits: at most {} (+1 per extra page of deletions){budget}\ntables: {}",
             self.kind.as_str(),
             format_utc(&self.window.start),
             format_utc(&self.window.end),
             self.won_stages.join(", "),
             self.won_deals,
+            not_won,
             self.estimated_credits,
             self.tables.join(", ")
         )
@@ -146,18 +174,51 @@ pub async fn sync<W: Warehouse + 'static>(
     let won_stages = settings.zoho.won_stages.clone().unwrap_or_else(|| meta.won_stages.clone());
     tracing::info!(won_stages = ?won_stages, "won stages");
 
+    // The not-won pass only flags rows that are stored as won and older than the window's end. When there are
+    // none (the first run, a backfill into an empty table) it would read every open and lost deal of the window
+    // for nothing: it is skipped. (A dry run may find no tables yet: nothing stored, then.)
+    let flaggable = match options.dry_run {
+        true => warehouse.count_won_in_window(DateTime::<Utc>::UNIX_EPOCH, window.end).await.unwrap_or(0),
+        false => warehouse.count_won_in_window(DateTime::<Utc>::UNIX_EPOCH, window.end).await?,
+    };
+    let flag_unwon = flaggable > 0;
+    let concurrency = settings.zoho.concurrency;
+
     if options.dry_run {
-        let won_deals = deals::count_deals(&zoho, &won_stages, window).await?;
-        let pages = won_deals.div_ceil(u64::from(PAGE_SIZE)).max(1);
+        let counts = budget::Counts::of(&zoho, &won_stages, window, flag_unwon).await?;
+        // What this dry run spent (metadata and the counts a run makes too), the first page of deletions, and the
+        // pages.
+        let estimated_credits = zoho.usage().credits() + 1 + budget::run_credits(counts, concurrency);
         return Ok(Outcome::DryRun(Plan {
             kind,
             window,
             won_stages,
-            won_deals,
-            estimated_credits: pages * 3 + 2,
+            won_deals: counts.won,
+            not_won_deals: counts.not_won,
+            estimated_credits,
+            max_credits: zoho.max_credits(),
             tables: vec!["closed_won_deals", "sync_runs", "staging (dropped after the run)"],
         }));
     }
+
+    // With a credit budget, deletions are read first (their cost is then known) and the window is cut to the
+    // longest prefix the rest of the budget pays for.
+    let (window, deleted, counts, budget_stop) = match zoho.max_credits() {
+        Some(limit) => {
+            let deleted = deals::deleted_since(&zoho, window.start).await?;
+            let fitted = budget::fit(&zoho, &won_stages, window, flag_unwon, concurrency, limit).await?;
+            tracing::debug!(
+                estimated = fitted.estimated,
+                spent = zoho.usage().credits(),
+                limit,
+                window_end = %format_utc(&fitted.window.end),
+                "credit budget plan"
+            );
+            let stop = fitted.cut_from.map(|requested_end| BudgetStop { limit, requested_end });
+            (fitted.window, Some(deleted), Some(fitted.counts), stop)
+        }
+        None => (window, None, None, None),
+    };
 
     let run = RunStart {
         run_id: uuid::Uuid::new_v4().to_string(),
@@ -168,7 +229,22 @@ pub async fn sync<W: Warehouse + 'static>(
         lease_ttl: chrono::Duration::from_std(settings.lease_ttl).unwrap_or(chrono::Duration::minutes(10)),
     };
     let span = tracing::info_span!("run", run_id = %run.run_id);
-    execute(settings, options, zoho, warehouse, run, kind, window, won_stages, meta, started).instrument(span).await
+    let plan = RunPlan { kind, window, won_stages, flag_unwon, deleted, counts, budget_stop };
+    execute(settings, options, zoho, warehouse, run, plan, meta, started).instrument(span).await
+}
+
+/// What a run was planned to do, before it takes the lease.
+struct RunPlan {
+    kind: RunKind,
+    window: Window,
+    won_stages: Vec<String>,
+    /// Make the not-won pass (there are stored won rows to flag).
+    flag_unwon: bool,
+    /// Deletions already read (with a credit budget), else read during the run.
+    deleted: Option<Vec<deals::DeletedDeal>>,
+    /// Zoho's counts for the window, when the credit budget's plan already made them.
+    counts: Option<budget::Counts>,
+    budget_stop: Option<BudgetStop>,
 }
 
 /// The part of a run that holds the lease. Everything logged in it carries the run's `run_id`.
@@ -179,12 +255,11 @@ async fn execute<W: Warehouse + 'static>(
     zoho: Arc<ZohoClient>,
     warehouse: Arc<W>,
     run: RunStart,
-    kind: RunKind,
-    window: Window,
-    won_stages: Vec<String>,
+    plan: RunPlan,
     meta: deals::DealsMetadata,
     started: Instant,
 ) -> Result<Outcome, Error> {
+    let RunPlan { kind, window, won_stages, flag_unwon, deleted, counts, budget_stop } = plan;
     warehouse.begin_run(&run).await?;
     let heartbeat = spawn_heartbeat(Arc::clone(&warehouse), run.clone(), settings.lease_ttl);
 
@@ -195,7 +270,15 @@ async fn execute<W: Warehouse + 'static>(
         &zoho,
         &warehouse,
         &run,
-        FetchPlan { window, won_stages: &won_stages, columns: &columns, concurrency: settings.zoho.concurrency },
+        FetchPlan {
+            window,
+            won_stages: &won_stages,
+            columns: &columns,
+            concurrency: settings.zoho.concurrency,
+            flag_unwon,
+            deleted,
+            counts,
+        },
         &progress,
     )
     .await;
@@ -234,8 +317,11 @@ async fn execute<W: Warehouse + 'static>(
             }
         }
         Err(Error::Zoho(crate::zoho::Error::CreditBudget { spent, limit, next })) => {
-            let why = format!("{spent} of {limit} credits spent, the next call needed {next}");
-            report.incomplete = Some(format!("credit budget reached ({why}); merged what was fetched"));
+            let why = format!(
+                "{spent} of {limit} credits spent (retries count too), the next call needed {next}; what was \
+                 fetched is merged and the run is recorded failed, so the next run covers this window again"
+            );
+            report.incomplete = Some(format!("credit budget reached: {why}"));
             match warehouse.commit(&run, &report).await {
                 Ok(counts) => {
                     tracing::warn!(upserted = counts.upserted, "credit budget reached; merged what was fetched");
@@ -276,6 +362,7 @@ async fn execute<W: Warehouse + 'static>(
         counts,
         report: RunReport { warehouse_won_count: Some(counts.won_in_window), ..report },
         duration: started.elapsed(),
+        budget_stop,
     };
     tracing::info!(
         window_start = %format_utc(&window.start),
@@ -291,6 +378,24 @@ async fn execute<W: Warehouse + 'static>(
         duration_ms = summary.duration.as_millis() as u64,
         "run succeeded"
     );
+    if let Some(stop) = &summary.budget_stop {
+        let next = match kind {
+            RunKind::Scheduled => format!("the next scheduled run continues from {}", format_utc(&window.end)),
+            RunKind::Backfill => format!(
+                "to finish the backfill, run: zoho-deals-sync sync --since {} --until {}",
+                format_utc(&window.end),
+                format_utc(&stop.requested_end)
+            ),
+        };
+        tracing::warn!(
+            max_credits = stop.limit,
+            window_end = %format_utc(&window.end),
+            requested_end = %format_utc(&stop.requested_end),
+            "credit budget: this run covered the window up to {} of the {} asked for, and committed it; {next}",
+            format_utc(&window.end),
+            format_utc(&stop.requested_end),
+        );
+    }
     Ok(Outcome::Synced(summary))
 }
 
@@ -310,13 +415,16 @@ fn spawn_heartbeat<W: Warehouse + 'static>(
 }
 
 /// What to fetch.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 struct FetchPlan<'a> {
     window: Window,
     won_stages: &'a [String],
     /// The columns of the won-deal query.
     columns: &'a [String],
     concurrency: usize,
+    flag_unwon: bool,
+    deleted: Option<Vec<deals::DeletedDeal>>,
+    counts: Option<budget::Counts>,
 }
 
 /// Fetches everything the window needs and stages it; returns the number of quarantined records.
@@ -331,7 +439,7 @@ async fn fetch_and_stage<W: Warehouse + 'static>(
     plan: FetchPlan<'_>,
     progress: &Arc<Progress>,
 ) -> Result<u64, Error> {
-    let FetchPlan { window, won_stages, columns, concurrency } = plan;
+    let FetchPlan { window, won_stages, columns, concurrency, flag_unwon, deleted, counts } = plan;
     let (tx, mut rx) = mpsc::channel::<Batch>(CHANNEL_BATCHES);
     let loader = {
         let (warehouse, run) = (Arc::clone(warehouse), run.clone());
@@ -354,24 +462,27 @@ async fn fetch_and_stage<W: Warehouse + 'static>(
 
     let mut fetchers: JoinSet<Result<u64, Error>> = JoinSet::new();
     let mut fetch_error: Option<Error> = None;
-    // The not-won pass only flags rows that are stored as won and older than the window's end. When there are
-    // none (the first run, a backfill into an empty table) it would read every open and lost deal of the window
-    // for nothing: skip it.
-    let flaggable = warehouse.count_won_in_window(DateTime::<Utc>::UNIX_EPOCH, window.end).await?;
     let filters: &[StageFilter] =
-        if flaggable > 0 { &[StageFilter::Won, StageFilter::NotWon] } else { &[StageFilter::Won] };
-    if flaggable == 0 {
+        if flag_unwon { &[StageFilter::Won, StageFilter::NotWon] } else { &[StageFilter::Won] };
+    if !flag_unwon {
         tracing::debug!("no stored won deals to flag: skipping the not-won pass");
     }
     for &filter in filters {
         // Keyset paging is sequential within a window, so concurrency comes from slicing the window by time;
-        // one COUNT (1 credit) sizes the pages and slices (see `plan_pages`).
-        let expected = match deals::count_matching(zoho, filter, won_stages, window).await {
-            Ok(n) => n,
-            Err(e) => {
-                fetch_error = Some(e.into());
-                break;
-            }
+        // one COUNT (1 credit, or none when the credit budget's plan made it) sizes the pages and slices.
+        let known = counts.and_then(|c| match filter {
+            StageFilter::Won => Some(c.won),
+            StageFilter::NotWon => c.not_won,
+        });
+        let expected = match known {
+            Some(n) => n,
+            None => match deals::count_matching(zoho, filter, won_stages, window).await {
+                Ok(n) => n,
+                Err(e) => {
+                    fetch_error = Some(e.into());
+                    break;
+                }
+            },
         };
         progress.add_expected(expected);
         let (slices, page_size) = deals::plan_pages(expected, concurrency);
@@ -405,7 +516,10 @@ async fn fetch_and_stage<W: Warehouse + 'static>(
         let (zoho, tx) = (Arc::clone(zoho), tx.clone());
         fetchers.spawn(
             async move {
-                let deleted = deals::deleted_since(&zoho, window.start).await?;
+                let deleted = match deleted {
+                    Some(read) => read,
+                    None => deals::deleted_since(&zoho, window.start).await?,
+                };
                 let changes: Vec<DealChange> = deleted
                     .into_iter()
                     .map(|d| DealChange::Deleted { deal_id: d.id, deleted_time: d.deleted_time })

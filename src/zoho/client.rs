@@ -49,6 +49,15 @@ impl Usage {
     }
 }
 
+/// Credits a COQL call with this LIMIT costs: 1–200 → 1, 201–1000 → 2, 1001–2000 → 3.
+pub fn coql_credits(limit: u32) -> u64 {
+    match limit {
+        0..=200 => 1,
+        201..=1000 => 2,
+        _ => 3,
+    }
+}
+
 /// A Zoho CRM client. Cheap to share behind an `Arc`.
 pub struct ZohoClient {
     /// Zoho's clock minus ours, in milliseconds, from the last response's `Date` header (`i64::MIN`: none yet).
@@ -92,6 +101,11 @@ impl ZohoClient {
         (skew != i64::MIN).then(|| chrono::Utc::now() + chrono::Duration::milliseconds(skew))
     }
 
+    /// The credit budget (`--max-credits`), if any.
+    pub fn max_credits(&self) -> Option<u64> {
+        self.max_credits
+    }
+
     /// Calls and credits so far.
     pub fn usage(&self) -> Arc<Usage> {
         Arc::clone(&self.usage)
@@ -109,11 +123,7 @@ impl ZohoClient {
 
     /// `POST {api_domain}/crm/v8/coql`; credits by LIMIT (1–200: 1, 201–1000: 2, 1001–2000: 3).
     pub async fn coql(&self, select_query: &str, limit: u32) -> Result<Body, Error> {
-        let credits = match limit {
-            0..=200 => 1,
-            201..=1000 => 2,
-            _ => 3,
-        };
+        let credits = coql_credits(limit);
         let body = serde_json::json!({ "select_query": select_query });
         self.call("coql", credits, |http, url| http.post(url).json(&body), &[]).await
     }
@@ -167,11 +177,14 @@ impl ZohoClient {
     where
         F: Fn(&reqwest::Client, reqwest::Url) -> reqwest::RequestBuilder,
     {
-        if let Some(limit) = self.max_credits {
-            let spent = self.usage.credits();
-            if spent + credits > limit {
-                return Err(Error::CreditBudget { spent, limit, next: credits });
-            }
+        // The credits are reserved before the call, atomically, so concurrent calls can never together pass the
+        // budget. Every attempt is counted, retries included: whether Zoho charges a refused call is unconfirmed,
+        // so the count errs on the side of the budget.
+        let limit = self.max_credits.unwrap_or(u64::MAX);
+        if let Err(spent) = self.usage.credits.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |spent| {
+            spent.checked_add(credits).filter(|total| *total <= limit)
+        }) {
+            return Err(Error::CreditBudget { spent, limit, next: credits });
         }
         let url = join(&token.api_domain, &format!("crm/v8/{path}"))?;
         let endpoint = path.split('?').next().unwrap_or(path).to_owned();
@@ -185,7 +198,6 @@ impl ZohoClient {
             req = req.header(*k, v.as_str());
         }
         self.usage.calls.fetch_add(1, Ordering::Relaxed);
-        self.usage.credits.fetch_add(credits, Ordering::Relaxed);
         let resp = req
             .send()
             .await

@@ -1,6 +1,7 @@
 //! The one integration-test binary: black-box tests that start the Zoho sandbox and real warehouses, and run
 //! the real binary against them.
 
+mod budget;
 mod conformance;
 mod drills;
 mod exit_codes;
