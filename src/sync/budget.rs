@@ -78,7 +78,9 @@ pub struct BudgetStop {
 }
 
 /// Finds the longest prefix of `window` whose run fits in what is left of `limit`. `flag_unwon` says whether the
-/// run will make the not-won pass. Costs one COUNT per pass for the whole window (which the passes then reuse),
+/// run will make the not-won pass. `progress_after`: a prefix must end after this to count as progress (a
+/// scheduled run's watermark: its window starts an overlap before it, and a prefix ending inside the overlap
+/// would not move the watermark, so the next run would redo it forever). Costs one COUNT per pass for the whole window (which the passes then reuse),
 /// and as many per probe when it does not fit; a probe is made only while the best prefix found so far stays
 /// affordable after it.
 pub async fn fit(
@@ -88,6 +90,7 @@ pub async fn fit(
     flag_unwon: bool,
     concurrency: usize,
     limit: u64,
+    progress_after: Option<DateTime<Utc>>,
 ) -> Result<Fitted, Error> {
     let spent = || zoho.usage().credits();
     let probe_cost: u64 = if flag_unwon { 2 } else { 1 };
@@ -97,9 +100,9 @@ pub async fn fit(
     if spent() + whole_need <= limit {
         return Ok(Fitted { window, counts: whole, estimated: whole_need, cut_from: None });
     }
-    // Bisect on the prefix's end: `lo` fits (the empty prefix is where it starts, and is no progress), `hi` does
-    // not.
-    let (mut lo, mut hi) = (window.start, window.end);
+    // Bisect on the prefix's end: `lo` fits or is no progress (where it starts), `hi` does not fit.
+    let floor = progress_after.map_or(window.start, |w| w.clamp(window.start, window.end));
+    let (mut lo, mut hi) = (floor, window.end);
     let mut best: Option<(Counts, u64)> = None;
     let mut hi_need = whole_need;
     let empty_need = run_credits(Counts { won: 0, not_won: flag_unwon.then_some(0) }, concurrency);
@@ -129,9 +132,10 @@ pub async fn fit(
         }),
         None => Err(Error::CreditBudget(format!(
             "--max-credits {limit} is too small to make progress: {} credits went on metadata, deletions and \
-             counting, and the first {} of the window (from {}) alone needs about {hi_need} more; raise \
-             --max-credits (SYNC_MAX_CREDITS) or give a shorter window with --since/--until",
+             counting, and the window up to {} ({} from its start at {}) alone needs about {hi_need} more; raise \
+             --max-credits (SYNC_MAX_CREDITS), or backfill a shorter window with --since/--until",
             spent(),
+            crate::deal::format_utc(&hi),
             humantime_secs((hi - window.start).num_seconds()),
             crate::deal::format_utc(&window.start),
         ))),

@@ -205,8 +205,25 @@ pub async fn sync<W: Warehouse + 'static>(
     // longest prefix the rest of the budget pays for.
     let (window, deleted, counts, budget_stop) = match zoho.max_credits() {
         Some(limit) => {
-            let deleted = deals::deleted_since(&zoho, window.start).await?;
-            let fitted = budget::fit(&zoho, &won_stages, window, flag_unwon, concurrency, limit).await?;
+            let too_small = |e: crate::zoho::Error| match e {
+                crate::zoho::Error::CreditBudget { spent, limit, next } => Error::CreditBudget(format!(
+                    "--max-credits {limit} is too small to plan this run: {spent} credits went on metadata, \
+                     deletions and counting and the next call needs {next}; raise --max-credits (SYNC_MAX_CREDITS)"
+                )),
+                other => other.into(),
+            };
+            let deleted = deals::deleted_since(&zoho, window.start).await.map_err(too_small)?;
+            // A scheduled run makes progress only past the watermark (its window starts an overlap before it).
+            let progress_after = match kind {
+                RunKind::Scheduled => watermark,
+                RunKind::Backfill => None,
+            };
+            let fitted = budget::fit(&zoho, &won_stages, window, flag_unwon, concurrency, limit, progress_after)
+                .await
+                .map_err(|e| match e {
+                    Error::Zoho(z) => too_small(z),
+                    other => other,
+                })?;
             tracing::debug!(
                 estimated = fitted.estimated,
                 spent = zoho.usage().credits(),
@@ -318,7 +335,8 @@ async fn execute<W: Warehouse + 'static>(
         }
         Err(Error::Zoho(crate::zoho::Error::CreditBudget { spent, limit, next })) => {
             let why = format!(
-                "{spent} of {limit} credits spent (retries count too), the next call needed {next}; what was \
+                "{spent} of {limit} credits spent (retries count too, and deals that appeared after the count), \
+                 the next call needed {next}; what was \
                  fetched is merged and the run is recorded failed, so the next run covers this window again"
             );
             report.incomplete = Some(format!("credit budget reached: {why}"));
@@ -380,7 +398,9 @@ async fn execute<W: Warehouse + 'static>(
     );
     if let Some(stop) = &summary.budget_stop {
         let next = match kind {
-            RunKind::Scheduled => format!("the next scheduled run continues from {}", format_utc(&window.end)),
+            RunKind::Scheduled => {
+                format!("the next scheduled run continues from {} (less SYNC_OVERLAP)", format_utc(&window.end))
+            }
             RunKind::Backfill => format!(
                 "to finish the backfill, run: zoho-deals-sync sync --since {} --until {}",
                 format_utc(&window.end),
