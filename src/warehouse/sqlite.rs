@@ -256,18 +256,21 @@ fn staged_row(run_id: &str, change: &DealChange) -> Vec<SqlValue> {
 /// The merge: newest staged version per deal (won or un-won), guarded by `modified_time`.
 /// `src`: this run's newest staged version of each deal (won or un-won), kept when it is of `$kind`. Both merges
 /// start from it, so a deal staged as won and as un-won in one run is decided once, by its newest version.
+/// The ranking sorts only narrow keys (rowid, deal id, time, kind); the wide rows (with `raw`) are then fetched
+/// by rowid, so a large backfill does not sort its whole payload.
 macro_rules! newest_staged {
     ($kind:literal) => {
         concat!(
-            "WITH src AS (
-  SELECT * FROM (
-    SELECT s.*, ROW_NUMBER() OVER (
+            "WITH newest AS (
+  SELECT rid FROM (
+    SELECT rowid AS rid, change_kind, ROW_NUMBER() OVER (
       PARTITION BY deal_id ORDER BY modified_time DESC, change_kind = 'won' DESC) AS rn
-    FROM staging_changes s WHERE run_id = ?1 AND change_kind IN ('won', 'unwon')
+    FROM staging_changes WHERE run_id = ?1 AND change_kind IN ('won', 'unwon')
   ) WHERE rn = 1 AND change_kind = '",
             $kind,
             "'
-)
+),
+src AS (SELECT s.* FROM newest JOIN staging_changes s ON s.rowid = newest.rid)
 "
         )
     };
