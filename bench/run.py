@@ -626,6 +626,11 @@ def main():
 
     t_start = time.monotonic()
     started_at = dt.datetime.now(dt.timezone.utc)
+    # What the binaries were built from (`make bench` builds just before this): read now, not at the end, when
+    # the worktree may have moved on.
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    dirty = bool(subprocess.run(["git", "status", "--porcelain", "--", "src", "sandbox", "Cargo.toml", "Cargo.lock"],
+                                cwd=ROOT, capture_output=True, text=True).stdout.strip())
     load_before = os.getloadavg()
     workdir = tempfile.mkdtemp(prefix="zds-bench-")
     try:
@@ -639,9 +644,6 @@ def main():
         cleanup()
     elapsed = time.monotonic() - t_start
     m = machine()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    dirty = bool(subprocess.run(["git", "status", "--porcelain", "--", "src", "sandbox", "Cargo.toml", "Cargo.lock"],
-                                cwd=ROOT, capture_output=True, text=True).stdout.strip())
     raw = {"started_at": started_at.isoformat(), "elapsed_s": elapsed, "machine": m, "commit": commit, "quick": quick,
            "dirty": dirty,
            "load_before": load_before[0], "load_after": os.getloadavg()[0], "sizes": results, "overlap": overlap}
