@@ -21,7 +21,7 @@ use zoho_deals_sync::retry::RetryPolicy;
 use zoho_deals_sync::sync::{self, Outcome, SyncOptions};
 use zoho_deals_sync::warehouse::sqlite::SqliteWarehouse;
 use zoho_deals_sync::warehouse::{
-    CoveredWindow, LedgerRow, MergeCounts, RunReport, RunStart, StoredDeal, Warehouse, WarehouseError,
+    CoveredWindow, LedgerRow, MergeCounts, QuarantinedRow, RunReport, RunStart, StoredDeal, Warehouse, WarehouseError,
 };
 use zoho_deals_sync::zoho::auth::TokenProvider;
 use zoho_deals_sync::zoho::client::{http_client, ZohoClient};
@@ -124,6 +124,10 @@ impl<W: Warehouse> Warehouse for Delayed<W> {
 
     async fn stored_deals(&self) -> Result<Vec<StoredDeal>, WarehouseError> {
         self.inner.stored_deals().await
+    }
+
+    async fn quarantined(&self) -> Result<Vec<QuarantinedRow>, WarehouseError> {
+        self.inner.quarantined().await
     }
 }
 

@@ -19,7 +19,7 @@ use tracing::Instrument;
 use crate::config::Settings;
 use crate::deal::{format_utc, DealChange};
 use crate::error::Error;
-use crate::warehouse::{MergeCounts, RunKind, RunReport, RunStart, Warehouse};
+use crate::warehouse::{MergeCounts, QuarantinedRecord, RunKind, RunReport, RunStart, Warehouse, MAX_QUARANTINED_KEPT};
 use crate::zoho::client::ZohoClient;
 use crate::zoho::deals::{self, DealQuery, StageFilter, Window, PAGE_SIZE};
 use crate::zoho::model;
@@ -135,6 +135,21 @@ impl Plan {
 pub enum Outcome {
     Synced(Summary),
     DryRun(Plan),
+}
+
+/// The records a run could not map: all counted, the first [`MAX_QUARANTINED_KEPT`] kept for the warehouse.
+#[derive(Debug, Default)]
+struct Quarantine {
+    count: u64,
+    kept: Vec<QuarantinedRecord>,
+}
+
+impl Quarantine {
+    fn add(&mut self, other: Quarantine) {
+        self.count += other.count;
+        let room = MAX_QUARANTINED_KEPT.saturating_sub(self.kept.len());
+        self.kept.extend(other.kept.into_iter().take(room));
+    }
 }
 
 /// One message from a fetcher to the loader.
@@ -304,10 +319,15 @@ async fn execute<W: Warehouse + 'static>(
         progress::clear();
     }
     let usage = zoho.usage();
+    let (result, quarantine) = match result {
+        Ok(q) => (Ok(()), q),
+        Err(e) => (Err(e), Quarantine::default()),
+    };
     let mut report = RunReport {
         api_calls: usage.calls(),
         api_credits: usage.credits(),
-        deals_quarantined: result.as_ref().map(|q| *q).unwrap_or(0),
+        deals_quarantined: quarantine.count,
+        quarantined: quarantine.kept,
         ..RunReport::default()
     };
 
@@ -447,7 +467,7 @@ struct FetchPlan<'a> {
     counts: Option<budget::Counts>,
 }
 
-/// Fetches everything the window needs and stages it; returns the number of quarantined records.
+/// Fetches everything the window needs and stages it; returns the records it could not map.
 ///
 /// Fetchers (one per time slice and stage filter, plus deletions) send batches through a bounded channel to
 /// one loader task, so pages are staged while the next ones download. If the loader fails, the channel closes
@@ -458,7 +478,7 @@ async fn fetch_and_stage<W: Warehouse + 'static>(
     run: &RunStart,
     plan: FetchPlan<'_>,
     progress: &Arc<Progress>,
-) -> Result<u64, Error> {
+) -> Result<Quarantine, Error> {
     let FetchPlan { window, won_stages, columns, concurrency, flag_unwon, deleted, counts } = plan;
     let (tx, mut rx) = mpsc::channel::<Batch>(CHANNEL_BATCHES);
     let loader = {
@@ -480,7 +500,7 @@ async fn fetch_and_stage<W: Warehouse + 'static>(
         )
     };
 
-    let mut fetchers: JoinSet<Result<u64, Error>> = JoinSet::new();
+    let mut fetchers: JoinSet<Result<Quarantine, Error>> = JoinSet::new();
     let mut fetch_error: Option<Error> = None;
     let filters: &[StageFilter] =
         if flag_unwon { &[StageFilter::Won, StageFilter::NotWon] } else { &[StageFilter::Won] };
@@ -516,12 +536,12 @@ async fn fetch_and_stage<W: Warehouse + 'static>(
             };
             fetchers.spawn(
                 async move {
-                    let mut quarantined = 0u64;
+                    let mut quarantined = Quarantine::default();
                     let q = DealQuery { columns: &cols, filter, stages: &stages, window: slice, page_size };
                     deals::page_deals(&zoho, &q, |records| {
                         progress.page(records.len());
                         let (changes, bad) = to_changes(filter, records);
-                        quarantined += bad;
+                        quarantined.add(bad);
                         let tx = tx.clone();
                         async move { tx.send(Batch { changes }).await.is_ok() }
                     })
@@ -549,20 +569,20 @@ async fn fetch_and_stage<W: Warehouse + 'static>(
                         break;
                     }
                 }
-                Ok(0)
+                Ok(Quarantine::default())
             }
             .in_current_span(),
         );
     }
     drop(tx);
 
-    let mut quarantined = 0u64;
+    let mut quarantined = Quarantine::default();
     if fetch_error.is_some() {
         fetchers.abort_all();
     }
     while let Some(joined) = fetchers.join_next().await {
         match joined {
-            Ok(Ok(q)) => quarantined += q,
+            Ok(Ok(q)) => quarantined.add(q),
             Ok(Err(e)) => {
                 if fetch_error.is_none() {
                     fetch_error = Some(e);
@@ -588,10 +608,10 @@ async fn fetch_and_stage<W: Warehouse + 'static>(
     }
 }
 
-/// Maps a page to changes; returns them and the number of quarantined records.
-fn to_changes(filter: StageFilter, records: Vec<Value>) -> (Vec<DealChange>, u64) {
+/// Maps a page to changes; returns them and the records it could not map.
+fn to_changes(filter: StageFilter, records: Vec<Value>) -> (Vec<DealChange>, Quarantine) {
     let mut out = Vec::with_capacity(records.len());
-    let mut bad = 0;
+    let mut bad = Quarantine::default();
     for record in records {
         let mapped = match filter {
             StageFilter::Won => model::to_deal(&record).map(DealChange::Won),
@@ -604,8 +624,12 @@ fn to_changes(filter: StageFilter, records: Vec<Value>) -> (Vec<DealChange>, u64
         match mapped {
             Ok(change) => out.push(change),
             Err(q) => {
-                bad += 1;
                 tracing::warn!(deal_id = %q.deal_id, field = %q.field, reason = %q.reason, "quarantined a record");
+                bad.count += 1;
+                // A record without a readable id cannot be keyed (nor fixed by its next edit): logged and counted.
+                if q.deal_id != model::UNKNOWN_ID && bad.kept.len() < MAX_QUARANTINED_KEPT {
+                    bad.kept.push(QuarantinedRecord::new(q.deal_id, q.field, q.reason, record.to_string()));
+                }
             }
         }
     }

@@ -37,8 +37,8 @@ use rust_decimal::{Decimal, RoundingStrategy};
 use serde_json::{Map, Value};
 
 use super::{
-    change_kind, CoveredWindow, LedgerRow, MergeCounts, RunKind, RunReport, RunStart, StoredDeal, Warehouse,
-    WarehouseError, DEAL_COLUMNS,
+    change_kind, CoveredWindow, LedgerRow, MergeCounts, QuarantinedRecord, QuarantinedRow, RunKind, RunReport,
+    RunStart, StoredDeal, Warehouse, WarehouseError, DEAL_COLUMNS,
 };
 use crate::deal::{Deal, DealChange};
 use crate::retry::{retry, RetryPolicy, Retryable};
@@ -72,6 +72,9 @@ const DEALS_TABLE: &str = "closed_won_deals";
 const SQL_CREATE_DATASET: &str = include_str!("../../sql/create_dataset.sql");
 const SQL_DEALS_TABLE: &str = include_str!("../../sql/closed_won_deals.sql");
 const SQL_RUNS_TABLE: &str = include_str!("../../sql/sync_runs.sql");
+const SQL_QUARANTINE_TABLE: &str = include_str!("../../sql/quarantined_deals.sql");
+const SQL_QUARANTINE_RESOLVE: &str = include_str!("../../sql/quarantine_resolve.sql");
+const SQL_QUARANTINE_UPSERT: &str = include_str!("../../sql/quarantine_upsert.sql");
 const SQL_STAGING_TABLE: &str = include_str!("../../sql/staging.sql");
 const SQL_MERGE_SOURCE: &str = include_str!("../../sql/merge_source.sql");
 const SQL_MERGE: &str = include_str!("../../sql/merge.sql");
@@ -477,6 +480,7 @@ impl Warehouse for BigQueryWarehouse {
         self.query("creating closed_won_deals", self.render(SQL_DEALS_TABLE, &[]), vec![]).await?;
         self.add_missing_columns().await?;
         self.query("creating sync_runs", self.render(SQL_RUNS_TABLE, &[]), vec![]).await?;
+        self.query("creating quarantined_deals", self.render(SQL_QUARANTINE_TABLE, &[]), vec![]).await?;
         for (name, sql) in SQL_VIEWS {
             self.query(&format!("creating the view {name}"), self.render(sql, &[]), vec![]).await?;
         }
@@ -593,12 +597,17 @@ impl Warehouse for BigQueryWarehouse {
                 counts.upserted = cell_u64(row, 0);
                 counts.unwon = cell_u64(row, 1);
             }
+            // (3) the quarantine of deals this run read a version of is over.
+            let resolve = self.render(SQL_QUARANTINE_RESOLVE, &[("staging", &table)]);
+            self.query("clearing resolved quarantines", resolve, vec![]).await?;
         } else if let Some(recorded) = self.recorded_counts(run).await? {
             // Committed before, staging already dropped: nothing left to do but answer the same.
             return Ok(recorded);
         }
+        // (4) this run's quarantined records (idempotent: a MERGE by deal id).
+        self.quarantine(run, &report.quarantined).await?;
         counts.won_in_window = self.count_won_in_window(run.window_start, run.window_end).await?;
-        // (3) the ledger.
+        // (5) the ledger.
         let params = vec![
             p_str("run_id", &run.run_id),
             p_u64("deals_upserted", counts.upserted),
@@ -617,7 +626,7 @@ impl Warehouse for BigQueryWarehouse {
                 run.run_id
             )));
         }
-        // (4) the staging table. It expires by itself within a day, so failing to drop it is only logged.
+        // (6) the staging table. It expires by itself within a day, so failing to drop it is only logged.
         if let Err(e) = self.drop_staging(&table).await {
             tracing::warn!(table, error = %e, "could not drop the staging table; it expires within a day");
         }
@@ -684,6 +693,75 @@ impl Warehouse for BigQueryWarehouse {
         let rows = self.query("reading closed_won_deals", self.render(&sql, &[]), vec![]).await?.rows;
         rows.iter().map(|r| stored_deal(r)).collect()
     }
+
+    async fn quarantined(&self) -> Result<Vec<QuarantinedRow>, WarehouseError> {
+        let sql = "SELECT deal_id, field, reason, record, run_id FROM `{{dataset}}.quarantined_deals`
+                   ORDER BY LENGTH(deal_id), deal_id";
+        let rows = self.query("reading quarantined_deals", self.render(sql, &[]), vec![]).await?.rows;
+        Ok(rows
+            .iter()
+            .map(|r| QuarantinedRow {
+                deal_id: cell(r, 0).unwrap_or_default(),
+                field: cell(r, 1).unwrap_or_default(),
+                reason: cell(r, 2).unwrap_or_default(),
+                record: cell(r, 3).unwrap_or_default(),
+                run_id: cell(r, 4).unwrap_or_default(),
+            })
+            .collect())
+    }
+}
+
+impl BigQueryWarehouse {
+    /// Upserts quarantined records by deal id, in statements of bounded size (each record is a few parameters).
+    async fn quarantine(&self, run: &RunStart, records: &[QuarantinedRecord]) -> Result<(), WarehouseError> {
+        // One row per deal: MERGE refuses a target row matched by two source rows. The last one wins.
+        let mut newest: Vec<&QuarantinedRecord> = Vec::new();
+        for q in records.iter().rev() {
+            if !newest.iter().any(|n| n.deal_id == q.deal_id) {
+                newest.push(q);
+            }
+        }
+        for chunk in quarantine_chunks(&newest) {
+            let mut params = vec![p_str("run_id", &run.run_id)];
+            let rows: Vec<String> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, q)| {
+                    params.extend([
+                        p_str(&format!("d{i}"), &q.deal_id),
+                        p_str(&format!("f{i}"), &q.field),
+                        p_str(&format!("r{i}"), &q.reason),
+                        p_str(&format!("c{i}"), &q.record),
+                    ]);
+                    format!("SELECT @d{i} AS deal_id, @f{i} AS field, @r{i} AS reason, @c{i} AS record")
+                })
+                .collect();
+            let sql = self.render(SQL_QUARANTINE_UPSERT, &[("source", &rows.join(" UNION ALL "))]);
+            self.query("recording quarantined records", sql, params).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Splits quarantined records into statements of at most 100 records and about 4 MB of parameters (BigQuery
+/// caps a request's size).
+fn quarantine_chunks<'a>(records: &'a [&'a QuarantinedRecord]) -> Vec<&'a [&'a QuarantinedRecord]> {
+    const MAX_ROWS: usize = 100;
+    const MAX_BYTES: usize = 4 * 1024 * 1024;
+    let mut chunks = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, q) in records.iter().enumerate() {
+        let size = q.deal_id.len() + q.field.len() + q.reason.len() + q.record.len() + 200;
+        if i > start && (i - start == MAX_ROWS || bytes + size > MAX_BYTES) {
+            chunks.push(&records[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += size;
+    }
+    if start < records.len() {
+        chunks.push(&records[start..]);
+    }
+    chunks
 }
 
 /// A finished statement: its rows as text cells, the DML row count when it was DML, and what it scanned
@@ -1213,6 +1291,9 @@ mod tests {
             SQL_CREATE_DATASET,
             SQL_DEALS_TABLE,
             SQL_RUNS_TABLE,
+            SQL_QUARANTINE_TABLE,
+            SQL_QUARANTINE_RESOLVE,
+            SQL_QUARANTINE_UPSERT,
             SQL_STAGING_TABLE,
             SQL_MERGE_SOURCE,
             SQL_MERGE,

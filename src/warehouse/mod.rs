@@ -19,6 +19,9 @@
 //!   heartbeat); a second run while the lease is live gets [`WarehouseError::Busy`]. A run that dies leaves a
 //!   lease that expires after the lease TTL. Even without the lease, two merges at once are harmless: each is
 //!   guarded by `modified_time`.
+//! - **Nothing unreadable is dropped silently.** A record the job could not map is kept in `quarantined_deals`
+//!   (deal id, field, reason, the record as received), one row per deal, newest wins; the row goes once a run
+//!   merges a readable version of that deal. Written by [`Warehouse::commit`] from [`RunReport::quarantined`].
 
 pub mod bigquery;
 pub mod sqlite;
@@ -127,6 +130,8 @@ pub struct RunReport {
     pub zoho_won_count: Option<u64>,
     /// Won deals modified in the window according to the warehouse after the merge.
     pub warehouse_won_count: Option<u64>,
+    /// The records the run could not map (at most [`MAX_QUARANTINED_KEPT`]; `deals_quarantined` counts all).
+    pub quarantined: Vec<QuarantinedRecord>,
     /// Set when the run stopped early but what it fetched is still worth merging (the credit budget): `commit`
     /// then merges and records the run `failed` with this text instead of `succeeded`, so the watermark
     /// does not move past data that was never read.
@@ -211,7 +216,8 @@ pub trait Warehouse: Send + Sync {
     /// Appends changes to this run's staging area. Redelivery is allowed.
     fn stage(&self, run: &RunStart, changes: &[DealChange]) -> impl Future<Output = Result<(), WarehouseError>> + Send;
 
-    /// Merges this run's staging into `closed_won_deals`, counts won rows in the window, then records the run
+    /// Merges this run's staging into `closed_won_deals`, clears the quarantine of the deals it staged and
+    /// quarantines `report.quarantined`, counts won rows in the window, then records the run
     /// `succeeded` with `report` (its deal counts replaced by the merge counts and `warehouse_won_count` by the
     /// count), then drops the staging. Safe to crash anywhere: a rerun converges. Committing a run that already
     /// succeeded changes nothing and returns the counts it recorded.
@@ -249,6 +255,51 @@ pub trait Warehouse: Send + Sync {
     /// Every row of `closed_won_deals`, ordered by `deal_id` (for tests, reconciliation tools and exports;
     /// reads the whole table).
     fn stored_deals(&self) -> impl Future<Output = Result<Vec<StoredDeal>, WarehouseError>> + Send;
+
+    /// Every row of `quarantined_deals`, ordered by `deal_id`.
+    fn quarantined(&self) -> impl Future<Output = Result<Vec<QuarantinedRow>, WarehouseError>> + Send;
+}
+
+/// At most this many quarantined records are kept per run (the rest are counted and logged): a feed that
+/// breaks every record should not turn the quarantine into a second copy of the CRM.
+pub const MAX_QUARANTINED_KEPT: usize = 1000;
+
+/// At most this many bytes of a quarantined record are kept (the field and reason say what was wrong).
+pub const MAX_QUARANTINED_RECORD_BYTES: usize = 64 * 1024;
+
+/// A record the job could not map into a deal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuarantinedRecord {
+    pub deal_id: String,
+    /// The field that could not be read.
+    pub field: String,
+    pub reason: String,
+    /// The record's JSON as received, cut at [`MAX_QUARANTINED_RECORD_BYTES`] (so not always valid JSON).
+    pub record: String,
+}
+
+impl QuarantinedRecord {
+    /// `record` cut to [`MAX_QUARANTINED_RECORD_BYTES`] on a character boundary.
+    pub fn new(deal_id: String, field: String, reason: String, mut record: String) -> Self {
+        if record.len() > MAX_QUARANTINED_RECORD_BYTES {
+            let mut cut = MAX_QUARANTINED_RECORD_BYTES;
+            while !record.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            record.truncate(cut);
+        }
+        QuarantinedRecord { deal_id, field, reason, record }
+    }
+}
+
+/// A row of `quarantined_deals` as read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuarantinedRow {
+    pub deal_id: String,
+    pub field: String,
+    pub reason: String,
+    pub record: String,
+    pub run_id: String,
 }
 
 /// A row of `closed_won_deals` as read back.

@@ -17,8 +17,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use rust_decimal::Decimal;
 
 use super::{
-    change_kind, CoveredWindow, LedgerRow, MergeCounts, RunKind, RunReport, RunStart, StoredDeal, Warehouse,
-    WarehouseError, DEAL_COLUMNS,
+    change_kind, CoveredWindow, LedgerRow, MergeCounts, QuarantinedRow, RunKind, RunReport, RunStart, StoredDeal,
+    Warehouse, WarehouseError, DEAL_COLUMNS,
 };
 use crate::deal::{format_utc, Deal, DealChange};
 
@@ -118,6 +118,26 @@ const LEDGER_DDL: &str = "CREATE TABLE IF NOT EXISTS sync_runs (
   warehouse_won_count INTEGER,
   error TEXT
 )";
+
+/// Records the job could not map, one row per deal (the newest quarantine wins), until a run merges a readable
+/// version of the deal. The same as BigQuery's `sql/quarantined_deals.sql`.
+const QUARANTINE_DDL: &str = "CREATE TABLE IF NOT EXISTS quarantined_deals (
+  deal_id TEXT PRIMARY KEY,
+  field TEXT NOT NULL,
+  reason TEXT NOT NULL,
+  record TEXT NOT NULL,
+  run_id TEXT NOT NULL,
+  quarantined_at TEXT NOT NULL
+)";
+
+/// A run that merged a version of a deal (won, un-won or deleted) has read it: its quarantine is over.
+const RESOLVE_QUARANTINE: &str = "DELETE FROM quarantined_deals
+  WHERE deal_id IN (SELECT deal_id FROM staging_changes WHERE run_id = ?1)";
+
+const QUARANTINE: &str = "INSERT INTO quarantined_deals (deal_id, field, reason, record, run_id, quarantined_at)
+  VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+  ON CONFLICT (deal_id) DO UPDATE SET field = excluded.field, reason = excluded.reason, record = excluded.record,
+    run_id = excluded.run_id, quarantined_at = excluded.quarantined_at";
 
 /// The analyst views, the same as BigQuery's (`sql/views/`), in SQLite's dialect. Recreated at every
 /// `prepare` so that a new version's definitions replace old ones.
@@ -382,6 +402,7 @@ impl Warehouse for SqliteWarehouse {
             tx.execute("DROP TABLE IF EXISTS main.staging_changes", []).map_err(&err)?;
             tx.execute(&staging_table_ddl(), []).map_err(&err)?;
             tx.execute(LEDGER_DDL, []).map_err(&err)?;
+            tx.execute(QUARANTINE_DDL, []).map_err(&err)?;
             for table in ["closed_won_deals", "staging_changes"] {
                 let added = add_missing_columns(&tx, table).map_err(&err)?;
                 if !added.is_empty() {
@@ -545,6 +566,13 @@ impl Warehouse for SqliteWarehouse {
             let upserted = tx.execute(MERGE_WON, params![run.run_id, now]).map_err(&err)? as u64;
             let unwon = tx.execute(MERGE_UNWON, params![run.run_id, now]).map_err(&err)? as u64;
             let deleted = tx.execute(MERGE_DELETED, params![run.run_id, now]).map_err(&err)? as u64;
+            tx.execute(RESOLVE_QUARANTINE, params![run.run_id]).map_err(&err)?;
+            {
+                let mut insert = tx.prepare(QUARANTINE).map_err(&err)?;
+                for q in &report.quarantined {
+                    insert.execute(params![q.deal_id, q.field, q.reason, q.record, run.run_id, now]).map_err(&err)?;
+                }
+            }
             let won_in_window = tx
                 .query_row(COUNT_WON, params![ts(run.window_start), ts(run.window_end)], |r| r.get::<_, i64>(0))
                 .map_err(&err)? as u64;
@@ -649,6 +677,29 @@ impl Warehouse for SqliteWarehouse {
             let sql = format!("SELECT {cols} FROM closed_won_deals ORDER BY length(deal_id), deal_id");
             let rows = query_all(c, &sql, [], read_deal).map_err(&err)?;
             Ok(rows)
+        })
+        .await
+    }
+
+    async fn quarantined(&self) -> Result<Vec<QuarantinedRow>, WarehouseError> {
+        let err = self.err();
+        self.with(move |c| {
+            query_all(
+                c,
+                "SELECT deal_id, field, reason, record, run_id FROM quarantined_deals
+                 ORDER BY length(deal_id), deal_id",
+                [],
+                |r| {
+                    Ok(QuarantinedRow {
+                        deal_id: r.get(0)?,
+                        field: r.get(1)?,
+                        reason: r.get(2)?,
+                        record: r.get(3)?,
+                        run_id: r.get(4)?,
+                    })
+                },
+            )
+            .map_err(&err)
         })
         .await
     }

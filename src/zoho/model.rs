@@ -13,6 +13,9 @@ use serde_json::{Map, Value};
 
 use crate::deal::Deal;
 
+/// The `deal_id` of a quarantined record whose id is unreadable.
+pub const UNKNOWN_ID: &str = "<unknown>";
+
 /// Why a record was not stored.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("deal {deal_id}: field {field}: {reason}")]
@@ -61,11 +64,11 @@ fn is_id(s: &str) -> bool {
 /// Maps one record (an element of a COQL or Get Records `data` array) to a [`Deal`].
 pub fn to_deal(record: &Value) -> Result<Deal, Quarantined> {
     let Value::Object(obj) = record else {
-        return Err(q("<unknown>", "(record)", format!("expected a JSON object, got {}", kind(record))));
+        return Err(q(UNKNOWN_ID, "(record)", format!("expected a JSON object, got {}", kind(record))));
     };
     let deal_id = match obj.get("id") {
-        None | Some(Value::Null) => return Err(q("<unknown>", "id", "missing".into())),
-        Some(_) => record_id(record).ok_or_else(|| q("<unknown>", "id", "not a numeric record id".into()))?,
+        None | Some(Value::Null) => return Err(q(UNKNOWN_ID, "id", "missing".into())),
+        Some(_) => record_id(record).ok_or_else(|| q(UNKNOWN_ID, "id", "not a numeric record id".into()))?,
     };
     let f = Fields { obj, id: &deal_id };
     let (account_id, account_name) = f.lookup("Account_Name")?;

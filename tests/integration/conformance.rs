@@ -16,7 +16,9 @@ use rust_decimal::Decimal;
 use zoho_deals_sync::deal::{Deal, DealChange};
 use zoho_deals_sync::warehouse::bigquery::{BigQueryConfig, BigQueryWarehouse};
 use zoho_deals_sync::warehouse::sqlite::SqliteWarehouse;
-use zoho_deals_sync::warehouse::{RunKind, RunReport, RunStart, StoredDeal, Warehouse, WarehouseError, DEAL_COLUMNS};
+use zoho_deals_sync::warehouse::{
+    QuarantinedRecord, RunKind, RunReport, RunStart, StoredDeal, Warehouse, WarehouseError, DEAL_COLUMNS,
+};
 
 /// What differs between the places a test runs, apart from the warehouse itself.
 struct Env {
@@ -495,6 +497,52 @@ async fn a_second_run_is_busy_while_the_lease_lives_and_free_after_it_expires<W:
     assert_eq!(w.watermark().await.expect("watermark"), Some(t(100)));
 }
 
+fn quarantined(id: &str, field: &str, reason: &str) -> QuarantinedRecord {
+    let record = format!(r#"{{"id":"{id}","{field}":"not what it should be — “quoted” ✓"}}"#);
+    QuarantinedRecord::new(id.into(), field.into(), reason.into(), record)
+}
+
+async fn quarantined_records_are_kept_until_a_readable_version_is_merged<W: Backend>(w: &W, _: &Env) {
+    w.prepare().await.expect("prepare");
+    assert!(w.quarantined().await.expect("quarantined").is_empty());
+    let r1 = run("r1", 0, 100);
+    w.begin_run(&r1).await.expect("begin_run");
+    w.stage(&r1, &[won("1", 10)]).await.expect("stage");
+    let report1 = RunReport {
+        deals_quarantined: 3,
+        quarantined: vec![
+            quarantined("7", "Amount", "expected a number"),
+            quarantined("8", "Closing_Date", "not a date: 2026-02-30"),
+            // The same deal twice in one run (two pages): one row, the last one.
+            quarantined("7", "Stage", "expected a string"),
+        ],
+        ..report()
+    };
+    w.commit(&r1, &report1).await.expect("commit");
+    let q = w.quarantined().await.expect("quarantined");
+    let summary: Vec<_> = q.iter().map(|r| (r.deal_id.as_str(), r.field.as_str(), r.run_id.as_str())).collect();
+    assert_eq!(summary, vec![("7", "Stage", "r1"), ("8", "Closing_Date", "r1")]);
+    assert_eq!(q[1].reason, "not a date: 2026-02-30");
+    assert_eq!(q[1].record, quarantined("8", "Closing_Date", "").record, "the record as received, unicode intact");
+    assert!(!stored(w).await.contains_key("7"), "a quarantined record is not a deal row");
+
+    // A repeated commit changes nothing; a later run that reads deal 7 properly ends its quarantine, and one
+    // that quarantines deal 8 again replaces its row.
+    w.commit(&r1, &report1).await.expect("repeated commit");
+    assert_eq!(w.quarantined().await.expect("quarantined").len(), 2);
+    let r2 = run("r2", 100, 200);
+    w.begin_run(&r2).await.expect("begin_run");
+    w.stage(&r2, &[won("7", 150)]).await.expect("stage");
+    let report2 =
+        RunReport { deals_quarantined: 1, quarantined: vec![quarantined("8", "Amount", "negative")], ..report() };
+    w.commit(&r2, &report2).await.expect("commit");
+    let q = w.quarantined().await.expect("quarantined");
+    let summary: Vec<_> = q.iter().map(|r| (r.deal_id.as_str(), r.field.as_str(), r.run_id.as_str())).collect();
+    assert_eq!(summary, vec![("8", "Amount", "r2")]);
+    assert!(stored(w).await["7"].is_closed_won);
+    assert_eq!(w.ledger().await.expect("ledger")[1].status, "succeeded");
+}
+
 async fn prepare_adds_a_column_missing_from_an_older_table<W: Backend>(w: &W, _: &Env) {
     w.create_legacy_deals_table("owner_email").await;
     assert!(!w.deal_columns().await.iter().any(|c| c == "owner_email"));
@@ -674,6 +722,7 @@ conformance!(
     exact_decimals_survive,
     window_queries_include_the_start_and_exclude_the_end,
     an_empty_run_succeeds_and_moves_the_watermark,
+    quarantined_records_are_kept_until_a_readable_version_is_merged,
 );
 
 // ---------------------------------------------------------------------------------------------------------

@@ -159,6 +159,17 @@ async fn exit_8_when_records_are_quarantined_naming_each_and_the_rest_are_stored
     }
     let ledger = app.warehouse().ledger().await.expect("ledger");
     assert_eq!(ledger[0].status, "succeeded");
+    // And each is kept in quarantined_deals, as received, for a person to look at.
+    let kept = app.warehouse().quarantined().await.expect("quarantined");
+    let ids: Vec<&str> = corrupted["corrupt"].as_array().expect("ids").iter().filter_map(|v| v.as_str()).collect();
+    assert_eq!(kept.iter().map(|q| q.deal_id.as_str()).collect::<Vec<_>>().len(), ids.len(), "{kept:?}");
+    for q in &kept {
+        assert!(ids.contains(&q.deal_id.as_str()), "{q:?}");
+        assert_eq!(q.run_id, ledger[0].run_id);
+        let record: serde_json::Value = serde_json::from_str(&q.record).expect("the record as JSON");
+        assert_eq!(record["id"].as_str(), Some(q.deal_id.as_str()));
+        assert!(record[q.field.as_str()].is_string(), "the bad value is kept: {}", q.record);
+    }
 }
 
 #[tokio::test]
