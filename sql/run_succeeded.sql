@@ -1,6 +1,8 @@
--- Step 3 of commit: the ledger row says succeeded, with the run's figures. Idempotent.
+-- Step 5 of commit: the ledger row gets the run's figures and says `succeeded`, or `failed` with @error when the
+-- run stopped early and merged only what it fetched (the credit budget): then the watermark does not move past
+-- data that was never read. Idempotent.
 UPDATE `{{dataset}}.sync_runs`
-SET status = 'succeeded',
+SET status = @status,
   finished_at = CURRENT_TIMESTAMP(),
   heartbeat_at = CURRENT_TIMESTAMP(),
   deals_upserted = @deals_upserted,
@@ -11,5 +13,5 @@ SET status = 'succeeded',
   api_credits = @api_credits,
   zoho_won_count = @zoho_won_count,
   warehouse_won_count = @warehouse_won_count,
-  error = NULL
+  error = @error
 WHERE run_id = @run_id

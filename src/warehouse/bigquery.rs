@@ -568,6 +568,15 @@ impl Warehouse for BigQueryWarehouse {
 
     async fn commit(&self, run: &RunStart, report: &RunReport) -> Result<MergeCounts, WarehouseError> {
         let table = Self::staging_table(run);
+        // A commit repeated after the run succeeded (a retry, or a crash after the ledger) answers with what it
+        // recorded, whether or not dropping its staging worked: redoing the steps would touch rows later runs
+        // wrote.
+        if let Some(recorded) = self.recorded_counts(run).await? {
+            if let Err(e) = self.drop_staging(&table).await {
+                tracing::warn!(table, error = %e, "could not drop the staging table; it expires within a day");
+            }
+            return Ok(recorded);
+        }
         let source = self.render(SQL_MERGE_SOURCE, &[("staging", &table)]);
         let mut counts = MergeCounts::default();
         if self.table_exists(&table).await? {
@@ -600,16 +609,20 @@ impl Warehouse for BigQueryWarehouse {
             // (3) the quarantine of deals this run read a version of is over.
             let resolve = self.render(SQL_QUARANTINE_RESOLVE, &[("staging", &table)]);
             self.query("clearing resolved quarantines", resolve, vec![]).await?;
-        } else if let Some(recorded) = self.recorded_counts(run).await? {
-            // Committed before, staging already dropped: nothing left to do but answer the same.
-            return Ok(recorded);
         }
         // (4) this run's quarantined records (idempotent: a MERGE by deal id).
         self.quarantine(run, &report.quarantined).await?;
         counts.won_in_window = self.count_won_in_window(run.window_start, run.window_end).await?;
         // (5) the ledger.
+        // A run that stopped early (the credit budget) merged what it fetched but is recorded failed.
+        let (status, error) = match &report.incomplete {
+            Some(why) => ("failed", Some(why.chars().take(10_000).collect::<String>())),
+            None => ("succeeded", None),
+        };
         let params = vec![
             p_str("run_id", &run.run_id),
+            p_str("status", status),
+            param("error", "STRING", error),
             p_u64("deals_upserted", counts.upserted),
             p_u64("deals_unwon", counts.unwon),
             p_u64("deals_deleted", counts.deleted),
@@ -619,7 +632,7 @@ impl Warehouse for BigQueryWarehouse {
             p_opt_u64("zoho_won_count", report.zoho_won_count),
             p_u64("warehouse_won_count", counts.won_in_window),
         ];
-        let updated = self.query("recording the run as succeeded", self.render(SQL_RUN_SUCCEEDED, &[]), params).await?;
+        let updated = self.query("recording the run's outcome", self.render(SQL_RUN_SUCCEEDED, &[]), params).await?;
         if updated.affected == Some(0) {
             return Err(WarehouseError::Other(format!(
                 "run {} has no row in sync_runs (begin_run was not called for it); its changes are merged",

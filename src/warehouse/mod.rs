@@ -20,8 +20,8 @@
 //!   lease that expires after the lease TTL. Even without the lease, two merges at once are harmless: each is
 //!   guarded by `modified_time`.
 //! - **Nothing unreadable is dropped silently.** A record the job could not map is kept in `quarantined_deals`
-//!   (deal id, field, reason, the record as received), one row per deal, newest wins; the row goes once a run
-//!   merges a readable version of that deal. Written by [`Warehouse::commit`] from [`RunReport::quarantined`].
+//!   (deal id, field, reason, the record as received), one row per deal, the latest quarantine wins; the row
+//!   goes once a run stages a readable version of that deal (won, un-won or deleted). Written by [`Warehouse::commit`] from [`RunReport::quarantined`].
 
 pub mod bigquery;
 pub mod sqlite;
@@ -256,7 +256,7 @@ pub trait Warehouse: Send + Sync {
     /// reads the whole table).
     fn stored_deals(&self) -> impl Future<Output = Result<Vec<StoredDeal>, WarehouseError>> + Send;
 
-    /// Every row of `quarantined_deals`, ordered by `deal_id`.
+    /// Every row of `quarantined_deals`, in id order (shorter ids first, as numbers sort).
     fn quarantined(&self) -> impl Future<Output = Result<Vec<QuarantinedRow>, WarehouseError>> + Send;
 }
 

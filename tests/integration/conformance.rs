@@ -540,7 +540,29 @@ async fn quarantined_records_are_kept_until_a_readable_version_is_merged<W: Back
     let summary: Vec<_> = q.iter().map(|r| (r.deal_id.as_str(), r.field.as_str(), r.run_id.as_str())).collect();
     assert_eq!(summary, vec![("8", "Amount", "r2")]);
     assert!(stored(w).await["7"].is_closed_won);
-    assert_eq!(w.ledger().await.expect("ledger")[1].status, "succeeded");
+    let ledger = w.ledger().await.expect("ledger");
+    assert_eq!((ledger[0].run_id.as_str(), ledger[0].status.as_str()), ("r2", "succeeded"));
+}
+
+async fn an_incomplete_commit_merges_what_was_fetched_but_records_the_run_failed<W: Backend>(w: &W, _: &Env) {
+    w.prepare().await.expect("prepare");
+    sync(w, &run("r1", 0, 100), &[won("1", 10)]).await;
+    // The credit budget stopped r2 mid-window: what it fetched is merged, but the window was not all read, so
+    // the run is failed and the watermark stays where r1 left it.
+    let r2 = run("r2", 90, 200);
+    w.begin_run(&r2).await.expect("begin_run");
+    w.stage(&r2, &[won("2", 150)]).await.expect("stage");
+    let stopped = RunReport { incomplete: Some("credit budget reached: 10 of 10 credits spent".into()), ..report() };
+    let counts = w.commit(&r2, &stopped).await.expect("commit");
+    assert_eq!(counts.upserted, 1);
+    assert!(stored(w).await.contains_key("2"), "what was fetched is merged");
+    let ledger = w.ledger().await.expect("ledger");
+    assert_eq!((ledger[0].run_id.as_str(), ledger[0].status.as_str()), ("r2", "failed"));
+    assert!(ledger[0].error.as_deref().is_some_and(|e| e.contains("credit budget")), "{:?}", ledger[0]);
+    assert_eq!(w.watermark().await.expect("watermark"), Some(t(100)), "the watermark did not move");
+    // The next run starts a new lease: the failed one holds none.
+    sync(w, &run("r3", 90, 300), &[]).await;
+    assert_eq!(w.watermark().await.expect("watermark"), Some(t(300)));
 }
 
 async fn prepare_adds_a_column_missing_from_an_older_table<W: Backend>(w: &W, _: &Env) {
@@ -723,6 +745,7 @@ conformance!(
     window_queries_include_the_start_and_exclude_the_end,
     an_empty_run_succeeds_and_moves_the_watermark,
     quarantined_records_are_kept_until_a_readable_version_is_merged,
+    an_incomplete_commit_merges_what_was_fetched_but_records_the_run_failed,
 );
 
 // ---------------------------------------------------------------------------------------------------------

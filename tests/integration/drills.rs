@@ -49,7 +49,7 @@ const BIGQUERY_COMMIT_POINTS: [KillPoint; 5] = [
     at("merging into closed_won_deals", 1, 0),
     at("flagging deleted deals", 1, 0),
     at("counting merged rows", 1, 0),
-    at("recording the run as succeeded", 1, 0),
+    at("recording the run's outcome", 1, 0),
 ];
 
 /// The log level that makes the phase lines visible, without the HTTP stack's chatter.
