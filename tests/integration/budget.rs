@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use zoho_sandbox::{Faults, SandboxConfig};
 
-use crate::helpers::{assert_equals_ground_truth, next_second, TestApp};
+use crate::helpers::{after_coql_calls, assert_equals_ground_truth, next_second, TestApp};
 
 /// `credits=N` from the run's summary line: the job's own count, retries included.
 fn credits_spent(stdout: &str) -> u64 {
@@ -116,29 +116,10 @@ async fn retries_that_use_up_the_budget_mid_run_stop_before_it_merge_what_was_fe
 
     // The budget pays for the whole plan and one retry of a page, not for a storm of them.
     let budget = (estimate + 3).to_string();
-    let failer = {
-        let (http, base) = (app.http.clone(), app.sandbox.base_url());
-        tokio::spawn(async move {
-            // Once the first page is requested (after the plan's count), every call fails.
-            loop {
-                let stats: serde_json::Value = http
-                    .get(format!("{base}/__sandbox/stats"))
-                    .send()
-                    .await
-                    .expect("stats")
-                    .json()
-                    .await
-                    .expect("json");
-                if stats["calls"]["coql"].as_u64().unwrap_or(0) >= 2 {
-                    break;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-            }
-            http.post(format!("{base}/__sandbox/control")).json(&json!({"rate_500": 1.0})).send().await.expect("fail")
-        })
-    };
+    // Once the first page is requested (after the plan's count), every call fails.
+    let failer = after_coql_calls(&app, 2, "/__sandbox/control", json!({"rate_500": 1.0}));
     let out = app.run(&[&["sync", "--max-credits", budget.as_str()][..], &window[..]].concat()).await;
-    assert!(failer.await.expect("failer").status().is_success());
+    assert!(failer.await.expect("failer").is_some_and(|s| s.is_success()), "the faults were switched on mid-run");
     assert_eq!(out.code, 6, "{}", out.all());
     assert!(out.stderr.contains("retries count too"), "{}", out.stderr);
     assert!(app.stats().await["credits_total"].as_u64().expect("credits") <= estimate + 3);

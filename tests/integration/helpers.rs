@@ -252,6 +252,32 @@ pub async fn run_binary(args: &[&str], env: &[(String, String)]) -> RunOutput {
 
 /// Waits until the wall clock has passed into a new second, so that a mutation stamped in this second is
 /// inside the window of a run that starts now (windows end at a whole second, exclusive).
+/// Posts `body` to the sandbox's control `path` once the sandbox has seen `calls` COQL calls: a fault or a
+/// revocation lands mid-run, at the same point of the run however fast the machine is. Gives up (returning
+/// `None`) after [`RUN_TIMEOUT`], so a run that ends early cannot hang the test.
+pub fn after_coql_calls(
+    app: &TestApp,
+    calls: u64,
+    path: &'static str,
+    body: Value,
+) -> tokio::task::JoinHandle<Option<reqwest::StatusCode>> {
+    let (http, base) = (app.http.clone(), app.sandbox.base_url());
+    tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + RUN_TIMEOUT;
+        loop {
+            let stats: Value = http.get(format!("{base}/__sandbox/stats")).send().await.ok()?.json().await.ok()?;
+            if stats["calls"]["coql"].as_u64().unwrap_or(0) >= calls {
+                break;
+            }
+            if tokio::time::Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Some(http.post(format!("{base}{path}")).json(&body).send().await.ok()?.status())
+    })
+}
+
 pub async fn next_second() {
     let ms = Utc::now().timestamp_subsec_millis();
     tokio::time::sleep(Duration::from_millis(u64::from(1000 - ms) + 20)).await;

@@ -14,7 +14,7 @@ use zoho_deals_sync::zoho::client::{http_client, ZohoClient};
 use zoho_deals_sync::zoho::deals::{self, DealQuery, StageFilter, Window};
 use zoho_sandbox::{Faults, SandboxConfig, DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_REFRESH_TOKEN};
 
-use crate::helpers::{assert_equals_ground_truth, modified, next_second, TestApp, Truth};
+use crate::helpers::{after_coql_calls, assert_equals_ground_truth, modified, next_second, TestApp, Truth};
 
 fn first_window_start(ledger: &[zoho_deals_sync::warehouse::LedgerRow]) -> DateTime<Utc> {
     ledger.last().expect("a run").window_start
@@ -26,30 +26,10 @@ async fn twenty_percent_faults_and_a_revoked_token_still_end_equal_to_ground_tru
     let app = TestApp::spawn(SandboxConfig { deals: 20_000, faults, ..SandboxConfig::default() }).await;
     // The tokens are revoked mid-run: once the run has started 3 of the 10 or so COQL calls it makes, whatever
     // the machine's speed.
-    let revoker = {
-        let http = app.http.clone();
-        let base = app.sandbox.base_url();
-        tokio::spawn(async move {
-            loop {
-                let stats: serde_json::Value = http
-                    .get(format!("{base}/__sandbox/stats"))
-                    .send()
-                    .await
-                    .expect("stats")
-                    .json()
-                    .await
-                    .expect("json");
-                if stats["calls"]["coql"].as_u64().unwrap_or(0) >= 3 {
-                    break;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-            }
-            http.post(format!("{base}/__sandbox/revoke-access-tokens")).send().await.expect("revoke")
-        })
-    };
+    let revoker = after_coql_calls(&app, 3, "/__sandbox/revoke-access-tokens", json!({}));
     let out = app.run(&["sync", "--since", "200d"]).await;
     assert_eq!(out.code, 0, "{}", out.all());
-    assert!(revoker.await.expect("revoker").status().is_success());
+    assert!(revoker.await.expect("revoker").is_some_and(|s| s.is_success()), "the tokens were revoked mid-run");
     let stats = app.stats().await;
     assert!(stats["faults_injected"].as_u64().unwrap_or(0) > 0, "faults were injected: {stats}");
     assert!(out.stderr.contains("minting a new one"), "the revoked token was replaced: {}", out.stderr);
