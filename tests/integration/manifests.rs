@@ -1,18 +1,31 @@
-//! The deployment manifests against the binary's configuration contract: every environment variable that a
-//! file under `deploy/` sets for the job is one the binary reads (`config::ENV_VARS`), and the Zoho secrets
-//! reach the job only from a secret store (Secret Manager, a Kubernetes Secret, the root-only env file),
-//! never as a value written in a manifest.
+//! The deployment policy, in one place: what every file under `deploy/` must and must not do.
 //!
-//! Not here: whether the files are valid Terraform, YAML or unit files (`scripts/lint-deploy.sh` runs real
-//! linters for that). Parsing is by hand and shallow on purpose: each format has a small extractor that finds
-//! where a variable is *set*, and a catch-all scan finds every token in the job's own namespaces (`ZOHO_`,
-//! `BQ_`, ...) anywhere under `deploy/`, comments and READMEs included, so that a misspelt name cannot hide in
-//! prose either. The extractors are tested on small inline samples at the bottom, so that a broken parser
-//! fails loudly instead of finding nothing. One more test builds and runs the image where Docker works.
+//! - **The configuration contract.** Every environment variable a manifest sets for the job is one the binary
+//!   reads (`config::ENV_VARS`); a catch-all scan finds every token in the job's own namespaces (`ZOHO_`,
+//!   `BQ_`, ...) anywhere under `deploy/`, comments and READMEs included, so that a misspelt name cannot hide in
+//!   prose either.
+//! - **Secrets.** The Zoho secrets reach the job only from a secret store (Secret Manager, a Kubernetes Secret,
+//!   the root-only env file), never as a value written in a manifest or baked into the image.
+//! - **The Google Cloud recipe's shape** (`deploy/gcp/*.tf`): least-privilege identities, secrets as empty
+//!   containers, a Cloud Run Job with a timeout and retries, a scheduler that may only start it.
+//! - **The crontab**: valid schedules, an unprivileged user, no overlapping runs.
+//!
+//! Terraform and YAML are read with real parsers (`hcl-rs`, `yaml-rust2`), so comments and quoting cannot
+//! fool a check; the line formats (Dockerfile, systemd units, env files, crontab, shell commands in
+//! READMEs) have small extractors here. Each extractor and each policy check is also run on small inline
+//! samples at the bottom, so that a check that could no longer fail is noticed.
+//!
+//! Not here: whether the files are well-formed for their tools (`scripts/lint-deploy.sh` runs the real
+//! linters: hadolint, yamllint, kubernetes-validate, `terraform fmt`, checkov, systemd-analyze, shellcheck;
+//! it also runs these tests). To add a check, add a test below (a `*_problems` function returning every
+//! finding keeps the message useful); to add a kind of file, teach `kind_of` and `settings_in`.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use hcl::{Body, Expression, ObjectKey};
+use yaml_rust2::{Yaml, YamlLoader};
 use zoho_deals_sync::config::ENV_VARS;
 
 /// The two values that must only ever come from a secret store.
@@ -39,16 +52,17 @@ enum Source {
 #[derive(Debug)]
 struct Setting {
     file: String,
-    line: usize,
+    /// Where in the file: a line number, or the path to the setting in a parsed document.
+    place: String,
     name: String,
     source: Source,
-    /// The literal value, when the format has one on the same line.
+    /// The literal value, when the format has one at the same place.
     value: Option<String>,
 }
 
 impl Setting {
     fn at(&self) -> String {
-        format!("{}:{}", self.file, self.line)
+        format!("{}:{}", self.file, self.place)
     }
 }
 
@@ -128,8 +142,8 @@ fn manifests() -> Vec<(String, PathBuf, String)> {
 fn settings_in(rel: &str, kind: Kind, text: &str) -> Vec<Setting> {
     match kind {
         Kind::Dockerfile => dockerfile_settings(rel, text),
-        Kind::Terraform => terraform_settings(rel, text),
-        Kind::Yaml => yaml_settings(rel, text),
+        Kind::Terraform => terraform_settings(rel, &parse_hcl(rel, text)),
+        Kind::Yaml => yaml_settings(rel, &parse_yaml(rel, text)),
         Kind::SystemdUnit => systemd_settings(rel, text),
         Kind::EnvFile => env_file_settings(rel, text),
         Kind::Crontab => crontab_settings(rel, text),
@@ -227,7 +241,7 @@ fn is_placeholder(value: &str) -> bool {
     v.is_empty() || v.starts_with("REPLACE_ME") || v.starts_with('$') || v.starts_with('<') || v.contains("XXXX")
 }
 
-// --- Extractors, one per format -----------------------------------------------------------------------------
+// --- Extractors for the line formats ------------------------------------------------------------------------
 
 /// `ENV NAME=value ...` (and the legacy `ENV NAME value`) of the final stage, the one the job runs in; the
 /// build stages' `ENV`s and every `ARG` are build-time only.
@@ -249,144 +263,13 @@ fn dockerfile_settings(rel: &str, text: &str) -> Vec<Setting> {
             ws.split_first().map(|(n, v)| vec![(n.clone(), v.join(" "))]).unwrap_or_default()
         };
         for (name, value) in pairs {
-            out.push(Setting { file: rel.into(), line, name, source: Source::Literal, value: Some(value) });
-        }
-    }
-    out
-}
-
-/// Terraform with comments removed (`#`, `//`, `/* */`), strings left intact; line breaks kept.
-fn strip_hcl_comments(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    let (mut in_string, mut line_comment, mut block_comment) = (false, false, false);
-    while let Some(c) = chars.next() {
-        if line_comment {
-            if c == '\n' {
-                line_comment = false;
-                out.push(c);
-            }
-        } else if block_comment {
-            if c == '*' && chars.peek() == Some(&'/') {
-                chars.next();
-                block_comment = false;
-            } else if c == '\n' {
-                out.push(c);
-            }
-        } else if in_string {
-            out.push(c);
-            if c == '\\' {
-                out.extend(chars.next());
-            } else if c == '"' {
-                in_string = false;
-            }
-        } else if c == '"' {
-            in_string = true;
-            out.push(c);
-        } else if c == '#' || (c == '/' && chars.peek() == Some(&'/')) {
-            line_comment = true;
-        } else if c == '/' && chars.peek() == Some(&'*') {
-            chars.next();
-            block_comment = true;
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// `name = "UPPER_CASE"` inside an `env` block (Cloud Run) or a `dynamic "env"` content block: resource and
-/// variable names are lower-case in this repository, so an upper-case `name` is an environment variable. The
-/// enclosing block says whether the value is a `secret_key_ref`.
-fn terraform_settings(rel: &str, text: &str) -> Vec<Setting> {
-    let code = strip_hcl_comments(text);
-    let lines: Vec<&str> = code.lines().collect();
-    let mut out = Vec::new();
-    for (i, l) in lines.iter().enumerate() {
-        let Some(rest) = l.trim().strip_prefix("name") else { continue };
-        let Some(rest) = rest.trim_start().strip_prefix('=') else { continue };
-        let name = unquote(rest);
-        if !rest.trim().starts_with('"') || !is_env_name(name) {
-            continue;
-        }
-        let block = enclosing_block(&lines, i);
-        let has_value =
-            block.iter().any(|b| b.trim().strip_prefix("value").is_some_and(|r| r.trim_start().starts_with('=')));
-        let by_ref = block.iter().any(|b| b.contains("secret_key_ref"));
-        let source = if by_ref && !has_value { Source::SecretStore } else { Source::Literal };
-        out.push(Setting { file: rel.into(), line: i + 1, name: name.into(), source, value: None });
-    }
-    out
-}
-
-/// The lines of the innermost `{ ... }` block that contains line `at`.
-fn enclosing_block<'a>(lines: &[&'a str], at: usize) -> Vec<&'a str> {
-    let count = |l: &str, ch: char| l.chars().filter(|&c| c == ch).count() as i64;
-    let mut depth = 0;
-    let mut start = 0;
-    for i in (0..at).rev() {
-        depth += count(lines[i], '}') - count(lines[i], '{');
-        if depth < 0 {
-            start = i;
-            break;
-        }
-    }
-    let mut depth = 0;
-    let mut end = lines.len();
-    for (i, l) in lines.iter().enumerate().skip(start) {
-        depth += count(l, '{') - count(l, '}');
-        if depth <= 0 && i > start {
-            end = i + 1;
-            break;
-        }
-    }
-    lines[start..end].to_vec()
-}
-
-fn indent(l: &str) -> usize {
-    l.len() - l.trim_start().len()
-}
-
-/// Kubernetes YAML: container `env` items (`- name: X` then `value:` or `valueFrom: secretKeyRef:`), and the
-/// keys of a `kind: Secret` (its `stringData`/`data`), which are the store's own template.
-fn yaml_settings(rel: &str, text: &str) -> Vec<Setting> {
-    let mut out = Vec::new();
-    let lines: Vec<&str> = text.lines().collect();
-    let mut doc_start = 0;
-    for end in (0..=lines.len()).filter(|&i| i == lines.len() || lines[i].trim_end() == "---") {
-        let doc = &lines[doc_start..end];
-        let offset = doc_start;
-        doc_start = end + 1;
-        let is_secret = doc.iter().any(|l| l.trim_end() == "kind: Secret");
-        for (j, l) in doc.iter().enumerate() {
-            let t = l.trim();
-            if t.starts_with('#') {
-                continue;
-            }
-            let line = offset + j + 1;
-            if is_secret && (t == "stringData:" || t == "data:") {
-                let base = indent(l);
-                let keys = doc[j + 1..].iter().take_while(|m| m.trim().is_empty() || indent(m) > base);
-                for (k, m) in keys.enumerate() {
-                    if let Some((name, v)) = m.trim().split_once(':').filter(|(n, _)| is_env_name(n)) {
-                        let (name, value) = (name.to_owned(), Some(v.trim().to_owned()));
-                        let line = line + k + 1;
-                        out.push(Setting { file: rel.into(), line, name, source: Source::StoreTemplate, value });
-                    }
-                }
-                continue;
-            }
-            let Some(name) = t.strip_prefix("- name:").map(unquote) else { continue };
-            if !is_env_name(name) {
-                continue;
-            }
-            let item = indent(l);
-            let body: Vec<&str> =
-                doc[j + 1..].iter().copied().take_while(|m| m.trim().is_empty() || indent(m) > item).collect();
-            let by_ref = body.iter().any(|m| m.trim() == "secretKeyRef:");
-            let value = body.iter().find_map(|m| m.trim().strip_prefix("value:").map(|v| unquote(v).to_owned()));
-            let source = if by_ref && value.is_none() { Source::SecretStore } else { Source::Literal };
-            out.push(Setting { file: rel.into(), line, name: name.into(), source, value });
+            out.push(Setting {
+                file: rel.into(),
+                place: line.to_string(),
+                name,
+                source: Source::Literal,
+                value: Some(value),
+            });
         }
     }
     out
@@ -401,12 +284,24 @@ fn systemd_settings(rel: &str, text: &str) -> Vec<Setting> {
             for w in words(rest) {
                 if let Some((name, value)) = assignment(unquote(&w)) {
                     let (name, value) = (name.to_owned(), Some(value.to_owned()));
-                    out.push(Setting { file: rel.into(), line, name, source: Source::Literal, value });
+                    out.push(Setting {
+                        file: rel.into(),
+                        place: line.to_string(),
+                        name,
+                        source: Source::Literal,
+                        value,
+                    });
                 }
             }
         } else if let Some(rest) = l.strip_prefix("PassEnvironment=") {
             for name in rest.split_whitespace().filter(|n| is_env_name(n)) {
-                out.push(Setting { file: rel.into(), line, name: name.into(), source: Source::Literal, value: None });
+                out.push(Setting {
+                    file: rel.into(),
+                    place: line.to_string(),
+                    name: name.into(),
+                    source: Source::Literal,
+                    value: None,
+                });
             }
         }
     }
@@ -422,7 +317,13 @@ fn env_file_settings(rel: &str, text: &str) -> Vec<Setting> {
         let t = t.strip_prefix("export ").unwrap_or(t);
         if let Some((name, value)) = assignment(t) {
             let (name, value) = (name.to_owned(), Some(value.to_owned()));
-            out.push(Setting { file: rel.into(), line: i + 1, name, source: Source::StoreTemplate, value });
+            out.push(Setting {
+                file: rel.into(),
+                place: (i + 1).to_string(),
+                name,
+                source: Source::StoreTemplate,
+                value,
+            });
         }
     }
     out
@@ -441,7 +342,13 @@ fn crontab_settings(rel: &str, text: &str) -> Vec<Setting> {
             if let Some((name, value)) = assignment(unquote(&w)) {
                 if !CRON_OWN.contains(&name) {
                     let (name, value) = (name.to_owned(), Some(value.to_owned()));
-                    out.push(Setting { file: rel.into(), line: i + 1, name, source: Source::Literal, value });
+                    out.push(Setting {
+                        file: rel.into(),
+                        place: (i + 1).to_string(),
+                        name,
+                        source: Source::Literal,
+                        value,
+                    });
                 }
             }
         }
@@ -483,7 +390,7 @@ fn markdown_settings(rel: &str, text: &str) -> Vec<Setting> {
                 if let Some((name, value)) = assignment(item) {
                     // A file reference is not a value.
                     let value = (flag != "--from-file").then(|| value.to_owned());
-                    out.push(Setting { file: rel.into(), line, name: name.into(), source, value });
+                    out.push(Setting { file: rel.into(), place: line.to_string(), name: name.into(), source, value });
                 }
             }
         }
@@ -502,6 +409,404 @@ fn namespaced_tokens(text: &str) -> Vec<(usize, String)> {
         }
     }
     out
+}
+
+// --- Terraform (hcl-rs) -------------------------------------------------------------------------------------
+
+fn parse_hcl(rel: &str, text: &str) -> Body {
+    hcl::parse(text).unwrap_or_else(|e| panic!("{rel}: does not parse as HCL: {e}"))
+}
+
+/// An attribute's expression.
+fn attr<'a>(body: &'a Body, key: &str) -> Option<&'a Expression> {
+    body.attributes().find(|a| a.key() == key).map(|a| a.expr())
+}
+
+/// An expression as text: a string literal's value, anything else as written (`var.x`, `"a-${var.b}"`
+/// without its quotes).
+fn text(expr: &Expression) -> String {
+    match expr {
+        Expression::String(s) => s.clone(),
+        other => {
+            let s = other.to_string();
+            s.strip_prefix('"').and_then(|s| s.strip_suffix('"')).map(str::to_owned).unwrap_or(s)
+        }
+    }
+}
+
+/// An attribute's text (see [`text`]).
+fn attr_text(body: &Body, key: &str) -> Option<String> {
+    attr(body, key).map(text)
+}
+
+/// The bodies of the blocks named `identifier` directly inside `body`.
+fn blocks<'a>(body: &'a Body, identifier: &'a str) -> impl Iterator<Item = &'a Body> + 'a {
+    body.blocks().filter(move |b| b.identifier() == identifier).map(|b| b.body())
+}
+
+/// The first block named `identifier` directly inside `body`.
+fn block<'a>(body: &'a Body, identifier: &str) -> Option<&'a Body> {
+    body.blocks().find(|b| b.identifier() == identifier).map(|b| b.body())
+}
+
+/// Whether a block named `identifier` is anywhere inside `body`.
+fn has_nested_block(body: &Body, identifier: &str) -> bool {
+    body.blocks().any(|b| b.identifier() == identifier || has_nested_block(b.body(), identifier))
+}
+
+/// Every body with an upper-case string `name` attribute sets that environment variable: resource and variable
+/// names are lower-case in this repository, while Cloud Run's `env` blocks (and `dynamic "env"`'s `content`)
+/// name variables. It takes its value from Secret Manager when it has a `secret_key_ref` and no `value`.
+fn terraform_settings(rel: &str, body: &Body) -> Vec<Setting> {
+    fn walk(rel: &str, body: &Body, path: &mut Vec<String>, out: &mut Vec<Setting>) {
+        if let Some(Expression::String(name)) = attr(body, "name") {
+            if is_env_name(name) {
+                let by_ref = has_nested_block(body, "secret_key_ref") && attr(body, "value").is_none();
+                out.push(Setting {
+                    file: rel.into(),
+                    place: path.join("."),
+                    name: name.clone(),
+                    source: if by_ref { Source::SecretStore } else { Source::Literal },
+                    value: attr_text(body, "value"),
+                });
+            }
+        }
+        for b in body.blocks() {
+            path.push(
+                std::iter::once(b.identifier())
+                    .chain(b.labels().iter().map(|l| l.as_str()))
+                    .collect::<Vec<_>>()
+                    .join("."),
+            );
+            walk(rel, b.body(), path, out);
+            path.pop();
+        }
+    }
+    let mut out = Vec::new();
+    walk(rel, body, &mut Vec::new(), &mut out);
+    out
+}
+
+// --- Kubernetes YAML (yaml-rust2) -----------------------------------------------------------------------------
+
+fn parse_yaml(rel: &str, text: &str) -> Vec<Yaml> {
+    YamlLoader::load_from_str(text).unwrap_or_else(|e| panic!("{rel}: does not parse as YAML: {e}"))
+}
+
+/// A scalar as text (`30`, `true` and `"30"` alike).
+fn scalar(y: &Yaml) -> Option<String> {
+    match y {
+        Yaml::String(s) | Yaml::Real(s) => Some(s.clone()),
+        Yaml::Integer(i) => Some(i.to_string()),
+        Yaml::Boolean(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// Container `env` items (`{name: X, value: …}` or `{name: X, valueFrom: {secretKeyRef: …}}`), wherever they
+/// are, and the keys of a `kind: Secret`'s `stringData`/`data`, which are the store's own template.
+fn yaml_settings(rel: &str, docs: &[Yaml]) -> Vec<Setting> {
+    fn walk(rel: &str, y: &Yaml, path: &str, out: &mut Vec<Setting>) {
+        match y {
+            Yaml::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let path = format!("{path}[{i}]");
+                    if let Some(name) = item["name"].as_str().filter(|n| is_env_name(n)) {
+                        let value = scalar(&item["value"]);
+                        let by_ref = item["valueFrom"]["secretKeyRef"].as_hash().is_some() && value.is_none();
+                        let source = if by_ref { Source::SecretStore } else { Source::Literal };
+                        out.push(Setting { file: rel.into(), place: path.clone(), name: name.into(), source, value });
+                    }
+                    walk(rel, item, &path, out);
+                }
+            }
+            Yaml::Hash(map) => {
+                for (k, v) in map {
+                    walk(rel, v, &format!("{path}.{}", k.as_str().unwrap_or("?")), out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    for (d, doc) in docs.iter().enumerate() {
+        let path = format!("document {}", d + 1);
+        if doc["kind"].as_str() == Some("Secret") {
+            for key in ["stringData", "data"] {
+                for (name, value) in doc[key].as_hash().into_iter().flatten() {
+                    let Some(name) = name.as_str().filter(|n| is_env_name(n)) else { continue };
+                    out.push(Setting {
+                        file: rel.into(),
+                        place: format!("{path}.{key}.{name}"),
+                        name: name.into(),
+                        source: Source::StoreTemplate,
+                        value: scalar(value),
+                    });
+                }
+            }
+        }
+        walk(rel, doc, &path, &mut out);
+    }
+    out
+}
+
+// --- The Google Cloud recipe (deploy/gcp/*.tf) ------------------------------------------------------------
+
+/// The recipe's files, parsed: (file name, body). Files that do not parse are reported by
+/// [`gcp_recipe_problems`]' caller through the panic of [`parse_hcl`].
+fn gcp_recipe() -> Vec<(String, Body)> {
+    let dir = deploy_dir().join("gcp");
+    let mut files: Vec<(String, Body)> = fs::read_dir(&dir)
+        .expect("read deploy/gcp")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "tf"))
+        .map(|p| {
+            let name = p.file_name().expect("file name").to_string_lossy().into_owned();
+            let text = fs::read_to_string(&p).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let body = parse_hcl(&format!("deploy/gcp/{name}"), &text);
+            (name, body)
+        })
+        .collect();
+    files.sort_by(|a, b| a.0.cmp(&b.0));
+    files
+}
+
+/// Everything the recipe promises but does not do, as readable findings (empty = as promised).
+fn gcp_recipe_problems(files: &[(String, Body)]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut need = |ok: bool, problem: String| {
+        if !ok {
+            problems.push(problem);
+        }
+    };
+    for name in ["main.tf", "variables.tf", "outputs.tf", "versions.tf"] {
+        need(files.iter().any(|(n, _)| n == name), format!("{name}: missing"));
+    }
+    let top = |identifier: &'static str| {
+        files.iter().flat_map(move |(_, body)| body.blocks()).filter(move |b| b.identifier() == identifier)
+    };
+    let of_type = |rtype: &str| -> Vec<(String, &Body)> {
+        top("resource")
+            .filter(|b| b.labels().first().is_some_and(|l| l.as_str() == rtype))
+            .map(|b| (b.labels().get(1).map(|l| l.as_str().to_owned()).unwrap_or_default(), b.body()))
+            .collect()
+    };
+    let roles =
+        |rtype: &str| -> BTreeSet<String> { of_type(rtype).iter().filter_map(|(_, b)| attr_text(b, "role")).collect() };
+
+    // The provider is pinned.
+    let google = top("terraform").flat_map(|t| blocks(t.body(), "required_providers")).find_map(|p| attr(p, "google"));
+    let pinned = match google {
+        Some(Expression::Object(o)) => o.keys().any(|k| match k {
+            ObjectKey::Identifier(id) => id.as_str() == "version",
+            ObjectKey::Expression(e) => text(e) == "version",
+            _ => false,
+        }),
+        _ => false,
+    };
+    need(pinned, "versions.tf: the google provider must be pinned".into());
+
+    // Identities and their roles.
+    let sas: Vec<String> = of_type("google_service_account").into_iter().map(|(n, _)| n).collect();
+    need(sas.len() == 2, format!("expected 2 service accounts (job, invoker), found {sas:?}"));
+    need(
+        roles("google_bigquery_dataset_iam_member").contains("roles/bigquery.dataEditor"),
+        "the job needs roles/bigquery.dataEditor on the dataset".into(),
+    );
+    let project_roles = roles("google_project_iam_member");
+    need(
+        project_roles == BTreeSet::from(["roles/bigquery.jobUser".to_owned()]),
+        format!("the only project-wide role is roles/bigquery.jobUser; found {project_roles:?}"),
+    );
+
+    // Secrets: containers only, values added outside Terraform.
+    need(of_type("google_secret_manager_secret").len() == 2, "expected 2 Secret Manager secrets".into());
+    need(
+        of_type("google_secret_manager_secret_version").is_empty(),
+        "secret values must not be in Terraform: its state file would hold them".into(),
+    );
+
+    // The job.
+    let jobs = of_type("google_cloud_run_v2_job");
+    need(jobs.len() == 1, "expected one google_cloud_run_v2_job".into());
+    let mut job_sa = String::new();
+    for (_, job) in &jobs {
+        let Some(task) = block(job, "template").and_then(|t| block(t, "template")) else {
+            need(false, "cloud run job: no task template (template { template { … } })".into());
+            continue;
+        };
+        for key in ["timeout", "max_retries", "service_account"] {
+            need(attr(task, key).is_some(), format!("cloud run job: task template has no {key}"));
+        }
+        job_sa = attr_text(task, "service_account").unwrap_or_default();
+        let env: Vec<&Body> = block(task, "containers").map(|c| blocks(c, "env").collect()).unwrap_or_default();
+        let names: BTreeSet<String> = env.iter().filter_map(|e| attr_text(e, "name")).collect();
+        let missing: Vec<&str> = SECRETS.iter().copied().filter(|s| !names.contains(*s)).collect();
+        need(missing.is_empty(), format!("cloud run job: {missing:?} not mounted"));
+        for e in env {
+            let name = attr_text(e, "name").unwrap_or_default();
+            if SECRETS.contains(&name.as_str()) {
+                let by_ref = block(e, "value_source")
+                    .and_then(|v| block(v, "secret_key_ref"))
+                    .is_some_and(|r| attr(r, "secret").is_some());
+                need(
+                    attr(e, "value").is_none() && by_ref,
+                    format!("cloud run job: {name} must come from secret_key_ref"),
+                );
+            }
+        }
+    }
+
+    // The schedule, and who may start the job.
+    let schedulers = of_type("google_cloud_scheduler_job");
+    need(schedulers.len() == 1, "expected one google_cloud_scheduler_job".into());
+    let mut invoker_sa = String::new();
+    for (_, sched) in &schedulers {
+        let target = block(sched, "http_target");
+        let method = target.and_then(|t| attr_text(t, "http_method"));
+        need(method.as_deref() == Some("POST"), "scheduler: jobs.run is a POST".into());
+        let uri = target.and_then(|t| attr_text(t, "uri")).unwrap_or_default();
+        need(
+            uri.starts_with("https://run.googleapis.com/") && uri.ends_with(":run"),
+            format!("scheduler: {uri} is not jobs.run"),
+        );
+        let token = target.and_then(|t| block(t, "oauth_token"));
+        need(
+            token.is_some_and(|t| attr(t, "service_account_email").is_some()),
+            "scheduler: must call with an OAuth token (Google APIs take no OIDC)".into(),
+        );
+        invoker_sa = token.and_then(|t| attr_text(t, "service_account_email")).unwrap_or_default();
+    }
+    let invokers = of_type("google_cloud_run_v2_job_iam_member");
+    let invoker_roles: Vec<String> = invokers.iter().filter_map(|(_, b)| attr_text(b, "role")).collect();
+    need(invoker_roles == ["roles/run.invoker"], "the invoker needs roles/run.invoker on the job".into());
+    for (_, b) in &invokers {
+        // `member = google_service_account.<sa>.member`: the same account the scheduler signs its calls with,
+        // and not the job's own.
+        let member = attr_text(b, "member").unwrap_or_default();
+        let sa = member.split('.').nth(1).filter(|_| member.matches('.').count() >= 2);
+        let prefix = sa.map(|sa| format!("google_service_account.{sa}."));
+        need(
+            prefix.as_ref().is_some_and(|p| invoker_sa.contains(p.as_str())),
+            "scheduler and run.invoker grant name different service accounts".into(),
+        );
+        need(
+            prefix.as_ref().is_some_and(|p| !job_sa.contains(p.as_str())),
+            "the invoker must not be the job's own service account".into(),
+        );
+    }
+
+    // Inputs and outputs say what they are.
+    for v in top("variable") {
+        let name = v.labels().first().map(|l| l.as_str()).unwrap_or("?");
+        need(
+            attr(v.body(), "description").is_some() && attr(v.body(), "type").is_some(),
+            format!("variable {name}: needs a description and a type"),
+        );
+    }
+    for o in top("output") {
+        let name = o.labels().first().map(|l| l.as_str()).unwrap_or("?");
+        need(attr(o.body(), "description").is_some(), format!("output {name}: needs a description"));
+    }
+    problems
+}
+
+// --- The crontab ------------------------------------------------------------------------------------------
+
+/// Whether a crontab's five time fields are a valid schedule: each field a comma list of `*`, `N` or `N-M`,
+/// each optionally `/step`, within the field's range; months and weekdays also by their English names.
+fn is_valid_schedule(fields: &[&str]) -> bool {
+    const MONTHS: [&str; 12] = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
+    const DAYS: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
+    // (lowest, highest, names for lowest.., or none); Sunday is 0 or 7.
+    let ranges: [(u32, u32, &[&str]); 5] = [(0, 59, &[]), (0, 23, &[]), (1, 31, &[]), (1, 12, &MONTHS), (0, 7, &DAYS)];
+    fields.len() == 5
+        && fields.iter().zip(ranges).all(|(field, (lo, hi, names))| {
+            let value = |s: &str| -> Option<u32> {
+                let n = s
+                    .parse::<u32>()
+                    .ok()
+                    .or_else(|| names.iter().position(|m| m.eq_ignore_ascii_case(s)).map(|i| lo + i as u32))?;
+                (lo..=hi).contains(&n).then_some(n)
+            };
+            field.split(',').all(|item| {
+                let (range, step) = match item.split_once('/') {
+                    Some((r, s)) => (r, s.parse::<u32>().ok().filter(|&s| s > 0).map(Some)),
+                    None => (item, Some(None)),
+                };
+                let range_ok = range == "*"
+                    || match range.split_once('-') {
+                        Some((a, b)) => value(a).zip(value(b)).is_some_and(|(a, b)| a <= b),
+                        None => value(range).is_some(),
+                    };
+                range_ok && step.is_some()
+            })
+        })
+}
+
+/// `NAME=value` (any identifier): a variable for cron or the commands, not a job line.
+fn is_cron_variable(line: &str) -> bool {
+    line.split_once('=').is_some_and(|(name, _)| {
+        name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    })
+}
+
+/// Whether the command takes a lock without waiting: the first word after `flock` is `-n` (alone or among
+/// other single-letter options, e.g. `-xn`) or `--nonblock`.
+fn uses_flock_nonblock(command: &str) -> bool {
+    let words: Vec<&str> = command.split_whitespace().collect();
+    words.windows(2).any(|w| {
+        (w[0] == "flock" || w[0].ends_with("/flock"))
+            && (w[1] == "--nonblock"
+                || w[1].strip_prefix('-').is_some_and(|o| {
+                    !o.starts_with('-') && o.contains('n') && o.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                }))
+    })
+}
+
+/// Everything wrong with a crontab in /etc/cron.d format, as readable findings (empty = fine). Whether each
+/// command is good shell is shellcheck's job (`scripts/lint-deploy.sh`).
+fn crontab_problems(rel: &str, text: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut jobs = 0;
+    for (i, line) in text.lines().enumerate() {
+        let n = i + 1;
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || is_cron_variable(line) {
+            continue;
+        }
+        // Five time fields, a user, then the command (the rest of the line, spaces and all).
+        let mut fields = Vec::new();
+        let mut rest = line;
+        while fields.len() < 6 {
+            let Some((field, tail)) = rest.split_once(char::is_whitespace) else { break };
+            fields.push(field);
+            rest = tail.trim_start();
+        }
+        if fields.len() < 6 || rest.is_empty() {
+            problems.push(format!("{rel}:{n}: expected 5 time fields, a user and a command (/etc/cron.d format)"));
+            continue;
+        }
+        jobs += 1;
+        let (user, command) = (fields[5], rest);
+        if !is_valid_schedule(&fields[..5]) {
+            problems.push(format!("{rel}:{n}: invalid schedule {:?}", fields[..5].join(" ")));
+        }
+        if user == "root" {
+            problems.push(format!("{rel}:{n}: runs as root; use the job's own user"));
+        }
+        if !uses_flock_nonblock(command) {
+            problems.push(format!("{rel}:{n}: does not use `flock -n`, so runs could overlap"));
+        }
+        if command.contains('%') {
+            problems.push(format!("{rel}:{n}: a bare % ends the command in crontab; escape it as \\%"));
+        }
+    }
+    if jobs == 0 {
+        problems.push(format!("{rel}: no job line"));
+    }
+    problems
 }
 
 // --- The tests --------------------------------------------------------------------------------------------
@@ -596,6 +901,20 @@ fn every_deployment_target_takes_both_zoho_secrets_from_its_store() {
     assert!(in_image.is_empty(), "the image sets Zoho secrets: {in_image:?}");
 }
 
+#[test]
+fn the_gcp_recipe_has_the_shape_it_promises() {
+    let problems = gcp_recipe_problems(&gcp_recipe());
+    assert!(problems.is_empty(), "deploy/gcp:\n  {}", problems.join("\n  "));
+}
+
+#[test]
+fn the_crontab_runs_unprivileged_without_overlap_on_a_valid_schedule() {
+    let path = deploy_dir().join("cron/crontab");
+    let text = fs::read_to_string(&path).expect("read deploy/cron/crontab");
+    let problems = crontab_problems("deploy/cron/crontab", &text);
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
 /// Builds the image and runs it, where a Docker engine answers; these machines have none, so there the test
 /// says so and passes. The build compiles the job in release mode: expect several minutes.
 #[test]
@@ -627,6 +946,14 @@ fn the_image_builds_and_runs_as_a_non_root_user_where_docker_works() {
 
 // --- The extractors catch what they are for ----------------------------------------------------------------
 
+fn hcl(text: &str) -> Body {
+    parse_hcl("sample", text)
+}
+
+fn yaml(text: &str) -> Vec<Yaml> {
+    parse_yaml("sample", text)
+}
+
 #[test]
 fn a_literal_secret_is_caught_in_every_format() {
     let literal =
@@ -637,9 +964,11 @@ fn a_literal_secret_is_caught_in_every_format() {
     assert_eq!(stages.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["ZOHO_REFRESH_TOKEN"]);
     assert!(literal(terraform_settings(
         "t",
-        "env {\n  name  = \"ZOHO_REFRESH_TOKEN\" # secret_key_ref is only in this comment\n  value = \"abc\"\n}\n",
+        &hcl(
+            "env {\n  name  = \"ZOHO_REFRESH_TOKEN\" # secret_key_ref is only in this comment\n  value = \"abc\"\n}\n"
+        ),
     )));
-    assert!(literal(yaml_settings("y", "env:\n  - name: ZOHO_REFRESH_TOKEN\n    value: abc\n")));
+    assert!(literal(yaml_settings("y", &yaml("env:\n  - name: ZOHO_REFRESH_TOKEN\n    value: abc\n"))));
     assert!(literal(systemd_settings("s", "[Service]\nEnvironment=\"ZOHO_REFRESH_TOKEN=abc def\"\n")));
     assert!(literal(crontab_settings("c", "ZOHO_REFRESH_TOKEN=abc\n")));
     assert!(literal(crontab_settings("c", "0 1 * * * u ZOHO_REFRESH_TOKEN=abc zoho-deals-sync\n")));
@@ -657,11 +986,11 @@ fn a_secret_store_reference_is_recognised_in_every_format() {
     };
     assert!(by_ref(terraform_settings(
         "t",
-        "env {\n  name = \"ZOHO_REFRESH_TOKEN\"\n  value_source {\n    secret_key_ref {\n      secret = \"s\"\n    }\n  }\n}\n",
+        &hcl("env {\n  name = \"ZOHO_REFRESH_TOKEN\"\n  value_source {\n    secret_key_ref {\n      secret = \"s\"\n    }\n  }\n}\n"),
     )));
     assert!(by_ref(yaml_settings(
         "y",
-        "env:\n  - name: ZOHO_REFRESH_TOKEN\n    valueFrom:\n      secretKeyRef:\n        name: s\n        key: k\n",
+        &yaml("env:\n  - name: ZOHO_REFRESH_TOKEN\n    valueFrom:\n      secretKeyRef:\n        name: s\n        key: k\n"),
     )));
     assert!(by_ref(markdown_settings(
         "m",
@@ -674,7 +1003,7 @@ fn a_secret_store_reference_is_recognised_in_every_format() {
 #[test]
 fn a_store_template_with_a_real_value_is_caught() {
     let secret = "---\napiVersion: v1\nkind: Secret\nstringData:\n  ZOHO_REFRESH_TOKEN: \"1000.abcdef\"\n";
-    let found = yaml_settings("y", secret);
+    let found = yaml_settings("y", &yaml(secret));
     assert!(found
         .iter()
         .any(|s| s.source == Source::StoreTemplate && s.value.as_deref().is_some_and(|v| !is_placeholder(v))));
@@ -691,4 +1020,93 @@ fn a_misspelt_variable_is_caught_even_in_prose() {
     let tokens = namespaced_tokens("Set ZOHO_REFRESH_TOKN in the env file; BQ_DATASET stays.\n");
     let unknown: Vec<&str> = tokens.iter().map(|(_, t)| t.as_str()).filter(|t| !ENV_VARS.contains(t)).collect();
     assert_eq!(unknown, ["ZOHO_REFRESH_TOKN"]);
+}
+
+// --- The policy checks catch what they are for --------------------------------------------------------------
+
+/// The recipe with one file's text changed by `edit`, checked.
+fn recipe_problems_after(file: &str, edit: impl Fn(&str) -> String) -> Vec<String> {
+    let dir = deploy_dir().join("gcp");
+    let mut files = gcp_recipe();
+    let text = fs::read_to_string(dir.join(file)).expect("read the recipe");
+    let edited = edit(&text);
+    assert_ne!(edited, text, "the edit changed nothing in {file}");
+    let body = parse_hcl(file, &edited);
+    files.iter_mut().find(|(n, _)| n == file).expect("file in the recipe").1 = body;
+    gcp_recipe_problems(&files)
+}
+
+#[test]
+fn the_gcp_recipe_checks_catch_a_secret_value_a_wide_role_an_oidc_call_and_a_shared_identity() {
+    let has = |problems: &[String], needle: &str| problems.iter().any(|p| p.contains(needle));
+
+    let p = recipe_problems_after("main.tf", |t| {
+        format!("{t}\nresource \"google_secret_manager_secret_version\" \"v\" {{\n  secret      = \"s\"\n  secret_data = \"x\"\n}}\n")
+    });
+    assert!(has(&p, "secret values must not be in Terraform"), "{p:?}");
+
+    let p = recipe_problems_after("main.tf", |t| t.replace("roles/bigquery.jobUser", "roles/bigquery.admin"));
+    assert!(has(&p, "the only project-wide role is roles/bigquery.jobUser"), "{p:?}");
+
+    let p = recipe_problems_after("main.tf", |t| t.replace("oauth_token {", "oidc_token {"));
+    assert!(has(&p, "must call with an OAuth token"), "{p:?}");
+
+    let p = recipe_problems_after("main.tf", |t| {
+        t.replace("member   = google_service_account.invoker.member", "member   = google_service_account.job.member")
+    });
+    assert!(has(&p, "scheduler and run.invoker grant name different service accounts"), "{p:?}");
+    assert!(has(&p, "the invoker must not be the job's own service account"), "{p:?}");
+
+    let p = recipe_problems_after("main.tf", |t| t.replacen("      timeout ", "      # timeout ", 1));
+    assert!(has(&p, "task template has no timeout"), "{p:?}");
+
+    let p = recipe_problems_after("versions.tf", |t| t.replace("version = \"~> 6.0\"", ""));
+    assert!(has(&p, "the google provider must be pinned"), "{p:?}");
+
+    let p = recipe_problems_after("variables.tf", |t| format!("{t}\nvariable \"undocumented\" {{}}\n"));
+    assert!(has(&p, "variable undocumented: needs a description and a type"), "{p:?}");
+}
+
+#[test]
+fn the_crontab_checks_catch_root_overlap_a_bad_schedule_a_bare_percent_and_no_job() {
+    let problems = |text: &str| crontab_problems("c", text);
+    let good = "SHELL=/bin/sh\n30 2 * * * sync flock -n /l zoho-deals-sync\n";
+    assert_eq!(problems(good), Vec::<String>::new());
+    assert!(problems("30 2 * * * root flock -n /l zoho-deals-sync\n")[0].contains("runs as root"));
+    assert!(problems("30 2 * * * sync zoho-deals-sync\n")[0].contains("flock -n"));
+    assert!(problems("30 2 * * * sync flock /l zoho-deals-sync\n")[0].contains("flock -n"));
+    assert!(problems("30 25 * * * sync flock -n /l zoho-deals-sync\n")[0].contains("invalid schedule"));
+    assert!(problems("30 2 * * * sync flock -n /l date +%F\n")[0].contains("bare %"));
+    assert!(problems("30 2 * * sync\n")[0].contains("expected 5 time fields"));
+    assert_eq!(problems("# nothing\nPATH=/bin\n"), ["c: no job line"]);
+}
+
+#[test]
+fn cron_schedules_are_validated_field_by_field() {
+    let valid = |s: &str| is_valid_schedule(&s.split_whitespace().collect::<Vec<_>>());
+    for ok in ["30 2 * * *", "*/15 * * * *", "0 0-6/2 1,15 jan-mar mon-fri", "0 0 * * 7", "59 23 31 12 sun"] {
+        assert!(valid(ok), "{ok} should be valid");
+    }
+    for bad in [
+        "60 2 * * *",
+        "30 24 * * *",
+        "0 0 0 * *",
+        "0 0 * 13 *",
+        "0 0 * * 8",
+        "*/0 * * * *",
+        "5-1 * * * *",
+        "x * * * *",
+        "* * * *",
+    ] {
+        assert!(!valid(bad), "{bad} should be invalid");
+    }
+}
+
+#[test]
+fn flock_counts_only_when_it_does_not_wait() {
+    assert!(uses_flock_nonblock("flock -n -E 9 /l cmd"));
+    assert!(uses_flock_nonblock("/usr/bin/flock --nonblock /l cmd"));
+    assert!(uses_flock_nonblock("flock -xn /l cmd"));
+    assert!(!uses_flock_nonblock("flock /l cmd"));
+    assert!(!uses_flock_nonblock("flock -E 9 -n /l cmd"), "the first option decides, as the linter it replaces did");
 }
