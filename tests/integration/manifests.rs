@@ -552,8 +552,8 @@ fn yaml_settings(rel: &str, docs: &[Yaml]) -> Vec<Setting> {
 
 // --- The Google Cloud recipe (deploy/gcp/*.tf) ------------------------------------------------------------
 
-/// The recipe's files, parsed: (file name, body). Files that do not parse are reported by
-/// [`gcp_recipe_problems`]' caller through the panic of [`parse_hcl`].
+/// The recipe's `.tf` files, parsed: (file name, body), by name. A file that does not parse fails the test that
+/// reads it, naming the file and the parser's message.
 fn gcp_recipe() -> Vec<(String, Body)> {
     let dir = deploy_dir().join("gcp");
     let mut files: Vec<(String, Body)> = fs::read_dir(&dir)
