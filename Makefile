@@ -8,20 +8,24 @@ CARGO ?= cargo
 help:
 	@echo "make demo   - build, start the Zoho sandbox, sync into demo.sqlite3, print the summary and a query"
 	@echo "make test   - fmt check, clippy, deploy/ linters, and every test (starts the BigQuery emulator)"
-	@echo "make lint   - fmt check and clippy only"
-	@echo "make audit  - cargo deny (advisories, bans, licenses) against the offline advisory snapshot"
+	@echo "make lint   - fmt check, clippy and rustdoc, all with warnings as errors"
+	@echo "make audit  - cargo deny (advisories, bans, licenses, sources); offline when a snapshot is present"
 	@echo "make bench  - the benchmark harness (writes bench/RESULTS.md)"
 	@echo "make fidelity - Zoho's official Python SDK run against the sandbox"
 
 build:
 	$(CARGO) build --release --locked --workspace
 
-demo: build
+# One build for the job, the sandbox and the query printer (examples/sqlite_query.rs): building them together
+# resolves features once, so nothing is compiled twice.
+demo:
+	$(CARGO) build --release --locked --workspace --bins --example sqlite_query
 	@bash scripts/demo.sh
 
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --locked --workspace --no-deps
 
 test: lint lint-deploy test-only
 
@@ -34,6 +38,8 @@ lint-deploy:
 test-only:
 	@bash scripts/test.sh
 
+# cargo deny with RustSec's advisory database (online), or an offline snapshot when one is beside the checkout
+# (CI); scripts/audit.sh says which it used.
 audit:
 	@bash scripts/audit.sh
 

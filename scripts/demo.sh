@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # make demo: start the Zoho sandbox on a free port, sync its won deals into demo.sqlite3, print the run's
-# summary and one analyst query (won revenue by owner), stop the sandbox. Exits non-zero if any step fails.
+# summary and one analyst query (won revenue by owner, sql/queries/sqlite_won_revenue_by_owner.sql, printed by
+# examples/sqlite_query.rs), stop the sandbox. Exits non-zero if any step fails. `make demo` builds the binaries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=target/release
@@ -23,19 +24,6 @@ export ZOHO_CLIENT_ID=1000.SANDBOXDEMOCLIENT ZOHO_CLIENT_SECRET=sandbox-demo-cli
   WAREHOUSE=sqlite LOG_FORMAT=${LOG_FORMAT:-text}
 "$bin/zoho-deals-sync" sync
 echo
-echo "analyst query — won revenue by owner (current won deals, exact decimals):"
-python3 - "$db" <<'PY'
-import sqlite3, sys
-from decimal import Decimal
-db = sqlite3.connect(sys.argv[1])
-rows = db.execute("""
-    SELECT owner_name, currency, amount FROM closed_won_deals
-    WHERE is_closed_won = 1 AND is_deleted = 0 AND amount IS NOT NULL""").fetchall()
-totals = {}
-for owner, currency, amount in rows:
-    key = (owner or "(no owner)", currency or "")
-    totals[key] = totals.get(key, Decimal(0)) + Decimal(amount)
-print(f"{'owner':<24} {'currency':<8} {'won revenue':>16}")
-for (owner, currency), total in sorted(totals.items(), key=lambda kv: -kv[1]):
-    print(f"{owner:<24} {currency:<8} {total:>16}")
-PY
+query=sql/queries/sqlite_won_revenue_by_owner.sql
+echo "analyst query — won revenue by owner (current won deals, exact decimals; $query):"
+"$bin/examples/sqlite_query" "$db" "$query"
