@@ -61,6 +61,8 @@ pub struct Faults {
     pub missing_scope: Option<String>,
     /// Daily API-credit allowance; `X-API-CREDITS-REMAINING` is sent once half of it is used.
     pub credits_per_day: u64,
+    /// The user presses "Deny" on the consent screen: `GET /oauth/v2/auth` redirects with `error=access_denied`.
+    pub oauth_deny: bool,
 }
 
 impl Default for Faults {
@@ -78,6 +80,7 @@ impl Default for Faults {
             max_active_tokens: 15,
             missing_scope: None,
             credits_per_day: 100_000,
+            oauth_deny: false,
         }
     }
 }
