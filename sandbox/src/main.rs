@@ -68,6 +68,9 @@ struct Cli {
     /// The user denies consent at /oauth/v2/auth (redirect with error=access_denied).
     #[arg(long)]
     oauth_deny: bool,
+    /// COQL refuses COUNT(id) with INVALID_QUERY.
+    #[arg(long)]
+    refuse_count_id: bool,
 }
 
 #[tokio::main]
@@ -96,6 +99,7 @@ async fn main() -> ExitCode {
             missing_scope: cli.missing_scope,
             credits_per_day: cli.credits_per_day,
             oauth_deny: cli.oauth_deny,
+            refuse_count_id: cli.refuse_count_id,
         },
     };
     let sandbox = match Sandbox::start_on(config, &cli.host, cli.port).await {
