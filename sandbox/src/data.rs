@@ -548,7 +548,7 @@ impl Store {
         m.insert("Region__c".into(), region);
         m.insert("Contract_Term_Months__c".into(), term);
         m.insert("Renewal_Date__c".into(), renewal);
-        // `$` system keys (fact sheet §5.1): present on every record, meaningless to the job.
+        // `$` system keys (docs/zoho-api.md §5.1): present on every record, meaningless to the job.
         m.insert("$currency_symbol".into(), json!(symbol));
         m.insert("$approved".into(), json!(true));
         m.insert("$editable".into(), json!(true));
@@ -783,7 +783,7 @@ impl Store {
     /// `find_user=True` (its default), calls `users?type=CurrentUser` and then `/crm/v8/org` for the
     /// org's `zgid` (SDK `util/utility.py: get_user_org_id`), and tags its stored token
     /// `email:zgid`. The sandbox answered that path as Get Records of a module "org"
-    /// (`INVALID_MODULE`), so the SDK logged an error and stored an untagged token. The fact sheet
+    /// (`INVALID_MODULE`), so the SDK logged an error and stored an untagged token. docs/zoho-api.md
     /// §4 names this endpoint (`org[0].license_details.paid_type`, scope `ZohoCRM.org.READ`).
     pub fn org_json(&self) -> Value {
         let admin = &self.users[0];
@@ -868,7 +868,7 @@ impl Store {
     pub fn deleted_json(&self, d: &Deleted) -> Value {
         let creator = self.users.get(d.created_by).map(|u| json!({"name": u.full_name(), "id": u.id.to_string()}));
         let deleter = self.users.get(d.deleted_by).map(|u| json!({"name": u.full_name(), "id": u.id.to_string()}));
-        // Purged entries carry no names (fact sheet §3e).
+        // Purged entries carry no names (docs/zoho-api.md §3e).
         let permanent = d.kind == "permanent";
         json!({
             "deleted_by": if permanent { Value::Null } else { deleter.unwrap_or(Value::Null) },

@@ -69,7 +69,7 @@ fn enter(counter: &AtomicUsize) -> (Slot<'_>, usize) {
 }
 
 fn too_many(message: &str) -> Response {
-    // Zoho sends no Retry-After (fact sheet §4); the body shape is UNCONFIRMED, the standard envelope.
+    // Zoho sends no Retry-After (docs/zoho-api.md §4); the body shape is UNCONFIRMED, the standard envelope.
     zoho_error(StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_REQUESTS", message, json!({}))
 }
 
@@ -174,7 +174,7 @@ async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response {
             s.charge(g.key, n);
             s.credits_total
         });
-        // Zoho adds this header once half the daily allowance is used (fact sheet §4).
+        // Zoho adds this header once half the daily allowance is used (docs/zoho-api.md §4).
         if total.saturating_mul(2) >= faults.credits_per_day {
             let remaining = faults.credits_per_day.saturating_sub(total);
             if let Ok(v) = HeaderValue::from_str(&remaining.to_string()) {

@@ -1,7 +1,7 @@
 //! The CRM v8 API: COQL, field/pipeline/layout metadata, users, Get Records and deleted records.
 //!
 //! Authentication, limits and faults are handled before these run (see `server::guard`); handlers
-//! only answer the request. Bodies and codes follow the fact sheet; choices it leaves open are
+//! only answer the request. Bodies and codes follow docs/zoho-api.md; choices it leaves open are
 //! marked UNCONFIRMED where they are made.
 
 use std::cmp::Ordering;
@@ -257,7 +257,7 @@ fn sort_key(m: &Map<String, Value>, by: SortBy) -> (i64, u64) {
 /// A record and its sort key.
 type Row<'a> = (&'a Map<String, Value>, (i64, u64));
 
-/// `GET /crm/v8/{module}`: Get Records (fact sheet §3a).
+/// `GET /crm/v8/{module}`: Get Records (docs/zoho-api.md §3a).
 pub async fn get_records(
     State(st): State<Arc<AppState>>,
     Path(module): Path<String>,
@@ -492,7 +492,7 @@ pub async fn get_records(
         .into_response()
 }
 
-/// `GET /crm/v8/{module}/deleted?type=all|recycle|permanent&page&per_page` (fact sheet §3e),
+/// `GET /crm/v8/{module}/deleted?type=all|recycle|permanent&page&per_page` (docs/zoho-api.md §3e),
 /// newest deletion first.
 pub async fn deleted(
     State(st): State<Arc<AppState>>,
