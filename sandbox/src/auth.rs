@@ -52,6 +52,8 @@ pub struct MintLimits {
 struct RefreshState {
     mints: VecDeque<Instant>,
     active: VecDeque<String>,
+    /// The scopes granted at consent; `None` (the demo token, Self Client codes) = every scope.
+    scopes: Option<Vec<String>>,
 }
 
 /// What a grant code was issued with.
@@ -63,6 +65,8 @@ struct GrantCode {
     expires: Option<Instant>,
     /// `access_type=offline`: the exchange returns a refresh token. Self Client codes always do.
     offline: bool,
+    /// The scopes asked for at consent (`None`: every scope).
+    scopes: Option<Vec<String>>,
 }
 
 /// How long a code from the authorization endpoint lives (Zoho: 3 minutes by default, docs/zoho-api.md §1.2).
@@ -72,6 +76,36 @@ pub const AUTH_CODE_TTL: Duration = Duration::from_secs(180);
 struct AccessState {
     refresh: String,
     expires: Instant,
+    scopes: Option<Vec<String>>,
+}
+
+/// What an access token may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Access {
+    /// Unknown, expired or revoked.
+    NotLive,
+    /// Live, and its scopes cover the call.
+    Granted,
+    /// Live, but the user did not consent to this scope.
+    MissingScope(String),
+}
+
+/// Whether a granted scope covers a required one: equal (case-insensitively), or a wider grant —
+/// `ZohoCRM.modules.ALL` covers `ZohoCRM.modules.deals.READ`, `ZohoCRM.settings.ALL` covers
+/// `ZohoCRM.settings.fields.READ`, `ZohoCRM.modules.deals.ALL` covers `ZohoCRM.modules.deals.READ`, and
+/// `ZohoCRM.modules.READ` covers every module's READ (Zoho's scope syntax `service.scope_name.operation`).
+pub fn scope_covers(granted: &str, required: &str) -> bool {
+    let (g, r) = (granted.to_ascii_lowercase(), required.to_ascii_lowercase());
+    if g == r {
+        return true;
+    }
+    if let Some(prefix) = g.strip_suffix(".all") {
+        return r.starts_with(&format!("{prefix}."));
+    }
+    if let Some(prefix) = g.strip_suffix(".read") {
+        return r.ends_with(".read") && r.starts_with(&format!("{prefix}."));
+    }
+    false
 }
 
 /// All OAuth state of one sandbox.
@@ -118,10 +152,21 @@ impl AuthState {
     }
 
     /// A code from the authorization endpoint: bound to `redirect_uri`, valid [`AUTH_CODE_TTL`].
-    pub fn new_authorization_code(&mut self, redirect_uri: &str, offline: bool, now: Instant) -> String {
+    /// Tokens minted from it carry `scopes` (Zoho's comma-separated `scope` parameter, split).
+    pub fn new_authorization_code(
+        &mut self,
+        redirect_uri: &str,
+        offline: bool,
+        scopes: Vec<String>,
+        now: Instant,
+    ) -> String {
         let code = self.token();
-        let grant =
-            GrantCode { redirect_uri: Some(redirect_uri.to_string()), expires: Some(now + AUTH_CODE_TTL), offline };
+        let grant = GrantCode {
+            redirect_uri: Some(redirect_uri.to_string()),
+            expires: Some(now + AUTH_CODE_TTL),
+            offline,
+            scopes: Some(scopes),
+        };
         self.codes.insert(code.clone(), grant);
         code
     }
@@ -163,9 +208,10 @@ impl AuthState {
             }
         }
         let offline = grant.offline;
+        let scopes = grant.scopes.clone();
         self.codes.remove(code);
         let rt = self.token();
-        self.refresh.insert(rt.clone(), RefreshState::default());
+        self.refresh.insert(rt.clone(), RefreshState { scopes, ..RefreshState::default() });
         let minted = self.mint(&rt, now, limits)?;
         if !offline {
             // Online access: no refresh token is handed out, so it must not keep working either.
@@ -187,6 +233,7 @@ impl AuthState {
         }
         state.mints.push_back(now);
         state.active.push_back(token.clone());
+        let scopes = state.scopes.clone();
         let mut evicted = Vec::new();
         while state.active.len() > limits.max_active.max(1) {
             if let Some(old) = state.active.pop_front() {
@@ -196,13 +243,23 @@ impl AuthState {
         for old in evicted {
             self.access.remove(&old);
         }
-        self.access.insert(token.clone(), AccessState { refresh: rt.to_string(), expires: now + limits.ttl });
+        self.access.insert(token.clone(), AccessState { refresh: rt.to_string(), expires: now + limits.ttl, scopes });
         Ok(Minted { access_token: token, refresh_token: rt.to_string(), expires_in: limits.ttl.as_secs() })
     }
 
     /// Whether an access token is known, unexpired and unrevoked.
     pub fn access_ok(&self, token: &str, now: Instant) -> bool {
         self.access.get(token).is_some_and(|a| now < a.expires)
+    }
+
+    /// Whether `token` may make a call needing `required`.
+    pub fn check(&self, token: &str, required: &[&str], now: Instant) -> Access {
+        let Some(a) = self.access.get(token).filter(|a| now < a.expires) else { return Access::NotLive };
+        let Some(granted) = &a.scopes else { return Access::Granted };
+        match required.iter().find(|r| !granted.iter().any(|g| scope_covers(g, r))) {
+            Some(m) => Access::MissingScope((*m).to_string()),
+            None => Access::Granted,
+        }
     }
 
     /// Revokes a refresh token (and every access token minted from it) or a single access token.
@@ -284,16 +341,31 @@ mod tests {
     }
 
     #[test]
+    fn wider_scopes_cover_narrower_ones() {
+        assert!(scope_covers("ZohoCRM.modules.ALL", "ZohoCRM.modules.deals.READ"));
+        assert!(scope_covers("zohocrm.modules.deals.all", "ZohoCRM.modules.deals.READ"));
+        assert!(scope_covers("ZohoCRM.modules.READ", "ZohoCRM.modules.deals.READ"));
+        assert!(scope_covers("ZohoCRM.settings.ALL", "ZohoCRM.settings.fields.READ"));
+        assert!(!scope_covers("ZohoCRM.settings.ALL", "ZohoCRM.coql.READ"));
+        assert!(!scope_covers("ZohoCRM.modules.leads.READ", "ZohoCRM.modules.deals.READ"));
+        assert!(!scope_covers("ZohoCRM.modules.READ", "ZohoCRM.modules.deals.CREATE"));
+    }
+
+    #[test]
     fn authorization_codes_are_bound_to_their_redirect_uri_and_expire() {
         let mut a = AuthState::new(4);
         let t0 = Instant::now();
-        let code = a.new_authorization_code("http://127.0.0.1:5/cb", true, t0);
+        let code = a.new_authorization_code("http://127.0.0.1:5/cb", true, vec!["ZohoCRM.coql.READ".into()], t0);
         let wrong = a.exchange_code(&code, Some("http://127.0.0.1:6/cb"), t0, limits());
         assert_eq!(wrong.expect_err("other redirect"), TokenError::InvalidCode);
         assert_eq!(a.exchange_code(&code, None, t0, limits()).expect_err("no redirect"), TokenError::InvalidCode);
-        assert!(a.exchange_code(&code, Some("http://127.0.0.1:5/cb"), t0, limits()).is_ok());
+        let (m, _) = a.exchange_code(&code, Some("http://127.0.0.1:5/cb"), t0, limits()).expect("exchange");
+        let need = ["ZohoCRM.coql.READ", "ZohoCRM.modules.deals.READ"];
+        assert_eq!(a.check(&m.access_token, &need, t0), Access::MissingScope("ZohoCRM.modules.deals.READ".into()));
+        assert_eq!(a.check(&m.access_token, &need[..1], t0), Access::Granted);
+        assert_eq!(a.check("1000.nope", &need, t0), Access::NotLive);
 
-        let late = a.new_authorization_code("http://127.0.0.1:5/cb", true, t0);
+        let late = a.new_authorization_code("http://127.0.0.1:5/cb", true, vec![], t0);
         let after = t0 + AUTH_CODE_TTL;
         let expired = a.exchange_code(&late, Some("http://127.0.0.1:5/cb"), after, limits());
         assert_eq!(expired.expect_err("expired"), TokenError::InvalidCode);

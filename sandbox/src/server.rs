@@ -22,6 +22,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 use tower::ServiceExt;
 
+use crate::auth::Access;
 use crate::routes::{control, crm, oauth};
 use crate::state::{lock, AppState};
 
@@ -87,8 +88,8 @@ async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response {
         .and_then(|v| v.strip_prefix("Zoho-oauthtoken "))
         .map(str::trim);
     // Only the `Zoho-oauthtoken` scheme is accepted: whether CRM takes `Bearer` is UNCONFIRMED.
-    let authorized = token.is_some_and(|t| lock(&st.auth).access_ok(t, Instant::now()));
-    if !authorized {
+    let access = token.map_or(Access::NotLive, |t| lock(&st.auth).check(t, g.scopes, Instant::now()));
+    if access == Access::NotLive {
         st.stats(|s| s.unauthorized += 1);
         // Zoho's docs show INVALID_TOKEN; AUTHENTICATION_FAILURE is seen in the wild for the same cases
         // (docs/zoho-api.md §2, §3f; its exact spelling and pairing are UNCONFIRMED). The knob picks one.
@@ -97,6 +98,16 @@ async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response {
         } else {
             zoho_error(StatusCode::UNAUTHORIZED, "INVALID_TOKEN", "invalid oauth token", json!({}))
         };
+    }
+    // A token from the authorization flow carries the scopes the user consented to.
+    if let Access::MissingScope(missing) = access {
+        st.stats(|s| s.unauthorized += 1);
+        return zoho_error(
+            StatusCode::UNAUTHORIZED,
+            "OAUTH_SCOPE_MISMATCH",
+            "Unauthorized",
+            json!({"required_scope": missing}),
+        );
     }
     // Scopes are checked per request (not frozen at mint time) so a test can flip the knob
     // and see the effect on the token it already holds.

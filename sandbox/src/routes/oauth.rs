@@ -182,7 +182,8 @@ fn redirect_to(redirect_uri: &str, pairs: &[(&str, &str)]) -> Response {
 /// answers as Zoho's accounts server does once the user has signed in and consented — a 302 to
 /// `redirect_uri?code=<grant>&state=<state>&location=us&accounts-server=<this server>` (Zoho's multi-DC
 /// parameters, docs/zoho-api.md §1.1). The code is single use, bound to this `redirect_uri` and lives three
-/// minutes; exchanged with `access_type=offline` it yields a refresh token.
+/// minutes; exchanged with `access_type=offline` it yields a refresh token. Tokens minted from it carry the
+/// scopes asked for: a CRM call needing a scope they do not cover answers 401 `OAUTH_SCOPE_MISMATCH`.
 ///
 /// Errors: an unknown `client_id` or a redirect URI not registered for the client gets an error page (no
 /// redirect, RFC 6749 §4.1.2.1); a `response_type` other than `code` or an empty `scope` is redirected back
@@ -226,7 +227,10 @@ pub async fn authorize(State(st): State<Arc<AppState>>, RawQuery(query): RawQuer
     }
     // Zoho's default access type is `online` (an access token only); `offline` adds a refresh token.
     let offline = get("access_type").eq_ignore_ascii_case("offline");
-    let code = lock(&st.auth).new_authorization_code(redirect_uri, offline, Instant::now());
+    // Zoho separates scopes with commas; spaces are tolerated too.
+    let scopes: Vec<String> =
+        get("scope").split([',', ' ']).map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect();
+    let code = lock(&st.auth).new_authorization_code(redirect_uri, offline, scopes, Instant::now());
     let mut pairs = vec![("code", code)];
     pairs = with_state(pairs);
     pairs.push(("location", "us".to_string()));

@@ -342,7 +342,10 @@ async fn consent_redirects_with_a_single_use_code_the_state_and_zohos_multi_dc_p
     assert_eq!(status, StatusCode::OK);
     let rt = v["refresh_token"].as_str().expect("offline access yields a refresh token").to_string();
     let tok = v["access_token"].as_str().expect("access token").to_string();
-    assert_eq!(sb.get(&tok, "/crm/v8/users?type=CurrentUser").await.0, StatusCode::OK);
+    assert_eq!(sb.coql(&tok, "select id from Deals where id > 0").await.0, StatusCode::OK, "granted scopes work");
+    let (status, v) = sb.get(&tok, "/crm/v8/users?type=CurrentUser").await;
+    assert_eq!((status, v["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("OAUTH_SCOPE_MISMATCH")), "{v}");
+    assert_eq!(v["details"]["required_scope"], "ZohoCRM.users.READ", "a scope not consented to is missing");
 
     let (status, again) = exchange(&sb, &code, redirect).await;
     assert_eq!((status, again), (StatusCode::OK, json!({"error": "invalid_code"})), "a code works once");
@@ -360,7 +363,8 @@ async fn consent_redirects_with_a_single_use_code_the_state_and_zohos_multi_dc_p
     let (status, v) = body(sb.http.post(&url).send().await.expect("revoke")).await;
     assert_eq!((status, v), (StatusCode::OK, json!({"status": "success"})));
     assert_eq!(sb.token_form(&refresh).await.1, json!({"error": "invalid_code"}), "revoked");
-    assert_eq!(sb.get(&tok, "/crm/v8/users?type=CurrentUser").await.0, StatusCode::UNAUTHORIZED);
+    let (status, v) = sb.coql(&tok, "select id from Deals where id > 0").await;
+    assert_eq!((status, v["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("INVALID_TOKEN")), "{v}");
 }
 
 #[tokio::test]
