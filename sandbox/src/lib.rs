@@ -3,8 +3,10 @@
 //!
 //! It aims to be faithful where clients usually go wrong: token errors with HTTP 200, 401
 //! `INVALID_TOKEN`, the mint throttle, COQL's 2000-row limit and 204-on-empty, Get Records' page
-//! tokens, 429s without `Retry-After`, dropped connections, and customised stage names. It is not a
-//! general CRM: one org, one module (Deals) with read access, data generated from a seed.
+//! tokens, 429s without `Retry-After`, dropped connections, and customised stage names. Its org comes in
+//! shapes ([`Profile`]: default, free, pipelines, exotic) and COQL follows Zoho's rules (doubled quotes,
+//! quoted reserved words, unsupported field types, the formula cap). It is not a general CRM: one org,
+//! one module (Deals) with read access, data generated from a seed.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
