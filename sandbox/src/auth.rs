@@ -1,9 +1,13 @@
 //! The accounts server's state: the demo client, refresh tokens, single-use grant codes and the
-//! access tokens minted from them, with Zoho's limits (fact sheet §1.6): a mint throttle per refresh
+//! access tokens minted from them, with Zoho's limits (docs/zoho-api.md §1.6): a mint throttle per refresh
 //! token, at most N active access tokens per refresh token (the next one evicts the oldest), a TTL,
 //! and revocation that takes a refresh token's access tokens with it.
+//!
+//! Grant codes come from three places: the demo code, `POST /__sandbox/grant-code` (both Self Client
+//! style: no redirect URI, no expiry) and the authorization endpoint `GET /oauth/v2/auth` (bound to the
+//! redirect URI it was issued for, valid 3 minutes as Zoho's grant tokens are, docs/zoho-api.md §1.2).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::rng::Rng;
@@ -48,12 +52,60 @@ pub struct MintLimits {
 struct RefreshState {
     mints: VecDeque<Instant>,
     active: VecDeque<String>,
+    /// The scopes granted at consent; `None` (the demo token, Self Client codes) = every scope.
+    scopes: Option<Vec<String>>,
 }
+
+/// What a grant code was issued with.
+#[derive(Debug, Clone, Default)]
+struct GrantCode {
+    /// The redirect URI of the authorization request; the exchange must name the same one.
+    redirect_uri: Option<String>,
+    /// When the code stops working (`None`: never, for the Self Client style codes).
+    expires: Option<Instant>,
+    /// `access_type=offline`: the exchange returns a refresh token. Self Client codes always do.
+    offline: bool,
+    /// The scopes asked for at consent (`None`: every scope).
+    scopes: Option<Vec<String>>,
+}
+
+/// How long a code from the authorization endpoint lives (Zoho: 3 minutes by default, docs/zoho-api.md §1.2).
+pub const AUTH_CODE_TTL: Duration = Duration::from_secs(180);
 
 #[derive(Debug)]
 struct AccessState {
     refresh: String,
     expires: Instant,
+    scopes: Option<Vec<String>>,
+}
+
+/// What an access token may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Access {
+    /// Unknown, expired or revoked.
+    NotLive,
+    /// Live, and its scopes cover the call.
+    Granted,
+    /// Live, but the user did not consent to this scope.
+    MissingScope(String),
+}
+
+/// Whether a granted scope covers a required one: equal (case-insensitively), or a wider grant —
+/// `ZohoCRM.modules.ALL` covers `ZohoCRM.modules.deals.READ`, `ZohoCRM.settings.ALL` covers
+/// `ZohoCRM.settings.fields.READ`, `ZohoCRM.modules.deals.ALL` covers `ZohoCRM.modules.deals.READ`, and
+/// `ZohoCRM.modules.READ` covers every module's READ (Zoho's scope syntax `service.scope_name.operation`).
+pub fn scope_covers(granted: &str, required: &str) -> bool {
+    let (g, r) = (granted.to_ascii_lowercase(), required.to_ascii_lowercase());
+    if g == r {
+        return true;
+    }
+    if let Some(prefix) = g.strip_suffix(".all") {
+        return r.starts_with(&format!("{prefix}."));
+    }
+    if let Some(prefix) = g.strip_suffix(".read") {
+        return r.ends_with(".read") && r.starts_with(&format!("{prefix}."));
+    }
+    false
 }
 
 /// All OAuth state of one sandbox.
@@ -61,7 +113,7 @@ struct AccessState {
 pub struct AuthState {
     refresh: HashMap<String, RefreshState>,
     access: HashMap<String, AccessState>,
-    codes: HashSet<String>,
+    codes: HashMap<String, GrantCode>,
     rng: Rng,
 }
 
@@ -73,7 +125,7 @@ impl AuthState {
         AuthState {
             refresh,
             access: HashMap::new(),
-            codes: HashSet::from([DEMO_GRANT_CODE.to_string()]),
+            codes: HashMap::from([(DEMO_GRANT_CODE.to_string(), GrantCode { offline: true, ..GrantCode::default() })]),
             rng: Rng::new(entropy),
         }
     }
@@ -87,10 +139,35 @@ impl AuthState {
         client_id == DEMO_CLIENT_ID && client_secret == DEMO_CLIENT_SECRET
     }
 
+    /// Whether `client_id` names a registered client (the authorization endpoint has no secret to check).
+    pub fn client_known(client_id: &str) -> bool {
+        client_id == DEMO_CLIENT_ID
+    }
+
     /// A fresh single-use grant code (`POST /__sandbox/grant-code`).
     pub fn new_grant_code(&mut self) -> String {
         let code = self.token();
-        self.codes.insert(code.clone());
+        self.codes.insert(code.clone(), GrantCode { offline: true, ..GrantCode::default() });
+        code
+    }
+
+    /// A code from the authorization endpoint: bound to `redirect_uri`, valid [`AUTH_CODE_TTL`].
+    /// Tokens minted from it carry `scopes` (Zoho's comma-separated `scope` parameter, split).
+    pub fn new_authorization_code(
+        &mut self,
+        redirect_uri: &str,
+        offline: bool,
+        scopes: Vec<String>,
+        now: Instant,
+    ) -> String {
+        let code = self.token();
+        let grant = GrantCode {
+            redirect_uri: Some(redirect_uri.to_string()),
+            expires: Some(now + AUTH_CODE_TTL),
+            offline,
+            scopes: Some(scopes),
+        };
+        self.codes.insert(code.clone(), grant);
         code
     }
 
@@ -103,13 +180,44 @@ impl AuthState {
     }
 
     /// `grant_type=authorization_code`: consumes the code, creates a new refresh token and mints.
-    pub fn exchange_code(&mut self, code: &str, now: Instant, limits: MintLimits) -> Result<Minted, TokenError> {
-        if !self.codes.remove(code) {
+    /// `minted.refresh_token` is `None` when the code was asked for with `access_type=online`.
+    ///
+    /// A code issued for a redirect URI must be exchanged with the same `redirect_uri` (RFC 6749 §4.1.3);
+    /// otherwise the answer is `invalid_code`, Zoho's documented error for a grant it will not honour
+    /// (docs/zoho-api.md §1.5; whether Zoho has a dedicated redirect-mismatch error is UNCONFIRMED, and a
+    /// client that treats any `error` body as failure is right either way). Such a refused exchange does
+    /// not consume the code, as a typo in a request is not a replay. Self Client codes are not bound and
+    /// accept any or no `redirect_uri` (the SDK sends one only if configured).
+    pub fn exchange_code(
+        &mut self,
+        code: &str,
+        redirect_uri: Option<&str>,
+        now: Instant,
+        limits: MintLimits,
+    ) -> Result<(Minted, bool), TokenError> {
+        let Some(grant) = self.codes.get(code) else {
+            return Err(TokenError::InvalidCode);
+        };
+        if grant.expires.is_some_and(|e| now >= e) {
+            self.codes.remove(code);
             return Err(TokenError::InvalidCode);
         }
+        if let Some(bound) = &grant.redirect_uri {
+            if redirect_uri != Some(bound.as_str()) {
+                return Err(TokenError::InvalidCode);
+            }
+        }
+        let offline = grant.offline;
+        let scopes = grant.scopes.clone();
+        self.codes.remove(code);
         let rt = self.token();
-        self.refresh.insert(rt.clone(), RefreshState::default());
-        self.mint(&rt, now, limits)
+        self.refresh.insert(rt.clone(), RefreshState { scopes, ..RefreshState::default() });
+        let minted = self.mint(&rt, now, limits)?;
+        if !offline {
+            // Online access: no refresh token is handed out, so it must not keep working either.
+            self.refresh.remove(&rt);
+        }
+        Ok((minted, offline))
     }
 
     fn mint(&mut self, rt: &str, now: Instant, limits: MintLimits) -> Result<Minted, TokenError> {
@@ -125,6 +233,7 @@ impl AuthState {
         }
         state.mints.push_back(now);
         state.active.push_back(token.clone());
+        let scopes = state.scopes.clone();
         let mut evicted = Vec::new();
         while state.active.len() > limits.max_active.max(1) {
             if let Some(old) = state.active.pop_front() {
@@ -134,13 +243,23 @@ impl AuthState {
         for old in evicted {
             self.access.remove(&old);
         }
-        self.access.insert(token.clone(), AccessState { refresh: rt.to_string(), expires: now + limits.ttl });
+        self.access.insert(token.clone(), AccessState { refresh: rt.to_string(), expires: now + limits.ttl, scopes });
         Ok(Minted { access_token: token, refresh_token: rt.to_string(), expires_in: limits.ttl.as_secs() })
     }
 
     /// Whether an access token is known, unexpired and unrevoked.
     pub fn access_ok(&self, token: &str, now: Instant) -> bool {
         self.access.get(token).is_some_and(|a| now < a.expires)
+    }
+
+    /// Whether `token` may make a call needing `required`.
+    pub fn check(&self, token: &str, required: &[&str], now: Instant) -> Access {
+        let Some(a) = self.access.get(token).filter(|a| now < a.expires) else { return Access::NotLive };
+        let Some(granted) = &a.scopes else { return Access::Granted };
+        match required.iter().find(|r| !granted.iter().any(|g| scope_covers(g, r))) {
+            Some(m) => Access::MissingScope((*m).to_string()),
+            None => Access::Granted,
+        }
     }
 
     /// Revokes a refresh token (and every access token minted from it) or a single access token.
@@ -212,11 +331,43 @@ mod tests {
     fn grant_codes_are_single_use() {
         let mut a = AuthState::new(3);
         let t0 = Instant::now();
-        let m = a.exchange_code(DEMO_GRANT_CODE, t0, limits()).expect("first use");
+        let (m, offline) = a.exchange_code(DEMO_GRANT_CODE, None, t0, limits()).expect("first use");
+        assert!(offline);
         assert!(a.access_ok(&m.access_token, t0));
         assert!(a.refresh(&m.refresh_token, t0, limits()).is_ok());
-        assert_eq!(a.exchange_code(DEMO_GRANT_CODE, t0, limits()).expect_err("reuse"), TokenError::InvalidCode);
+        assert_eq!(a.exchange_code(DEMO_GRANT_CODE, None, t0, limits()).expect_err("reuse"), TokenError::InvalidCode);
         let fresh = a.new_grant_code();
-        assert!(a.exchange_code(&fresh, t0, limits()).is_ok());
+        assert!(a.exchange_code(&fresh, Some("http://127.0.0.1:9/cb"), t0, limits()).is_ok());
+    }
+
+    #[test]
+    fn wider_scopes_cover_narrower_ones() {
+        assert!(scope_covers("ZohoCRM.modules.ALL", "ZohoCRM.modules.deals.READ"));
+        assert!(scope_covers("zohocrm.modules.deals.all", "ZohoCRM.modules.deals.READ"));
+        assert!(scope_covers("ZohoCRM.modules.READ", "ZohoCRM.modules.deals.READ"));
+        assert!(scope_covers("ZohoCRM.settings.ALL", "ZohoCRM.settings.fields.READ"));
+        assert!(!scope_covers("ZohoCRM.settings.ALL", "ZohoCRM.coql.READ"));
+        assert!(!scope_covers("ZohoCRM.modules.leads.READ", "ZohoCRM.modules.deals.READ"));
+        assert!(!scope_covers("ZohoCRM.modules.READ", "ZohoCRM.modules.deals.CREATE"));
+    }
+
+    #[test]
+    fn authorization_codes_are_bound_to_their_redirect_uri_and_expire() {
+        let mut a = AuthState::new(4);
+        let t0 = Instant::now();
+        let code = a.new_authorization_code("http://127.0.0.1:5/cb", true, vec!["ZohoCRM.coql.READ".into()], t0);
+        let wrong = a.exchange_code(&code, Some("http://127.0.0.1:6/cb"), t0, limits());
+        assert_eq!(wrong.expect_err("other redirect"), TokenError::InvalidCode);
+        assert_eq!(a.exchange_code(&code, None, t0, limits()).expect_err("no redirect"), TokenError::InvalidCode);
+        let (m, _) = a.exchange_code(&code, Some("http://127.0.0.1:5/cb"), t0, limits()).expect("exchange");
+        let need = ["ZohoCRM.coql.READ", "ZohoCRM.modules.deals.READ"];
+        assert_eq!(a.check(&m.access_token, &need, t0), Access::MissingScope("ZohoCRM.modules.deals.READ".into()));
+        assert_eq!(a.check(&m.access_token, &need[..1], t0), Access::Granted);
+        assert_eq!(a.check("1000.nope", &need, t0), Access::NotLive);
+
+        let late = a.new_authorization_code("http://127.0.0.1:5/cb", true, vec![], t0);
+        let after = t0 + AUTH_CODE_TTL;
+        let expired = a.exchange_code(&late, Some("http://127.0.0.1:5/cb"), after, limits());
+        assert_eq!(expired.expect_err("expired"), TokenError::InvalidCode);
     }
 }
