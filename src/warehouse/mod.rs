@@ -150,6 +150,9 @@ pub struct MergeCounts {
     pub unwon: u64,
     /// Existing rows flagged `is_deleted`.
     pub deleted: u64,
+    /// Changes the warehouse refused (a value it cannot store), kept in `quarantined_deals` instead; counted
+    /// in the ledger's `deals_quarantined` with the records the job could not map.
+    pub refused: u64,
 }
 
 /// One `sync_runs` row as read back.
@@ -170,6 +173,13 @@ pub enum WarehouseError {
     /// Another run holds the lease.
     #[error("another run ({run_id}) is in progress against this warehouse; its lease expires at {expires_at}. Wait for it to finish, or if it died, wait until the lease expires")]
     Busy { run_id: String, expires_at: DateTime<Utc> },
+    /// This run no longer holds the lease (it expired and another run took it over): it must stop without
+    /// merging or recording success; the run that took over, or the next one, covers its window.
+    #[error("run {run_id} lost its lease on the warehouse (it expired and another run took over); it stopped without merging, and the next run covers its window")]
+    LeaseLost { run_id: String },
+    /// The warehouse's configuration contradicts itself (e.g. the dataset lives in another location).
+    #[error("warehouse configuration: {0}")]
+    Config(String),
     /// The warehouse could not be reached, or refused us.
     #[error("warehouse unavailable: {0}")]
     Unavailable(String),

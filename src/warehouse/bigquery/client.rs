@@ -49,7 +49,26 @@ impl BigQueryWarehouse {
             None => builder.build_from_application_default_credentials().await,
         }
         .map_err(|e| classify(&e, "connecting to BigQuery").error)?;
-        Ok(BigQueryWarehouse { client, config, staging_created: Mutex::new(HashSet::new()) })
+        Ok(BigQueryWarehouse {
+            client,
+            config,
+            runs: Mutex::new(HashMap::new()),
+            max_bytes_billed: Some(DEFAULT_MAX_BYTES_BILLED),
+            run_label: Mutex::new(None),
+        })
+    }
+
+    /// Caps what one statement may bill (`maximumBytesBilled`); `None` leaves it to the project's default.
+    pub fn with_max_bytes_billed(mut self, bytes: Option<u64>) -> Self {
+        self.max_bytes_billed = bytes;
+        self
+    }
+
+    /// Deletes every row of `closed_won_deals` but the newest per `deal_id` (`sql/dedupe_deals.sql`) and
+    /// returns how many it deleted. A repair for a table that ever got a deal twice; never called by the sync.
+    pub async fn dedupe_deals(&self) -> Result<u64, WarehouseError> {
+        let result = self.query("removing duplicate deals", self.render(SQL_DEDUPE, &[]), vec![]).await?;
+        Ok(result.affected.unwrap_or(0))
     }
 
     /// The configuration this warehouse was built from.

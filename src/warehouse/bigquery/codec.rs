@@ -62,6 +62,9 @@ pub(super) fn stored_deal(row: &[Option<String>]) -> Result<StoredDeal, Warehous
 /// One change as an insertAll row.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct StagedRow {
+    /// The change kind ([`change_kind`]).
+    pub(super) kind: &'static str,
+    /// The change's key, `kind:deal_id:version-in-µs` (hashed past 128 characters): distinct per change.
     pub(super) insert_id: String,
     pub(super) deal_id: String,
     pub(super) json: Value,
@@ -137,6 +140,7 @@ pub(super) fn staged_row(run_id: &str, change: &DealChange) -> StagedRow {
     let json = Value::Object(m);
     let size = json.to_string().len();
     StagedRow {
+        kind,
         insert_id: insert_id(kind, change.deal_id(), &version),
         deal_id: change.deal_id().to_owned(),
         json,

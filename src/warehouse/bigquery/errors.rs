@@ -8,6 +8,10 @@ pub(super) struct Failure {
     pub(super) error: WarehouseError,
     pub(super) retryable: bool,
     pub(super) not_found: bool,
+    /// BigQuery answered (the job itself failed, or the API refused the call): a retry must carry a new
+    /// `requestId`, since the old one would return the same failed job. False for transport failures (no
+    /// answer), whose retry keeps the id so that a job the first attempt started is not run twice.
+    pub(super) new_request_id: bool,
 }
 
 impl Retryable for Failure {
@@ -18,7 +22,22 @@ impl Retryable for Failure {
 
 impl Failure {
     pub(super) fn other(message: impl Into<String>) -> Self {
-        Failure { error: WarehouseError::Other(message.into()), retryable: false, not_found: false }
+        Failure {
+            error: WarehouseError::Other(message.into()),
+            retryable: false,
+            not_found: false,
+            new_request_id: false,
+        }
+    }
+
+    /// No answer (a timeout, a dropped connection): retryable, with the same `requestId`.
+    pub(super) fn transport(message: impl Into<String>) -> Self {
+        Failure {
+            error: WarehouseError::Unavailable(message.into()),
+            retryable: true,
+            not_found: false,
+            new_request_id: false,
+        }
     }
 }
 
@@ -44,13 +63,30 @@ pub(super) fn policy() -> RetryPolicy {
     }
 }
 
+/// Job error reasons worth another attempt (with a new `requestId`): docs/bigquery.md, "Jobs" (python-bigquery
+/// retries `jobBackendError` and `jobInternalError` since 3.36.0). Not here: `invalidQuery`, `accessDenied`,
+/// `notFound`, and `quotaExceeded` (daily quotas do not come back within a run).
+pub(super) const RETRYABLE_REASONS: &[&str] = &[
+    "backendError",
+    "internalError",
+    "rateLimitExceeded",
+    "jobRateLimitExceeded",
+    "jobBackendError",
+    "jobInternalError",
+];
+
 /// Classifies the crate's errors once: connection failures, timeouts, 5xx, 429 and rate limits are
 /// `Unavailable` and retryable; a DML conflict with a concurrent statement is retryable; 401/403 are
 /// `PermissionDenied`; 404 is `Other` marked not-found; the rest is `Other`.
 pub(super) fn classify(e: &BQError, what: &str) -> Failure {
     let prefix = if what.is_empty() { String::new() } else { format!("{what}: ") };
-    let unavailable = |m: String| Failure { error: WarehouseError::Unavailable(m), retryable: true, not_found: false };
-    let denied = |m: String| Failure { error: WarehouseError::PermissionDenied(m), retryable: false, not_found: false };
+    let unavailable = |m: String| Failure::transport(m);
+    let denied = |m: String| Failure {
+        error: WarehouseError::PermissionDenied(m),
+        retryable: false,
+        not_found: false,
+        new_request_id: false,
+    };
     match e {
         BQError::RequestError(r) => {
             let kind = if r.is_timeout() {
@@ -71,11 +107,13 @@ pub(super) fn classify(e: &BQError, what: &str) -> Failure {
             let message = format!("{prefix}{} (HTTP {}, {})", nested.message, nested.code, reasons.join(", "));
             let has = |r: &str| reasons.contains(&r);
             let lower = nested.message.to_ascii_lowercase();
-            if has("rateLimitExceeded") || has("backendError") || has("internalError") || has("jobRateLimitExceeded") {
-                unavailable(message)
+            // BigQuery answered: whatever we retry needs a new requestId (see `Failure::new_request_id`).
+            let answered = |m: String| Failure { new_request_id: true, ..Failure::transport(m) };
+            if RETRYABLE_REASONS.iter().any(|r| has(r)) {
+                answered(message)
             } else if lower.contains("concurrent update") || lower.contains("could not serialize access") {
                 // Two DML statements on the same table collided; BigQuery asks for a retry.
-                unavailable(message)
+                answered(message)
             } else {
                 match nested.code {
                     401 | 403 => denied(message),
@@ -83,8 +121,9 @@ pub(super) fn classify(e: &BQError, what: &str) -> Failure {
                         error: WarehouseError::Other(message),
                         retryable: false,
                         not_found: true,
+                        new_request_id: false,
                     },
-                    408 | 429 | 500..=599 => unavailable(message),
+                    408 | 429 | 500..=599 => answered(message),
                     _ => Failure::other(message),
                 }
             }
@@ -101,6 +140,7 @@ pub(super) fn classify(e: &BQError, what: &str) -> Failure {
                 )),
                 retryable: false,
                 not_found: false,
+                new_request_id: false,
             },
             _ => denied(format!("{prefix}could not obtain Google credentials: {y}")),
         },

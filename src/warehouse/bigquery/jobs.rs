@@ -8,10 +8,20 @@ pub(super) const QUERY_WAIT: Duration = Duration::from_secs(60);
 /// A single statement (our MERGE included) that runs longer than this is abandoned with an error.
 pub(super) const QUERY_DEADLINE: Duration = Duration::from_secs(15 * 60);
 
+/// One HTTP exchange with the jobs API may take at most this long (a hung connection or a hung token fetch
+/// from the metadata server included: the whole call, credentials and all, is wrapped in it). BigQuery answers
+/// within [`QUERY_WAIT`] by design, so this is that wait plus headroom.
+pub(super) const CALL_TIMEOUT: Duration = Duration::from_secs(90);
+
 impl BigQueryWarehouse {
     /// Runs one statement to completion (polling and paging as needed), retrying what BigQuery says is
-    /// transient. Every statement we send is idempotent, and the `requestId` lets BigQuery de-duplicate a
-    /// retried `jobs.query` whose first attempt did reach it.
+    /// transient. Every statement we send is idempotent (or, for staging inserts, harmless to repeat: the
+    /// merge and the verification count distinct changes).
+    ///
+    /// Retries by reason (docs/bigquery.md, "Jobs"): a *transport* failure (no answer) is retried with the same
+    /// `requestId`, so that BigQuery returns the job the first attempt may have started instead of running it
+    /// twice; a *job* that failed for a retryable reason (`backendError`, `jobBackendError`, a concurrent-update
+    /// conflict, …) is retried with a new `requestId`, because the old one would only return the same failed job.
     pub(super) async fn query(
         &self,
         what: &str,
@@ -23,15 +33,29 @@ impl BigQueryWarehouse {
         request.location = Some(self.config.location.clone());
         request.timeout_ms = Some(QUERY_WAIT.as_millis() as i32);
         request.request_id = Some(uuid::Uuid::new_v4().to_string());
+        request.maximum_bytes_billed = self.max_bytes_billed.map(|n| n.to_string());
+        let mut labels = HashMap::from([("app".to_owned(), "zoho-deals-sync".to_owned())]);
+        if let Some(run) = self.run_label.lock().ok().and_then(|l| l.clone()) {
+            labels.insert("run_id".to_owned(), run);
+        }
+        request.labels = Some(labels);
         if !params.is_empty() {
             request.parameter_mode = Some("NAMED".to_owned());
             request.query_parameters = Some(params);
         }
-        let request = &request;
+        let request = Mutex::new(request);
+        let current = || request.lock().map(|r| r.clone()).map_err(|_| Failure::other("request lock poisoned"));
         retry(
             policy(),
-            || self.query_once(request.clone()),
-            |f: &Failure, wait| tracing::warn!(what, error = %f.error, ?wait, "BigQuery statement failed; retrying"),
+            || async { self.query_once(current()?).await },
+            |f: &Failure, wait| {
+                if f.new_request_id {
+                    if let Ok(mut r) = request.lock() {
+                        r.request_id = Some(uuid::Uuid::new_v4().to_string());
+                    }
+                }
+                tracing::warn!(what, error = %f.error, ?wait, new_request_id = f.new_request_id, "BigQuery statement failed; retrying")
+            },
         )
         .await
         .inspect(|result| {
@@ -45,10 +69,21 @@ impl BigQueryWarehouse {
         .map_err(|f| with_context(f.error, what))
     }
 
+    /// One HTTP call under [`CALL_TIMEOUT`], token fetch included.
+    async fn call<T>(&self, what: &str, fut: impl Future<Output = Result<T, BQError>>) -> Result<T, Failure> {
+        match tokio::time::timeout(CALL_TIMEOUT, fut).await {
+            Ok(r) => r.map_err(|e| classify(&e, what)),
+            Err(_) => Err(Failure::transport(format!(
+                "{what}: no answer within {} s (BigQuery or the credential server hung)",
+                CALL_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+
     pub(super) async fn query_once(&self, request: QueryRequest) -> Result<QueryResult, Failure> {
         let project = self.config.project.as_str();
         let started = tokio::time::Instant::now();
-        let first = self.client.job().query(project, request).await.map_err(|e| classify(&e, "query"))?;
+        let first = self.call("query", self.client.job().query(project, request)).await?;
         let mut result = QueryResult {
             bytes_processed: first.total_bytes_processed.as_deref().and_then(|n| n.parse().ok()),
             affected: first.num_dml_affected_rows.as_deref().and_then(|n| n.parse().ok()),
@@ -64,8 +99,13 @@ impl BigQueryWarehouse {
         let location = job.location.or_else(|| Some(self.config.location.clone()));
         while !complete || page_token.is_some() {
             if started.elapsed() > QUERY_DEADLINE {
+                // A job outlives its caller: cancel it, or it keeps running (and billing) after we gave up.
+                let cancel = self.client.job().cancel_job(project, &job_id, location.as_deref());
+                if let Err(e) = self.call("cancelling the job", cancel).await {
+                    tracing::warn!(job_id, error = %e.error, "could not cancel a job past its deadline");
+                }
                 return Err(Failure::other(format!(
-                    "job {job_id} did not finish within {} minutes",
+                    "job {job_id} did not finish within {} minutes and was cancelled",
                     QUERY_DEADLINE.as_secs() / 60
                 )));
             }
@@ -76,11 +116,8 @@ impl BigQueryWarehouse {
                 ..Default::default()
             };
             let page = self
-                .client
-                .job()
-                .get_query_results(project, &job_id, params)
-                .await
-                .map_err(|e| classify(&e, "reading query results"))?;
+                .call("reading query results", self.client.job().get_query_results(project, &job_id, params))
+                .await?;
             if !page.job_complete.unwrap_or(false) {
                 continue;
             }

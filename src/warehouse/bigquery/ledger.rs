@@ -3,6 +3,22 @@
 use super::*;
 
 impl BigQueryWarehouse {
+    /// Extends the lease by `ttl` if `run` still holds it; [`WarehouseError::LeaseLost`] if another run took it.
+    pub(super) async fn renew_lease(&self, run: &RunStart, ttl: chrono::Duration) -> Result<(), WarehouseError> {
+        let params = vec![p_str("run_id", &run.run_id), p_i64("lease_ttl_ms", ttl.num_milliseconds())];
+        let renewed = self.query("extending the lease", self.render(SQL_LEASE_RENEW, &[]), params).await?;
+        if renewed.affected == Some(0) {
+            return Err(WarehouseError::LeaseLost { run_id: run.run_id.clone() });
+        }
+        Ok(())
+    }
+
+    /// Frees the lease if `run` holds it.
+    pub(super) async fn release_lease(&self, run: &RunStart) -> Result<(), WarehouseError> {
+        let params = vec![p_str("run_id", &run.run_id)];
+        self.query("releasing the lease", self.render(SQL_LEASE_RELEASE, &[]), params).await.map(|_| ())
+    }
+
     /// The counts a run recorded when it succeeded, if it did.
     pub(super) async fn recorded_counts(&self, run: &RunStart) -> Result<Option<MergeCounts>, WarehouseError> {
         let rows = self
@@ -20,6 +36,7 @@ impl BigQueryWarehouse {
             unwon: cell_u64(&row, 2),
             deleted: cell_u64(&row, 3),
             won_in_window: cell_u64(&row, 4),
+            refused: 0,
         }))
     }
 
@@ -73,4 +90,12 @@ pub(super) fn quarantine_chunks<'a>(records: &'a [&'a QuarantinedRecord]) -> Vec
         chunks.push(&records[start..]);
     }
     chunks
+}
+
+/// A job label value: lowercase letters, digits, `-` and `_`, at most 63 characters.
+pub(super) fn label_value(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c.to_ascii_lowercase() } else { '_' })
+        .take(63)
+        .collect()
 }

@@ -39,8 +39,6 @@ use gcp_bigquery_client::model::query_parameter::QueryParameter;
 use gcp_bigquery_client::model::query_parameter_type::QueryParameterType;
 use gcp_bigquery_client::model::query_parameter_value::QueryParameterValue;
 use gcp_bigquery_client::model::query_request::QueryRequest;
-use gcp_bigquery_client::model::table_data_insert_all_request::TableDataInsertAllRequest;
-use gcp_bigquery_client::model::table_data_insert_all_request_rows::TableDataInsertAllRequestRows;
 use gcp_bigquery_client::model::table_row::TableRow;
 use gcp_bigquery_client::Client;
 use rust_decimal::{Decimal, RoundingStrategy};
@@ -56,6 +54,7 @@ use crate::retry::{retry, RetryPolicy, Retryable};
 use codec::*;
 use errors::*;
 use jobs::*;
+use ledger::*;
 use sql::*;
 use staging::*;
 
@@ -79,6 +78,12 @@ pub struct BigQueryConfig {
     /// `host:port` of a local emulator (`BIGQUERY_EMULATOR_HOST`): plain HTTP and no credentials.
     pub emulator_host: Option<String>,
 }
+
+/// `BQ_MAX_BYTES_BILLED` when unset: 10 GiB per statement. A run's biggest statement, the MERGE, scans the
+/// referenced columns of the deals table once (≈ 0.5 GB for 100,000 deals, see sql/README.md); a statement
+/// asking for 20 times that is a bug or a runaway table, and fails instead of billing (≈ $0.06 at on-demand
+/// prices).
+pub const DEFAULT_MAX_BYTES_BILLED: u64 = 10 * 1024 * 1024 * 1024;
 
 impl BigQueryConfig {
     /// The defaults for `project`: dataset `zoho_crm`, location `US`, the real BigQuery.
@@ -120,8 +125,12 @@ fn is_identifier(s: &str) -> bool {
 pub struct BigQueryWarehouse {
     client: Client,
     config: BigQueryConfig,
-    /// Staging tables this process created, so `stage` issues the DDL once per run, not once per batch.
-    staging_created: Mutex<HashSet<String>>,
+    /// What each run staged through this process (verified before its merge) and the rows BigQuery refused.
+    runs: Mutex<HashMap<String, RunState>>,
+    /// `maximumBytesBilled` on every query (`BQ_MAX_BYTES_BILLED`); `None` = BigQuery's project default.
+    max_bytes_billed: Option<u64>,
+    /// `run_id` label of the run this process began, added to every job's `app=zoho-deals-sync` label.
+    run_label: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for BigQueryWarehouse {
@@ -142,7 +151,19 @@ impl Warehouse for BigQueryWarehouse {
         )
         .await;
         match exists {
-            Ok(_) => {}
+            Ok(found) => {
+                // Jobs run in BQ_LOCATION; a dataset elsewhere fails every job with "not found in location".
+                if let Some(actual) = found.location.as_deref() {
+                    if !actual.eq_ignore_ascii_case(&self.config.location) {
+                        return Err(WarehouseError::Config(format!(
+                            "the dataset {} is in location {actual}, but BQ_LOCATION is {}: set BQ_LOCATION={actual} \
+                             (jobs must run where the dataset is)",
+                            self.dataset_ref(),
+                            self.config.location
+                        )));
+                    }
+                }
+            }
             Err(f) if f.not_found => {
                 let sql = self.render(SQL_CREATE_DATASET, &[("location", &self.config.location)]);
                 self.query("creating the dataset", sql, vec![]).await?;
@@ -154,6 +175,8 @@ impl Warehouse for BigQueryWarehouse {
         self.add_missing_columns().await?;
         self.query("creating sync_runs", self.render(SQL_RUNS_TABLE, &[]), vec![]).await?;
         self.query("creating quarantined_deals", self.render(SQL_QUARANTINE_TABLE, &[]), vec![]).await?;
+        self.query("creating sync_lease", self.render(SQL_LEASE_TABLE, &[]), vec![]).await?;
+        self.query("creating the lease row", self.render(SQL_LEASE_SEED, &[]), vec![]).await?;
         for (name, sql) in SQL_VIEWS {
             self.query(&format!("creating the view {name}"), self.render(sql, &[]), vec![]).await?;
         }
@@ -178,7 +201,24 @@ impl Warehouse for BigQueryWarehouse {
     }
 
     async fn begin_run(&self, run: &RunStart) -> Result<(), WarehouseError> {
-        self.query("marking abandoned runs", self.render(SQL_RUNS_ABANDONED, &[]), vec![]).await?;
+        // (1) compare-and-set: BigQuery serialises UPDATEs of one table, so at most one run sees the row free.
+        let params = vec![p_str("run_id", &run.run_id), p_i64("lease_ttl_ms", run.lease_ttl.num_milliseconds())];
+        let taken = self.query("taking the lease", self.render(SQL_LEASE_TAKE, &[]), params).await?;
+        // Any row counts (see lease_seed.sql: duplicate lease rows are all updated by the one statement).
+        if taken.affected.unwrap_or(0) == 0 {
+            let rows = self.query("reading the lease", self.render(SQL_LEASE_HOLDER, &[]), vec![]).await?.rows;
+            let row = rows.first();
+            let holder = row.and_then(|r| cell(r, 0)).unwrap_or_else(|| "(unknown)".to_owned());
+            let expires_at = match row {
+                Some(r) => cell_ts(r, 1)?.unwrap_or_else(Utc::now),
+                None => Utc::now(),
+            };
+            return Err(WarehouseError::Busy { run_id: holder, expires_at });
+        }
+        // (2) runs still marked running lost the lease without saying so.
+        let params = vec![p_str("run_id", &run.run_id)];
+        self.query("marking abandoned runs", self.render(SQL_RUNS_ABANDONED, &[]), params).await?;
+        // (3) the ledger row, then the staging table: created here, before anything is staged, never mid-run.
         let params = vec![
             p_str("run_id", &run.run_id),
             p_str("kind", run.kind.as_str()),
@@ -188,34 +228,15 @@ impl Warehouse for BigQueryWarehouse {
             p_i64("lease_ttl_ms", run.lease_ttl.num_milliseconds()),
         ];
         self.query("recording the run", self.render(SQL_RUN_BEGIN, &[]), params).await?;
-        // Without transactions two runs can insert at once; both then see both rows, and both pick the same
-        // winner: the earliest (started_at, run_id).
-        let holders = self.query("checking the lease", self.render(SQL_LEASE_HOLDERS, &[]), vec![]).await?.rows;
-        let me = (run.started_at.timestamp_micros(), run.run_id.as_str());
-        for row in &holders {
-            let (Some(other), Some(started), Some(expires)) = (cell(row, 0), cell_i64(row, 1), cell_ts(row, 2)?) else {
-                continue;
-            };
-            if other == run.run_id || (started, other.as_str()) > me {
-                continue;
-            }
-            let message = format!("lease held by {other} until {}", crate::deal::format_utc(&expires));
-            let params = vec![
-                p_str("run_id", &run.run_id),
-                p_str("error", &message),
-                p_i64("deals_quarantined", 0),
-                p_i64("api_calls", 0),
-                p_i64("api_credits", 0),
-            ];
-            self.query("giving up the lease", self.render(SQL_RUN_FAILED, &[]), params).await?;
-            return Err(WarehouseError::Busy { run_id: other, expires_at: expires });
+        self.create_staging(&Self::staging_table(run)).await?;
+        if let Ok(mut label) = self.run_label.lock() {
+            *label = Some(label_value(&run.run_id));
         }
         Ok(())
     }
 
     async fn heartbeat(&self, run: &RunStart) -> Result<(), WarehouseError> {
-        let params = vec![p_str("run_id", &run.run_id), p_i64("lease_ttl_ms", run.lease_ttl.num_milliseconds())];
-        self.query("extending the lease", self.render(SQL_HEARTBEAT, &[]), params).await.map(|_| ())
+        self.renew_lease(run, run.lease_ttl).await
     }
 
     async fn stage(&self, run: &RunStart, changes: &[DealChange]) -> Result<(), WarehouseError> {
@@ -223,19 +244,32 @@ impl Warehouse for BigQueryWarehouse {
             return Ok(());
         }
         let table = Self::staging_table(run);
-        self.ensure_staging(&table).await?;
         let rows: Vec<StagedRow> = changes.iter().map(|c| staged_row(&run.run_id, c)).collect();
+        let mut rejected = Vec::new();
         for batch in batches(&rows) {
-            match self.insert_batch(&table, batch).await {
-                // Our staging table vanished (dropped by a commit of the same run id, or expired): recreate once.
-                Err(f) if f.not_found => {
-                    self.forget_staging(&table);
-                    self.ensure_staging(&table).await?;
-                    self.insert_batch(&table, batch).await.map_err(|f| f.error)?;
-                }
-                other => other.map_err(|f| f.error)?,
-            }
+            rejected.extend(self.insert_batch(&table, batch).await?);
         }
+        // Every row refused one by one: the statement, not the data, is wrong; quarantining would hide it.
+        if rows.len() > 1 && rejected.len() == rows.len() {
+            let reason = rejected.into_iter().next().map(|r| r.reason).unwrap_or_default();
+            return Err(WarehouseError::Other(format!("BigQuery refused every staged row: {reason}")));
+        }
+        let refused: HashSet<&str> = rejected.iter().map(|r| r.row.insert_id.as_str()).collect();
+        let staged: Vec<StagedRow> = rows.iter().filter(|r| !refused.contains(r.insert_id.as_str())).cloned().collect();
+        let quarantined = rejected
+            .into_iter()
+            .map(|r| {
+                tracing::warn!(deal_id = %r.row.deal_id, reason = %r.reason, "BigQuery refused a deal; quarantined");
+                let record = r.row.json.get("raw").and_then(Value::as_str).unwrap_or_default().to_owned();
+                QuarantinedRecord::new(
+                    r.row.deal_id.clone(),
+                    "(row)".to_owned(),
+                    format!("BigQuery refused the row: {}", r.reason),
+                    record,
+                )
+            })
+            .collect();
+        self.remember(run, &staged, quarantined);
         Ok(())
     }
 
@@ -250,10 +284,27 @@ impl Warehouse for BigQueryWarehouse {
             }
             return Ok(recorded);
         }
+        // (0) still ours? The heartbeat is paused during the commit; instead, the commit renews the lease (a
+        // compare-and-set) before each step that writes, so a run that lost the lease merges nothing more: the run
+        // that took it over covers its window. SYNC_LEASE_TTL must outlast the longest single statement.
+        self.renew_lease(run, run.lease_ttl).await?;
+        // The staging table is created by begin_run; without it this run's changes are gone (expired, dropped):
+        // fail rather than record success over data that never arrived.
+        if !self.table_exists(&table).await? {
+            return Err(WarehouseError::Other(format!(
+                "the staging table {table} of run {} is missing (expired or dropped); nothing was merged and the \
+                 watermark stays, so the next run redoes this window",
+                run.run_id
+            )));
+        }
+        self.verify_staged(run, &table).await?;
+        let state = self.forget(run);
+        let staged = |kind: &str| state.staged.get(kind).map(HashSet::len).unwrap_or(0);
         let source = self.render(SQL_MERGE_SOURCE, &[("staging", &table)]);
         let mut counts = MergeCounts::default();
-        if self.table_exists(&table).await? {
-            // (1) the MERGE of won and un-won changes.
+        let run_param = || vec![p_str("run_id", &run.run_id)];
+        // (1) the MERGE of won and un-won changes (skipped when there are none: every statement bills 10 MB).
+        if staged(change_kind::WON) + staged(change_kind::UNWON) > 0 {
             let (update_won, insert_columns, insert_values) = merge_column_lists();
             let merge = self.render(
                 SQL_MERGE,
@@ -264,13 +315,8 @@ impl Warehouse for BigQueryWarehouse {
                     ("insert_values", &insert_values),
                 ],
             );
-            let run_param = || vec![p_str("run_id", &run.run_id)];
             self.query("merging into closed_won_deals", merge, run_param()).await?;
-            // (2) deletions.
-            let deleted = self
-                .query("flagging deleted deals", self.render(SQL_MARK_DELETED, &[("staging", &table)]), run_param())
-                .await?;
-            counts.deleted = deleted.affected.unwrap_or(0);
+            self.renew_lease(run, run.lease_ttl).await?;
             let merged = self
                 .query("counting merged rows", self.render(SQL_MERGE_COUNTS, &[("source", &source)]), run_param())
                 .await?
@@ -279,14 +325,27 @@ impl Warehouse for BigQueryWarehouse {
                 counts.upserted = cell_u64(row, 0);
                 counts.unwon = cell_u64(row, 1);
             }
-            // (3) the quarantine of deals this run read a version of is over.
+        }
+        // (2) deletions, only when the run saw any.
+        if staged(change_kind::DELETED) > 0 {
+            let deleted = self
+                .query("flagging deleted deals", self.render(SQL_MARK_DELETED, &[("staging", &table)]), run_param())
+                .await?;
+            counts.deleted = deleted.affected.unwrap_or(0);
+            self.renew_lease(run, run.lease_ttl).await?;
+        }
+        // (3) the quarantine of deals this run read a version of is over.
+        if !state.staged.values().all(HashSet::is_empty) {
             let resolve = self.render(SQL_QUARANTINE_RESOLVE, &[("staging", &table)]);
             self.query("clearing resolved quarantines", resolve, vec![]).await?;
         }
-        // (4) this run's quarantined records (idempotent: a MERGE by deal id).
-        self.quarantine(run, &report.quarantined).await?;
+        // (4) this run's quarantined records, and the rows BigQuery refused (idempotent: a MERGE by deal id).
+        let mut quarantined = report.quarantined.clone();
+        quarantined.extend(state.rejected.iter().cloned());
+        counts.refused = state.rejected.len() as u64;
+        self.quarantine(run, &quarantined).await?;
         counts.won_in_window = self.count_won_in_window(run.window_start, run.window_end).await?;
-        // (5) the ledger.
+        // (5) the ledger, only while this run holds the lease.
         // A run that stopped early (the credit budget) merged what it fetched but is recorded failed.
         let (status, error) = match &report.incomplete {
             Some(why) => ("failed", Some(why.chars().take(10_000).collect::<String>())),
@@ -299,7 +358,7 @@ impl Warehouse for BigQueryWarehouse {
             p_u64("deals_upserted", counts.upserted),
             p_u64("deals_unwon", counts.unwon),
             p_u64("deals_deleted", counts.deleted),
-            p_u64("deals_quarantined", report.deals_quarantined),
+            p_u64("deals_quarantined", report.deals_quarantined + counts.refused),
             p_u64("api_calls", report.api_calls),
             p_u64("api_credits", report.api_credits),
             p_opt_u64("zoho_won_count", report.zoho_won_count),
@@ -307,12 +366,13 @@ impl Warehouse for BigQueryWarehouse {
         ];
         let updated = self.query("recording the run's outcome", self.render(SQL_RUN_SUCCEEDED, &[]), params).await?;
         if updated.affected == Some(0) {
-            return Err(WarehouseError::Other(format!(
-                "run {} has no row in sync_runs (begin_run was not called for it); its changes are merged",
-                run.run_id
-            )));
+            return Err(WarehouseError::LeaseLost { run_id: run.run_id.clone() });
         }
-        // (6) the staging table. It expires by itself within a day, so failing to drop it is only logged.
+        // (6) the lease and the staging table. The lease expires and the table within a day by themselves, so
+        // failing to release or drop them is only logged.
+        if let Err(e) = self.release_lease(run).await {
+            tracing::warn!(error = %e, "could not release the lease; it expires by itself");
+        }
         if let Err(e) = self.drop_staging(&table).await {
             tracing::warn!(table, error = %e, "could not drop the staging table; it expires within a day");
         }
@@ -320,6 +380,7 @@ impl Warehouse for BigQueryWarehouse {
     }
 
     async fn fail_run(&self, run: &RunStart, report: &RunReport, error: &str) -> Result<(), WarehouseError> {
+        self.forget(run);
         // The ledger keeps the start of long errors; the log has the rest.
         let error: String = error.chars().take(10_000).collect();
         let params = vec![
@@ -330,8 +391,9 @@ impl Warehouse for BigQueryWarehouse {
             p_u64("api_credits", report.api_credits),
         ];
         let recorded = self.query("recording the run as failed", self.render(SQL_RUN_FAILED, &[]), params).await;
+        let released = self.release_lease(run).await;
         let dropped = self.drop_staging(&Self::staging_table(run)).await;
-        recorded.and(dropped)
+        recorded.and(released).and(dropped)
     }
 
     async fn count_won_in_window(&self, start: DateTime<Utc>, end: DateTime<Utc>) -> Result<u64, WarehouseError> {

@@ -3,8 +3,6 @@
 use super::*;
 use chrono::TimeZone;
 use gcp_bigquery_client::error::{NestedResponseError, ResponseError};
-use gcp_bigquery_client::model::error_proto::ErrorProto;
-use gcp_bigquery_client::model::table_data_insert_all_response_insert_errors::TableDataInsertAllResponseInsertErrors;
 
 fn t(s: i64) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).single().expect("valid") + chrono::Duration::seconds(s)
@@ -76,6 +74,8 @@ fn every_template_renders_without_leftover_placeholders() {
     let vars = [
         ("staging", "_staging_x"),
         ("columns", "deal_id STRING"),
+        ("staging_columns", "deal_id"),
+        ("staging_values", "r.deal_id"),
         ("location", "US"),
         ("source", "SELECT 1"),
         ("update_won", update_won.as_str()),
@@ -98,8 +98,15 @@ fn every_template_renders_without_leftover_placeholders() {
         SQL_WON_IDS,
         SQL_RUN_BEGIN,
         SQL_RUNS_ABANDONED,
-        SQL_LEASE_HOLDERS,
-        SQL_HEARTBEAT,
+        SQL_LEASE_TABLE,
+        SQL_LEASE_SEED,
+        SQL_LEASE_TAKE,
+        SQL_LEASE_RENEW,
+        SQL_LEASE_RELEASE,
+        SQL_LEASE_HOLDER,
+        SQL_STAGE_INSERT,
+        SQL_STAGED_COUNTS,
+        SQL_DEDUPE,
         SQL_RUN_SUCCEEDED,
         SQL_RUN_FAILED,
         SQL_RUN_COUNTS,
@@ -187,29 +194,56 @@ fn batches_respect_the_row_and_byte_limits() {
 }
 
 #[test]
-fn an_invalid_row_is_rejected_with_its_deal_id() {
-    let batch: Vec<StagedRow> = ["a", "b", "c"].iter().map(|id| staged_row("r", &DealChange::Won(deal(id)))).collect();
-    let err = |index, reason: &str| TableDataInsertAllResponseInsertErrors {
-        index: Some(index),
-        errors: Some(vec![ErrorProto {
-            reason: Some(reason.into()),
-            message: Some(format!("{reason} row")),
-            location: Some("amount".into()),
-            debug_info: None,
-        }]),
-    };
-    let f = row_errors(&batch, vec![err(0, "stopped"), err(1, "invalid"), err(2, "stopped")]).expect_err("rejected");
-    assert!(!f.retryable);
-    match f.error {
-        WarehouseError::RowRejected { deal_id, reason } => {
-            assert_eq!(deal_id, "b");
-            assert!(reason.contains("amount"), "{reason}");
-        }
-        other => panic!("unexpected {other:?}"),
+fn a_staged_row_becomes_one_struct_of_strings_cast_back_to_the_column_types() {
+    let rows = vec![staged_row("r", &DealChange::Won(deal("42")))];
+    let p = rows_param(&rows);
+    let value = p.parameter_value.expect("value").array_values.expect("array");
+    let fields = value[0].struct_values.as_ref().expect("struct");
+    assert_eq!(fields["amount"].value.as_deref(), Some("12500.1"));
+    assert_eq!(fields["probability"].value.as_deref(), Some("100"));
+    assert_eq!(fields["is_closed_won"].value.as_deref(), Some("true"));
+    assert_eq!(fields["change_kind"].value.as_deref(), Some("won"));
+    assert_eq!(fields["deleted_time"].value, None, "NULL stays NULL");
+    let values = staging_values();
+    assert!(values.contains("CAST(r.amount AS NUMERIC)") && values.contains("PARSE_JSON(r.raw)"), "{values}");
+    assert!(values.contains("CAST(r.modified_time AS TIMESTAMP)") && values.ends_with("r.change_kind"));
+    assert_eq!(staging_columns().split(", ").count(), DEAL_COLUMNS.len() + 1);
+}
+
+#[test]
+fn only_a_bad_value_splits_a_batch_not_a_broken_statement_or_a_missing_table() {
+    assert!(is_invalid_value("Malformed JSON at byte 1 of input (HTTP 400, invalidQuery)"));
+    assert!(is_invalid_value("Invalid NUMERIC value: 1e40 (HTTP 400, invalid)"));
+    assert!(!is_invalid_value("Syntax error: Unexpected keyword (HTTP 400, invalidQuery)"));
+    assert!(!is_invalid_value("Not found: Table p:d._staging_x (HTTP 404, notFound)"));
+}
+
+#[test]
+fn a_transport_failure_keeps_the_request_id_and_a_failed_job_gets_a_new_one() {
+    let t = Failure::transport("timed out");
+    assert!(t.retryable && !t.new_request_id);
+    for reason in ["backendError", "internalError", "rateLimitExceeded", "jobBackendError", "jobInternalError"] {
+        let f = classify(&response_error(400, reason, "The job encountered an error"), "merging");
+        assert!(f.retryable, "{reason} is retried");
+        assert!(f.new_request_id, "{reason} is retried with a new requestId");
     }
-    let f = row_errors(&batch, vec![err(0, "timeout")]).expect_err("transient");
-    assert!(f.retryable);
-    assert!(row_errors(&batch, vec![]).is_ok());
+    let f = classify(
+        &response_error(400, "invalidQuery", "Could not serialize access to table p:d.t due to concurrent update"),
+        "merging",
+    );
+    assert!(f.retryable && f.new_request_id);
+    let f = classify(&response_error(503, "", "Service unavailable"), "merging");
+    assert!(f.retryable && f.new_request_id);
+    for reason in ["invalidQuery", "accessDenied", "quotaExceeded", "notFound"] {
+        let f = classify(&response_error(400, reason, "no"), "merging");
+        assert!(!f.retryable, "{reason} is not retried");
+    }
+}
+
+#[test]
+fn job_labels_are_valid_label_values() {
+    assert_eq!(label_value("3F2A-9c.x"), "3f2a-9c_x");
+    assert_eq!(label_value(&"a".repeat(100)).len(), 63);
 }
 
 #[test]
