@@ -26,6 +26,41 @@ impl Authenticator for EmulatorAuthenticator {
     }
 }
 
+/// Credential file types the BigQuery client (through yup-oauth2's default path) cannot use.
+const UNSUPPORTED_CREDENTIALS: &[(&str, &str)] = &[
+    ("external_account", "Workload Identity Federation (GitHub Actions, AWS, Azure)"),
+    ("impersonated_service_account", "service-account impersonation"),
+];
+
+/// Fails with a configuration error naming `GOOGLE_APPLICATION_CREDENTIALS` when it points at a file that is
+/// missing, unreadable, not JSON, or of a type this job cannot use, instead of an opaque credentials error at the
+/// first request. Reads only the file's `type`; nothing of it is logged.
+pub(super) fn check_credentials_file(path: Option<&std::ffi::OsStr>) -> Result<(), WarehouseError> {
+    let Some(path) = path.filter(|p| !p.is_empty()) else { return Ok(()) };
+    let shown = std::path::Path::new(path).display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        WarehouseError::Config(format!(
+            "GOOGLE_APPLICATION_CREDENTIALS={shown} cannot be read ({e}): point it at a service-account key file"
+        ))
+    })?;
+    let kind = serde_json::from_str::<Value>(&text)
+        .ok()
+        .and_then(|v| v.get("type").and_then(Value::as_str).map(str::to_owned))
+        .ok_or_else(|| {
+            WarehouseError::Config(format!(
+                "GOOGLE_APPLICATION_CREDENTIALS={shown} is not a Google credentials JSON file (no \"type\")"
+            ))
+        })?;
+    if let Some((_, what)) = UNSUPPORTED_CREDENTIALS.iter().find(|(t, _)| *t == kind) {
+        return Err(WarehouseError::Config(format!(
+            "GOOGLE_APPLICATION_CREDENTIALS={shown} holds \"{kind}\" credentials ({what}), which this version \
+             cannot use: use a service-account key file, `gcloud auth application-default login`, or run on \
+             Google Cloud with an attached service account (metadata server); see README, BigQuery"
+        )));
+    }
+    Ok(())
+}
+
 impl BigQueryWarehouse {
     /// A client for `config`: Application Default Credentials against Google (a service-account key in
     /// `GOOGLE_APPLICATION_CREDENTIALS`, `gcloud auth application-default login`, or the metadata server on
@@ -46,7 +81,19 @@ impl BigQueryWarehouse {
                 builder.with_v2_base_url(format!("http://{host}/bigquery/v2"));
                 builder.build_from_authenticator(Arc::new(EmulatorAuthenticator)).await
             }
-            None => builder.build_from_application_default_credentials().await,
+            None => {
+                check_credentials_file(std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS").as_deref())?;
+                // Finding the credentials may ask the metadata server, which can hang: bounded like every call.
+                match tokio::time::timeout(CALL_TIMEOUT, builder.build_from_application_default_credentials()).await {
+                    Ok(built) => built,
+                    Err(_) => {
+                        return Err(WarehouseError::Unavailable(format!(
+                            "looking up Google credentials took longer than {} s (a hung metadata server?)",
+                            CALL_TIMEOUT.as_secs()
+                        )))
+                    }
+                }
+            }
         }
         .map_err(|e| classify(&e, "connecting to BigQuery").error)?;
         Ok(BigQueryWarehouse {

@@ -109,7 +109,16 @@ pub(super) fn classify(e: &BQError, what: &str) -> Failure {
             let lower = nested.message.to_ascii_lowercase();
             // BigQuery answered: whatever we retry needs a new requestId (see `Failure::new_request_id`).
             let answered = |m: String| Failure { new_request_id: true, ..Failure::transport(m) };
-            if RETRYABLE_REASONS.iter().any(|r| has(r)) {
+            if has("bytesBilledLimitExceeded") {
+                // Our own cost guard stopped the statement: a setting to look at, not an outage.
+                Failure {
+                    error: WarehouseError::Config(format!(
+                        "{message}; a statement would bill more than BQ_MAX_BYTES_BILLED allows: raise it (or set \
+                         it to `off`) if the table really grew that large"
+                    )),
+                    ..Failure::other("")
+                }
+            } else if RETRYABLE_REASONS.iter().any(|r| has(r)) {
                 answered(message)
             } else if lower.contains("concurrent update") || lower.contains("could not serialize access") {
                 // Two DML statements on the same table collided; BigQuery asks for a retry.

@@ -1,5 +1,6 @@
 //! Unit tests of the BigQuery warehouse that need no server.
 
+use super::client::check_credentials_file;
 use super::*;
 use chrono::TimeZone;
 use gcp_bigquery_client::error::{NestedResponseError, ResponseError};
@@ -241,6 +242,17 @@ fn a_transport_failure_keeps_the_request_id_and_a_failed_job_gets_a_new_one() {
 }
 
 #[test]
+fn a_statement_stopped_by_the_cost_guard_is_a_configuration_error_naming_the_variable() {
+    let f =
+        classify(&response_error(400, "bytesBilledLimitExceeded", "Query exceeded limit for bytes billed"), "merging");
+    assert!(!f.retryable);
+    match f.error {
+        WarehouseError::Config(m) => assert!(m.contains("BQ_MAX_BYTES_BILLED"), "{m}"),
+        other => panic!("expected a configuration error, got {other:?}"),
+    }
+}
+
+#[test]
 fn job_labels_are_valid_label_values() {
     assert_eq!(label_value("3F2A-9c.x"), "3f2a-9c_x");
     assert_eq!(label_value(&"a".repeat(100)).len(), 63);
@@ -291,4 +303,39 @@ fn staging_table_names_are_identifiers() {
     let name = BigQueryWarehouse::staging_table(&run);
     assert_eq!(name, "_staging_3f2a_9c_x");
     assert!(is_identifier(&name));
+}
+
+#[test]
+fn unusable_credential_files_are_configuration_errors_naming_the_variable() {
+    let dir = tempfile_dir();
+    let write = |name: &str, body: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, body).expect("write");
+        p
+    };
+    let wif = write("wif.json", r#"{"type":"external_account","audience":"//iam.googleapis.com/x"}"#);
+    let imp = write("imp.json", r#"{"type":"impersonated_service_account"}"#);
+    let sa = write("sa.json", r#"{"type":"service_account","private_key":"-----BEGIN PRIVATE KEY-----"}"#);
+    let junk = write("junk.json", "not json");
+    for (p, want) in [(&wif, "external_account"), (&imp, "impersonated_service_account"), (&junk, "no \"type\"")] {
+        match check_credentials_file(Some(p.as_os_str())) {
+            Err(WarehouseError::Config(m)) => {
+                assert!(m.contains("GOOGLE_APPLICATION_CREDENTIALS") && m.contains(want), "{m}");
+                assert!(!m.contains("PRIVATE KEY"));
+            }
+            other => panic!("expected a configuration error, got {other:?}"),
+        }
+    }
+    assert!(check_credentials_file(Some(sa.as_os_str())).is_ok());
+    assert!(check_credentials_file(None).is_ok());
+    let missing = dir.join("absent.json");
+    assert!(matches!(check_credentials_file(Some(missing.as_os_str())), Err(WarehouseError::Config(_))));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A scratch directory for one test (the lib has no tempfile dependency).
+fn tempfile_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("zds-bq-test-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("create the scratch dir");
+    dir
 }
