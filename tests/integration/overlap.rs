@@ -51,3 +51,43 @@ async fn two_processes_started_together_on_one_bigquery_dataset_store_each_deal_
     let config = app.bigquery.clone().expect("BigQuery");
     BigQueryWarehouse::connect(config).await.expect("connect").drop_dataset().await.expect("drop the dataset");
 }
+
+#[tokio::test]
+async fn a_run_whose_lease_is_taken_over_stops_at_its_next_heartbeat_and_merges_nothing() {
+    // Slow Zoho calls keep the run busy for seconds; a 2 s lease is renewed every ~0.7 s.
+    let faults = zoho_sandbox::Faults { latency_ms: 1500, ..zoho_sandbox::Faults::default() };
+    let mut app = TestApp::spawn(zoho_sandbox::SandboxConfig { deals: 200, faults, ..Default::default() }).await;
+    app.extra_env = vec![
+        ("SYNC_LOOKBACK".into(), "200d".into()),
+        ("SYNC_LEASE_TTL".into(), "2s".into()),
+        ("ZOHO_CONCURRENCY".into(), "1".into()),
+    ];
+    let run = {
+        let env = app.env();
+        tokio::spawn(async move { crate::helpers::run_binary(&["sync"], &env).await })
+    };
+    // Once the run holds the lease, another run "finds it expired and takes over": it marks the run abandoned,
+    // as begin_run does.
+    let db = app.db.clone();
+    let deadline = tokio::time::Instant::now() + crate::helpers::RUN_TIMEOUT;
+    loop {
+        let taken = rusqlite::Connection::open(&db).ok().and_then(|c| {
+            c.busy_timeout(std::time::Duration::from_secs(5)).ok()?;
+            c.execute(
+                "UPDATE sync_runs SET status = 'failed', error = 'abandoned: taken over by the test' WHERE status = 'running'",
+                [],
+            )
+            .ok()
+        });
+        if taken.unwrap_or(0) > 0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the run never took the lease");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let out = run.await.expect("the run's task");
+    assert_eq!(out.code, 9, "{}", out.all());
+    assert!(out.stderr.contains("lost its lease"), "{}", out.stderr);
+    assert!(app.stored().await.is_empty(), "a run that lost its lease merges nothing");
+    assert!(app.ledger().await.iter().all(|r| r.status != "succeeded"));
+}
