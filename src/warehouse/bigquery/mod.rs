@@ -1,11 +1,18 @@
 //! The production warehouse: Google BigQuery (or the local emulator in tests).
 //!
-//! Write path, one run: [`Warehouse::begin_run`] inserts the run's `running` row in `sync_runs` (the lease);
-//! [`Warehouse::stage`] streams changes with `tabledata.insertAll` into a run-scoped staging table
-//! `_staging_<run id>` that expires by itself after a day; [`Warehouse::commit`] runs one `MERGE` into
-//! `closed_won_deals`, one `UPDATE` flagging deletions, the ledger update, and drops the staging table. Each
-//! step is idempotent and none relies on a transaction (the emulator fails `MERGE` inside `BEGIN … COMMIT`),
-//! so a crash between any two steps followed by a rerun converges to the same table.
+//! Write path, one run: [`Warehouse::begin_run`] takes the one-row lease by compare-and-set (BigQuery
+//! serialises UPDATEs of a table, so two runs cannot both take it), records the run in `sync_runs` and creates
+//! the run-scoped staging table `_staging_<run id>` (it expires by itself after a day);
+//! [`Warehouse::stage`] inserts changes with DML (`INSERT … FROM UNNEST(@rows)`: visible at once, no streaming);
+//! [`Warehouse::commit`] renews the lease, verifies the staging holds every change staged, runs one `MERGE` into
+//! `closed_won_deals`, one `UPDATE` flagging deletions (each only when there is something to do), the ledger
+//! update (only while the lease is held), releases the lease and drops the staging table. Each step is
+//! idempotent and none relies on a transaction (the emulator fails `MERGE` inside `BEGIN … COMMIT`), so a crash
+//! between any two steps followed by a rerun converges to the same table.
+//!
+//! Files: `client` (HTTP client, credentials, schema), `jobs` (queries, retries by reason, parameters),
+//! `staging` (the staging table and its verification), `ledger` (lease, recorded counts, quarantine), `codec`
+//! (rows in and out), `sql` (templates), `errors` (classification once, retry policy).
 //!
 //! The SQL lives in `sql/` (included at compile time; `sql/README.md` explains the schema, costs and the
 //! emulator's quirks). Column lists that must follow [`DEAL_COLUMNS`] are generated here, so a column added
