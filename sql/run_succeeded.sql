@@ -1,6 +1,7 @@
 -- Step 5 of commit: the ledger row gets the run's figures and says `succeeded`, or `failed` with @error when the
 -- run stopped early and merged only what it fetched (the credit budget): then the watermark does not move past
--- data that was never read. Idempotent.
+-- data that was never read. Only while the run still holds the lease (0 affected rows = it lost it: another
+-- run took over, and this one must not claim its window).
 UPDATE `{{dataset}}.sync_runs`
 SET status = @status,
   finished_at = CURRENT_TIMESTAMP(),
@@ -14,4 +15,5 @@ SET status = @status,
   zoho_won_count = @zoho_won_count,
   warehouse_won_count = @warehouse_won_count,
   error = @error
-WHERE run_id = @run_id
+WHERE run_id = @run_id AND status = 'running'
+  AND EXISTS (SELECT 1 FROM `{{dataset}}.sync_lease` WHERE id = 1 AND holder = @run_id)

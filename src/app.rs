@@ -117,7 +117,9 @@ async fn run_sync(args: SyncArgs) -> Result<ExitCode, Error> {
 
 /// Connects to BigQuery (or its emulator when `BIGQUERY_EMULATOR_HOST` is set).
 async fn bigquery(settings: &Settings) -> Result<BigQueryWarehouse, Error> {
-    let WarehouseSettings::BigQuery { project, dataset, location, emulator_host } = &settings.warehouse else {
+    let WarehouseSettings::BigQuery { project, dataset, location, emulator_host, max_bytes_billed } =
+        &settings.warehouse
+    else {
         return Err(Error::Internal("not a BigQuery configuration".into()));
     };
     let config = BigQueryConfig {
@@ -126,7 +128,7 @@ async fn bigquery(settings: &Settings) -> Result<BigQueryWarehouse, Error> {
         location: location.clone(),
         emulator_host: emulator_host.clone(),
     };
-    Ok(BigQueryWarehouse::connect(config).await?)
+    Ok(BigQueryWarehouse::connect(config).await?.with_max_bytes_billed(*max_bytes_billed))
 }
 
 async fn exchange_grant(grant: SecretString) -> Result<ExitCode, Error> {

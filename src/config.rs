@@ -25,6 +25,7 @@ pub const ENV_VARS: &[&str] = &[
     "BQ_PROJECT",
     "BQ_DATASET",
     "BQ_LOCATION",
+    "BQ_MAX_BYTES_BILLED",
     "BIGQUERY_EMULATOR_HOST",
     "GOOGLE_APPLICATION_CREDENTIALS",
     "SYNC_LOOKBACK",
@@ -112,7 +113,14 @@ pub enum WarehouseSettings {
     /// A local SQLite file.
     Sqlite { path: std::path::PathBuf },
     /// Google BigQuery (or its emulator when `emulator_host` is set).
-    BigQuery { project: String, dataset: String, location: String, emulator_host: Option<String> },
+    BigQuery {
+        project: String,
+        dataset: String,
+        location: String,
+        emulator_host: Option<String>,
+        /// `maximumBytesBilled` on every query (`BQ_MAX_BYTES_BILLED`); `None` when set to `off`.
+        max_bytes_billed: Option<u64>,
+    },
 }
 
 /// Zoho credentials. `Debug` never shows the secrets.
@@ -173,6 +181,7 @@ struct RawEnv {
     bq_project: Option<String>,
     bq_dataset: Option<String>,
     bq_location: Option<String>,
+    bq_max_bytes_billed: Option<String>,
     bigquery_emulator_host: Option<String>,
     sync_lookback: Option<String>,
     sync_overlap: Option<String>,
@@ -302,6 +311,7 @@ impl RawEnv {
                 dataset,
                 location: self.bq_location.unwrap_or_else(|| "US".into()),
                 emulator_host: self.bigquery_emulator_host,
+                max_bytes_billed: max_bytes_billed(self.bq_max_bytes_billed)?,
             }
         } else {
             WarehouseSettings::Sqlite { path: self.sqlite_path.unwrap_or_else(|| "zoho_deals.sqlite3".into()).into() }
@@ -352,6 +362,24 @@ fn parse_url(var: &'static str, s: &str) -> Result<Url, ConfigError> {
         return Err(ConfigError::Invalid { var, value: s.to_owned(), reason: "use an http(s) URL".into() });
     }
     Ok(url)
+}
+
+/// `BQ_MAX_BYTES_BILLED`: bytes one statement may bill, at least BigQuery's 10 MB minimum per statement (a
+/// lower cap would fail every statement); `off` leaves it to the project's own limits.
+fn max_bytes_billed(value: Option<String>) -> Result<Option<u64>, ConfigError> {
+    const MIN: u64 = 10 * 1024 * 1024;
+    match value.as_deref().map(str::trim) {
+        None | Some("") => Ok(Some(crate::warehouse::bigquery::DEFAULT_MAX_BYTES_BILLED)),
+        Some(v) if v.eq_ignore_ascii_case("off") => Ok(None),
+        Some(v) => match v.replace('_', "").parse::<u64>() {
+            Ok(n) if n >= MIN => Ok(Some(n)),
+            _ => Err(ConfigError::Invalid {
+                var: "BQ_MAX_BYTES_BILLED",
+                value: v.to_owned(),
+                reason: format!("a whole number of bytes, at least {MIN} (10 MiB), or `off`"),
+            }),
+        },
+    }
 }
 
 fn duration_var(var: &'static str, value: Option<&str>, default: &str) -> Result<Duration, ConfigError> {
@@ -427,6 +455,26 @@ mod tests {
     }
 
     #[test]
+    fn bq_max_bytes_billed_takes_bytes_or_off_and_names_itself_when_wrong() {
+        let with = |v: &str| {
+            let mut vars = vars(&CREDS);
+            vars.push(("BQ_PROJECT".into(), "p".into()));
+            vars.push(("BQ_MAX_BYTES_BILLED".into(), v.into()));
+            Settings::from_vars(vars, NeedCredentials::Yes)
+        };
+        let cap = |s: Settings| match s.warehouse {
+            WarehouseSettings::BigQuery { max_bytes_billed, .. } => max_bytes_billed,
+            other => panic!("not BigQuery: {other:?}"),
+        };
+        assert_eq!(cap(with("1073741824").expect("valid")), Some(1 << 30));
+        assert_eq!(cap(with("off").expect("valid")), None);
+        for bad in ["1GB", "-1", "1000"] {
+            let e = with(bad).expect_err(bad).to_string();
+            assert!(e.contains("BQ_MAX_BYTES_BILLED"), "{e}");
+        }
+    }
+
+    #[test]
     fn bq_project_selects_bigquery_with_defaults() {
         let mut v = vars(&CREDS);
         v.push(("BQ_PROJECT".into(), "acme-analytics".into()));
@@ -437,7 +485,8 @@ mod tests {
                 project: "acme-analytics".into(),
                 dataset: "zoho_crm".into(),
                 location: "US".into(),
-                emulator_host: None
+                emulator_host: None,
+                max_bytes_billed: Some(crate::warehouse::bigquery::DEFAULT_MAX_BYTES_BILLED),
             }
         );
     }

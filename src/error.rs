@@ -76,7 +76,8 @@ impl Error {
                 zoho::Error::Rejected { .. } | zoho::Error::Malformed { .. } => ExitCode::Unexpected,
             },
             Error::Warehouse(e) => match e {
-                WarehouseError::Busy { .. } => ExitCode::Overlap,
+                WarehouseError::Busy { .. } | WarehouseError::LeaseLost { .. } => ExitCode::Overlap,
+                WarehouseError::Config(_) => ExitCode::Config,
                 WarehouseError::Unavailable(_) | WarehouseError::PermissionDenied(_) => ExitCode::Warehouse,
                 WarehouseError::Sqlite { .. } => ExitCode::Warehouse,
                 WarehouseError::RowRejected { .. } | WarehouseError::Other(_) => ExitCode::Unexpected,

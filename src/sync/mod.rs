@@ -19,7 +19,9 @@ use tracing::Instrument;
 use crate::config::Settings;
 use crate::deal::{format_utc, DealChange};
 use crate::error::Error;
-use crate::warehouse::{MergeCounts, QuarantinedRecord, RunKind, RunReport, RunStart, Warehouse, MAX_QUARANTINED_KEPT};
+use crate::warehouse::{
+    MergeCounts, QuarantinedRecord, RunKind, RunReport, RunStart, Warehouse, WarehouseError, MAX_QUARANTINED_KEPT,
+};
 use crate::zoho::client::ZohoClient;
 use crate::zoho::deals::{self, DealQuery, StageFilter, Window, PAGE_SIZE};
 use crate::zoho::model;
@@ -298,7 +300,7 @@ async fn execute<W: Warehouse + 'static>(
     let columns = deals::select_columns(&meta);
     let progress = Arc::new(Progress::default());
     let bar = options.progress.then(|| progress::spawn(Arc::clone(&progress), zoho.usage()));
-    let result = fetch_and_stage(
+    let fetch = fetch_and_stage(
         &zoho,
         &warehouse,
         &run,
@@ -312,8 +314,20 @@ async fn execute<W: Warehouse + 'static>(
             counts,
         },
         &progress,
-    )
-    .await;
+    );
+    // A heartbeat that finds the lease taken by another run ends the run at once: whatever it staged is
+    // never merged (the run that took over covers the window).
+    let mut heartbeat = heartbeat;
+    let result = tokio::select! {
+        r = fetch => r,
+        lost = &mut heartbeat => Err(match lost {
+            Ok(e) => Error::Warehouse(e),
+            Err(e) => Error::Internal(format!("the heartbeat task failed: {e}")),
+        }),
+    };
+    // Paused while the run commits: `commit` renews the lease for the whole commit, and only while this run
+    // still holds it.
+    heartbeat.abort();
     if let Some(bar) = bar {
         bar.abort();
         progress::clear();
@@ -375,7 +389,6 @@ async fn execute<W: Warehouse + 'static>(
             Err(e)
         }
     };
-    heartbeat.abort();
     let counts = outcome?;
 
     if let Some(z) = report.zoho_won_count {
@@ -398,7 +411,12 @@ async fn execute<W: Warehouse + 'static>(
         window,
         won_stages,
         counts,
-        report: RunReport { warehouse_won_count: Some(counts.won_in_window), ..report },
+        // Rows the warehouse refused were quarantined by the commit: they count like unmappable records (exit 8).
+        report: RunReport {
+            warehouse_won_count: Some(counts.won_in_window),
+            deals_quarantined: report.deals_quarantined + counts.refused,
+            ..report
+        },
         duration: started.elapsed(),
         budget_stop,
     };
@@ -439,16 +457,24 @@ async fn execute<W: Warehouse + 'static>(
     Ok(Outcome::Synced(summary))
 }
 
+/// Renews the lease every third of its TTL until aborted; ends with [`WarehouseError::LeaseLost`] as soon as
+/// a renewal finds another run holding it. Other failures are logged and retried at the next beat (the lease
+/// outlives two missed beats).
 fn spawn_heartbeat<W: Warehouse + 'static>(
     warehouse: Arc<W>,
     run: RunStart,
     ttl: Duration,
-) -> tokio::task::JoinHandle<()> {
+) -> tokio::task::JoinHandle<WarehouseError> {
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(ttl / 3).await;
-            if let Err(e) = warehouse.heartbeat(&run).await {
-                tracing::warn!(error = %e, "could not renew the run's lease");
+            match warehouse.heartbeat(&run).await {
+                Ok(()) => {}
+                Err(e @ WarehouseError::LeaseLost { .. }) => {
+                    tracing::error!(error = %e, "the run lost its lease; stopping without merging");
+                    return e;
+                }
+                Err(e) => tracing::warn!(error = %e, "could not renew the run's lease"),
             }
         }
     })

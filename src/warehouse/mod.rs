@@ -15,10 +15,15 @@
 //! - **The watermark is never ahead of merged data.** A run is recorded as `succeeded` only after its changes
 //!   are merged ([`Warehouse::commit`]); the watermark is derived from succeeded runs only, so a crash at any
 //!   point followed by a rerun yields the same final table.
-//! - **One run at a time.** [`Warehouse::begin_run`] takes a lease (a `running` row in `sync_runs` with a
-//!   heartbeat); a second run while the lease is live gets [`WarehouseError::Busy`]. A run that dies leaves a
-//!   lease that expires after the lease TTL. Even without the lease, two merges at once are harmless: each is
-//!   guarded by `modified_time`.
+//! - **One run at a time.** [`Warehouse::begin_run`] takes a lease (with a TTL, renewed by
+//!   [`Warehouse::heartbeat`]); a second run while the lease is live gets [`WarehouseError::Busy`] and writes
+//!   nothing. The lease is one the warehouse itself serialises (BigQuery: a compare-and-set `UPDATE` of a
+//!   one-row table; SQLite: `BEGIN IMMEDIATE`), because two merges that both *insert* the same new deal would
+//!   store it twice on BigQuery. A run whose lease expired and was taken over gets
+//!   [`WarehouseError::LeaseLost`] from its heartbeat and from its commit, which then merges nothing and does not
+//!   record success. A run that dies leaves a lease that expires after the lease TTL.
+//! - **Nothing staged is lost silently.** `commit` merges only after checking that the warehouse holds every
+//!   change the run staged; otherwise it fails and the watermark stays.
 //! - **Nothing unreadable is dropped silently.** A record the job could not map is kept in `quarantined_deals`
 //!   (deal id, field, reason, the record as received), one row per deal, the latest quarantine wins; the row
 //!   goes once a run stages a readable version of that deal (won, un-won or deleted). Written by [`Warehouse::commit`] from [`RunReport::quarantined`].
@@ -150,6 +155,9 @@ pub struct MergeCounts {
     pub unwon: u64,
     /// Existing rows flagged `is_deleted`.
     pub deleted: u64,
+    /// Changes the warehouse refused (a value it cannot store), kept in `quarantined_deals` instead; counted
+    /// in the ledger's `deals_quarantined` with the records the job could not map.
+    pub refused: u64,
 }
 
 /// One `sync_runs` row as read back.
@@ -170,6 +178,13 @@ pub enum WarehouseError {
     /// Another run holds the lease.
     #[error("another run ({run_id}) is in progress against this warehouse; its lease expires at {expires_at}. Wait for it to finish, or if it died, wait until the lease expires")]
     Busy { run_id: String, expires_at: DateTime<Utc> },
+    /// This run no longer holds the lease (it expired and another run took it over): it must stop without
+    /// merging or recording success; the run that took over, or the next one, covers its window.
+    #[error("run {run_id} lost its lease on the warehouse (it expired and another run took over); it stopped without merging, and the next run covers its window")]
+    LeaseLost { run_id: String },
+    /// The warehouse's configuration contradicts itself (e.g. the dataset lives in another location).
+    #[error("warehouse configuration: {0}")]
+    Config(String),
     /// The warehouse could not be reached, or refused us.
     #[error("warehouse unavailable: {0}")]
     Unavailable(String),
@@ -205,18 +220,22 @@ pub trait Warehouse: Send + Sync {
     /// The windows of every succeeded run, in any order.
     fn succeeded_windows(&self) -> impl Future<Output = Result<Vec<CoveredWindow>, WarehouseError>> + Send;
 
-    /// Records the run as `running` and takes the lease; [`WarehouseError::Busy`] if another live run holds it.
-    /// Retrying it for the same run renews that run's lease. A run that loses a race for the lease may be left
-    /// recorded `failed` (BigQuery inserts before it can check); it never holds the lease.
+    /// Takes the lease and records the run as `running`; [`WarehouseError::Busy`] (and nothing written) if
+    /// another live run holds it. Of two runs beginning at the same instant exactly one gets the lease. Retrying
+    /// it for the same run renews that run's lease.
     fn begin_run(&self, run: &RunStart) -> impl Future<Output = Result<(), WarehouseError>> + Send;
 
-    /// Extends this run's lease (called periodically while it runs).
+    /// Extends this run's lease (called periodically while it runs); [`WarehouseError::LeaseLost`] when another
+    /// run took it over, after which the run must stop.
     fn heartbeat(&self, run: &RunStart) -> impl Future<Output = Result<(), WarehouseError>> + Send;
 
-    /// Appends changes to this run's staging area. Redelivery is allowed.
+    /// Appends changes to this run's staging area. Redelivery is allowed. A change the warehouse refuses (a
+    /// value it cannot store) is not an error: it is quarantined at commit with the warehouse's reason and
+    /// counted in [`MergeCounts::refused`].
     fn stage(&self, run: &RunStart, changes: &[DealChange]) -> impl Future<Output = Result<(), WarehouseError>> + Send;
 
-    /// Merges this run's staging into `closed_won_deals`, clears the quarantine of the deals it staged and
+    /// Only while the run holds the lease ([`WarehouseError::LeaseLost`] otherwise, nothing merged). Verifies that
+    /// the staging holds every change staged, then merges this run's staging into `closed_won_deals`, clears the quarantine of the deals it staged and
     /// quarantines `report.quarantined`, counts won rows in the window, then records the run
     /// `succeeded` with `report` (its deal counts replaced by the merge counts and `warehouse_won_count` by the
     /// count), then drops the staging. Safe to crash anywhere: a rerun converges. Committing a run that already

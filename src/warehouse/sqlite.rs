@@ -45,7 +45,16 @@ impl SqliteWarehouse {
         let conn = Connection::open(path).map_err(err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
         // WAL lets analysts read while a run writes; NORMAL sync is durable at each commit in WAL mode.
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+        // Switching to WAL needs a moment of exclusive access, which SQLite refuses at once (no busy handler)
+        // when another process opens the file at the same instant: retry briefly, as the busy timeout would.
+        let mut attempts = 0;
+        while let Err(e) = conn.pragma_update(None, "journal_mode", "WAL") {
+            attempts += 1;
+            if attempts >= 100 || !is_busy(&e) {
+                return Err(err(e));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
         Ok(SqliteWarehouse { conn: Arc::new(Mutex::new(conn)), path: path.to_owned() })
     }
@@ -75,6 +84,11 @@ impl SqliteWarehouse {
         let path = self.path.display().to_string();
         move |source| WarehouseError::Sqlite { path: path.clone(), source }
     }
+}
+
+/// SQLite's "database is locked/busy": another connection holds the lock.
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy) | Some(rusqlite::ErrorCode::DatabaseLocked))
 }
 
 fn deal_table_ddl() -> String {
@@ -395,7 +409,10 @@ impl Warehouse for SqliteWarehouse {
     async fn prepare(&self) -> Result<(), WarehouseError> {
         let err = self.err();
         self.with(move |c| {
-            let tx = c.transaction().map_err(&err)?;
+            // IMMEDIATE: takes the write lock up front, waiting (busy timeout) for another run's prepare. A
+            // deferred transaction would start as a reader and fail with "database is locked" when it tries to
+            // write after another connection did (SQLite cannot wait there without risking a deadlock).
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(&err)?;
             tx.execute(&deal_table_ddl(), []).map_err(&err)?;
             // Staging is a TEMP table: per connection (run-scoped by nature), outside the write-ahead log, gone
             // with the process. Versions before it kept a persistent one: drop that.
@@ -504,11 +521,16 @@ impl Warehouse for SqliteWarehouse {
         let (run_id, ttl) = (run.run_id.clone(), run.lease_ttl);
         self.with(move |c| {
             let now = now();
-            c.execute(
-                "UPDATE sync_runs SET heartbeat_at = ?2, lease_expires_at = ?3 WHERE run_id = ?1 AND status = 'running'",
-                params![run_id, lease_ts(now), lease_ts(now + ttl)],
-            )
-            .map_err(&err)?;
+            let renewed = c
+                .execute(
+                    "UPDATE sync_runs SET heartbeat_at = ?2, lease_expires_at = ?3 WHERE run_id = ?1 AND status = 'running'",
+                    params![run_id, lease_ts(now), lease_ts(now + ttl)],
+                )
+                .map_err(&err)?;
+            // 0 rows: another run found our lease expired, marked this run abandoned and took over.
+            if renewed == 0 {
+                return Err(WarehouseError::LeaseLost { run_id });
+            }
             Ok(())
         })
         .await
@@ -554,6 +576,7 @@ impl Warehouse for SqliteWarehouse {
                             unwon: r.get::<_, i64>(1)? as u64,
                             deleted: r.get::<_, i64>(2)? as u64,
                             won_in_window: r.get::<_, Option<i64>>(3)?.unwrap_or(0) as u64,
+                            refused: 0,
                         })
                     },
                 )
@@ -561,6 +584,15 @@ impl Warehouse for SqliteWarehouse {
                 .map_err(&err)?;
             if let Some(counts) = recorded {
                 return Ok(counts);
+            }
+            // Only while this run holds the lease: a run another run marked abandoned (its lease expired and it
+            // took over) merges nothing and claims nothing; the run that took over covers its window.
+            let status: Option<String> = tx
+                .query_row("SELECT status FROM sync_runs WHERE run_id = ?1", params![run.run_id], |r| r.get(0))
+                .optional()
+                .map_err(&err)?;
+            if status.as_deref() == Some("failed") {
+                return Err(WarehouseError::LeaseLost { run_id: run.run_id.clone() });
             }
             let now = ts(now());
             let upserted = tx.execute(MERGE_WON, params![run.run_id, now]).map_err(&err)? as u64;
@@ -599,7 +631,7 @@ impl Warehouse for SqliteWarehouse {
             .map_err(&err)?;
             tx.execute("DELETE FROM staging_changes WHERE run_id = ?1", params![run.run_id]).map_err(&err)?;
             tx.commit().map_err(&err)?;
-            Ok(MergeCounts { won_in_window, upserted, unwon, deleted })
+            Ok(MergeCounts { won_in_window, upserted, unwon, deleted, refused: 0 })
         })
         .await
     }
@@ -608,7 +640,7 @@ impl Warehouse for SqliteWarehouse {
         let err = self.err();
         let (run_id, report, error) = (run.run_id.clone(), report.clone(), error.to_owned());
         self.with(move |c| {
-            let tx = c.transaction().map_err(&err)?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(&err)?;
             tx.execute(
                 "UPDATE sync_runs SET status = 'failed', finished_at = ?2, error = ?3, deals_quarantined = ?4,
                    api_calls = ?5, api_credits = ?6 WHERE run_id = ?1",

@@ -385,33 +385,54 @@ async fn a_repeated_commit_converges<W: Backend>(w: &W, _: &Env) {
     assert_eq!(w.watermark().await.expect("watermark"), Some(t(1000)));
 }
 
-async fn two_commits_at_once_leave_the_newest_version_of_each_deal<W: Backend>(w: &W, env: &Env) {
+async fn a_run_that_lost_its_lease_can_neither_heartbeat_nor_commit<W: Backend>(w: &W, env: &Env) {
     w.prepare().await.expect("prepare");
-    // The lease normally prevents this; the contract says it would be harmless anyway. A run whose lease
-    // expired while it was still working overlaps with the next one.
+    // A run whose lease expired while it was still working (a stalled process) is overtaken by the next one.
+    // Two MERGEs that both insert the same new deal would store it twice on BigQuery, so the overtaken run
+    // must notice at its next heartbeat and, at the latest, at its commit: it merges nothing.
     let mut slow = run("slow", 0, 1000);
     slow.lease_ttl = env.short_ttl;
     w.begin_run(&slow).await.expect("begin_run");
+    w.stage(&slow, &[won("1", 100), won("2", 300)]).await.expect("stage");
     tokio::time::sleep(ttl_elapsed(env)).await;
     let next = run("next", 0, 1000);
     w.begin_run(&next).await.expect("begin_run after the lease expired");
-    let mut one_old = deal("1", 100);
-    one_old.amount = Some(dec("1"));
-    let mut one_new = deal("1", 200);
-    one_new.amount = Some(dec("2"));
-    let mut two_new = deal("2", 300);
-    two_new.amount = Some(dec("3"));
-    let mut two_old = deal("2", 250);
-    two_old.amount = Some(dec("4"));
-    w.stage(&slow, &[DealChange::Won(one_old), DealChange::Won(two_new.clone())]).await.expect("stage");
-    w.stage(&next, &[DealChange::Won(one_new.clone()), DealChange::Won(two_old)]).await.expect("stage");
-    let report = report();
-    let (a, b) = tokio::join!(w.commit(&slow, &report), w.commit(&next, &report));
-    a.expect("commit slow");
-    b.expect("commit next");
+    w.stage(&next, &[won("1", 200)]).await.expect("stage");
+
+    assert!(
+        matches!(w.heartbeat(&slow).await, Err(WarehouseError::LeaseLost { .. })),
+        "the overtaken run's heartbeat reports the loss"
+    );
+    match w.commit(&slow, &report()).await {
+        Err(WarehouseError::LeaseLost { run_id }) => assert_eq!(run_id, "slow"),
+        other => panic!("expected LeaseLost, got {other:?}"),
+    }
+    assert!(stored(w).await.is_empty(), "the overtaken run merged nothing");
+    w.fail_run(&slow, &report(), "lost the lease").await.expect("fail_run");
+    w.heartbeat(&next).await.expect("the lease holder's heartbeat still works");
+    w.commit(&next, &report()).await.expect("commit next");
+
     let rows = stored(w).await;
-    assert_same_deal(&rows["1"].deal, &one_new);
-    assert_same_deal(&rows["2"].deal, &two_new);
+    assert_eq!(rows.len(), 1);
+    assert_same_deal(&rows["1"].deal, &deal("1", 200));
+    let ledger = w.ledger().await.expect("ledger");
+    let status = |id: &str| ledger.iter().find(|l| l.run_id == id).map(|l| l.status.clone());
+    assert_eq!(status("slow").as_deref(), Some("failed"));
+    assert_eq!(status("next").as_deref(), Some("succeeded"));
+}
+
+async fn two_runs_beginning_at_the_same_instant_get_one_lease<W: Backend>(w: &W, _: &Env) {
+    w.prepare().await.expect("prepare");
+    let (a, b) = (run("a", 0, 100), run("b", 0, 100));
+    let (ra, rb) = tokio::join!(w.begin_run(&a), w.begin_run(&b));
+    let busy = |r: &Result<(), WarehouseError>| matches!(r, Err(WarehouseError::Busy { .. }));
+    assert!((ra.is_ok() && busy(&rb)) || (rb.is_ok() && busy(&ra)), "exactly one run gets the lease: {ra:?} / {rb:?}");
+    let winner = if ra.is_ok() { &a } else { &b };
+    w.stage(winner, &[won("1", 10)]).await.expect("stage");
+    w.commit(winner, &report()).await.expect("commit");
+    // The commit released the lease: the next run starts at once.
+    sync(w, &run("c", 100, 200), &[won("2", 150)]).await;
+    assert_eq!(stored(w).await.len(), 2);
 }
 
 async fn the_ledger_records_every_run_newest_first<W: Backend>(w: &W, _: &Env) {
@@ -700,8 +721,9 @@ macro_rules! conformance {
                 #[tokio::test]
                 async fn $name() {
                     let Some(w) = super::emulator_warehouse(stringify!($name)).await else { return };
-                    // The emulator slows down when every test hits it at once: leave room for a few slow statements.
-                    let env = super::Env { short_ttl: chrono::Duration::seconds(6) };
+                    // The emulator slows down when every test hits it at once (a statement can take a second or two on
+                    // a loaded machine), and begin_run makes four: leave room for a few slow statements.
+                    let env = super::Env { short_ttl: chrono::Duration::seconds(12) };
                     super::$name(&w, &env).await;
                     w.drop_dataset().await.expect("drop the test dataset");
                 }
@@ -736,7 +758,8 @@ conformance!(
     an_older_version_does_not_resurrect_a_deleted_deal,
     a_crash_between_stage_and_commit_then_a_rerun_converges,
     a_repeated_commit_converges,
-    two_commits_at_once_leave_the_newest_version_of_each_deal,
+    a_run_that_lost_its_lease_can_neither_heartbeat_nor_commit,
+    two_runs_beginning_at_the_same_instant_get_one_lease,
     the_ledger_records_every_run_newest_first,
     the_watermark_follows_succeeded_runs_only,
     a_second_run_is_busy_while_the_lease_lives_and_free_after_it_expires,
@@ -755,19 +778,82 @@ mod bigquery_only {
     use super::*;
 
     #[tokio::test]
-    async fn a_row_bigquery_rejects_is_reported_with_its_deal_id() {
-        let Some(w) = emulator_warehouse("rejected_row").await else { return };
+    async fn a_row_bigquery_refuses_is_quarantined_with_its_reason_and_the_rest_merge() {
+        let Some(w) = emulator_warehouse("refused_row").await else { return };
         w.prepare().await.expect("prepare");
         let r = run("r1", 0, 1000);
         w.begin_run(&r).await.expect("begin_run");
         let mut bad = deal("666", 10);
         bad.raw = "{not json".into();
-        match w.stage(&r, &[won("1", 10), DealChange::Won(bad), won("2", 10)]).await {
-            Err(WarehouseError::RowRejected { deal_id, reason }) => {
-                assert_eq!(deal_id, "666");
-                assert!(!reason.is_empty());
-            }
-            other => panic!("expected RowRejected, got {other:?}"),
+        let batch = [won("1", 10), won("2", 10), DealChange::Won(bad), won("3", 10), won("4", 10)];
+        w.stage(&r, &batch).await.expect("a refused row does not fail the stage");
+        let counts = w.commit(&r, &report()).await.expect("commit");
+        assert_eq!((counts.upserted, counts.refused), (4, 1));
+        let ids: Vec<String> = stored(&w).await.into_keys().collect();
+        assert_eq!(ids.len(), 4);
+        assert!(!ids.contains(&"666".to_owned()));
+        let q = w.quarantined().await.expect("quarantined");
+        assert_eq!(q.len(), 1);
+        assert_eq!((q[0].deal_id.as_str(), q[0].record.as_str()), ("666", "{not json"));
+        assert!(q[0].reason.to_ascii_lowercase().contains("json"), "BigQuery's reason is kept: {}", q[0].reason);
+        w.drop_dataset().await.expect("drop the test dataset");
+    }
+
+    #[tokio::test]
+    async fn a_missing_staging_table_fails_the_commit_and_the_watermark_stays() {
+        let Some(w) = emulator_warehouse("missing_staging").await else { return };
+        w.prepare().await.expect("prepare");
+        let r = run("r1", 0, 1000);
+        w.begin_run(&r).await.expect("begin_run");
+        w.stage(&r, &[won("1", 10)]).await.expect("stage");
+        w.query_text("DROP TABLE `{{dataset}}._staging_r1`").await.expect("drop the staging table");
+        let err = w.commit(&r, &report()).await.expect_err("a commit without its staging must fail");
+        assert!(err.to_string().contains("missing"), "{err}");
+        assert_eq!(w.watermark().await.expect("watermark"), None, "the watermark stays");
+        assert!(stored(&w).await.is_empty());
+        w.drop_dataset().await.expect("drop the test dataset");
+    }
+
+    #[tokio::test]
+    async fn a_deal_stored_twice_is_counted_once_by_the_views_and_the_dedupe_removes_the_copy() {
+        let Some(w) = emulator_warehouse("dedupe").await else { return };
+        w.prepare().await.expect("prepare");
+        sync(&w, &run("r1", 0, 1000), &[won("1", 10), won("2", 10)]).await;
+        // What two overlapping INSERT-only MERGEs would leave behind on BigQuery: the same deal twice.
+        w.query_text(
+            "INSERT INTO `{{dataset}}.closed_won_deals` SELECT * REPLACE ('older' AS run_id, \
+             TIMESTAMP_SUB(modified_time, INTERVAL 1 SECOND) AS modified_time) \
+             FROM `{{dataset}}.closed_won_deals` WHERE deal_id = '1'",
+        )
+        .await
+        .expect("insert a duplicate");
+        let count = |sql: &'static str| {
+            let w = &w;
+            async move { w.query_text(sql).await.expect("count")[0][0].clone() }
+        };
+        assert_eq!(count("SELECT COUNT(*) FROM `{{dataset}}.closed_won_deals`").await.as_deref(), Some("3"));
+        assert_eq!(count("SELECT COUNT(*) FROM `{{dataset}}.current_won_deals`").await.as_deref(), Some("2"));
+        assert_eq!(
+            count("SELECT SUM(deals) FROM `{{dataset}}.won_revenue_by_month_owner`").await.as_deref(),
+            Some("2")
+        );
+        assert_eq!(w.dedupe_deals().await.expect("dedupe"), 1);
+        assert_eq!(w.dedupe_deals().await.expect("dedupe again"), 0, "idempotent");
+        let rows = stored(&w).await;
+        assert_eq!(rows.len(), 2);
+        assert_ne!(rows["1"].run_id, "older", "the newest version is the one kept");
+        w.drop_dataset().await.expect("drop the test dataset");
+    }
+
+    #[tokio::test]
+    async fn a_dataset_in_another_location_is_a_configuration_error() {
+        let Some(w) = emulator_warehouse("location").await else { return };
+        w.prepare().await.expect("prepare");
+        let config = BigQueryConfig { location: "EU".into(), ..w.config().clone() };
+        let eu = BigQueryWarehouse::connect(config).await.expect("connect");
+        match eu.prepare().await {
+            Err(WarehouseError::Config(m)) => assert!(m.contains("BQ_LOCATION=US"), "{m}"),
+            other => panic!("expected a configuration error, got {other:?}"),
         }
         w.drop_dataset().await.expect("drop the test dataset");
     }

@@ -1,12 +1,15 @@
 //! The one integration-test binary: black-box tests that start the Zoho sandbox and real warehouses, and run
 //! the real binary against them.
 
+mod bigquery_faults;
+mod bq_proxy;
 mod budget;
 mod conformance;
 mod drills;
 mod exit_codes;
 mod helpers;
 mod manifests;
+mod overlap;
 mod parity;
 mod resilience;
 mod sync;

@@ -1,0 +1,6 @@
+-- commit, before the merge: the distinct changes (kind, deal id, version) the staging table holds, per kind.
+-- The job compares them with what it staged; any shortfall fails the run (the watermark stays).
+SELECT change_kind,
+  COUNT(DISTINCT CONCAT(deal_id, ':', CAST(UNIX_MICROS(COALESCE(modified_time, deleted_time)) AS STRING)))
+FROM `{{dataset}}.{{staging}}`
+GROUP BY change_kind
