@@ -68,6 +68,8 @@ pub struct ZohoClient {
     usage: Arc<Usage>,
     max_credits: Option<u64>,
     retry: RetryPolicy,
+    /// How this org lets us count, once learned (see `deals::count_matching`); kept for the rest of the run.
+    count_strategy: std::sync::atomic::AtomicU8,
 }
 
 /// What a successful call returned: JSON, or nothing (204 No Content / 304 Not Modified).
@@ -90,7 +92,18 @@ impl ZohoClient {
             usage: Arc::new(Usage::default()),
             max_credits,
             retry,
+            count_strategy: std::sync::atomic::AtomicU8::new(0),
         }
+    }
+
+    /// The counting strategy learned so far this run (0: the first; see `deals::count_matching`).
+    pub fn count_strategy(&self) -> u8 {
+        self.count_strategy.load(Ordering::Relaxed)
+    }
+
+    /// Remembers the counting strategy that works in this org, for the rest of the run.
+    pub fn set_count_strategy(&self, strategy: u8) {
+        self.count_strategy.store(strategy, Ordering::Relaxed);
     }
 
     /// Zoho's "now", from the `Date` header of its last response (to the second), or `None` before the first

@@ -1,14 +1,20 @@
-//! The Zoho side: tokens, HTTP with error classification, won-stage discovery, windowed keyset paging, and
-//! the mapping from Zoho's JSON to [`crate::deal::Deal`]. Nothing here knows a warehouse exists.
+//! The Zoho side: tokens, HTTP with error classification, field metadata and won-stage discovery, windowed
+//! keyset paging, owners' full names, and the mapping from Zoho's JSON to [`crate::deal::Deal`]. Nothing here knows a warehouse exists.
 
 pub mod auth;
 pub mod client;
 pub mod deals;
 pub mod model;
+pub mod users;
 
 use std::time::Duration;
 
 use crate::retry::Retryable;
+
+/// The scopes this job asks for (README, Setup). `users.READ` (owners' full names) and the layouts/pipeline
+/// settings (won stages of several pipelines) are optional: without them the run degrades with a warning.
+pub const SCOPES: &str = "ZohoCRM.modules.deals.READ,ZohoCRM.coql.READ,ZohoCRM.settings.fields.READ,\
+ZohoCRM.settings.layouts.READ,ZohoCRM.settings.pipeline.READ,ZohoCRM.users.READ";
 
 /// Every Zoho failure, classified once at the boundary. `main` maps these kinds to exit codes.
 #[derive(Debug, thiserror::Error)]
@@ -17,7 +23,7 @@ pub enum Error {
     #[error("Zoho rejected the credentials: {0}")]
     InvalidCredentials(String),
     /// The token lacks a scope this job needs.
-    #[error("Zoho refused {endpoint}: the refresh token lacks a scope ({detail}). Generate a new grant token with the scopes ZohoCRM.modules.deals.READ,ZohoCRM.coql.READ,ZohoCRM.settings.fields.READ and run exchange-grant")]
+    #[error("Zoho refused {endpoint}: the refresh token lacks a scope ({detail}). Generate a new grant token with the scopes {scopes} and run exchange-grant", scopes = SCOPES)]
     ScopeMismatch { endpoint: String, detail: String },
     /// The accounts server throttles token mints (10 per refresh token per 10 minutes).
     #[error("Zoho's accounts server is throttling token requests for this refresh token ({0}). Do not retry for 10 minutes; check that nothing else mints tokens with the same refresh token")]
