@@ -1,0 +1,59 @@
+//! The statement templates of `sql/`, compiled in, and the column lists generated from `DEAL_COLUMNS`.
+
+use super::*;
+
+pub(super) const SQL_CREATE_DATASET: &str = include_str!("../../../sql/create_dataset.sql");
+pub(super) const SQL_DEALS_TABLE: &str = include_str!("../../../sql/closed_won_deals.sql");
+pub(super) const SQL_RUNS_TABLE: &str = include_str!("../../../sql/sync_runs.sql");
+pub(super) const SQL_QUARANTINE_TABLE: &str = include_str!("../../../sql/quarantined_deals.sql");
+pub(super) const SQL_QUARANTINE_RESOLVE: &str = include_str!("../../../sql/quarantine_resolve.sql");
+pub(super) const SQL_QUARANTINE_UPSERT: &str = include_str!("../../../sql/quarantine_upsert.sql");
+pub(super) const SQL_STAGING_TABLE: &str = include_str!("../../../sql/staging.sql");
+pub(super) const SQL_MERGE_SOURCE: &str = include_str!("../../../sql/merge_source.sql");
+pub(super) const SQL_MERGE: &str = include_str!("../../../sql/merge.sql");
+pub(super) const SQL_MERGE_COUNTS: &str = include_str!("../../../sql/merge_counts.sql");
+pub(super) const SQL_MARK_DELETED: &str = include_str!("../../../sql/mark_deleted.sql");
+pub(super) const SQL_COUNT_WON: &str = include_str!("../../../sql/count_won.sql");
+pub(super) const SQL_WON_IDS: &str = include_str!("../../../sql/won_ids.sql");
+pub(super) const SQL_RUN_BEGIN: &str = include_str!("../../../sql/run_begin.sql");
+pub(super) const SQL_RUNS_ABANDONED: &str = include_str!("../../../sql/runs_abandoned.sql");
+pub(super) const SQL_LEASE_HOLDERS: &str = include_str!("../../../sql/lease_holders.sql");
+pub(super) const SQL_HEARTBEAT: &str = include_str!("../../../sql/heartbeat.sql");
+pub(super) const SQL_RUN_SUCCEEDED: &str = include_str!("../../../sql/run_succeeded.sql");
+pub(super) const SQL_RUN_FAILED: &str = include_str!("../../../sql/run_failed.sql");
+pub(super) const SQL_RUN_COUNTS: &str = include_str!("../../../sql/run_counts.sql");
+pub(super) const SQL_SUCCEEDED_WINDOWS: &str = include_str!("../../../sql/succeeded_windows.sql");
+pub(super) const SQL_LEDGER: &str = include_str!("../../../sql/ledger.sql");
+/// Analyst views, created (or replaced) by `prepare`, in dependency order.
+pub(super) const SQL_VIEWS: &[(&str, &str)] = &[
+    ("current_won_deals", include_str!("../../../sql/views/current_won_deals.sql")),
+    ("won_revenue_by_month_owner", include_str!("../../../sql/views/won_revenue_by_month_owner.sql")),
+    ("time_to_close", include_str!("../../../sql/views/time_to_close.sql")),
+];
+
+/// The three column lists of `merge.sql` for the current [`DEAL_COLUMNS`]: the SET list of a won update,
+/// and the INSERT's columns and values. Flags, `synced_at` and `run_id` are set by the merge itself.
+pub(super) fn merge_column_lists() -> (String, String, String) {
+    pub(super) const SET_BY_MERGE: &[&str] =
+        &["deal_id", "is_closed_won", "is_deleted", "deleted_time", "synced_at", "run_id"];
+    let update = DEAL_COLUMNS
+        .iter()
+        .filter(|c| !SET_BY_MERGE.contains(&c.name))
+        .map(|c| format!("{0} = s.{0}", c.name))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let columns = DEAL_COLUMNS.iter().map(|c| c.name).collect::<Vec<_>>().join(", ");
+    let values = DEAL_COLUMNS
+        .iter()
+        .map(|c| match c.name {
+            "is_closed_won" => "TRUE".to_owned(),
+            "is_deleted" => "FALSE".to_owned(),
+            "deleted_time" => "NULL".to_owned(),
+            "synced_at" => "CURRENT_TIMESTAMP()".to_owned(),
+            "run_id" => "@run_id".to_owned(),
+            name => format!("s.{name}"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    (update, columns, values)
+}

@@ -1,0 +1,260 @@
+//! Unit tests of the BigQuery warehouse that need no server.
+
+use super::*;
+use chrono::TimeZone;
+use gcp_bigquery_client::error::{NestedResponseError, ResponseError};
+use gcp_bigquery_client::model::error_proto::ErrorProto;
+use gcp_bigquery_client::model::table_data_insert_all_response_insert_errors::TableDataInsertAllResponseInsertErrors;
+
+fn t(s: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).single().expect("valid") + chrono::Duration::seconds(s)
+}
+
+fn deal(id: &str) -> Deal {
+    Deal {
+        deal_id: id.into(),
+        deal_name: Some("Acme".into()),
+        stage: Some("Closed Won".into()),
+        pipeline: None,
+        amount: Some(Decimal::from_str("12500.10").expect("decimal")),
+        currency: Some("EUR".into()),
+        exchange_rate: Some(Decimal::from_str("1.1234567894").expect("decimal")),
+        probability: Some(100),
+        expected_revenue: None,
+        closing_date: NaiveDate::from_ymd_opt(2026, 10, 31),
+        account_id: None,
+        account_name: None,
+        contact_id: None,
+        contact_name: None,
+        owner_id: Some("o1".into()),
+        owner_name: None,
+        owner_email: None,
+        lead_source: None,
+        deal_type: None,
+        created_time: Some(t(-86400)),
+        modified_time: t(0),
+        raw: r#"{"id":"1"}"#.into(),
+    }
+}
+
+fn response_error(code: i64, reason: &str, message: &str) -> BQError {
+    let mut m = HashMap::new();
+    m.insert("reason".to_owned(), reason.to_owned());
+    BQError::ResponseError {
+        error: ResponseError {
+            error: NestedResponseError { code, errors: vec![m], message: message.into(), status: String::new() },
+        },
+    }
+}
+
+/// The column names of the CREATE TABLE in `sql/closed_won_deals.sql`, in order.
+fn ddl_columns(sql: &str) -> Vec<(String, String)> {
+    let body = sql.split_once("closed_won_deals` (").map(|(_, b)| b).unwrap_or("");
+    let body = body.split("\n)\n").next().unwrap_or("");
+    body.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("--"))
+        .map(|l| {
+            let mut words = l.split_whitespace();
+            let name = words.next().unwrap_or("").to_owned();
+            let ty = words.next().unwrap_or("").trim_end_matches(',').to_owned();
+            (name, ty)
+        })
+        .collect()
+}
+
+#[test]
+fn the_ddl_file_has_exactly_the_deal_columns_in_order() {
+    let expected: Vec<(String, String)> =
+        DEAL_COLUMNS.iter().map(|c| (c.name.to_owned(), c.bigquery_type.to_owned())).collect();
+    assert_eq!(ddl_columns(SQL_DEALS_TABLE), expected);
+}
+
+#[test]
+fn every_template_renders_without_leftover_placeholders() {
+    let (update_won, insert_columns, insert_values) = merge_column_lists();
+    let vars = [
+        ("staging", "_staging_x"),
+        ("columns", "deal_id STRING"),
+        ("location", "US"),
+        ("source", "SELECT 1"),
+        ("update_won", update_won.as_str()),
+        ("insert_columns", insert_columns.as_str()),
+        ("insert_values", insert_values.as_str()),
+    ];
+    let all = [
+        SQL_CREATE_DATASET,
+        SQL_DEALS_TABLE,
+        SQL_RUNS_TABLE,
+        SQL_QUARANTINE_TABLE,
+        SQL_QUARANTINE_RESOLVE,
+        SQL_QUARANTINE_UPSERT,
+        SQL_STAGING_TABLE,
+        SQL_MERGE_SOURCE,
+        SQL_MERGE,
+        SQL_MERGE_COUNTS,
+        SQL_MARK_DELETED,
+        SQL_COUNT_WON,
+        SQL_WON_IDS,
+        SQL_RUN_BEGIN,
+        SQL_RUNS_ABANDONED,
+        SQL_LEASE_HOLDERS,
+        SQL_HEARTBEAT,
+        SQL_RUN_SUCCEEDED,
+        SQL_RUN_FAILED,
+        SQL_RUN_COUNTS,
+        SQL_SUCCEEDED_WINDOWS,
+        SQL_LEDGER,
+    ];
+    for sql in all.iter().chain(SQL_VIEWS.iter().map(|(_, s)| s)) {
+        // A multi-line value spliced into a comment would turn its later lines into SQL.
+        for line in sql.lines().filter(|l| l.trim_start().starts_with("--")) {
+            assert!(!line.contains("{{"), "placeholder in a comment: {line}");
+        }
+        let mut out = sql.replace("{{dataset}}", "p.d");
+        for (k, v) in vars {
+            out = out.replace(&format!("{{{{{k}}}}}"), v);
+        }
+        assert!(!out.contains("{{"), "leftover placeholder in:\n{out}");
+    }
+}
+
+#[test]
+fn the_merge_updates_every_data_column_and_inserts_every_column() {
+    let (update_won, insert_columns, insert_values) = merge_column_lists();
+    assert!(update_won.contains("amount = s.amount") && update_won.contains("raw = s.raw"));
+    assert!(!update_won.contains("deal_id =") && !update_won.contains("run_id ="));
+    assert_eq!(insert_columns.split(", ").count(), DEAL_COLUMNS.len());
+    assert_eq!(insert_values.split(", ").count(), DEAL_COLUMNS.len());
+    assert!(insert_values.contains("@run_id") && insert_values.contains("s.modified_time"));
+}
+
+#[test]
+fn a_won_change_stages_every_column_with_exact_money_and_rfc3339_times() {
+    let row = staged_row("run-1", &DealChange::Won(deal("42")));
+    let j = &row.json;
+    assert_eq!(j["amount"], "12500.1");
+    // NUMERIC keeps 9 places.
+    assert_eq!(j["exchange_rate"], "1.123456789");
+    assert_eq!(j["modified_time"], "2026-11-01T00:00:00.000000Z");
+    assert_eq!(j["closing_date"], "2026-10-31");
+    assert_eq!(j["probability"], 100);
+    assert_eq!(j["raw"], r#"{"id":"1"}"#);
+    assert_eq!(j["is_closed_won"], true);
+    assert_eq!(j["is_deleted"], false);
+    assert_eq!(j["change_kind"], "won");
+    assert_eq!(j["run_id"], "run-1");
+    for c in DEAL_COLUMNS.iter().filter(|c| !["deleted_time", "synced_at"].contains(&c.name)) {
+        assert!(j.get(c.name).is_some(), "column {} not staged", c.name);
+    }
+    assert_eq!(row.insert_id, format!("won:42:{}", t(0).timestamp_micros()));
+}
+
+#[test]
+fn unwon_and_deleted_changes_stage_only_what_they_know() {
+    let unwon =
+        staged_row("r", &DealChange::Unwon { deal_id: "7".into(), stage: Some("Lost".into()), modified_time: t(5) });
+    assert_eq!(unwon.json["is_closed_won"], false);
+    assert_eq!(unwon.json["change_kind"], "unwon");
+    assert!(unwon.json.get("amount").is_none());
+    let deleted = staged_row("r", &DealChange::Deleted { deal_id: "7".into(), deleted_time: t(9) });
+    assert_eq!(deleted.json["is_deleted"], true);
+    assert_eq!(deleted.json["deleted_time"], "2026-11-01T00:00:09.000000Z");
+    assert!(deleted.json.get("modified_time").is_none());
+    assert_ne!(unwon.insert_id, deleted.insert_id);
+}
+
+#[test]
+fn insert_ids_are_stable_and_bounded() {
+    assert_eq!(insert_id("won", "1", &t(0)), insert_id("won", "1", &t(0)));
+    assert_ne!(insert_id("won", "1", &t(0)), insert_id("won", "1", &t(1)));
+    let long = "9".repeat(300);
+    let id = insert_id("won", &long, &t(0));
+    assert!(id.len() <= INSERT_ID_MAX, "{id}");
+    assert_ne!(id, insert_id("won", &"8".repeat(300), &t(0)));
+}
+
+#[test]
+fn batches_respect_the_row_and_byte_limits() {
+    let row = staged_row("r", &DealChange::Won(deal("1")));
+    let rows = vec![row.clone(); 1201];
+    let sizes: Vec<usize> = batches(&rows).iter().map(|b| b.len()).collect();
+    assert_eq!(sizes, vec![500, 500, 201]);
+    let big = StagedRow { size: INSERT_MAX_BYTES / 2 + 1, ..row };
+    let sizes: Vec<usize> = batches(&[big.clone(), big.clone(), big]).iter().map(|b| b.len()).collect();
+    assert_eq!(sizes, vec![1, 1, 1]);
+    assert!(batches(&[]).is_empty());
+}
+
+#[test]
+fn an_invalid_row_is_rejected_with_its_deal_id() {
+    let batch: Vec<StagedRow> = ["a", "b", "c"].iter().map(|id| staged_row("r", &DealChange::Won(deal(id)))).collect();
+    let err = |index, reason: &str| TableDataInsertAllResponseInsertErrors {
+        index: Some(index),
+        errors: Some(vec![ErrorProto {
+            reason: Some(reason.into()),
+            message: Some(format!("{reason} row")),
+            location: Some("amount".into()),
+            debug_info: None,
+        }]),
+    };
+    let f = row_errors(&batch, vec![err(0, "stopped"), err(1, "invalid"), err(2, "stopped")]).expect_err("rejected");
+    assert!(!f.retryable);
+    match f.error {
+        WarehouseError::RowRejected { deal_id, reason } => {
+            assert_eq!(deal_id, "b");
+            assert!(reason.contains("amount"), "{reason}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let f = row_errors(&batch, vec![err(0, "timeout")]).expect_err("transient");
+    assert!(f.retryable);
+    assert!(row_errors(&batch, vec![]).is_ok());
+}
+
+#[test]
+fn errors_are_classified_once() {
+    let f = classify(&response_error(403, "accessDenied", "Access Denied: Table x"), "merging");
+    assert!(matches!(f.error, WarehouseError::PermissionDenied(_)) && !f.retryable);
+    let f = classify(&response_error(403, "rateLimitExceeded", "Exceeded rate limits"), "merging");
+    assert!(matches!(f.error, WarehouseError::Unavailable(_)) && f.retryable);
+    let f = classify(&response_error(503, "backendError", "Backend error"), "merging");
+    assert!(matches!(f.error, WarehouseError::Unavailable(_)) && f.retryable);
+    let f = classify(
+        &response_error(400, "invalidQuery", "Could not serialize access to table t due to concurrent update"),
+        "merging",
+    );
+    assert!(f.retryable);
+    let f = classify(&response_error(404, "notFound", "Not found: Table p:d.t"), "reading");
+    assert!(f.not_found && !f.retryable);
+    assert!(matches!(&f.error, WarehouseError::Other(_)));
+    let f = classify(&response_error(400, "invalidQuery", "Syntax error"), "merging");
+    assert!(matches!(f.error, WarehouseError::Other(_)) && !f.retryable);
+    let f = classify(&BQError::NoToken, "connecting");
+    assert!(matches!(f.error, WarehouseError::PermissionDenied(_)));
+}
+
+#[test]
+fn config_names_are_validated_before_they_reach_sql() {
+    assert!(BigQueryConfig::new("acme-analytics").validate().is_ok());
+    let bad_dataset = BigQueryConfig { dataset: "zoho`; DROP".into(), ..BigQueryConfig::new("p") };
+    assert!(bad_dataset.validate().is_err());
+    assert!(BigQueryConfig::new("Bad Project").validate().is_err());
+    let bad_location = BigQueryConfig { location: "us'".into(), ..BigQueryConfig::new("p") };
+    assert!(bad_location.validate().is_err());
+}
+
+#[test]
+fn staging_table_names_are_identifiers() {
+    let run = RunStart {
+        run_id: "3f2a-9c.x".into(),
+        kind: RunKind::Scheduled,
+        started_at: t(0),
+        window_start: t(0),
+        window_end: t(1),
+        lease_ttl: chrono::Duration::minutes(10),
+    };
+    let name = BigQueryWarehouse::staging_table(&run);
+    assert_eq!(name, "_staging_3f2a_9c_x");
+    assert!(is_identifier(&name));
+}
