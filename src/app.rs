@@ -23,6 +23,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Sync(args) => run_sync(args).await,
         Command::Check => check().await,
         Command::ExchangeGrant { grant_token } => exchange_grant(SecretString::from(grant_token)).await,
+        Command::Reconcile { since } => run_reconcile(since.as_deref()).await,
     }
 }
 
@@ -113,6 +114,25 @@ async fn run_sync(args: SyncArgs) -> Result<ExitCode, Error> {
             })
         }
     }
+}
+
+/// `reconcile`: one committed run of kind `reconcile`; prints its summary line.
+async fn run_reconcile(since: Option<&str>) -> Result<ExitCode, Error> {
+    let settings = Settings::from_env(NeedCredentials::Yes)?;
+    let since = since.map(|v| parse_time("--since", v, chrono::Utc::now())).transpose().map_err(Error::Usage)?;
+    let zoho = Arc::new(zoho_client(&settings, credentials(&settings)?, settings.max_credits)?);
+    let summary = match &settings.warehouse {
+        WarehouseSettings::Sqlite { path } => {
+            let wh = Arc::new(SqliteWarehouse::open(path)?);
+            sync::reconcile::reconcile(&settings, since, zoho, wh).await?
+        }
+        WarehouseSettings::BigQuery { .. } => {
+            let wh = Arc::new(bigquery(&settings).await?);
+            sync::reconcile::reconcile(&settings, since, zoho, wh).await?
+        }
+    };
+    println!("{}", summary.line());
+    Ok(ExitCode::Success)
 }
 
 /// Connects to BigQuery (or its emulator when `BIGQUERY_EMULATOR_HOST` is set).

@@ -5,6 +5,7 @@
 
 pub mod budget;
 pub mod progress;
+pub mod reconcile;
 pub mod window;
 
 use std::sync::Arc;
@@ -218,10 +219,6 @@ pub async fn sync<W: Warehouse + 'static>(
         }));
     }
 
-    // Owners' full names (COQL gives last names only): read before the credit budget's plan, which then counts
-    // the call as spent.
-    let owners = Arc::new(OwnerNames::load(&zoho).await?);
-
     // With a credit budget, deletions are read first (their cost is then known) and the window is cut to the
     // longest prefix the rest of the budget pays for.
     let (window, deleted, counts, budget_stop) = match zoho.max_credits() {
@@ -237,7 +234,7 @@ pub async fn sync<W: Warehouse + 'static>(
             // A scheduled run makes progress only past the watermark (its window starts an overlap before it).
             let progress_after = match kind {
                 RunKind::Scheduled => watermark,
-                RunKind::Backfill => None,
+                RunKind::Backfill | RunKind::Reconcile => None,
             };
             let fitted = budget::fit(&zoho, &won_stages, window, flag_unwon, concurrency, limit, progress_after)
                 .await
@@ -257,6 +254,13 @@ pub async fn sync<W: Warehouse + 'static>(
         }
         None => (window, None, None, None),
     };
+    // Owners' full names (COQL gives last names only): one users call, counted in the credit budget's plan and
+    // skipped when the plan knows there is no won deal to store.
+    let owners = match counts {
+        Some(c) if c.won == 0 => OwnerNames::default(),
+        _ => OwnerNames::load(&zoho).await?,
+    };
+    let owners = Arc::new(owners);
 
     let run = RunStart {
         run_id: uuid::Uuid::new_v4().to_string(),
@@ -430,7 +434,7 @@ async fn execute<W: Warehouse + 'static>(
             RunKind::Scheduled => {
                 format!("the next scheduled run continues from {} (less SYNC_OVERLAP)", format_utc(&window.end))
             }
-            RunKind::Backfill => format!(
+            RunKind::Backfill | RunKind::Reconcile => format!(
                 "to finish the backfill, run: zoho-deals-sync sync --since {} --until {}",
                 format_utc(&window.end),
                 format_utc(&stop.requested_end)
@@ -467,7 +471,7 @@ fn warn_beyond_deletion_retention(window: Window, now: DateTime<Utc>) {
     }
 }
 
-fn spawn_heartbeat<W: Warehouse + 'static>(
+pub(crate) fn spawn_heartbeat<W: Warehouse + 'static>(
     warehouse: Arc<W>,
     run: RunStart,
     ttl: Duration,

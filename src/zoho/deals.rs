@@ -161,13 +161,92 @@ pub fn is_api_name(s: &str) -> bool {
     !s.is_empty() && s.len() <= 100 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
-/// SQL reserved words a field's API name may collide with; such a column must be quoted (Kaizen #171: Zoho's own
-/// example is a field named `External`). Compared case-insensitively.
+/// COQL's keywords and the SQL reserved words a field's API name may collide with; such a column must be quoted
+/// (Kaizen #171: Zoho's own example is a field named `External`). Zoho publishes no list, so this one is broad
+/// (SQL:2016's reserved words that are also ordinary English labels). Whether Zoho accepts a quoted name that
+/// did not need quoting is unconfirmed, so only these words are quoted, never every name. Compared
+/// case-insensitively.
 const RESERVED: &[&str] = &[
-    "all", "and", "any", "as", "asc", "between", "by", "case", "count", "cross", "date", "delete", "desc", "distinct",
-    "else", "end", "exists", "external", "false", "for", "from", "full", "group", "having", "in", "inner", "insert",
-    "into", "is", "join", "left", "like", "limit", "not", "null", "offset", "on", "or", "order", "outer", "right",
-    "select", "set", "table", "then", "true", "union", "update", "user", "values", "when", "where", "with",
+    "all",
+    "alter",
+    "and",
+    "any",
+    "as",
+    "asc",
+    "between",
+    "both",
+    "by",
+    "case",
+    "cast",
+    "check",
+    "column",
+    "constraint",
+    "count",
+    "create",
+    "cross",
+    "current",
+    "date",
+    "default",
+    "delete",
+    "desc",
+    "distinct",
+    "drop",
+    "else",
+    "end",
+    "escape",
+    "except",
+    "exists",
+    "external",
+    "false",
+    "fetch",
+    "for",
+    "foreign",
+    "from",
+    "full",
+    "grant",
+    "group",
+    "having",
+    "in",
+    "inner",
+    "insert",
+    "intersect",
+    "into",
+    "is",
+    "join",
+    "leading",
+    "left",
+    "like",
+    "limit",
+    "natural",
+    "not",
+    "null",
+    "offset",
+    "on",
+    "or",
+    "order",
+    "outer",
+    "primary",
+    "references",
+    "right",
+    "rows",
+    "select",
+    "set",
+    "some",
+    "table",
+    "then",
+    "to",
+    "trailing",
+    "true",
+    "union",
+    "unique",
+    "update",
+    "user",
+    "using",
+    "values",
+    "when",
+    "where",
+    "window",
+    "with",
 ];
 
 /// A column as it goes into COQL: a reserved word in single quotes (Kaizen #171 allows single or double quotes;
@@ -569,6 +648,53 @@ pub async fn deleted_since(client: &ZohoClient, since: DateTime<Utc>) -> Result<
         }
         if !page.more || page.records.is_empty() {
             break;
+        }
+    }
+    Ok(out)
+}
+
+/// `reconcile`: the ids of every won deal whose `Modified_Time` lies in `window`, paged by id with the cheapest
+/// columns (`id, Modified_Time`, 2000 per call: 3 credits per 2000 deals).
+pub async fn won_ids(client: &ZohoClient, stages: &[String], window: Window) -> Result<Vec<String>, Error> {
+    let cols = vec!["id".to_owned(), "Modified_Time".to_owned()];
+    let q = DealQuery { columns: &cols, filter: StageFilter::Won, stages, window, page_size: PAGE_SIZE };
+    let mut ids = Vec::new();
+    page_deals(client, &q, |records| {
+        ids.extend(records.iter().filter_map(model::record_id));
+        async { true }
+    })
+    .await?;
+    Ok(ids)
+}
+
+/// A deal's current stage and version, as `reconcile` asks for it by id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CurrentStage {
+    pub id: String,
+    pub stage: Option<String>,
+    pub modified_time: DateTime<Utc>,
+}
+
+/// `IN` takes at most this many values (v7 and later: docs/zoho-api.md §3c).
+pub const MAX_IN_VALUES: usize = 100;
+
+/// `reconcile`: the current stage of each deal in `ids` that Zoho still has (a deal it no longer has is simply
+/// absent from the answer). One call (1 credit) per 100 ids. Ids that are not plain digits are never put into a
+/// query (they cannot be Zoho ids) and count as absent.
+pub async fn current_stages(client: &ZohoClient, ids: &[String]) -> Result<Vec<CurrentStage>, Error> {
+    let ids: Vec<&String> = ids.iter().filter(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit())).collect();
+    let mut out = Vec::new();
+    for chunk in ids.chunks(MAX_IN_VALUES) {
+        let list = chunk.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
+        let query = format!("select id, Stage, Modified_Time from Deals where id in ({list}) limit {MAX_IN_VALUES}");
+        let page = parse_page("coql", client.coql(&query, MAX_IN_VALUES as u32).await?)?;
+        for r in &page.records {
+            match model::to_deal(r) {
+                Ok(d) => out.push(CurrentStage { id: d.deal_id, stage: d.stage, modified_time: d.modified_time }),
+                Err(q) => {
+                    tracing::warn!(deal_id = %q.deal_id, field = %q.field, reason = %q.reason, "reconcile: an unreadable record is left as it is")
+                }
+            }
         }
     }
     Ok(out)

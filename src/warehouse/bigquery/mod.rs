@@ -167,11 +167,7 @@ impl Warehouse for BigQueryWarehouse {
                 Ok(CoveredWindow {
                     start: cell_ts(r, 0)?.ok_or_else(|| missing("window_start"))?,
                     end: cell_ts(r, 1)?.ok_or_else(|| missing("window_end"))?,
-                    kind: if cell(r, 2).as_deref() == Some("backfill") {
-                        RunKind::Backfill
-                    } else {
-                        RunKind::Scheduled
-                    },
+                    kind: RunKind::parse(cell(r, 2).as_deref().unwrap_or_default()),
                 })
             })
             .collect()
@@ -270,7 +266,10 @@ impl Warehouse for BigQueryWarehouse {
             let deleted = self
                 .query("flagging deleted deals", self.render(SQL_MARK_DELETED, &[("staging", &table)]), run_param())
                 .await?;
-            counts.deleted = deleted.affected.unwrap_or(0);
+            let vanished = self
+                .query("flagging vanished deals", self.render(SQL_MARK_VANISHED, &[("staging", &table)]), run_param())
+                .await?;
+            counts.deleted = deleted.affected.unwrap_or(0) + vanished.affected.unwrap_or(0);
             let merged = self
                 .query("counting merged rows", self.render(SQL_MERGE_COUNTS, &[("source", &source)]), run_param())
                 .await?

@@ -1,0 +1,152 @@
+//! Real orgs come in shapes (issue 9): the job against sandbox orgs of each shape, as a user would run it — the
+//! sync + mutation scenario ends equal to the sandbox's ground truth, `check` names what is missing, and
+//! `reconcile` repairs what nightly windows cannot see.
+
+use serde_json::{json, Value};
+use zoho_sandbox::SandboxConfig;
+
+use crate::helpers::{assert_equals_ground_truth, next_second, TestApp};
+
+/// One compact night-by-night scenario: a first sync, a night with every kind of change (win, un-win, delete,
+/// edit, a new won deal), then a skipped night (two rounds of changes, one run). After each run the warehouse
+/// equals the sandbox's ground truth.
+async fn sync_scenario_ends_equal_to_ground_truth(app: &TestApp) {
+    let out = app.run(&["sync"]).await;
+    assert_eq!(out.code, 0, "first sync: {}", out.all());
+    let since = app.ledger().await.last().expect("a run").window_start;
+    assert_equals_ground_truth(app, since).await;
+
+    app.control("/__sandbox/mutate", json!({"win": 10, "unwin": 6, "delete": 5, "edit": 10, "create_won": 4})).await;
+    next_second().await;
+    let out = app.run(&["sync"]).await;
+    assert_eq!(out.code, 0, "second sync: {}", out.all());
+    assert_equals_ground_truth(app, since).await;
+
+    // A skipped night.
+    app.control("/__sandbox/mutate", json!({"win": 5, "unwin": 4, "delete": 3, "edit": 5})).await;
+    app.control("/__sandbox/mutate", json!({"unwin": 3, "edit": 5, "create_won": 3})).await;
+    next_second().await;
+    let out = app.run(&["sync"]).await;
+    assert_eq!(out.code, 0, "third sync: {}", out.all());
+    assert_equals_ground_truth(app, since).await;
+    let stored = app.stored().await;
+    assert!(stored.iter().any(|r| !r.is_closed_won), "some rows left won");
+}
+
+#[tokio::test]
+async fn the_sync_scenario_ends_equal_to_ground_truth_on_the_default_org() {
+    let app = TestApp::spawn(SandboxConfig { deals: 2000, ..SandboxConfig::default() }).await;
+    sync_scenario_ends_equal_to_ground_truth(&app).await;
+}
+
+#[tokio::test]
+async fn owners_are_stored_with_their_full_names_not_only_the_last_name_coql_gives() {
+    let app = TestApp::spawn(SandboxConfig { deals: 500, ..SandboxConfig::default() }).await;
+    let out = app.run(&["sync"]).await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    let users: Value = app
+        .http
+        .get(format!("{}/__sandbox/truth", app.sandbox.base_url()))
+        .send()
+        .await
+        .expect("truth")
+        .json()
+        .await
+        .expect("json");
+    let stored = app.stored().await;
+    assert!(!stored.is_empty());
+    for row in &stored {
+        let id = &row.deal.deal_id;
+        let truth = users["deals"].as_array().expect("deals").iter().find(|d| d["id"] == json!(id)).expect("in truth");
+        let full = truth["Owner"]["name"].as_str().expect("owner name");
+        assert!(full.contains(' '), "the sandbox's owners have a first and a last name: {full}");
+        assert_eq!(row.deal.owner_name.as_deref(), Some(full), "{id}: the owner's full name");
+    }
+}
+
+#[tokio::test]
+async fn without_the_users_scope_owners_keep_the_last_name_and_the_run_succeeds_with_a_warning() {
+    let app = TestApp::spawn(SandboxConfig { deals: 300, ..SandboxConfig::default() }).await;
+    app.control("/__sandbox/control", json!({"missing_scope": "ZohoCRM.users.READ"})).await;
+    let out = app.run(&["sync"]).await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(out.stderr.contains("ZohoCRM.users.READ") && out.stderr.contains("last name"), "{}", out.stderr);
+    assert!(app.stored().await.iter().all(|r| r.deal.owner_name.as_deref().is_some_and(|n| !n.contains(' '))));
+}
+
+#[tokio::test]
+async fn check_fails_with_a_precise_message_when_the_coql_scope_is_missing() {
+    let app = TestApp::spawn(SandboxConfig { deals: 50, ..SandboxConfig::default() }).await;
+    app.control("/__sandbox/control", json!({"missing_scope": "ZohoCRM.coql.READ"})).await;
+    let out = app.run(&["check"]).await;
+    assert_eq!(out.code, 3, "{}", out.all());
+    let line =
+        out.stdout.lines().find(|l| l.starts_with("FAIL  won-deal query")).unwrap_or_else(|| panic!("{}", out.stdout));
+    assert!(line.contains("ZohoCRM.coql.READ") && line.contains("exchange-grant"), "{line}");
+    assert!(
+        out.stdout.lines().any(|l| l.starts_with("ok    deleted Deals")),
+        "the other probes still run: {}",
+        out.stdout
+    );
+}
+
+#[tokio::test]
+async fn check_runs_the_real_won_deal_query_and_probes_deleted_deals_on_a_healthy_org() {
+    let app = TestApp::spawn(SandboxConfig { deals: 200, ..SandboxConfig::default() }).await;
+    app.control("/__sandbox/reset-stats", json!({})).await;
+    let out = app.run(&["check"]).await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    for probe in ["won-deal query", "deleted Deals", "users"] {
+        assert!(out.stdout.lines().any(|l| l.starts_with("ok") && l.contains(probe)), "{probe}: {}", out.stdout);
+    }
+    let stats = app.stats().await;
+    assert!(stats["calls"]["deleted"].as_u64().unwrap_or(0) >= 1, "Deals/deleted was probed: {stats}");
+}
+
+#[tokio::test]
+async fn reconcile_flags_deals_deleted_or_unwon_beyond_what_nightly_windows_see() {
+    let app = TestApp::spawn(SandboxConfig { deals: 1500, ..SandboxConfig::default() }).await;
+    // Every won deal of the last ten years is stored.
+    let out = app.run(&["sync", "--since", "3650d"]).await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    let before = app.stored().await;
+    // Changes no sync will see: deletions older than Zoho's retention (the sandbox's clock moves 130 days on),
+    // and un-wins of deals stored as won.
+    let touched = app.control("/__sandbox/mutate", json!({"unwin": 6, "delete": 6})).await;
+    app.control("/__sandbox/clock", json!({"advance_secs": 130 * 86_400})).await;
+    let ids = |kind: &str| -> Vec<String> {
+        touched[kind].as_array().expect("ids").iter().map(|v| v.as_str().expect("id").to_owned()).collect()
+    };
+    let (unwon, deleted) = (ids("unwin"), ids("delete"));
+    let stored_won = |id: &String| before.iter().any(|r| &r.deal.deal_id == id && r.is_closed_won && !r.is_deleted);
+    assert!(unwon.iter().all(stored_won), "the un-won deals were stored as won");
+    let deleted_stored: Vec<&String> = deleted.iter().filter(|id| stored_won(id)).collect();
+
+    let out = app.run(&["reconcile"]).await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(out.stdout.contains(&format!("unwon={}", unwon.len())), "{}", out.stdout);
+    assert!(out.stdout.contains(&format!("deleted={}", deleted_stored.len())), "{}", out.stdout);
+
+    let after = app.stored().await;
+    let row = |id: &String| after.iter().find(|r| &r.deal.deal_id == id).expect("still stored");
+    for id in &unwon {
+        assert!(!row(id).is_closed_won, "{id} un-won in Zoho is flagged");
+    }
+    for id in deleted_stored {
+        let r = row(id);
+        assert!(r.is_deleted && r.deleted_time.is_none(), "{id} deleted long ago: flagged, deletion time unknown");
+    }
+    let untouched = after.iter().filter(|r| r.is_closed_won && !r.is_deleted).count();
+    assert_eq!(untouched, before.len() - unwon.len() - deleted.iter().filter(|id| stored_won(id)).count());
+    let ledger = app.ledger().await;
+    assert_eq!((ledger[0].kind.as_str(), ledger[0].status.as_str()), ("reconcile", "succeeded"));
+
+    // A second reconcile finds nothing left to repair, and the next sync still starts at the sync's watermark.
+    let out = app.run(&["reconcile"]).await;
+    assert!(out.stdout.contains("unwon=0 deleted=0"), "{}", out.stdout);
+    let out = app.run(&["sync"]).await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    let ledger = app.ledger().await;
+    assert_eq!(ledger[0].kind, "scheduled");
+    assert!(ledger[0].window_start < ledger[3].window_end, "the reconcile runs did not move the watermark");
+}
