@@ -150,3 +150,26 @@ async fn reconcile_flags_deals_deleted_or_unwon_beyond_what_nightly_windows_see(
     assert_eq!(ledger[0].kind, "scheduled");
     assert!(ledger[0].window_start < ledger[3].window_end, "the reconcile runs did not move the watermark");
 }
+
+#[tokio::test]
+async fn an_org_that_refuses_count_id_is_counted_another_way_and_the_run_succeeds() {
+    let app = TestApp::spawn(SandboxConfig { deals: 1500, ..SandboxConfig::default() }).await;
+    app.control("/__sandbox/control", json!({"refuse_count_id": true})).await;
+    let out = app.run(&["sync"]).await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(out.stderr.contains("counting another way"), "the fallback is said once: {}", out.stderr);
+    assert_eq!(out.stderr.matches("counting another way").count(), 1, "and remembered for the rest of the run");
+    // The reconciliation count still compares Zoho's number with the warehouse's.
+    let (zoho_won, warehouse_won) = (field(&out.stdout, "zoho_won="), field(&out.stdout, "warehouse_won="));
+    assert_eq!(zoho_won, warehouse_won, "{}", out.stdout);
+    assert!(zoho_won > 0, "{}", out.stdout);
+    let since = app.ledger().await.last().expect("a run").window_start;
+    assert_equals_ground_truth(&app, since).await;
+}
+
+/// The number after `key` in a summary line.
+fn field(line: &str, key: &str) -> u64 {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key).and_then(|n| n.parse().ok()))
+        .unwrap_or_else(|| panic!("no {key} in {line}"))
+}
