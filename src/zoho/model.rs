@@ -392,6 +392,17 @@ mod tests {
     }
 
     #[test]
+    fn a_record_from_an_org_without_pipelines_or_currencies_maps_those_columns_to_none() {
+        let mut r = sample();
+        for absent in ["Pipeline", "Currency", "Exchange_Rate"] {
+            r.as_object_mut().expect("object").remove(absent);
+        }
+        let d = to_deal(&r).expect("maps");
+        assert_eq!((d.pipeline, d.currency, d.exchange_rate), (None, None, None));
+        assert_eq!(d.amount.map(|a| a.to_string()), Some("12500.1".into()));
+    }
+
+    #[test]
     fn a_record_without_id_or_not_an_object_is_quarantined() {
         assert_eq!(to_deal(&json!([1])).expect_err("array").deal_id, "<unknown>");
         assert_eq!(to_deal(&json!({"Deal_Name":"x"})).expect_err("no id").field, "id");

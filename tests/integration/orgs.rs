@@ -106,6 +106,18 @@ async fn check_runs_the_real_won_deal_query_and_probes_deleted_deals_on_a_health
 #[tokio::test]
 async fn reconcile_flags_deals_deleted_or_unwon_beyond_what_nightly_windows_see() {
     let app = TestApp::spawn(SandboxConfig { deals: 1500, ..SandboxConfig::default() }).await;
+    reconcile_repairs(&app).await;
+}
+
+#[tokio::test]
+async fn reconcile_repairs_a_bigquery_warehouse_too() {
+    let app = TestApp::spawn(SandboxConfig { deals: 600, ..SandboxConfig::default() }).await;
+    let Some(app) = app.on_bigquery("reconcile") else { return };
+    reconcile_repairs(&app).await;
+}
+
+/// Stores every won deal, makes changes no sync will see, reconciles, and checks the repair.
+async fn reconcile_repairs(app: &TestApp) {
     // Every won deal of the last ten years is stored.
     let out = app.run(&["sync", "--since", "3650d"]).await;
     assert_eq!(out.code, 0, "{}", out.all());
