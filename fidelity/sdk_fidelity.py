@@ -194,7 +194,7 @@ def compare_record(sdk_rec, truth_rec, field_types, names, coql_shape=False):
 
     coql_shape: COQL answers carry no module metadata for the SDK (its CoqlOperations sets no module),
     so dates stay strings and lookups stay plain dicts; and COQL gives user lookups as
-    {"name": last_name, "id"} (fact sheet §3c), so those are compared on id only.
+    {"name": last_name, "id"} (docs/zoho-api.md §3c), so those are compared on id only.
     """
     diffs = []
     kv = sdk_rec.get_key_values() or {}
@@ -442,7 +442,7 @@ def main():
     problems = tap.take_problems()
     rep.check("metadata: no SDK exception while reading fields", not problems, "; ".join(problems))
 
-    # Layouts → pipeline maps: the other place forecast types live (fact sheet §5.3).
+    # Layouts → pipeline maps: the other place forecast types live (docs/zoho-api.md §5.3).
     pm = ParameterMap()
     pm.add(layouts_api.GetLayoutsParam.module, "Deals")
     resp = layouts_api.LayoutsOperations().get_layouts(pm)

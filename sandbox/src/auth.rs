@@ -1,5 +1,5 @@
 //! The accounts server's state: the demo client, refresh tokens, single-use grant codes and the
-//! access tokens minted from them, with Zoho's limits (fact sheet §1.6): a mint throttle per refresh
+//! access tokens minted from them, with Zoho's limits (docs/zoho-api.md §1.6): a mint throttle per refresh
 //! token, at most N active access tokens per refresh token (the next one evicts the oldest), a TTL,
 //! and revocation that takes a refresh token's access tokens with it.
 //!

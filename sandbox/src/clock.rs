@@ -1,7 +1,7 @@
 //! Time formatting and parsing in Zoho's wire formats.
 //!
 //! Zoho renders datetimes as ISO 8601 with seconds and the API user's offset and no fraction
-//! (`2026-11-27T10:15:00+05:30`), and dates as `YYYY-MM-DD` (fact sheet §5.2).
+//! (`2026-11-27T10:15:00+05:30`), and dates as `YYYY-MM-DD` (docs/zoho-api.md §5.2).
 
 use chrono::{DateTime, FixedOffset, NaiveDate, SubsecRound, Utc};
 

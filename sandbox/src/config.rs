@@ -6,6 +6,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::org::Profile;
+
 /// Everything a [`crate::Sandbox`] is started with.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SandboxConfig {
@@ -19,6 +21,27 @@ pub struct SandboxConfig {
     pub initially_deleted: Option<usize>,
     /// Fault and limit knobs.
     pub faults: Faults,
+    /// The org's shape (`default`, `free`, `pipelines`, `exotic`): see [`crate::org`].
+    pub profile: Profile,
+}
+
+impl SandboxConfig {
+    /// The knobs in force at start: `faults`, except that a profile whose edition has its own limits (Free:
+    /// 5,000 credits a day, 5 concurrent calls) applies them where `faults` still has the generic default.
+    /// An explicitly different value wins; one equal to the generic default reads as "not set".
+    pub fn effective_faults(&self) -> Faults {
+        let mut f = self.faults.clone();
+        let generic = Faults::default();
+        if let Some((credits, concurrency)) = self.profile.edition_limits() {
+            if f.credits_per_day == generic.credits_per_day {
+                f.credits_per_day = credits;
+            }
+            if f.max_concurrency == generic.max_concurrency {
+                f.max_concurrency = concurrency;
+            }
+        }
+        f
+    }
 }
 
 impl Default for SandboxConfig {
@@ -29,6 +52,7 @@ impl Default for SandboxConfig {
             tz_offset_minutes: 330,
             initially_deleted: None,
             faults: Faults::default(),
+            profile: Profile::Default,
         }
     }
 }
@@ -65,6 +89,14 @@ pub struct Faults {
     pub oauth_deny: bool,
     /// COQL refuses `COUNT(id)` with `INVALID_QUERY` (whether Zoho accepts it is UNCONFIRMED, docs/zoho-api.md §3c).
     pub refuse_count_id: bool,
+    /// The API user's profile may not read deleted records: `GET /Deals/deleted` answers 403 `NO_PERMISSION`.
+    pub deleted_forbidden: bool,
+    /// The code of the 401 for a missing, garbage, expired or revoked access token: `INVALID_TOKEN` (what
+    /// Zoho's docs show) or `AUTHENTICATION_FAILURE` (seen in the wild, docs/zoho-api.md §2, §3f).
+    pub token_error_code: String,
+    /// `GET /Deals/deleted` lists recycle-bin deletions of the last 60 days and permanent ones of the last 120
+    /// (sandbox clock), as Zoho does (docs/zoho-api.md §3e); off, it lists every deletion.
+    pub deleted_retention: bool,
 }
 
 impl Default for Faults {
@@ -84,6 +116,9 @@ impl Default for Faults {
             credits_per_day: 100_000,
             oauth_deny: false,
             refuse_count_id: false,
+            deleted_forbidden: false,
+            token_error_code: "INVALID_TOKEN".to_string(),
+            deleted_retention: false,
         }
     }
 }
@@ -108,8 +143,14 @@ impl Faults {
         Ok(faults)
     }
 
-    /// Checks the rates are fractions.
+    /// Checks the rates are fractions and the token error code is one Zoho uses.
     pub fn validate(&self) -> Result<(), String> {
+        if !matches!(self.token_error_code.as_str(), "INVALID_TOKEN" | "AUTHENTICATION_FAILURE") {
+            return Err(format!(
+                "token_error_code must be INVALID_TOKEN or AUTHENTICATION_FAILURE, got {}",
+                self.token_error_code
+            ));
+        }
         for (name, r) in [("rate_429", self.rate_429), ("rate_500", self.rate_500), ("rate_drop", self.rate_drop)] {
             if !(0.0..=1.0).contains(&r) {
                 return Err(format!("{name} must be within 0..=1, got {r}"));

@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::clock::{fmt_date, fmt_datetime, parse_datetime};
-use crate::meta::{self, Category, Module, ID_BASE, LAYOUT_ID, STAGES};
+use crate::meta::{self, Category, FieldDef, FieldType, FormulaType, Module, ID_BASE, LAYOUT_ID, STAGES};
+use crate::org::{Org, Profile, PARTNER_PIPELINE, STANDARD_PIPELINE};
 use crate::rng::Rng;
 
 /// A CRM user (deal owner, creator, modifier).
@@ -194,6 +195,8 @@ const PRODUCTS: &[&str] = &[
 /// Everything the sandbox serves.
 #[derive(Debug, Clone)]
 pub struct Store {
+    /// The org's shape: its fields, stages and pipelines.
+    pub org: Org,
     /// The API user's offset; every datetime is rendered in it.
     pub tz: FixedOffset,
     /// Live deals by id, each the full Zoho JSON record.
@@ -211,6 +214,10 @@ pub struct Store {
     contact_idx: HashMap<u64, usize>,
     next_id: u64,
     rng: Rng,
+    /// Fields added at run time: filled in on every record modified after they were added.
+    added_fields: Vec<FieldDef>,
+    /// Next `Deal_Number` of the exotic profile's auto-number field.
+    next_auto_number: u64,
 }
 
 fn users() -> Vec<User> {
@@ -307,7 +314,7 @@ struct Facts {
 }
 
 impl Store {
-    /// Generates `config.deals` live deals (plus the initially deleted ones) as of `now`.
+    /// Generates `config.deals` live deals (plus the initially deleted ones) as of `now`, in the default org.
     pub fn generate(
         deals: usize,
         initially_deleted: Option<usize>,
@@ -315,13 +322,30 @@ impl Store {
         tz: FixedOffset,
         now: DateTime<Utc>,
     ) -> Store {
+        Self::generate_profile(Profile::Default, deals, initially_deleted, seed, tz, now)
+    }
+
+    /// [`Store::generate`] for an org of `profile`. Every profile draws the same base deals from the seed (the
+    /// default org's records are unchanged by the profiles' existence); a profile then reshapes each record
+    /// with its own random stream: removes the fields its org lacks, moves deals into other pipelines, fills
+    /// custom fields.
+    pub fn generate_profile(
+        profile: Profile,
+        deals: usize,
+        initially_deleted: Option<usize>,
+        seed: u64,
+        tz: FixedOffset,
+        now: DateTime<Utc>,
+    ) -> Store {
         let mut rng = Rng::new(seed);
+        let mut shape_rng = Rng::new(seed ^ 0x0005_4A9E_0F0E_6A11);
         let users = users();
         let accounts = accounts(&mut rng);
         let contacts = contacts(&mut rng);
         let n_deleted = initially_deleted.unwrap_or(deals / 100);
         let total = deals + n_deleted;
         let mut store = Store {
+            org: Org::new(profile),
             tz,
             deals: BTreeMap::new(),
             deleted: Vec::new(),
@@ -333,6 +357,8 @@ impl Store {
             contacts,
             next_id: DEALS_BASE,
             rng: Rng::new(seed ^ 0x5EED_0F3A_7A00),
+            added_fields: Vec::new(),
+            next_auto_number: 1,
         };
 
         // Ids grow with creation time (as Zoho's do) but with gaps, and Modified_Time is unrelated
@@ -380,7 +406,8 @@ impl Store {
             s
         };
         for (k, fact) in facts.iter().enumerate() {
-            let deal = store.build_deal(&mut rng, fact);
+            let mut deal = store.build_deal(&mut rng, fact);
+            store.shape(&mut deal, &mut shape_rng);
             if deleted_at.contains(&k) {
                 let after = (now - fact.modified).num_seconds().max(1) as u64;
                 let deleted_time = fact.modified + Duration::seconds(rng.range(1, after as i64 - 1).max(1));
@@ -521,7 +548,7 @@ impl Store {
         m.insert("Region__c".into(), region);
         m.insert("Contract_Term_Months__c".into(), term);
         m.insert("Renewal_Date__c".into(), renewal);
-        // `$` system keys (fact sheet §5.1): present on every record, meaningless to the job.
+        // `$` system keys (docs/zoho-api.md §5.1): present on every record, meaningless to the job.
         m.insert("$currency_symbol".into(), json!(symbol));
         m.insert("$approved".into(), json!(true));
         m.insert("$editable".into(), json!(true));
@@ -547,6 +574,208 @@ impl Store {
         m
     }
 
+    /// Reshapes a freshly built deal for the org's profile (see [`Store::generate_profile`]). The default
+    /// profile changes nothing and draws nothing from `rng`.
+    fn shape(&mut self, deal: &mut Map<String, Value>, rng: &mut Rng) {
+        match self.org.profile {
+            Profile::Default => {}
+            Profile::Free => {
+                // Fields a Free-edition org does not have are in no record either (docs/zoho-api.md §3f).
+                for absent in ["Currency", "Exchange_Rate", "Pipeline"] {
+                    deal.remove(absent);
+                }
+            }
+            Profile::Pipelines => {
+                if rng.chance(0.35) {
+                    let category = self.org.category_of(deal);
+                    let stage = match category {
+                        Some(Category::ClosedWon) => self.org.won_stage_for(Some(PARTNER_PIPELINE), |p| rng.chance(p)),
+                        Some(Category::ClosedLost) => STAGES[8],
+                        _ => STAGES[if rng.chance(0.5) { 0 } else { 5 }],
+                    };
+                    deal.insert("Pipeline".into(), json!(PARTNER_PIPELINE));
+                    deal.insert("Stage".into(), json!(stage.actual));
+                    let p = i64::from(stage.probability);
+                    deal.insert("Probability".into(), json!(p));
+                    let expected = deal.get("Amount").and_then(cents_of).map(|c| money((c * p + 50) / 100));
+                    deal.insert("Expected_Revenue".into(), expected.unwrap_or(Value::Null));
+                } else {
+                    deal.insert("Pipeline".into(), json!(STANDARD_PIPELINE));
+                }
+            }
+            Profile::Exotic => {
+                let now = Self::modified_time(deal).unwrap_or_else(crate::clock::now);
+                let defs: Vec<FieldDef> = self.org.fields.iter().filter(|f| f.custom && !f.hidden).copied().collect();
+                for def in defs {
+                    if meta::DEAL_FIELDS.iter().any(|d| d.api_name == def.api_name) {
+                        continue; // the default org's own custom fields are already filled
+                    }
+                    let v = match def.ftype {
+                        FieldType::AutoNumber => {
+                            let n = self.next_auto_number;
+                            self.next_auto_number += 1;
+                            json!(format!("DL-{n:05}"))
+                        }
+                        _ => self.custom_value(&def, rng, now),
+                    };
+                    deal.insert(def.api_name.into(), v);
+                }
+                self.recompute_formulas(deal);
+            }
+        }
+    }
+
+    /// A won stage for deal `id`, in its pipeline.
+    fn won_stage_for(&mut self, id: u64) -> meta::Stage {
+        let pipeline = self.deals.get(&id).and_then(|m| m.get("Pipeline")).and_then(Value::as_str).map(str::to_string);
+        let rng = &mut self.rng;
+        self.org.won_stage_for(pipeline.as_deref(), |p| rng.chance(p))
+    }
+
+    /// A plausible value of a custom field, in the JSON shape Zoho uses for its type (about one in seven
+    /// empty: `null`, or `[]` for the array types, or `false` for a boolean).
+    fn custom_value(&self, def: &FieldDef, rng: &mut Rng, now: DateTime<Utc>) -> Value {
+        let tz = self.tz;
+        let empty = rng.chance(0.15);
+        let sub_id = |rng: &mut Rng| json!((ID_BASE + 600_000 + rng.below(99_999)).to_string());
+        match def.ftype {
+            FieldType::Boolean => json!(!empty && rng.chance(0.4)),
+            FieldType::MultiPicklist if empty => json!([]),
+            FieldType::Subform if empty => json!([]),
+            _ if empty => Value::Null,
+            FieldType::Text | FieldType::Tags => match def.api_name {
+                "External" => json!(["Yes", "No", "Via partner"][rng.index(3)]),
+                _ => json!(format!("P-{:04} O'Neil & Co", rng.below(10_000))),
+            },
+            FieldType::TextArea => json!("Line one — \"quoted\"\nline two, with a comma; and 'apostrophes'"),
+            FieldType::Email => json!(format!("billing{}@customer.example", rng.below(1000))),
+            FieldType::Phone => json!(format!("+91 98450 {:05}", rng.below(100_000))),
+            FieldType::Url => json!(format!("https://contracts.example/deal/{}?v=2&lang=de", rng.below(100_000))),
+            FieldType::Picklist => {
+                let vals = meta::picklist_values(def.api_name);
+                if vals.is_empty() {
+                    Value::Null
+                } else {
+                    json!(vals[rng.index(vals.len())])
+                }
+            }
+            FieldType::MultiPicklist => {
+                let vals = meta::picklist_values(def.api_name);
+                let mut picked: Vec<&str> = Vec::new();
+                for _ in 0..rng.range(1, 3) {
+                    let v = vals.get(rng.index(vals.len().max(1))).copied().unwrap_or("Other");
+                    if !picked.contains(&v) {
+                        picked.push(v);
+                    }
+                }
+                json!(picked)
+            }
+            FieldType::Integer => json!(rng.range(1, 500)),
+            // Beyond 2^53: exact only as text (see `FieldType::BigInt`).
+            FieldType::BigInt => json!((9_007_199_254_740_993_u64 + rng.below(1_000_000)).to_string()),
+            FieldType::Currency => money(rng.range(100, 10_000_000)),
+            FieldType::Double => json!((rng.range(0, 10_000) as f64) / 100.0),
+            FieldType::Percent => json!(rng.range(0, 100)),
+            FieldType::RollupSummary => json!(rng.range(0, 40)),
+            FieldType::Date => {
+                json!(fmt_date((now - Duration::days(rng.range(-90, 400))).with_timezone(&tz).date_naive()))
+            }
+            FieldType::DateTime => json!(fmt_datetime(now - Duration::seconds(rng.range(0, 90 * DAY_SECS)), tz)),
+            FieldType::Lookup(_) => {
+                let a = &self.accounts[rng.index(self.accounts.len())];
+                json!({"name": a.name, "id": a.id.to_string()})
+            }
+            FieldType::UserLookup | FieldType::OwnerLookup => {
+                let u = &self.users[rng.index(self.users.len())];
+                json!({"name": u.full_name(), "id": u.id.to_string()})
+            }
+            FieldType::AutoNumber => json!(format!("DL-{:05}", rng.below(100_000))),
+            FieldType::Formula(_) => Value::Null,
+            FieldType::MultiSelectLookup => {
+                let n = rng.range(1, 3);
+                let items: Vec<Value> = (0..n)
+                    .map(|i| json!({def.api_name: {"name": format!("Product {}", i + 1), "id": sub_id(rng)}, "id": sub_id(rng)}))
+                    .collect();
+                json!(items)
+            }
+            FieldType::FileUpload => json!([{
+                "File_Name__s": "signed contract (final).pdf", "Size__s": "48213", "File_Id__s": format!("f{}", rng.hex(8)),
+                "Attachment_Id": sub_id(rng), "id": sub_id(rng),
+            }]),
+            FieldType::ImageUpload => json!([{
+                "File_Name__s": "logo.png", "Size__s": "10240", "Preview_Id__s": format!("p{}", rng.hex(8)),
+                "File_Id__s": format!("f{}", rng.hex(8)), "Description__s": null, "id": sub_id(rng),
+            }]),
+            FieldType::Subform => {
+                let n = rng.range(1, 3);
+                let rows: Vec<Value> = (0..n)
+                    .map(|i| json!({"Product_Name": format!("Item {}", i + 1), "Quantity": rng.range(1, 20), "Unit_Price": money(rng.range(1000, 500_000)), "id": sub_id(rng)}))
+                    .collect();
+                json!(rows)
+            }
+        }
+    }
+
+    /// Recomputes the exotic profile's formula fields from the record, as Zoho does whenever a record is saved.
+    fn recompute_formulas(&self, m: &mut Map<String, Value>) {
+        let formulas: Vec<(&'static str, FormulaType)> = self
+            .org
+            .fields
+            .iter()
+            .filter_map(|f| match f.ftype {
+                FieldType::Formula(t) => Some((f.api_name, t)),
+                _ => None,
+            })
+            .collect();
+        if formulas.is_empty() {
+            return;
+        }
+        let num = |k: &str| m.get(k).and_then(Value::as_f64);
+        let round2 = |x: f64| {
+            serde_json::Number::from_f64((x * 100.0).round() / 100.0).map(Value::Number).unwrap_or(Value::Null)
+        };
+        let amount = num("Amount");
+        let closing = m.get("Closing_Date").and_then(Value::as_str).and_then(crate::clock::parse_date);
+        let created = m
+            .get("Created_Time")
+            .and_then(Value::as_str)
+            .and_then(parse_datetime)
+            .map(|t| t.with_timezone(&self.tz).date_naive());
+        let mut out: Vec<(&'static str, Value)> = Vec::new();
+        for (name, _) in formulas {
+            let v = match name {
+                "Net_Amount_F" => {
+                    amount.map_or(Value::Null, |a| round2(a * (1.0 - num("Discount_Decimal").unwrap_or(0.0) / 100.0)))
+                }
+                "Margin_Pct_F" => match (num("Margin_Double"), amount) {
+                    (Some(mg), Some(a)) if a != 0.0 => round2(mg / a * 100.0),
+                    _ => Value::Null,
+                },
+                "Days_To_Close_F" => match (closing, created) {
+                    (Some(c), Some(cr)) => json!((c - cr).num_days()),
+                    _ => Value::Null,
+                },
+                "Amount_Band_F" => match amount {
+                    Some(a) if a >= 100_000.0 => json!("Large"),
+                    Some(a) if a >= 10_000.0 => json!("Medium"),
+                    Some(_) => json!("Small"),
+                    None => Value::Null,
+                },
+                "Is_Large_F" => json!(amount.is_some_and(|a| a >= 100_000.0)),
+                "Renewal_Due_F" => closing.map_or(Value::Null, |c| json!(fmt_date(c + Duration::days(365)))),
+                "Weighted_Seats_F" => match (num("Seats"), num("Probability")) {
+                    (Some(s), Some(p)) => round2(s * p / 100.0),
+                    _ => Value::Null,
+                },
+                _ => Value::Null,
+            };
+            out.push((name, v));
+        }
+        for (k, v) in out {
+            m.insert(k.into(), v);
+        }
+    }
+
     /// `GET /crm/v8/org`: the one organization, shaped like Zoho's Organization API sample and the
     /// official SDK's `org.Org` model.
     ///
@@ -554,7 +783,7 @@ impl Store {
     /// `find_user=True` (its default), calls `users?type=CurrentUser` and then `/crm/v8/org` for the
     /// org's `zgid` (SDK `util/utility.py: get_user_org_id`), and tags its stored token
     /// `email:zgid`. The sandbox answered that path as Get Records of a module "org"
-    /// (`INVALID_MODULE`), so the SDK logged an error and stored an untagged token. The fact sheet
+    /// (`INVALID_MODULE`), so the SDK logged an error and stored an untagged token. docs/zoho-api.md
     /// §4 names this endpoint (`org[0].license_details.paid_type`, scope `ZohoCRM.org.READ`).
     pub fn org_json(&self) -> Value {
         let admin = &self.users[0];
@@ -571,7 +800,8 @@ impl Store {
             "currency_symbol": "$",
             "iso_code": "USD",
             "currency_locale": "en_US",
-            "mc_status": true,
+            // Multi-currency: not available in the Free edition (docs/zoho-api.md §3f).
+            "mc_status": self.org.profile != Profile::Free,
             "country": null, "country_code": "US", "city": null, "state": null, "street": null, "zip": null,
             "phone": null, "mobile": null, "fax": null, "website": null, "description": null,
             "employee_count": "50",
@@ -580,10 +810,9 @@ impl Store {
             "translation_enabled": false,
             "privacy_settings": false,
             "zia_portal_id": null,
-            // Zoho's sample shows "enterprise" (20 concurrent calls per fact sheet §4); a client sizing its
-            // concurrency from this stays under the sandbox's default cap of 25.
+            // Zoho's sample shows "enterprise"; a Free-edition org says "free" (see `Org::paid_type`).
             "license_details": {
-                "paid": true, "paid_type": "enterprise", "paid_expiry": null,
+                "paid": self.org.profile != Profile::Free, "paid_type": self.org.paid_type(), "paid_expiry": null,
                 "users_license_purchased": self.users.len(), "trial_type": null, "trial_expiry": null,
             },
         }]})
@@ -639,7 +868,7 @@ impl Store {
     pub fn deleted_json(&self, d: &Deleted) -> Value {
         let creator = self.users.get(d.created_by).map(|u| json!({"name": u.full_name(), "id": u.id.to_string()}));
         let deleter = self.users.get(d.deleted_by).map(|u| json!({"name": u.full_name(), "id": u.id.to_string()}));
-        // Purged entries carry no names (fact sheet §3e).
+        // Purged entries carry no names (docs/zoho-api.md §3e).
         let permanent = d.kind == "permanent";
         json!({
             "deleted_by": if permanent { Value::Null } else { deleter.unwrap_or(Value::Null) },
@@ -657,7 +886,9 @@ impl Store {
         #[derive(Serialize)]
         struct Truth<'a> {
             now: String,
+            profile: &'static str,
             won_stages: Vec<&'static str>,
+            hidden_fields: Vec<&'static str>,
             deals: Vec<&'a Map<String, Value>>,
             deleted: Vec<Value>,
         }
@@ -668,7 +899,9 @@ impl Store {
             .collect();
         serde_json::to_vec(&Truth {
             now: fmt_datetime(now, self.tz),
-            won_stages: meta::won_stages(),
+            profile: self.org.profile.as_str(),
+            won_stages: self.org.won_stages(),
+            hidden_fields: self.org.hidden_fields(),
             deals: self.deals.values().collect(),
             deleted,
         })
@@ -677,10 +910,7 @@ impl Store {
     fn ids_where(&self, pred: impl Fn(Category) -> bool, exclude: &HashSet<u64>) -> Vec<u64> {
         self.deals
             .iter()
-            .filter(|(id, m)| {
-                !exclude.contains(id)
-                    && m.get("Stage").and_then(Value::as_str).and_then(meta::stage).is_some_and(|s| pred(s.category))
-            })
+            .filter(|(id, m)| !exclude.contains(id) && self.org.category_of(m).is_some_and(&pred))
             .map(|(id, _)| *id)
             .collect()
     }
@@ -707,6 +937,38 @@ impl Store {
             m.insert("Change_Log_Time__s".into(), t);
             m.insert("Modified_By".into(), modifier);
         }
+        self.fill_added_fields(id, now);
+        if let Some(mut m) = self.deals.remove(&id) {
+            self.recompute_formulas(&mut m);
+            self.deals.insert(id, m);
+        }
+    }
+
+    /// Gives a record modified after a field was added at run time a value for it (as if a user filled it in).
+    fn fill_added_fields(&mut self, id: u64, now: DateTime<Utc>) {
+        let added = self.added_fields.clone();
+        if added.is_empty() {
+            return;
+        }
+        let mut rng = self.rng.clone();
+        let values: Vec<(&'static str, Value)> =
+            added.iter().map(|def| (def.api_name, self.custom_value(def, &mut rng, now))).collect();
+        self.rng = rng;
+        if let Some(m) = self.deals.get_mut(&id) {
+            for (k, v) in values {
+                m.insert(k.into(), v);
+            }
+        }
+    }
+
+    /// `POST /__sandbox/add-field`: a new custom Deals field, visible from now on; records get a value for it
+    /// when they are next modified (a real org's existing records stay empty until someone edits them).
+    pub fn add_field(&mut self, api_name: &str, label: &str, ftype: FieldType) -> Result<Value, String> {
+        let def = self.org.add_field(api_name, label, ftype)?;
+        self.added_fields.push(def);
+        let fields = self.org.fields_json("Deals").unwrap_or(Value::Null);
+        let found = fields["fields"].as_array().and_then(|a| a.iter().find(|f| f["api_name"] == def.api_name)).cloned();
+        Ok(found.unwrap_or(Value::Null))
     }
 
     fn set_stage(&mut self, id: u64, stage: &meta::Stage, now: DateTime<Utc>) {
@@ -731,8 +993,8 @@ impl Store {
 
         let pool = self.ids_where(|c| c == Category::Open, &touched);
         for id in self.pick(pool, req.win) {
-            let stage = if self.rng.chance(0.7) { &STAGES[6] } else { &STAGES[7] };
-            self.set_stage(id, stage, now);
+            let stage = self.won_stage_for(id);
+            self.set_stage(id, &stage, now);
             self.touch(id, now);
             touched.insert(id);
             out.win.push(id.to_string());
@@ -808,11 +1070,17 @@ impl Store {
             let facts = Facts { id, created: now, modified: now };
             let mut rng = self.rng.clone();
             let mut deal = self.build_deal(&mut rng, &facts);
+            self.shape(&mut deal, &mut rng);
             self.rng = rng;
             deal.insert("Modified_By".into(), self.users[0].minified());
             self.deals.insert(id, deal);
-            let stage = if self.rng.chance(0.7) { &STAGES[6] } else { &STAGES[7] };
-            self.set_stage(id, stage, now);
+            let stage = self.won_stage_for(id);
+            self.set_stage(id, &stage, now);
+            self.fill_added_fields(id, now);
+            if let Some(mut m) = self.deals.remove(&id) {
+                self.recompute_formulas(&mut m);
+                self.deals.insert(id, m);
+            }
             out.create_won.push(id.to_string());
         }
         out
@@ -882,7 +1150,7 @@ mod tests {
         let ts = fmt_datetime(now, s.tz);
         for id in r.win.iter().chain(&r.create_won) {
             let m = &s.deals[&id.parse::<u64>().expect("id")];
-            assert!(meta::won_stages().contains(&m["Stage"].as_str().expect("stage")));
+            assert!(s.org.won_stages().contains(&m["Stage"].as_str().expect("stage")));
             assert_eq!(m["Modified_Time"], ts.as_str());
         }
         for id in &r.delete {

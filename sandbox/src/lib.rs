@@ -21,6 +21,7 @@ pub mod config;
 pub mod coql;
 pub mod data;
 pub mod meta;
+pub mod org;
 pub mod rng;
 pub mod routes;
 pub mod server;
@@ -36,6 +37,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use config::{Faults, SandboxConfig};
+pub use org::Profile;
 
 use crate::auth::AuthState;
 use crate::data::Store;
@@ -71,12 +73,14 @@ impl Sandbox {
         let tz = clock::offset(config.tz_offset_minutes)
             .ok_or_else(|| invalid(format!("tz offset {} minutes is out of range", config.tz_offset_minutes)))?;
         config.faults.validate().map_err(invalid)?;
+        let faults = config.effective_faults();
         let listener = TcpListener::bind((host, port)).await?;
         let addr = listener.local_addr()?;
         let base_url = format!("http://{addr}");
 
         let started = clock::now();
-        let store = Store::generate(config.deals, config.initially_deleted, config.seed, tz, started);
+        let store =
+            Store::generate_profile(config.profile, config.deals, config.initially_deleted, config.seed, tz, started);
         // Tokens must differ between runs (a job caching one must not reuse it on a new sandbox).
         let entropy =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
@@ -86,7 +90,7 @@ impl Sandbox {
             tz,
             store: RwLock::new(store),
             auth: Mutex::new(AuthState::new(entropy)),
-            faults: Mutex::new(config.faults.clone()),
+            faults: Mutex::new(faults),
             stats: Mutex::new(state::Stats::default()),
             inflight: AtomicUsize::new(0),
             coql_inflight: AtomicUsize::new(0),

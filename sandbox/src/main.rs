@@ -5,7 +5,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
-use zoho_sandbox::{clock, Faults, Sandbox, SandboxConfig};
+use zoho_sandbox::{clock, Faults, Profile, Sandbox, SandboxConfig};
 
 /// A local stand-in for Zoho's accounts server and CRM v8 API.
 #[derive(Debug, Parser)]
@@ -26,6 +26,9 @@ struct Cli {
     /// The API user's UTC offset, e.g. +05:30, -07:00, Z.
     #[arg(long, default_value = "+05:30", allow_hyphen_values = true)]
     tz: String,
+    /// The org's shape: default, free, pipelines or exotic.
+    #[arg(long, default_value = "default")]
+    profile: String,
     /// Deals deleted before start (default 1% of --deals).
     #[arg(long)]
     deleted: Option<usize>,
@@ -71,6 +74,15 @@ struct Cli {
     /// COQL refuses COUNT(id) with INVALID_QUERY.
     #[arg(long)]
     refuse_count_id: bool,
+    /// GET /Deals/deleted answers 403 NO_PERMISSION.
+    #[arg(long)]
+    deleted_forbidden: bool,
+    /// 401 code for bad/expired/revoked tokens: INVALID_TOKEN or AUTHENTICATION_FAILURE.
+    #[arg(long, default_value = "INVALID_TOKEN")]
+    token_error_code: String,
+    /// /Deals/deleted reaches back only 60 days (recycle bin) / 120 days (permanent).
+    #[arg(long)]
+    deleted_retention: bool,
 }
 
 #[tokio::main]
@@ -80,7 +92,12 @@ async fn main() -> ExitCode {
         eprintln!("zoho-sandbox: --tz must look like +05:30, -07:00 or Z (got {})", cli.tz);
         return ExitCode::from(2);
     };
+    let Some(profile) = Profile::parse(&cli.profile) else {
+        eprintln!("zoho-sandbox: --profile must be default, free, pipelines or exotic (got {})", cli.profile);
+        return ExitCode::from(2);
+    };
     let config = SandboxConfig {
+        profile,
         deals: cli.deals,
         seed: cli.seed,
         tz_offset_minutes: tz,
@@ -100,6 +117,9 @@ async fn main() -> ExitCode {
             credits_per_day: cli.credits_per_day,
             oauth_deny: cli.oauth_deny,
             refuse_count_id: cli.refuse_count_id,
+            deleted_forbidden: cli.deleted_forbidden,
+            token_error_code: cli.token_error_code,
+            deleted_retention: cli.deleted_retention,
         },
     };
     let sandbox = match Sandbox::start_on(config, &cli.host, cli.port).await {

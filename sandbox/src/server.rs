@@ -69,7 +69,7 @@ fn enter(counter: &AtomicUsize) -> (Slot<'_>, usize) {
 }
 
 fn too_many(message: &str) -> Response {
-    // Zoho sends no Retry-After (fact sheet §4); the body shape is UNCONFIRMED, the standard envelope.
+    // Zoho sends no Retry-After (docs/zoho-api.md §4); the body shape is UNCONFIRMED, the standard envelope.
     zoho_error(StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_REQUESTS", message, json!({}))
 }
 
@@ -90,7 +90,13 @@ async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response {
     let authorized = token.is_some_and(|t| lock(&st.auth).access_ok(t, Instant::now()));
     if !authorized {
         st.stats(|s| s.unauthorized += 1);
-        return zoho_error(StatusCode::UNAUTHORIZED, "INVALID_TOKEN", "invalid oauth token", json!({}));
+        // Zoho's docs show INVALID_TOKEN; AUTHENTICATION_FAILURE is seen in the wild for the same cases
+        // (docs/zoho-api.md §2, §3f; its exact spelling and pairing are UNCONFIRMED). The knob picks one.
+        return if faults.token_error_code == "AUTHENTICATION_FAILURE" {
+            zoho_error(StatusCode::UNAUTHORIZED, "AUTHENTICATION_FAILURE", "Authentication failed", json!({}))
+        } else {
+            zoho_error(StatusCode::UNAUTHORIZED, "INVALID_TOKEN", "invalid oauth token", json!({}))
+        };
     }
     // Scopes are checked per request (not frozen at mint time) so a test can flip the knob
     // and see the effect on the token it already holds.
@@ -108,7 +114,14 @@ async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response {
     let used = st.stats(|s| s.credits_total);
     if used >= faults.credits_per_day {
         st.stats(|s| s.rejected_limits += 1);
-        return too_many("Number of API requests for the 24 hour period is exceeded");
+        // Zoho's status-code text names both causes of a 429 (docs/zoho-api.md §4); this one names the
+        // 24-hour credit limit, so a client can tell it from the concurrency 429 below and not retry it.
+        return zoho_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TOO_MANY_REQUESTS",
+            "Number of API requests for the 24 hour period is exceeded",
+            json!({"limit": faults.credits_per_day, "limit_type": "api_credits_24h"}),
+        );
     }
 
     let (_slot, n) = enter(&st.inflight);
@@ -161,7 +174,7 @@ async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response {
             s.charge(g.key, n);
             s.credits_total
         });
-        // Zoho adds this header once half the daily allowance is used (fact sheet §4).
+        // Zoho adds this header once half the daily allowance is used (docs/zoho-api.md §4).
         if total.saturating_mul(2) >= faults.credits_per_day {
             let remaining = faults.credits_per_day.saturating_sub(total);
             if let Ok(v) = HeaderValue::from_str(&remaining.to_string()) {
@@ -205,6 +218,7 @@ pub fn router(st: Arc<AppState>) -> Router {
         .route("/__sandbox/grant-code", post(control::grant_code))
         .route("/__sandbox/mutate", post(control::mutate))
         .route("/__sandbox/clock", post(control::advance_clock))
+        .route("/__sandbox/add-field", post(control::add_field))
         .fallback(fallback)
         .layer(axum::middleware::map_response_with_state(Arc::clone(&st), date_header))
         .with_state(st)

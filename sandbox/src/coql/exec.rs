@@ -14,10 +14,13 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::{json, Map, Value};
 
 use super::parser::{parse, Agg, Column, CondKind, Expr, Lit, Query};
-use super::{CoqlError, Options, DEFAULT_LIMIT, MAX_COLUMNS, MAX_CRITERIA, MAX_LIMIT, MAX_REACHABLE};
+use super::{
+    CoqlError, Options, DEFAULT_LIMIT, MAX_COLUMNS, MAX_CRITERIA, MAX_FORMULA_COLUMNS, MAX_LIMIT, MAX_REACHABLE,
+};
 use crate::clock::{parse_date, parse_datetime};
 use crate::data::Store;
-use crate::meta::{deal_field, FieldDef, FieldType, Module};
+use crate::meta::{FieldDef, FieldType, FormulaType, Module};
+use crate::org::Org;
 
 /// Most ORDER BY fields.
 const MAX_ORDER_FIELDS: usize = 10;
@@ -44,8 +47,8 @@ pub fn credits_for(limit: u64) -> u64 {
 #[derive(Debug, Clone, Copy)]
 enum Target {
     Id,
-    Field(&'static FieldDef),
-    Join { lookup: &'static FieldDef, module: Module, field: &'static str },
+    Field(FieldDef),
+    Join { lookup: FieldDef, module: Module, field: &'static str },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,15 +115,26 @@ fn unknown_column(name: &str, col: usize) -> CoqlError {
     CoqlError::invalid(format!("invalid column given: {name}"), json!({"column_name": name, "line": 1, "column": col}))
 }
 
-fn resolve(name: &str, col: usize) -> Result<Target, CoqlError> {
+/// A field COQL cannot select or filter on (multi-select lookup, file/image upload, subform): Zoho answers
+/// INVALID_QUERY "unsupported data type" naming the column (docs/zoho-api.md §3c).
+fn unsupported_type(name: &str, col: usize) -> CoqlError {
+    CoqlError::invalid(
+        format!("unsupported data type: {name} cannot be used in a query"),
+        json!({"column_name": name, "line": 1, "column": col}),
+    )
+}
+
+/// What a column name refers to in this org. Fields the org lacks, or hides from the API user, are unknown
+/// columns (INVALID_QUERY naming them), as on Zoho (docs/zoho-api.md §3f).
+fn resolve(org: &Org, name: &str, col: usize) -> Result<Target, CoqlError> {
     if name == "id" {
         return Ok(Target::Id);
     }
     if let Some((left, right)) = name.split_once('.') {
-        let lookup = deal_field(left).ok_or_else(|| unknown_column(name, col))?;
+        let lookup = org.field(left).ok_or_else(|| unknown_column(name, col))?;
         let module = match lookup.ftype {
             FieldType::Lookup(m) => m,
-            FieldType::OwnerLookup => Module::Users,
+            FieldType::OwnerLookup | FieldType::UserLookup => Module::Users,
             _ => {
                 return Err(CoqlError::invalid(
                     format!("{left} is not a lookup field, so {name} cannot be joined"),
@@ -136,7 +150,11 @@ fn resolve(name: &str, col: usize) -> Result<Target, CoqlError> {
             .ok_or_else(|| unknown_column(name, col))?;
         return Ok(Target::Join { lookup, module, field });
     }
-    deal_field(name).map(Target::Field).ok_or_else(|| unknown_column(name, col))
+    let def = org.field(name).ok_or_else(|| unknown_column(name, col))?;
+    if def.ftype.coql_unsupported() {
+        return Err(unsupported_type(name, col));
+    }
+    Ok(Target::Field(def))
 }
 
 fn kind_of(t: Target) -> Kind {
@@ -145,18 +163,36 @@ fn kind_of(t: Target) -> Kind {
         Target::Join { field: "id", .. } => Kind::Id,
         Target::Join { .. } => Kind::Text,
         Target::Field(f) => match f.ftype {
-            FieldType::Currency | FieldType::Double | FieldType::Integer => Kind::Num,
-            FieldType::Text | FieldType::TextArea | FieldType::Picklist => Kind::Text,
-            FieldType::Date => Kind::Date,
+            FieldType::Currency
+            | FieldType::Double
+            | FieldType::Integer
+            | FieldType::Percent
+            | FieldType::RollupSummary
+            | FieldType::Formula(FormulaType::Double) => Kind::Num,
+            // Long integers travel as digit strings; they compare as numbers, like ids.
+            FieldType::BigInt => Kind::Id,
+            FieldType::Text
+            | FieldType::TextArea
+            | FieldType::Email
+            | FieldType::Phone
+            | FieldType::Url
+            | FieldType::Picklist
+            | FieldType::AutoNumber
+            | FieldType::Formula(FormulaType::Text) => Kind::Text,
+            FieldType::Date | FieldType::Formula(FormulaType::Date) => Kind::Date,
             FieldType::DateTime => Kind::DateTime,
-            FieldType::Boolean => Kind::Bool,
-            FieldType::Lookup(_) | FieldType::OwnerLookup => Kind::Lookup,
-            FieldType::Tags => Kind::Unsupported,
+            FieldType::Boolean | FieldType::Formula(FormulaType::Boolean) => Kind::Bool,
+            FieldType::Lookup(_) | FieldType::OwnerLookup | FieldType::UserLookup => Kind::Lookup,
+            // Arrays: selectable, but only `is [not] null` filters them here.
+            FieldType::Tags | FieldType::MultiPicklist => Kind::Unsupported,
+            FieldType::MultiSelectLookup | FieldType::FileUpload | FieldType::ImageUpload | FieldType::Subform => {
+                Kind::Unsupported
+            }
         },
     }
 }
 
-fn lookup_id(rec: &Map<String, Value>, lookup: &FieldDef) -> Option<u64> {
+fn lookup_id(rec: &Map<String, Value>, lookup: FieldDef) -> Option<u64> {
     rec.get(lookup.api_name)?.get("id")?.as_str()?.parse().ok()
 }
 
@@ -234,12 +270,12 @@ fn op_not_supported(op: &str, field: &str, kind: Kind, col: usize) -> CoqlError 
     )
 }
 
-fn compile(e: &Expr) -> Result<CExpr, CoqlError> {
+fn compile(org: &Org, e: &Expr) -> Result<CExpr, CoqlError> {
     Ok(match e {
-        Expr::And(a, b) => CExpr::And(Box::new(compile(a)?), Box::new(compile(b)?)),
-        Expr::Or(a, b) => CExpr::Or(Box::new(compile(a)?), Box::new(compile(b)?)),
+        Expr::And(a, b) => CExpr::And(Box::new(compile(org, a)?), Box::new(compile(org, b)?)),
+        Expr::Or(a, b) => CExpr::Or(Box::new(compile(org, a)?), Box::new(compile(org, b)?)),
         Expr::Cond(c) => {
-            let target = resolve(&c.field, c.col)?;
+            let target = resolve(org, &c.field, c.col)?;
             let kind = kind_of(target);
             let ordered = matches!(kind, Kind::Id | Kind::Num | Kind::Date | Kind::DateTime);
             let f = c.field.as_str();
@@ -356,10 +392,10 @@ fn eval(e: &CExpr, rec: &Map<String, Value>, store: &Store) -> bool {
 }
 
 /// A selected field's value as COQL renders it: lookups as `{"name","id"}`, where a user's name is
-/// only the last name (fact sheet §3c, D-COQL7); dot-joins as the related field's value.
+/// only the last name (docs/zoho-api.md §3c, §3f; D-COQL7); dot-joins as the related field's value.
 fn project(t: Target, rec: &Map<String, Value>, store: &Store) -> Value {
     match t {
-        Target::Field(f) if f.ftype == FieldType::OwnerLookup => {
+        Target::Field(f) if matches!(f.ftype, FieldType::OwnerLookup | FieldType::UserLookup) => {
             match rec.get(f.api_name).and_then(|v| v.get("id")).and_then(Value::as_str) {
                 Some(id) => {
                     let last = id.parse().ok().and_then(|id| store.user(id)).map(|u| u.last_name.clone());
@@ -455,7 +491,7 @@ fn execute(q: &Query, store: &Store) -> Result<Outcome, CoqlError> {
             Column::Field(n) => (n.as_str(), None),
             Column::Aggregate { field, func, key } => (field.as_str(), Some((*func, key.as_str()))),
         };
-        let t = resolve(name, *col)?;
+        let t = resolve(&store.org, name, *col)?;
         if let Some((func, _)) = func {
             if func != Agg::Count && kind_of(t) != Kind::Num {
                 return Err(CoqlError::invalid(
@@ -466,10 +502,20 @@ fn execute(q: &Query, store: &Store) -> Result<Outcome, CoqlError> {
         }
         selected.push((name, t, func));
     }
-    let filter = compile(&q.filter)?;
+    let formulas = selected
+        .iter()
+        .filter(|(_, t, _)| matches!(t, Target::Field(FieldDef { ftype: FieldType::Formula(_), .. })))
+        .count();
+    if formulas > MAX_FORMULA_COLUMNS {
+        return Err(CoqlError::limit(
+            format!("at most {MAX_FORMULA_COLUMNS} formula fields can be selected in one query, got {formulas}"),
+            json!({"by": "formula_fields", "limit": MAX_FORMULA_COLUMNS}),
+        ));
+    }
+    let filter = compile(&store.org, &q.filter)?;
     let mut order = Vec::new();
     for (name, asc, col) in &q.order {
-        let t = resolve(name, *col)?;
+        let t = resolve(&store.org, name, *col)?;
         if kind_of(t) == Kind::Unsupported {
             return Err(op_not_supported("order by", name, Kind::Unsupported, *col));
         }

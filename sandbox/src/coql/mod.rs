@@ -1,5 +1,5 @@
 //! COQL, the CRM Object Query Language: a tokenizer, a recursive-descent parser and an evaluator for
-//! the subset Zoho documents (fact sheet §3c), answering `POST /crm/v8/coql`.
+//! the subset Zoho documents (docs/zoho-api.md §3c), answering `POST /crm/v8/coql`.
 //!
 //! Not a general SQL engine: one module (Deals), no joins beyond lookup dot-fields, no GROUP BY.
 

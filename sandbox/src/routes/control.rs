@@ -90,6 +90,31 @@ pub async fn mutate(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
     (StatusCode::OK, Json(json!(result))).into_response()
 }
 
+/// `POST /__sandbox/add-field` `{"api_name": "Margin_Band", "data_type": "text", "label": "Margin Band"}`: a new
+/// custom Deals field, in `settings/fields` and selectable from now on; records get a value when next modified.
+/// Answers the field's metadata. Types: text, textarea, email, phone, website, currency, double, percent,
+/// integer, bigint, date, datetime, boolean.
+pub async fn add_field(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
+    #[derive(serde::Deserialize)]
+    struct AddField {
+        api_name: String,
+        data_type: String,
+        label: Option<String>,
+    }
+    let req: AddField = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return bad(format!("bad add-field request (want {{\"api_name\", \"data_type\"}}): {e}")),
+    };
+    let Some(ftype) = crate::meta::FieldType::from_data_type(&req.data_type) else {
+        return bad(format!("data_type `{}` cannot be added at run time", req.data_type));
+    };
+    let label = req.label.unwrap_or_else(|| req.api_name.replace('_', " "));
+    match write(&st.store).add_field(&req.api_name, &label, ftype) {
+        Ok(field) => (StatusCode::OK, Json(json!({"field": field}))).into_response(),
+        Err(e) => bad(e),
+    }
+}
+
 /// `POST /__sandbox/clock` `{"advance_secs": N}`: moves the sandbox's clock N seconds forward (a night passes).
 /// Later mutations are stamped in the new time, and the `Date` header of every response follows it.
 pub async fn advance_clock(State(st): State<Arc<AppState>>, body: Bytes) -> Response {

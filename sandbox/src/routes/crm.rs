@@ -1,7 +1,7 @@
 //! The CRM v8 API: COQL, field/pipeline/layout metadata, users, Get Records and deleted records.
 //!
 //! Authentication, limits and faults are handled before these run (see `server::guard`); handlers
-//! only answer the request. Bodies and codes follow the fact sheet; choices it leaves open are
+//! only answer the request. Bodies and codes follow docs/zoho-api.md; choices it leaves open are
 //! marked UNCONFIRMED where they are made.
 
 use std::cmp::Ordering;
@@ -21,7 +21,7 @@ use crate::clock::{fmt_datetime, parse_datetime};
 use crate::coql::exec::{credits_for, run_with};
 use crate::coql::Options;
 use crate::data::Store;
-use crate::meta::{self, deal_field, LAYOUT_ID};
+use crate::meta::{self, FieldType, LAYOUT_ID};
 use crate::server::{zoho_error, Credits};
 use crate::state::{lock, read, AppState, PageCursor};
 
@@ -84,8 +84,8 @@ pub async fn coql(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
     }
 }
 
-/// `GET /crm/v8/settings/fields?module=Deals`.
-pub async fn fields(RawQuery(q): RawQuery) -> Response {
+/// `GET /crm/v8/settings/fields?module=Deals`: the org's fields the API user may see.
+pub async fn fields(State(st): State<Arc<AppState>>, RawQuery(q): RawQuery) -> Response {
     let p = query_map(q.as_deref());
     let Some(module) = p.get("module").filter(|m| !m.is_empty()) else {
         return bad_request(
@@ -94,7 +94,8 @@ pub async fn fields(RawQuery(q): RawQuery) -> Response {
             json!({"param_name": "module"}),
         );
     };
-    match meta::fields_json(module) {
+    let body = read(&st.store).org.fields_json(module);
+    match body {
         Some(body) => (StatusCode::OK, Json(body)).into_response(),
         None => invalid_module(module),
     }
@@ -114,16 +115,28 @@ pub async fn modules(headers: HeaderMap) -> Response {
     }
 }
 
-/// `GET /crm/v8/settings/pipeline?layout_id=...`.
-pub async fn pipeline(RawQuery(q): RawQuery) -> Response {
+/// `GET /crm/v8/settings/pipeline?layout_id=...`: every pipeline of the layout with its stage maps.
+///
+/// In an org without the pipeline feature (the `free` profile) the answer is 400 `FEATURE_NOT_ENABLED`:
+/// Zoho documents no answer for that case (UNCONFIRMED); this code is Zoho's for a feature an org lacks, and
+/// the Singer tap handles it as such (docs/zoho-api.md §6). A client must not need this endpoint to work.
+pub async fn pipeline(State(st): State<Arc<AppState>>, RawQuery(q): RawQuery) -> Response {
     let p = query_map(q.as_deref());
+    let body = read(&st.store).org.pipeline_json();
+    let Some(body) = body else {
+        return bad_request(
+            "FEATURE_NOT_ENABLED",
+            "the pipeline feature is not enabled for this organization",
+            json!({"feature": "pipeline"}),
+        );
+    };
     match p.get("layout_id").map(String::as_str) {
         None | Some("") => bad_request(
             "REQUIRED_PARAM_MISSING",
             "One of the expected parameter is missing",
             json!({"param_name": "layout_id"}),
         ),
-        Some(id) if id == LAYOUT_ID.to_string() => (StatusCode::OK, Json(meta::pipeline_json())).into_response(),
+        Some(id) if id == LAYOUT_ID.to_string() => (StatusCode::OK, Json(body)).into_response(),
         Some(_) => bad_request("INVALID_DATA", "invalid data", json!({"param_name": "layout_id"})),
     }
 }
@@ -142,9 +155,20 @@ pub async fn layouts(RawQuery(q): RawQuery) -> Response {
     }
 }
 
-/// `GET /crm/v8/users?type=CurrentUser` (the API user) or `AllUsers`/`ActiveUsers`.
+/// `GET /crm/v8/users?type=CurrentUser` (the API user) or `AllUsers`/`ActiveUsers`/`AdminUsers`, with
+/// `page`/`per_page` (≤200). Each user carries `full_name`, `first_name`, `last_name`, `email` and `id`: the
+/// way to a deal owner's full name, since COQL's owner lookup gives only the last name (docs/zoho-api.md §3f).
 pub async fn users(State(st): State<Arc<AppState>>, RawQuery(q): RawQuery) -> Response {
     let p = query_map(q.as_deref());
+    let per_page = match parse_count(&p, "per_page", MAX_PER_PAGE) {
+        Ok(n) if n <= MAX_PER_PAGE => n,
+        Ok(_) => return bad_request("INVALID_DATA", "per_page may be at most 200", json!({"param_name": "per_page"})),
+        Err(r) => return *r,
+    };
+    let page = match parse_count(&p, "page", 1) {
+        Ok(n) => n,
+        Err(r) => return *r,
+    };
     let store = read(&st.store);
     let kind = p.get("type").map(String::as_str).unwrap_or("AllUsers");
     let users: Vec<Value> = match kind {
@@ -155,10 +179,17 @@ pub async fn users(State(st): State<Arc<AppState>>, RawQuery(q): RawQuery) -> Re
         }
         other => return bad_request("INVALID_DATA", "invalid data", json!({"param_name": "type", "value": other})),
     };
+    let start = ((page - 1).saturating_mul(per_page) as usize).min(users.len());
+    let end = (start + per_page as usize).min(users.len());
+    if start >= end {
+        return no_content();
+    }
+    let more = end < users.len();
+    let users = &users[start..end];
     let n = users.len();
     (
         StatusCode::OK,
-        Json(json!({"users": users, "info": {"per_page": 200, "count": n, "page": 1, "more_records": false}})),
+        Json(json!({"users": users, "info": {"per_page": per_page, "count": n, "page": page, "more_records": more}})),
     )
         .into_response()
 }
@@ -226,7 +257,7 @@ fn sort_key(m: &Map<String, Value>, by: SortBy) -> (i64, u64) {
 /// A record and its sort key.
 type Row<'a> = (&'a Map<String, Value>, (i64, u64));
 
-/// `GET /crm/v8/{module}`: Get Records (fact sheet §3a).
+/// `GET /crm/v8/{module}`: Get Records (docs/zoho-api.md §3a).
 pub async fn get_records(
     State(st): State<Arc<AppState>>,
     Path(module): Path<String>,
@@ -262,8 +293,12 @@ pub async fn get_records(
         );
     }
     // Unknown field names are refused (Zoho may silently drop them: UNCONFIRMED; refusing
-    // catches misspelt API names early).
-    if let Some(bad) = fields.iter().find(|f| *f != "id" && deal_field(f).is_none()) {
+    // catches misspelt API names early). Fields this org lacks or hides from the user are unknown.
+    let unknown = {
+        let store = read(&st.store);
+        fields.iter().find(|f| *f != "id" && store.org.field(f).is_none()).cloned()
+    };
+    if let Some(bad) = unknown {
         return bad_request(
             "INVALID_DATA",
             "invalid field api name given",
@@ -400,7 +435,14 @@ pub async fn get_records(
             let mut out = Map::new();
             out.insert("id".into(), m.get("id").cloned().unwrap_or(Value::Null));
             for f in &fields {
-                out.insert(f.clone(), m.get(f).cloned().unwrap_or(Value::Null));
+                // Subforms and multi-select lookups come only with a single record (D-GR7, docs/zoho-api.md §3a).
+                let single_record_only = store
+                    .org
+                    .field(f)
+                    .is_some_and(|d| matches!(d.ftype, FieldType::Subform | FieldType::MultiSelectLookup));
+                if !single_record_only {
+                    out.insert(f.clone(), m.get(f).cloned().unwrap_or(Value::Null));
+                }
             }
             Value::Object(out)
         })
@@ -450,7 +492,7 @@ pub async fn get_records(
         .into_response()
 }
 
-/// `GET /crm/v8/{module}/deleted?type=all|recycle|permanent&page&per_page` (fact sheet §3e),
+/// `GET /crm/v8/{module}/deleted?type=all|recycle|permanent&page&per_page` (docs/zoho-api.md §3e),
 /// newest deletion first.
 pub async fn deleted(
     State(st): State<Arc<AppState>>,
@@ -460,6 +502,18 @@ pub async fn deleted(
 ) -> Response {
     if !module.eq_ignore_ascii_case("Deals") {
         return invalid_module(&module);
+    }
+    let faults = st.faults();
+    if faults.deleted_forbidden {
+        // The API user's profile lacks the permission to see deleted records. Zoho lists NO_PERMISSION as 403
+        // "permission denied" (docs/zoho-api.md §2); AUTHORIZATION_FAILED is the other code seen for a profile
+        // without a permission (§3f, UNCONFIRMED for this endpoint). The documented one is used.
+        return zoho_error(
+            StatusCode::FORBIDDEN,
+            "NO_PERMISSION",
+            "permission denied",
+            json!({"permissions": ["Crm_Implied_View_Deleted_Records"]}),
+        );
     }
     let p = query_map(q.as_deref());
     let kind = p.get("type").map(String::as_str).unwrap_or("all");
@@ -480,9 +534,17 @@ pub async fn deleted(
         Err(r) => return *r,
     };
     let store = read(&st.store);
+    // Zoho keeps recycle-bin deletions 60 days and permanent ones 120 (docs/zoho-api.md §3e); older ones are
+    // gone from this list (the truth endpoint keeps them all).
+    let now = st.now();
+    let visible = |d: &&crate::data::Deleted| {
+        let days = if d.kind == "permanent" { 120 } else { 60 };
+        !faults.deleted_retention || d.deleted_time >= now - chrono::Duration::days(days)
+    };
     let mut rows: Vec<_> = store
         .deleted
         .iter()
+        .filter(visible)
         .filter(|d| kind == "all" || d.kind == kind)
         .filter(|d| ims.is_none_or(|t| d.deleted_time > t))
         .collect();

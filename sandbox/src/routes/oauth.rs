@@ -1,7 +1,7 @@
 //! Zoho Accounts: `GET /oauth/v2/auth` (the consent step of the authorization-code flow),
 //! `POST /oauth/v2/token` and `POST /oauth/v2/token/revoke`.
 //!
-//! Vendor quirks reproduced on purpose (fact sheet §1.5): credential and grant errors come back with
+//! Vendor quirks reproduced on purpose (docs/zoho-api.md §1.5): credential and grant errors come back with
 //! **HTTP 200** and an `{"error":...}` body, so a client must look for `access_token` rather than
 //! trust the status; the mint throttle answers HTTP 400 with an "Access Denied" body.
 
@@ -90,7 +90,7 @@ pub async fn token(
                 "token_type": "Bearer",
                 "expires_in": minted.expires_in,
             });
-            // Only the grant-code exchange returns a refresh token (fact sheet §1.4).
+            // Only the grant-code exchange returns a refresh token (docs/zoho-api.md §1.4).
             if with_refresh {
                 if let Value::Object(m) = &mut body {
                     m.insert("refresh_token".into(), json!(minted.refresh_token));

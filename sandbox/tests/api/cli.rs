@@ -59,3 +59,37 @@ async fn shutdown_stops_serving_and_frees_the_port() {
     let after = http.get(&url).send().await;
     assert!(after.is_err(), "still serving after shutdown: {after:?}");
 }
+
+#[test]
+fn binary_serves_the_profile_it_is_given_and_refuses_an_unknown_one() {
+    let bin = env!("CARGO_BIN_EXE_zoho-sandbox");
+    let bad = Command::new(bin).args(["--profile", "enterprise-plus"]).output().expect("binary runs");
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--profile"));
+
+    let mut child = Command::new(bin)
+        .args(["--port", "0", "--deals", "50", "--profile", "free", "--refuse-count-id", "--deleted-retention"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("binary starts");
+    let stdout = child.stdout.take().expect("stdout piped");
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).expect("first line");
+    let base = line.trim_end().strip_prefix("listening on ").expect("url").to_string();
+    let get = |path: &str| {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let url = format!("{base}{path}");
+        rt.block_on(async move {
+            let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client");
+            http.get(url).send().await.expect("get").json::<serde_json::Value>().await.expect("json")
+        })
+    };
+    let truth = get("/__sandbox/truth");
+    let knobs = get("/__sandbox/control");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(truth["profile"], "free");
+    assert_eq!(knobs["credits_per_day"], 5000);
+    assert_eq!((knobs["refuse_count_id"].as_bool(), knobs["deleted_retention"].as_bool()), (Some(true), Some(true)));
+}

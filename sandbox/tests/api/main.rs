@@ -5,6 +5,8 @@ mod helpers;
 mod cli;
 mod coql;
 mod faults;
+mod knobs;
 mod metadata;
 mod oauth;
+mod profiles;
 mod records;
