@@ -3,9 +3,14 @@
 //! `reconcile` repairs what nightly windows cannot see.
 
 use serde_json::{json, Value};
-use zoho_sandbox::SandboxConfig;
+use zoho_sandbox::{Profile, SandboxConfig};
 
-use crate::helpers::{assert_equals_ground_truth, next_second, TestApp};
+use crate::helpers::{after_coql_calls, assert_equals_ground_truth, next_second, TestApp};
+
+/// A sandbox org of `profile` with `deals` deals.
+async fn org(profile: Profile, deals: usize) -> TestApp {
+    TestApp::spawn(SandboxConfig { deals, profile, ..SandboxConfig::default() }).await
+}
 
 /// One compact night-by-night scenario: a first sync, a night with every kind of change (win, un-win, delete,
 /// edit, a new won deal), then a skipped night (two rounds of changes, one run). After each run the warehouse
@@ -35,8 +40,46 @@ async fn sync_scenario_ends_equal_to_ground_truth(app: &TestApp) {
 
 #[tokio::test]
 async fn the_sync_scenario_ends_equal_to_ground_truth_on_the_default_org() {
-    let app = TestApp::spawn(SandboxConfig { deals: 2000, ..SandboxConfig::default() }).await;
+    sync_scenario_ends_equal_to_ground_truth(&org(Profile::Default, 2000).await).await;
+}
+
+#[tokio::test]
+async fn the_sync_scenario_ends_equal_to_ground_truth_on_a_free_org_without_pipeline_or_currency_fields() {
+    let app = org(Profile::Free, 2000).await;
     sync_scenario_ends_equal_to_ground_truth(&app).await;
+    let stored = app.stored().await;
+    assert!(stored.iter().all(|r| r.deal.pipeline.is_none() && r.deal.currency.is_none()), "the org has neither");
+}
+
+#[tokio::test]
+async fn the_sync_scenario_ends_equal_to_ground_truth_on_an_org_with_two_pipelines() {
+    let app = org(Profile::Pipelines, 2000).await;
+    sync_scenario_ends_equal_to_ground_truth(&app).await;
+    // The won stages only the second pipeline maps (one with an apostrophe) were found and queried.
+    let stages: std::collections::HashSet<String> =
+        app.stored().await.into_iter().filter_map(|r| r.deal.stage).collect();
+    assert!(stages.iter().any(|s| s.contains('\'')), "a won stage with an apostrophe: {stages:?}");
+    assert!(stages.contains("Partner Won"), "{stages:?}");
+}
+
+#[tokio::test]
+async fn the_sync_scenario_ends_equal_to_ground_truth_on_an_org_with_custom_fields_of_every_type() {
+    let app = org(Profile::Exotic, 1500).await;
+    let out = app.run(&["sync", "--dry-run"]).await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    let unsupported: Vec<&str> = out.stderr.lines().filter(|l| l.contains("COQL cannot select")).collect();
+    assert_eq!(unsupported.len(), 1, "one info line lists the unsupported fields: {}", out.stderr);
+    let formulas: Vec<&str> = out.stderr.lines().filter(|l| l.contains("at most 5 formula fields")).collect();
+    assert_eq!(formulas.len(), 1, "the formula fields past the fifth are named once: {}", out.stderr);
+    sync_scenario_ends_equal_to_ground_truth(&app).await;
+    let truth = app.truth().await;
+    let stored = app.stored().await;
+    let row = stored.iter().find(|r| r.is_closed_won && !r.is_deleted).expect("a won row");
+    let raw: Value = serde_json::from_str(&row.deal.raw).expect("raw is JSON");
+    let t = truth.deals.iter().find(|d| d["id"] == json!(row.deal.deal_id)).expect("in truth");
+    for reserved in ["External", "Order"] {
+        assert_eq!(raw[reserved], t[reserved], "{reserved} (a reserved word) is selected, quoted");
+    }
 }
 
 #[tokio::test]
@@ -91,6 +134,47 @@ async fn check_fails_with_a_precise_message_when_the_coql_scope_is_missing() {
 }
 
 #[tokio::test]
+async fn check_fails_naming_the_permission_when_the_profile_cannot_read_deleted_deals() {
+    let app = org(Profile::Default, 50).await;
+    app.control("/__sandbox/control", json!({"deleted_forbidden": true})).await;
+    let out = app.run(&["check"]).await;
+    assert_eq!(out.code, 3, "{}", out.all());
+    let line =
+        out.stdout.lines().find(|l| l.starts_with("FAIL  deleted Deals")).unwrap_or_else(|| panic!("{}", out.stdout));
+    assert!(line.contains("cannot read deleted Deals") && line.contains("Profiles"), "{line}");
+    assert!(out.stdout.lines().any(|l| l.starts_with("ok    won-deal query")), "{}", out.stdout);
+    // The nightly run fails the same way, exit 3, before writing anything.
+    let out = app.run(&["sync"]).await;
+    assert_eq!(out.code, 3, "{}", out.all());
+    assert!(out.stderr.contains("cannot read deleted Deals"), "{}", out.stderr);
+}
+
+#[tokio::test]
+async fn an_authentication_failure_mid_run_mints_a_new_token_once_and_the_run_succeeds() {
+    let app = org(Profile::Default, 3000).await;
+    app.control("/__sandbox/control", json!({"token_error_code": "AUTHENTICATION_FAILURE"})).await;
+    let revoker = after_coql_calls(&app, 2, "/__sandbox/revoke-access-tokens", json!({}));
+    let out = app.run(&["sync"]).await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(revoker.await.expect("revoker").is_some(), "the tokens were revoked mid-run");
+    assert!(app.stats().await["token_mints"].as_u64().expect("mints") >= 2, "a second token was minted");
+    let since = app.ledger().await.last().expect("a run").window_start;
+    assert_equals_ground_truth(&app, since).await;
+}
+
+#[tokio::test]
+async fn a_spent_24_hour_credit_allowance_is_not_retried_and_exits_5_saying_when_it_comes_back() {
+    let app = org(Profile::Default, 50).await;
+    app.control("/__sandbox/control", json!({"credits_per_day": 2})).await;
+    let out = app.run(&["sync"]).await;
+    assert_eq!(out.code, 5, "{}", out.all());
+    assert!(out.stderr.contains("rolling 24") && out.stderr.contains("24 hours after"), "{}", out.stderr);
+    let refused = app.stats().await["calls"]["coql"].as_u64().unwrap_or(0)
+        + app.stats().await["calls"]["fields"].as_u64().unwrap_or(0);
+    assert!(refused <= 3, "the refusal was not retried: {}", app.stats().await);
+}
+
+#[tokio::test]
 async fn check_runs_the_real_won_deal_query_and_probes_deleted_deals_on_a_healthy_org() {
     let app = TestApp::spawn(SandboxConfig { deals: 200, ..SandboxConfig::default() }).await;
     app.control("/__sandbox/reset-stats", json!({})).await;
@@ -124,6 +208,7 @@ async fn reconcile_repairs(app: &TestApp) {
     let before = app.stored().await;
     // Changes no sync will see: deletions older than Zoho's retention (the sandbox's clock moves 130 days on),
     // and un-wins of deals stored as won.
+    app.control("/__sandbox/control", json!({"deleted_retention": true})).await;
     let touched = app.control("/__sandbox/mutate", json!({"unwin": 6, "delete": 6})).await;
     app.control("/__sandbox/clock", json!({"advance_secs": 130 * 86_400})).await;
     let ids = |kind: &str| -> Vec<String> {
