@@ -270,3 +270,41 @@ fn field(line: &str, key: &str) -> u64 {
         .find_map(|w| w.strip_prefix(key).and_then(|n| n.parse().ok()))
         .unwrap_or_else(|| panic!("no {key} in {line}"))
 }
+
+#[tokio::test]
+async fn the_pipelines_api_gives_the_won_stages_of_every_pipeline() {
+    use zoho_deals_sync::config::ZohoCredentials;
+    use zoho_deals_sync::retry::RetryPolicy;
+    use zoho_deals_sync::zoho::{auth::TokenProvider, client::http_client, client::ZohoClient, deals};
+
+    let app = org(Profile::Pipelines, 100).await;
+    let http = http_client().expect("client");
+    let creds = ZohoCredentials {
+        client_id: zoho_sandbox::DEMO_CLIENT_ID.into(),
+        client_secret: zoho_sandbox::DEMO_CLIENT_SECRET.to_owned().into(),
+        refresh_token: zoho_sandbox::DEMO_REFRESH_TOKEN.to_owned().into(),
+    };
+    let base = url::Url::parse(&app.sandbox.base_url()).expect("url");
+    let auth = TokenProvider::new(http.clone(), &base, creds, None, RetryPolicy::default()).expect("auth");
+    let client = ZohoClient::new(http, auth, 2, None, RetryPolicy::default());
+
+    // Read through layouts and settings/pipeline alone (not the field metadata's maps), the union still has the
+    // stages only the second pipeline uses.
+    let pipelines = deals::pipelines(&client).await.expect("pipelines");
+    assert!(pipelines.len() >= 2, "two pipelines: {pipelines:?}");
+    let won = deals::won_stages(&[], &pipelines);
+    let truth = app.truth().await;
+    for stage in &truth.won_stages {
+        assert!(won.contains(stage), "{stage} missing from {won:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_window_starting_more_than_55_days_back_warns_that_older_deletions_need_reconcile() {
+    let app = org(Profile::Default, 300).await;
+    let out = app.run(&["sync", "--since", "56d"]).await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(out.stderr.contains("more than 55 days back") && out.stderr.contains("reconcile"), "{}", out.stderr);
+    let out = app.run(&["sync"]).await;
+    assert!(!out.stderr.contains("more than 55 days back"), "a nightly window does not warn: {}", out.stderr);
+}
