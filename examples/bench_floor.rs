@@ -298,7 +298,7 @@ async fn run(args: Args) -> Result<Value, BoxError> {
     let body = ctx.send(ctx.http.get(url).query(&[("module", "Deals")])).await?;
     ctx.other.add(1, body.as_ref().len(), 0);
     let meta = deals::parse_metadata(&serde_json::from_slice(body.as_ref())?)?;
-    let columns = deals::select_columns(&meta);
+    let columns = meta.select.columns.clone();
     let stages = meta.won_stages.clone();
 
     // As `fetch_and_stage` does: per stage filter, one COUNT sizes the pages and slices (`plan_pages`), then

@@ -23,6 +23,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Sync(args) => run_sync(args).await,
         Command::Check => check().await,
         Command::ExchangeGrant { grant_token } => exchange_grant(SecretString::from(grant_token)).await,
+        Command::Reconcile { since } => run_reconcile(since.as_deref()).await,
     }
 }
 
@@ -115,6 +116,25 @@ async fn run_sync(args: SyncArgs) -> Result<ExitCode, Error> {
     }
 }
 
+/// `reconcile`: one committed run of kind `reconcile`; prints its summary line.
+async fn run_reconcile(since: Option<&str>) -> Result<ExitCode, Error> {
+    let settings = Settings::from_env(NeedCredentials::Yes)?;
+    let since = since.map(|v| parse_time("--since", v, chrono::Utc::now())).transpose().map_err(Error::Usage)?;
+    let zoho = Arc::new(zoho_client(&settings, credentials(&settings)?, settings.max_credits)?);
+    let summary = match &settings.warehouse {
+        WarehouseSettings::Sqlite { path } => {
+            let wh = Arc::new(SqliteWarehouse::open(path)?);
+            sync::reconcile::reconcile(&settings, since, zoho, wh).await?
+        }
+        WarehouseSettings::BigQuery { .. } => {
+            let wh = Arc::new(bigquery(&settings).await?);
+            sync::reconcile::reconcile(&settings, since, zoho, wh).await?
+        }
+    };
+    println!("{}", summary.line());
+    Ok(ExitCode::Success)
+}
+
 /// Connects to BigQuery (or its emulator when `BIGQUERY_EMULATOR_HOST` is set).
 async fn bigquery(settings: &Settings) -> Result<BigQueryWarehouse, Error> {
     let WarehouseSettings::BigQuery { project, dataset, location, emulator_host, max_bytes_billed } =
@@ -148,6 +168,13 @@ async fn exchange_grant(grant: SecretString) -> Result<ExitCode, Error> {
         client_secret: SecretString::from(secret.trim().to_owned()),
         refresh_token: SecretString::from(String::new()),
     };
+    // Zoho keeps at most 20 refresh tokens per user and client, and silently deletes the oldest when a 21st is
+    // made (docs/zoho-api.md §1.6, §3f).
+    tracing::warn!(
+        "Zoho keeps at most 20 refresh tokens per user per client and deletes the oldest when another is made: \
+         exchanging grant tokens again and again (for the same user and client) can invalidate the refresh token \
+         production uses. Exchange once, store the token, and revoke the ones you no longer use"
+    );
     let http = http_client()?;
     let auth = TokenProvider::new(http, &settings.zoho.accounts_url, creds, None, RetryPolicy::default())?;
     let refresh = auth.exchange_grant(&grant).await?;
@@ -178,22 +205,53 @@ async fn check() -> Result<ExitCode, Error> {
     );
     if token_ok {
         let meta = deals::metadata(&zoho).await.map_err(Error::from);
-        let stages =
-            meta.as_ref().ok().map(|m| settings.zoho.won_stages.clone().unwrap_or_else(|| m.won_stages.clone()));
+        let ready = meta.as_ref().ok().and_then(|m| {
+            let stages = m.won_stages_or(settings.zoho.won_stages.as_deref());
+            stages.ok().map(|s| (s, m.select.columns.clone()))
+        });
         report(
             "Deals metadata (scope ZohoCRM.settings.fields.READ)",
-            meta.map(|m| format!("won stages {:?}, {} custom fields", m.won_stages, m.custom_fields.len())),
+            meta.and_then(|m| {
+                let stages = m.won_stages_or(settings.zoho.won_stages.as_deref())?;
+                Ok(format!("won stages {stages:?}; {} columns selected{}", m.select.columns.len(), skipped(&m.select)))
+            }),
         );
-        if let Some(stages) = stages {
+        if let Some((stages, columns)) = ready {
             let now = chrono::Utc::now();
-            let window = deals::Window { start: now - chrono::Duration::days(1), end: now };
+            let all_time = deals::Window { start: chrono::DateTime::<chrono::Utc>::UNIX_EPOCH, end: now };
             report(
-                "COQL (scope ZohoCRM.coql.READ)",
-                deals::count_deals(&zoho, &stages, sync::window::floor_window(window))
+                "won-deal query (scope ZohoCRM.coql.READ, the Deals View permission)",
+                deals::probe_won_select(&zoho, &columns, &stages, sync::window::floor_window(all_time))
+                    .await
+                    .map(|n| match n {
+                        0 => "the nightly query runs; no won deal yet".to_owned(),
+                        _ => "the nightly query runs and returns won deals".to_owned(),
+                    })
+                    .map_err(Error::from),
+            );
+            let day = deals::Window { start: now - chrono::Duration::days(1), end: now };
+            report(
+                "COQL count",
+                deals::count_deals(&zoho, &stages, sync::window::floor_window(day))
                     .await
                     .map(|n| format!("{n} won deals modified in the last 24h"))
                     .map_err(Error::from),
             );
+        }
+        report(
+            "deleted Deals (the profile's permission to read deleted records)",
+            deals::probe_deleted(&zoho)
+                .await
+                .map(|_| "readable (a sync flags deals deleted in Zoho)".to_owned())
+                .map_err(Error::from),
+        );
+        // Optional: without it owners keep the last name COQL gives. A warning, not a failure.
+        match zoho.get("users", &[("type", "CurrentUser".to_owned())], &[]).await {
+            Ok(_) => println!("ok    users (scope ZohoCRM.users.READ): owners are stored with their full names"),
+            Err(e) => println!(
+                "warn  users (scope ZohoCRM.users.READ): {}; owner_name will hold the owner's last name only",
+                error_chain(&e)
+            ),
         }
     }
     let warehouse = match &settings.warehouse {
@@ -208,6 +266,25 @@ async fn check() -> Result<ExitCode, Error> {
     };
     report("warehouse", warehouse);
     Ok(first_failure.unwrap_or(ExitCode::Success))
+}
+
+/// What the select list leaves out, for `check`'s line.
+fn skipped(select: &deals::SelectList) -> String {
+    let mut parts = Vec::new();
+    for (what, fields) in [
+        ("unsupported type", &select.unsupported),
+        ("formula beyond the 5 a query may select", &select.formula_over_cap),
+        ("API name not a plain identifier", &select.invalid_names),
+        ("beyond the 500-column cap", &select.over_column_cap),
+    ] {
+        if !fields.is_empty() {
+            parts.push(format!("{what}: {}", fields.join(", ")));
+        }
+    }
+    match parts.is_empty() {
+        true => String::new(),
+        false => format!(" (not selected: {})", parts.join("; ")),
+    }
 }
 
 async fn check_warehouse<W: Warehouse>(w: &W) -> Result<String, Error> {

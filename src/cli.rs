@@ -57,7 +57,19 @@ pub enum Command {
         /// The grant token from the Zoho API console (Self Client → Generate Code). Single use, minutes valid.
         grant_token: String,
     },
+    /// Compare the warehouse's won deals with Zoho's and flag those Zoho no longer has as won or at all
+    /// (deletions older than Zoho's 60/120-day retention, missed un-wins). Schedule it weekly.
+    #[command(after_help = RECONCILE_EXAMPLES)]
+    Reconcile {
+        /// Compare only deals modified since T (same forms as `sync --since`); default: all of history.
+        #[arg(long, value_name = "T")]
+        since: Option<String>,
+    },
 }
+
+const RECONCILE_EXAMPLES: &str = "Examples:
+  zoho-deals-sync reconcile                 # the whole history (3 credits per 2000 won deals)
+  zoho-deals-sync reconcile --since 180d    # deals modified in the last 180 days";
 
 /// Flags of `sync`.
 #[derive(Debug, Default, clap::Args)]

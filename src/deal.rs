@@ -50,6 +50,10 @@ pub enum DealChange {
     Unwon { deal_id: String, stage: Option<String>, modified_time: DateTime<Utc> },
     /// The deal was deleted in Zoho: an existing row is flagged `is_deleted` with the deletion time.
     Deleted { deal_id: String, deleted_time: DateTime<Utc> },
+    /// Zoho no longer has the deal at all, and no longer says when it was deleted (found by `reconcile` past
+    /// Zoho's deletion retention): an existing row not yet flagged deleted gets `is_deleted` with a NULL
+    /// `deleted_time`; no row is created.
+    Vanished { deal_id: String },
 }
 
 impl DealChange {
@@ -57,7 +61,9 @@ impl DealChange {
     pub fn deal_id(&self) -> &str {
         match self {
             DealChange::Won(d) => &d.deal_id,
-            DealChange::Unwon { deal_id, .. } | DealChange::Deleted { deal_id, .. } => deal_id,
+            DealChange::Unwon { deal_id, .. }
+            | DealChange::Deleted { deal_id, .. }
+            | DealChange::Vanished { deal_id } => deal_id,
         }
     }
 }

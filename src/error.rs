@@ -15,11 +15,12 @@ pub enum ExitCode {
     Unexpected = 1,
     /// Configuration or usage error: fix the environment or the command line.
     Config = 2,
-    /// Zoho rejected the credentials or scopes: a human must act; do not retry.
+    /// Zoho rejected the credentials, scopes or the API user's permissions: a human must act; do not retry.
     ZohoCredentials = 3,
     /// Zoho's accounts server throttles token mints: retry after 10 minutes at the earliest.
     ZohoTokenThrottled = 4,
-    /// Zoho rate-limited or unavailable beyond the retry budget: retry later.
+    /// Zoho rate-limited or unavailable beyond the retry budget, or the org's rolling 24-hour API credits are
+    /// used up: retry later.
     ZohoUnavailable = 5,
     /// The credit budget (`--max-credits`) cut the run short: it committed a prefix of its window (the next run
     /// continues from there), or, when retries used up the budget mid-run, it merged what it fetched and was
@@ -69,9 +70,11 @@ impl Error {
             Error::Internal(_) => ExitCode::Unexpected,
             Error::Zoho(e) => match e {
                 zoho::Error::InvalidCredentials(_) | zoho::Error::ScopeMismatch { .. } => ExitCode::ZohoCredentials,
-                zoho::Error::InvalidToken { .. } => ExitCode::ZohoCredentials,
+                zoho::Error::InvalidToken { .. } | zoho::Error::PermissionDenied { .. } => ExitCode::ZohoCredentials,
                 zoho::Error::TokenThrottled(_) => ExitCode::ZohoTokenThrottled,
-                zoho::Error::RateLimited { .. } | zoho::Error::Transient { .. } => ExitCode::ZohoUnavailable,
+                zoho::Error::RateLimited { .. }
+                | zoho::Error::Transient { .. }
+                | zoho::Error::CreditsExhausted { .. } => ExitCode::ZohoUnavailable,
                 zoho::Error::CreditBudget { .. } => ExitCode::CreditBudget,
                 zoho::Error::Rejected { .. } | zoho::Error::Malformed { .. } => ExitCode::Unexpected,
             },

@@ -32,9 +32,13 @@ pub fn pass_credits(expected: u64, concurrency: usize) -> u64 {
 }
 
 /// Credits the rest of a run can take once its metadata, deletions and counts are read: the won pass, the
-/// not-won pass (`None` when it is skipped), and the reconciliation count.
+/// not-won pass (`None` when it is skipped), the reconciliation count, and the users call that gives the owners'
+/// full names (made only when there are won deals to store).
 pub fn run_credits(counts: Counts, concurrency: usize) -> u64 {
-    pass_credits(counts.won, concurrency) + counts.not_won.map_or(0, |n| pass_credits(n, concurrency)) + 1
+    pass_credits(counts.won, concurrency)
+        + counts.not_won.map_or(0, |n| pass_credits(n, concurrency))
+        + 1
+        + u64::from(counts.won > 0)
 }
 
 /// Zoho's counts for a window: won deals, and not-won deals when the run reads them.
@@ -199,10 +203,14 @@ mod tests {
 
     #[test]
     fn a_run_adds_the_not_won_pass_only_when_it_is_made() {
-        assert_eq!(run_credits(Counts { won: 0, not_won: None }, 4), pass_credits(0, 4) + 1);
+        assert_eq!(
+            run_credits(Counts { won: 0, not_won: None }, 4),
+            pass_credits(0, 4) + 1,
+            "no won deal: no users call"
+        );
         assert_eq!(
             run_credits(Counts { won: 500, not_won: Some(3000) }, 4),
-            pass_credits(500, 4) + pass_credits(3000, 4) + 1
+            pass_credits(500, 4) + pass_credits(3000, 4) + 1 + 1
         );
     }
 

@@ -5,6 +5,7 @@
 
 pub mod budget;
 pub mod progress;
+pub mod reconcile;
 pub mod window;
 
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use crate::warehouse::{
 use crate::zoho::client::ZohoClient;
 use crate::zoho::deals::{self, DealQuery, StageFilter, Window, PAGE_SIZE};
 use crate::zoho::model;
+use crate::zoho::users::OwnerNames;
 use budget::BudgetStop;
 use progress::Progress;
 
@@ -188,8 +190,9 @@ pub async fn sync<W: Warehouse + 'static>(
         "window chosen"
     );
 
-    let won_stages = settings.zoho.won_stages.clone().unwrap_or_else(|| meta.won_stages.clone());
+    let won_stages = meta.won_stages_or(settings.zoho.won_stages.as_deref())?;
     tracing::info!(won_stages = ?won_stages, "won stages");
+    warn_beyond_deletion_retention(window, now);
 
     // The not-won pass only flags rows that are stored as won and older than the window's end. When there are
     // none (the first run, a backfill into an empty table) it would read every open and lost deal of the window
@@ -233,7 +236,7 @@ pub async fn sync<W: Warehouse + 'static>(
             // A scheduled run makes progress only past the watermark (its window starts an overlap before it).
             let progress_after = match kind {
                 RunKind::Scheduled => watermark,
-                RunKind::Backfill => None,
+                RunKind::Backfill | RunKind::Reconcile => None,
             };
             let fitted = budget::fit(&zoho, &won_stages, window, flag_unwon, concurrency, limit, progress_after)
                 .await
@@ -253,6 +256,13 @@ pub async fn sync<W: Warehouse + 'static>(
         }
         None => (window, None, None, None),
     };
+    // Owners' full names (COQL gives last names only): one users call, counted in the credit budget's plan and
+    // skipped when the plan knows there is no won deal to store.
+    let owners = match counts {
+        Some(c) if c.won == 0 => OwnerNames::default(),
+        _ => OwnerNames::load(&zoho).await?,
+    };
+    let owners = Arc::new(owners);
 
     let run = RunStart {
         run_id: uuid::Uuid::new_v4().to_string(),
@@ -263,7 +273,7 @@ pub async fn sync<W: Warehouse + 'static>(
         lease_ttl: chrono::Duration::from_std(settings.lease_ttl).unwrap_or(chrono::Duration::minutes(10)),
     };
     let span = tracing::info_span!("run", run_id = %run.run_id);
-    let plan = RunPlan { kind, window, won_stages, flag_unwon, deleted, counts, budget_stop };
+    let plan = RunPlan { kind, window, won_stages, flag_unwon, deleted, counts, budget_stop, owners };
     execute(settings, options, zoho, warehouse, run, plan, meta, started).instrument(span).await
 }
 
@@ -279,6 +289,8 @@ struct RunPlan {
     /// Zoho's counts for the window, when the credit budget's plan already made them.
     counts: Option<budget::Counts>,
     budget_stop: Option<BudgetStop>,
+    /// Owners' full names by user id (empty when the users API could not be read).
+    owners: Arc<OwnerNames>,
 }
 
 /// The part of a run that holds the lease. Everything logged in it carries the run's `run_id`.
@@ -293,11 +305,11 @@ async fn execute<W: Warehouse + 'static>(
     meta: deals::DealsMetadata,
     started: Instant,
 ) -> Result<Outcome, Error> {
-    let RunPlan { kind, window, won_stages, flag_unwon, deleted, counts, budget_stop } = plan;
+    let RunPlan { kind, window, won_stages, flag_unwon, deleted, counts, budget_stop, owners } = plan;
     warehouse.begin_run(&run).await?;
     let heartbeat = spawn_heartbeat(Arc::clone(&warehouse), run.clone(), settings.lease_ttl);
 
-    let columns = deals::select_columns(&meta);
+    let columns = meta.select.columns.clone();
     let progress = Arc::new(Progress::default());
     let bar = options.progress.then(|| progress::spawn(Arc::clone(&progress), zoho.usage()));
     let fetch = fetch_and_stage(
@@ -312,6 +324,7 @@ async fn execute<W: Warehouse + 'static>(
             flag_unwon,
             deleted,
             counts,
+            owners,
         },
         &progress,
     );
@@ -439,7 +452,7 @@ async fn execute<W: Warehouse + 'static>(
             RunKind::Scheduled => {
                 format!("the next scheduled run continues from {} (less SYNC_OVERLAP)", format_utc(&window.end))
             }
-            RunKind::Backfill => format!(
+            RunKind::Backfill | RunKind::Reconcile => format!(
                 "to finish the backfill, run: zoho-deals-sync sync --since {} --until {}",
                 format_utc(&window.end),
                 format_utc(&stop.requested_end)
@@ -457,10 +470,29 @@ async fn execute<W: Warehouse + 'static>(
     Ok(Outcome::Synced(summary))
 }
 
+/// Zoho lists deletions for 60 days (recycle bin) and 120 days (permanent: docs/zoho-api.md §3e); this job
+/// warns 5 days early.
+const DELETION_RETENTION_WARN_DAYS: i64 = 55;
+
+/// A window reaching further back than Zoho lists deletions cannot learn of the older ones: says so, and what
+/// repairs it (`reconcile`).
+fn warn_beyond_deletion_retention(window: Window, now: DateTime<Utc>) {
+    let days = (now - window.start).num_days();
+    if days > DELETION_RETENTION_WARN_DAYS {
+        tracing::warn!(
+            window_start = %format_utc(&window.start),
+            days,
+            "this window starts more than {DELETION_RETENTION_WARN_DAYS} days back: Zoho lists deleted deals for 60 days \
+             (recycle bin) or 120 days (permanently deleted) only, so older deletions are not seen by a sync; run \
+             `zoho-deals-sync reconcile` to flag them"
+        );
+    }
+}
+
 /// Renews the lease every third of its TTL until aborted; ends with [`WarehouseError::LeaseLost`] as soon as
 /// a renewal finds another run holding it. Other failures are logged and retried at the next beat (the lease
 /// outlives two missed beats).
-fn spawn_heartbeat<W: Warehouse + 'static>(
+pub(crate) fn spawn_heartbeat<W: Warehouse + 'static>(
     warehouse: Arc<W>,
     run: RunStart,
     ttl: Duration,
@@ -491,6 +523,7 @@ struct FetchPlan<'a> {
     flag_unwon: bool,
     deleted: Option<Vec<deals::DeletedDeal>>,
     counts: Option<budget::Counts>,
+    owners: Arc<OwnerNames>,
 }
 
 /// Fetches everything the window needs and stages it; returns the records it could not map.
@@ -505,7 +538,7 @@ async fn fetch_and_stage<W: Warehouse + 'static>(
     plan: FetchPlan<'_>,
     progress: &Arc<Progress>,
 ) -> Result<Quarantine, Error> {
-    let FetchPlan { window, won_stages, columns, concurrency, flag_unwon, deleted, counts } = plan;
+    let FetchPlan { window, won_stages, columns, concurrency, flag_unwon, deleted, counts, owners } = plan;
     let (tx, mut rx) = mpsc::channel::<Batch>(CHANNEL_BATCHES);
     let loader = {
         let (warehouse, run) = (Arc::clone(warehouse), run.clone());
@@ -554,8 +587,8 @@ async fn fetch_and_stage<W: Warehouse + 'static>(
         let (slices, page_size) = deals::plan_pages(expected, concurrency);
         tracing::debug!(?filter, expected, slices, page_size, "paging plan");
         for slice in window.slices(slices) {
-            let (zoho, tx, stages, progress) =
-                (Arc::clone(zoho), tx.clone(), won_stages.to_vec(), Arc::clone(progress));
+            let (zoho, tx, stages, progress, owners) =
+                (Arc::clone(zoho), tx.clone(), won_stages.to_vec(), Arc::clone(progress), Arc::clone(&owners));
             let cols: Vec<String> = match filter {
                 StageFilter::Won => columns.to_vec(),
                 StageFilter::NotWon => vec!["id".into(), "Stage".into(), "Modified_Time".into()],
@@ -566,7 +599,7 @@ async fn fetch_and_stage<W: Warehouse + 'static>(
                     let q = DealQuery { columns: &cols, filter, stages: &stages, window: slice, page_size };
                     deals::page_deals(&zoho, &q, |records| {
                         progress.page(records.len());
-                        let (changes, bad) = to_changes(filter, records);
+                        let (changes, bad) = to_changes(filter, records, &owners);
                         quarantined.add(bad);
                         let tx = tx.clone();
                         async move { tx.send(Batch { changes }).await.is_ok() }
@@ -634,13 +667,16 @@ async fn fetch_and_stage<W: Warehouse + 'static>(
     }
 }
 
-/// Maps a page to changes; returns them and the records it could not map.
-fn to_changes(filter: StageFilter, records: Vec<Value>) -> (Vec<DealChange>, Quarantine) {
+/// Maps a page to changes (owners get their full names); returns them and the records it could not map.
+fn to_changes(filter: StageFilter, records: Vec<Value>, owners: &OwnerNames) -> (Vec<DealChange>, Quarantine) {
     let mut out = Vec::with_capacity(records.len());
     let mut bad = Quarantine::default();
     for record in records {
         let mapped = match filter {
-            StageFilter::Won => model::to_deal(&record).map(DealChange::Won),
+            StageFilter::Won => model::to_deal(&record).map(|mut d| {
+                owners.apply(&mut d);
+                DealChange::Won(d)
+            }),
             StageFilter::NotWon => model::to_deal(&record).map(|d| DealChange::Unwon {
                 deal_id: d.deal_id,
                 stage: d.stage,

@@ -11,7 +11,8 @@
 //! - **Upsert by `deal_id`, guarded by `modified_time`.** The merge never lets an older `modified_time`
 //!   overwrite a newer row; an equal one is applied again (idempotent).
 //! - **Un-won and deleted deals are flags, not deletes.** [`DealChange::Unwon`] sets `is_closed_won = false`
-//!   on an existing row (never creates one); [`DealChange::Deleted`] sets `is_deleted` and `deleted_time`.
+//!   on an existing row (never creates one); [`DealChange::Deleted`] sets `is_deleted` and `deleted_time`;
+//!   [`DealChange::Vanished`] sets `is_deleted` with a NULL `deleted_time` on a row not yet flagged deleted.
 //! - **The watermark is never ahead of merged data.** A run is recorded as `succeeded` only after its changes
 //!   are merged ([`Warehouse::commit`]); the watermark is derived from succeeded runs only, so a crash at any
 //!   point followed by a rerun yields the same final table.
@@ -87,6 +88,8 @@ pub mod change_kind {
     pub const WON: &str = "won";
     pub const UNWON: &str = "unwon";
     pub const DELETED: &str = "deleted";
+    /// Deleted at an unknown time (`DealChange::Vanished`).
+    pub const VANISHED: &str = "vanished";
 }
 
 /// Whether a run followed the watermark or was asked for an explicit range.
@@ -96,6 +99,9 @@ pub enum RunKind {
     Scheduled,
     /// Window from `--since`/`--until`.
     Backfill,
+    /// `reconcile`: compares won ids with Zoho's and flags what Zoho no longer has as won. It reads no won
+    /// changes, so its window never counts towards the watermark.
+    Reconcile,
 }
 
 impl RunKind {
@@ -104,6 +110,16 @@ impl RunKind {
         match self {
             RunKind::Scheduled => "scheduled",
             RunKind::Backfill => "backfill",
+            RunKind::Reconcile => "reconcile",
+        }
+    }
+
+    /// Reads the ledger's spelling (an unknown one is read as scheduled, as before this kind existed).
+    pub fn parse(s: &str) -> RunKind {
+        match s {
+            "backfill" => RunKind::Backfill,
+            "reconcile" => RunKind::Reconcile,
+            _ => RunKind::Scheduled,
         }
     }
 }
@@ -347,6 +363,7 @@ pub struct CoveredWindow {
 /// the next scheduled run starts at the end of the chain (minus overlap) and closes the gap. A backfill of
 /// old history, before the first scheduled run, neither moves the watermark nor resets it.
 pub fn covered_until(mut windows: Vec<CoveredWindow>) -> Option<DateTime<Utc>> {
+    windows.retain(|w| w.kind != RunKind::Reconcile);
     let anchor = windows
         .iter()
         .filter(|w| w.kind == RunKind::Scheduled)

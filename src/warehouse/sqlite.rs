@@ -282,6 +282,12 @@ fn staged_row(run_id: &str, change: &DealChange) -> Vec<SqlValue> {
             set("is_deleted", SqlValue::Integer(1));
             change_kind::DELETED
         }
+        DealChange::Vanished { deal_id } => {
+            set("deal_id", SqlValue::Text(deal_id.clone()));
+            set("is_closed_won", SqlValue::Integer(0));
+            set("is_deleted", SqlValue::Integer(1));
+            change_kind::VANISHED
+        }
     };
     row[0] = SqlValue::Text(kind.to_owned());
     row
@@ -349,6 +355,12 @@ FROM (SELECT deal_id, MAX(deleted_time) AS deleted_time FROM staging_changes
       WHERE run_id = ?1 AND change_kind = 'deleted' GROUP BY deal_id) AS d
 WHERE closed_won_deals.deal_id = d.deal_id AND closed_won_deals.modified_time <= d.deleted_time
   AND (closed_won_deals.deleted_time IS NULL OR closed_won_deals.deleted_time <= d.deleted_time)";
+
+/// Deals `reconcile` found gone from Zoho: flagged deleted at an unknown time, unless already flagged.
+const MERGE_VANISHED: &str = "
+UPDATE closed_won_deals SET is_deleted = 1, deleted_time = NULL, synced_at = ?2, run_id = ?1
+WHERE is_deleted = 0
+  AND deal_id IN (SELECT deal_id FROM staging_changes WHERE run_id = ?1 AND change_kind = 'vanished')";
 
 const COUNT_WON: &str = "SELECT COUNT(*) FROM closed_won_deals
   WHERE is_closed_won = 1 AND is_deleted = 0 AND modified_time >= ?1 AND modified_time < ?2";
@@ -451,11 +463,7 @@ impl Warehouse for SqliteWarehouse {
             Ok(rows
                 .into_iter()
                 .filter_map(|(s, e, k)| {
-                    Some(CoveredWindow {
-                        start: parse_ts(&s)?,
-                        end: parse_ts(&e)?,
-                        kind: if k == "backfill" { RunKind::Backfill } else { RunKind::Scheduled },
-                    })
+                    Some(CoveredWindow { start: parse_ts(&s)?, end: parse_ts(&e)?, kind: RunKind::parse(&k) })
                 })
                 .collect())
         })
@@ -597,7 +605,8 @@ impl Warehouse for SqliteWarehouse {
             let now = ts(now());
             let upserted = tx.execute(MERGE_WON, params![run.run_id, now]).map_err(&err)? as u64;
             let unwon = tx.execute(MERGE_UNWON, params![run.run_id, now]).map_err(&err)? as u64;
-            let deleted = tx.execute(MERGE_DELETED, params![run.run_id, now]).map_err(&err)? as u64;
+            let deleted = tx.execute(MERGE_DELETED, params![run.run_id, now]).map_err(&err)? as u64
+                + tx.execute(MERGE_VANISHED, params![run.run_id, now]).map_err(&err)? as u64;
             tx.execute(RESOLVE_QUARANTINE, params![run.run_id]).map_err(&err)?;
             {
                 let mut insert = tx.prepare(QUARANTINE).map_err(&err)?;

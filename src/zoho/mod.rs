@@ -1,14 +1,20 @@
-//! The Zoho side: tokens, HTTP with error classification, won-stage discovery, windowed keyset paging, and
-//! the mapping from Zoho's JSON to [`crate::deal::Deal`]. Nothing here knows a warehouse exists.
+//! The Zoho side: tokens, HTTP with error classification, field metadata and won-stage discovery, windowed
+//! keyset paging, owners' full names, and the mapping from Zoho's JSON to [`crate::deal::Deal`]. Nothing here knows a warehouse exists.
 
 pub mod auth;
 pub mod client;
 pub mod deals;
 pub mod model;
+pub mod users;
 
 use std::time::Duration;
 
 use crate::retry::Retryable;
+
+/// The scopes this job asks for (README, Setup). `users.READ` (owners' full names) and the layouts/pipeline
+/// settings (won stages of several pipelines) are optional: without them the run degrades with a warning.
+pub const SCOPES: &str = "ZohoCRM.modules.deals.READ,ZohoCRM.coql.READ,ZohoCRM.settings.fields.READ,\
+ZohoCRM.settings.layouts.READ,ZohoCRM.settings.pipeline.READ,ZohoCRM.users.READ";
 
 /// Every Zoho failure, classified once at the boundary. `main` maps these kinds to exit codes.
 #[derive(Debug, thiserror::Error)]
@@ -17,7 +23,7 @@ pub enum Error {
     #[error("Zoho rejected the credentials: {0}")]
     InvalidCredentials(String),
     /// The token lacks a scope this job needs.
-    #[error("Zoho refused {endpoint}: the refresh token lacks a scope ({detail}). Generate a new grant token with the scopes ZohoCRM.modules.deals.READ,ZohoCRM.coql.READ,ZohoCRM.settings.fields.READ and run exchange-grant")]
+    #[error("Zoho refused {endpoint}: the refresh token lacks a scope ({detail}). Generate a new grant token with the scopes {scopes} and run exchange-grant", scopes = SCOPES)]
     ScopeMismatch { endpoint: String, detail: String },
     /// The accounts server throttles token mints (10 per refresh token per 10 minutes).
     #[error("Zoho's accounts server is throttling token requests for this refresh token ({0}). Do not retry for 10 minutes; check that nothing else mints tokens with the same refresh token")]
@@ -28,9 +34,24 @@ pub enum Error {
     /// 5xx, timeouts, refused or dropped connections.
     #[error("Zoho unavailable at {endpoint}: {detail} (retries exhausted); retry later")]
     Transient { endpoint: String, detail: String },
-    /// 401 INVALID_TOKEN: the access token expired or was revoked. The client re-mints once.
+    /// 401 INVALID_TOKEN / AUTHENTICATION_FAILURE: the access token expired or was revoked. The client re-mints
+    /// once.
     #[error("Zoho answered 401 INVALID_TOKEN at {endpoint}")]
     InvalidToken { endpoint: String },
+    /// `NO_PERMISSION` / `AUTHORIZATION_FAILED` (or a bare 403): the API user's profile may not read this
+    /// resource. A human must change the profile; retrying cannot help.
+    #[error("Zoho refused {endpoint} ({code}: {message}): {missing}")]
+    PermissionDenied {
+        endpoint: String,
+        code: String,
+        message: String,
+        /// What the profile lacks and how to give it (see [`missing_permission`]).
+        missing: String,
+    },
+    /// A 429 whose message names the 24-hour credit allowance: the org's API credits for a rolling 24 hours are
+    /// spent. Retrying within the run cannot help (unlike a concurrency 429), so this is not retried.
+    #[error("Zoho refused {endpoint}: the org's API credits for the rolling 24 hours are used up ({message}). Zoho counts credits over a rolling 24-hour window: the credits spent at a given moment become available again 24 hours later, so the allowance recovers gradually and is fully back 24 hours after the last call; run again later, lower other integrations' usage, or buy more credits")]
+    CreditsExhausted { endpoint: String, message: String },
     /// Any other refusal (a 4xx we did not expect): a bug or an org setting, not worth retrying.
     #[error("Zoho refused {endpoint}: HTTP {status} {code}: {message}")]
     Rejected { endpoint: String, status: u16, code: String, message: String },
@@ -40,6 +61,26 @@ pub enum Error {
     /// The run would spend more API credits than allowed.
     #[error("credit budget reached: {spent} of {limit} Zoho API credits spent, the next call needs {next}")]
     CreditBudget { spent: u64, limit: u64, next: u64 },
+}
+
+/// What the API user's profile lacks when `endpoint` answers `NO_PERMISSION`, and how to give it.
+pub fn missing_permission(endpoint: &str) -> String {
+    let fix = "an administrator gives it in Zoho CRM under Setup → Users and Control → Security Control → Profiles";
+    match endpoint {
+        "Deals/deleted" => format!(
+            "the API user's profile cannot read deleted Deals: {fix} (the Deals module's View permission and the \
+             permission to see the Recycle Bin / deleted records)"
+        ),
+        "coql" | "Deals" => {
+            format!("the API user's profile cannot read Deals: {fix} (the Deals module's View permission)")
+        }
+        "users" => format!("the API user's profile cannot list users: {fix} (Manage Users / view users)"),
+        e if e.starts_with("settings/") => format!(
+            "the API user's profile cannot read the Deals settings ({e}): {fix} (Module Customization, or an \
+             administrator profile)"
+        ),
+        e => format!("the API user's profile may not use {e}: {fix}"),
+    }
 }
 
 impl Retryable for Error {

@@ -26,7 +26,10 @@ pub struct Quarantined {
     pub reason: String,
 }
 
-/// The Deal fields this job selects (COQL allows 50 columns; custom fields fill the rest, for `raw`).
+/// The Deal fields this job maps into [`Deal`]'s columns. A query selects each one only if the org's field
+/// metadata has it (`Pipeline`, `Currency` and `Exchange_Rate` exist only with the pipeline feature or
+/// multi-currency: docs/zoho-api.md §3f); `id` is selected always (it is not in the metadata), and `Owner.email`
+/// whenever `Owner` is. A record that lacks a field maps to `None` in that column.
 pub const STANDARD_FIELDS: &[&str] = &[
     "id",
     "Deal_Name",
@@ -47,6 +50,92 @@ pub const STANDARD_FIELDS: &[&str] = &[
     "Created_Time",
     "Modified_Time",
 ];
+
+/// One Deals field as `GET /settings/fields?module=Deals` describes it: the parts the select list and the
+/// won-stage discovery need. Fields the API user's profile hides are absent from the metadata altogether.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FieldMeta {
+    /// The name queries use (`Deal_Name`, `Region__c`, `Languages_Known`).
+    pub api_name: String,
+    /// Zoho's `data_type`: `text`, `picklist`, `formula`, `multiselectlookup`, `fileupload`, `subform`, …
+    pub data_type: String,
+    /// A custom field (`custom_field: true`).
+    pub custom: bool,
+    /// `visible: false` marks a field the org has switched off; it is not selected.
+    pub visible: bool,
+    /// Pick-list values (Stage's carry their deal category; Pipeline's carry their stage `maps`).
+    pub pick_list_values: Vec<PickListValue>,
+}
+
+/// A pick-list value (or a pipeline's stage map entry).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PickListValue {
+    pub display_value: Option<String>,
+    pub actual_value: Option<String>,
+    /// `forecast_type` (renamed "deal category" in Zoho's UI): `Open`, `Closed Won`, `Closed Lost`.
+    pub forecast_type: Option<String>,
+    /// `deal_category`, the newer spelling of the same.
+    pub deal_category: Option<String>,
+    /// A Pipeline value's stages (`pick_list_values[].maps[]`, and `pipeline[].maps[]` of the pipeline API).
+    pub maps: Vec<PickListValue>,
+}
+
+impl PickListValue {
+    /// Parses one value leniently: a key with an unexpected shape is `None`, never an error (a shape Zoho adds
+    /// later must not stop the nightly run). A category may be text or `{"name": …}`.
+    pub fn from_json(v: &Value) -> PickListValue {
+        let text = |k: &str| match v.get(k) {
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::Object(o)) => o.get("name").and_then(Value::as_str).map(str::to_owned),
+            _ => None,
+        };
+        PickListValue {
+            display_value: text("display_value"),
+            actual_value: text("actual_value"),
+            forecast_type: text("forecast_type"),
+            deal_category: text("deal_category"),
+            maps: v.get("maps").and_then(Value::as_array).into_iter().flatten().map(PickListValue::from_json).collect(),
+        }
+    }
+
+    /// Whether this stage's category is "Closed Won" (either key).
+    pub fn is_won(&self) -> bool {
+        [&self.forecast_type, &self.deal_category]
+            .into_iter()
+            .any(|c| c.as_deref().is_some_and(|c| c.trim().eq_ignore_ascii_case("Closed Won")))
+    }
+
+    /// Whether the value carries any category at all.
+    pub fn has_category(&self) -> bool {
+        self.forecast_type.is_some() || self.deal_category.is_some()
+    }
+}
+
+/// Parses `GET /settings/fields?module=Deals` (`{"fields": [...]}`). An entry without an `api_name` is skipped.
+pub fn parse_fields(body: &Value) -> Option<Vec<FieldMeta>> {
+    let fields = body.get("fields")?.as_array()?;
+    Some(
+        fields
+            .iter()
+            .filter_map(|f| {
+                let api_name = f.get("api_name")?.as_str()?.to_owned();
+                Some(FieldMeta {
+                    api_name,
+                    data_type: f.get("data_type").and_then(Value::as_str).unwrap_or_default().to_ascii_lowercase(),
+                    custom: f.get("custom_field").and_then(Value::as_bool).unwrap_or(false),
+                    visible: f.get("visible").and_then(Value::as_bool).unwrap_or(true),
+                    pick_list_values: f
+                        .get("pick_list_values")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .map(PickListValue::from_json)
+                        .collect(),
+                })
+            })
+            .collect(),
+    )
+}
 
 /// The id of a record, if it has a readable one.
 pub fn record_id(record: &Value) -> Option<String> {
@@ -300,6 +389,17 @@ mod tests {
             .expect("arbitrary precision parses it");
         let err = to_deal(&r).expect_err("out of range");
         assert_eq!(err.field, "Amount");
+    }
+
+    #[test]
+    fn a_record_from_an_org_without_pipelines_or_currencies_maps_those_columns_to_none() {
+        let mut r = sample();
+        for absent in ["Pipeline", "Currency", "Exchange_Rate"] {
+            r.as_object_mut().expect("object").remove(absent);
+        }
+        let d = to_deal(&r).expect("maps");
+        assert_eq!((d.pipeline, d.currency, d.exchange_rate), (None, None, None));
+        assert_eq!(d.amount.map(|a| a.to_string()), Some("12500.1".into()));
     }
 
     #[test]

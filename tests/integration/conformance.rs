@@ -337,6 +337,34 @@ async fn won_and_deleted_in_the_same_run_ends_deleted<W: Backend>(w: &W, _: &Env
     assert_eq!(rows["1"].deleted_time, Some(t(200)));
 }
 
+async fn vanished_flags_is_deleted_without_a_time_and_keeps_a_known_one<W: Backend>(w: &W, _: &Env) {
+    w.prepare().await.expect("prepare");
+    sync(w, &run("r1", 0, 1000), &[won("1", 100), won("2", 100), deleted("3", 200)]).await;
+    sync(w, &run("r2", 0, 1000), &[won("3", 150), deleted("3", 200)]).await;
+    let gone = |id: &str| DealChange::Vanished { deal_id: id.into() };
+    let mut reconcile = run("r3", 0, 1000);
+    reconcile.kind = RunKind::Reconcile;
+    // 1 is gone from Zoho, 3 was already flagged with a known time, 9 was never stored.
+    let counts = sync(w, &reconcile, &[gone("1"), gone("3"), gone("9")]).await;
+    assert_eq!(counts.deleted, 1);
+    let rows = stored(w).await;
+    assert_eq!(rows.len(), 3, "a vanished deal never creates a row");
+    assert!(rows["1"].is_deleted && rows["1"].deleted_time.is_none(), "deleted, time unknown");
+    assert_eq!(rows["3"].deleted_time, Some(t(200)), "a known deletion time is kept");
+    assert!(!rows["2"].is_deleted);
+    // A reconcile run's window does not count towards the watermark.
+    assert_eq!(w.watermark().await.expect("watermark"), Some(t(1000)));
+    let kinds: Vec<RunKind> = w.succeeded_windows().await.expect("windows").iter().map(|c| c.kind).collect();
+    assert!(kinds.contains(&RunKind::Reconcile), "the ledger reads the kind back: {kinds:?}");
+    let mut later = run("r4", 0, 5000);
+    later.kind = RunKind::Reconcile;
+    sync(w, &later, &[]).await;
+    assert_eq!(w.watermark().await.expect("watermark"), Some(t(1000)), "reconcile never moves it");
+    // Restored in Zoho later (a newer won version): back.
+    sync(w, &run("r5", 0, 1000), &[won("1", 300)]).await;
+    assert!(!stored(w).await["1"].is_deleted);
+}
+
 async fn a_crash_between_stage_and_commit_then_a_rerun_converges<W: Backend>(w: &W, env: &Env) {
     w.prepare().await.expect("prepare");
     let batch = [won("1", 10), won("2", 20), unwon("1", 5), deleted("9", 30)];
@@ -756,6 +784,7 @@ conformance!(
     deleted_flags_is_deleted_and_deleted_time,
     won_and_deleted_in_the_same_run_ends_deleted,
     an_older_version_does_not_resurrect_a_deleted_deal,
+    vanished_flags_is_deleted_without_a_time_and_keeps_a_known_one,
     a_crash_between_stage_and_commit_then_a_rerun_converges,
     a_repeated_commit_converges,
     a_run_that_lost_its_lease_can_neither_heartbeat_nor_commit,

@@ -9,6 +9,7 @@ mod drills;
 mod exit_codes;
 mod helpers;
 mod manifests;
+mod orgs;
 mod overlap;
 mod parity;
 mod resilience;

@@ -134,6 +134,11 @@ pub(super) fn staged_row(run_id: &str, change: &DealChange) -> StagedRow {
             m.insert("is_deleted".into(), Value::Bool(true));
             (change_kind::DELETED, *deleted_time)
         }
+        DealChange::Vanished { deal_id } => {
+            m.insert("deal_id".into(), s(deal_id));
+            m.insert("is_deleted".into(), Value::Bool(true));
+            (change_kind::VANISHED, DateTime::<Utc>::UNIX_EPOCH)
+        }
     };
     m.insert("run_id".into(), Value::String(run_id.to_owned()));
     m.insert("change_kind".into(), Value::String(kind.to_owned()));

@@ -197,11 +197,7 @@ impl Warehouse for BigQueryWarehouse {
                 Ok(CoveredWindow {
                     start: cell_ts(r, 0)?.ok_or_else(|| missing("window_start"))?,
                     end: cell_ts(r, 1)?.ok_or_else(|| missing("window_end"))?,
-                    kind: if cell(r, 2).as_deref() == Some("backfill") {
-                        RunKind::Backfill
-                    } else {
-                        RunKind::Scheduled
-                    },
+                    kind: RunKind::parse(cell(r, 2).as_deref().unwrap_or_default()),
                 })
             })
             .collect()
@@ -339,6 +335,14 @@ impl Warehouse for BigQueryWarehouse {
                 .query("flagging deleted deals", self.render(SQL_MARK_DELETED, &[("staging", &table)]), run_param())
                 .await?;
             counts.deleted = deleted.affected.unwrap_or(0);
+            self.renew_lease(run, run.lease_ttl).await?;
+        }
+        // (2b) deals `reconcile` found gone from Zoho past its deletion retention (deleted time unknown).
+        if staged(change_kind::VANISHED) > 0 {
+            let vanished = self
+                .query("flagging vanished deals", self.render(SQL_MARK_VANISHED, &[("staging", &table)]), run_param())
+                .await?;
+            counts.deleted += vanished.affected.unwrap_or(0);
             self.renew_lease(run, run.lease_ttl).await?;
         }
         // (3) the quarantine of deals this run read a version of is over.

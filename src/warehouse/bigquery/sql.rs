@@ -13,6 +13,7 @@ pub(super) const SQL_MERGE_SOURCE: &str = include_str!("../../../sql/merge_sourc
 pub(super) const SQL_MERGE: &str = include_str!("../../../sql/merge.sql");
 pub(super) const SQL_MERGE_COUNTS: &str = include_str!("../../../sql/merge_counts.sql");
 pub(super) const SQL_MARK_DELETED: &str = include_str!("../../../sql/mark_deleted.sql");
+pub(super) const SQL_MARK_VANISHED: &str = include_str!("../../../sql/mark_vanished.sql");
 pub(super) const SQL_COUNT_WON: &str = include_str!("../../../sql/count_won.sql");
 pub(super) const SQL_WON_IDS: &str = include_str!("../../../sql/won_ids.sql");
 pub(super) const SQL_RUN_BEGIN: &str = include_str!("../../../sql/run_begin.sql");
