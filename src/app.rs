@@ -22,7 +22,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Error> {
     match cli.command.unwrap_or(Command::Sync(SyncArgs::default())) {
         Command::Sync(args) => run_sync(args).await,
         Command::Check => check().await,
-        Command::ExchangeGrant { grant_token } => exchange_grant(SecretString::from(grant_token)).await,
+        Command::ExchangeGrant { grant_token } => exchange_grant(read_grant(grant_token.as_deref())?).await,
     }
 }
 
@@ -54,8 +54,14 @@ fn zoho_client(
         credentials,
         settings.zoho.api_domain.clone(),
         retry,
-    )?;
+    )?
+    .with_api_domain_fallback(api_domain_fallback(settings)?);
     Ok(ZohoClient::new(http, auth, settings.zoho.concurrency, max_credits, retry))
+}
+
+/// The data centre's API host, for token responses that name no `api_domain`.
+fn api_domain_fallback(settings: &Settings) -> Result<url::Url, Error> {
+    url::Url::parse(settings.zoho.dc.api_domain()).map_err(|e| Error::Internal(format!("the data-centre table: {e}")))
 }
 
 fn credentials(settings: &Settings) -> Result<ZohoCredentials, Error> {
@@ -120,6 +126,12 @@ async fn bigquery(settings: &Settings) -> Result<BigQueryWarehouse, Error> {
     let WarehouseSettings::BigQuery { project, dataset, location, emulator_host } = &settings.warehouse else {
         return Err(Error::Internal("not a BigQuery configuration".into()));
     };
+    if let Some(host) = emulator_host {
+        tracing::warn!(
+            emulator_host = %host,
+            "BIGQUERY_EMULATOR_HOST is set: writing to a BigQuery emulator over plain HTTP without Google credentials, not to BigQuery"
+        );
+    }
     let config = BigQueryConfig {
         project: project.clone(),
         dataset: dataset.clone(),
@@ -127,6 +139,27 @@ async fn bigquery(settings: &Settings) -> Result<BigQueryWarehouse, Error> {
         emulator_host: emulator_host.clone(),
     };
     Ok(BigQueryWarehouse::connect(config).await?)
+}
+
+/// The grant token: stdin for `-`, a literal argument, or `ZOHO_GRANT_TOKEN`.
+fn read_grant(arg: Option<&str>) -> Result<SecretString, Error> {
+    let grant = match arg {
+        Some("-") => {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                .map_err(|e| Error::Usage(format!("could not read the grant token from stdin: {e}")))?;
+            text
+        }
+        Some(literal) => literal.to_owned(),
+        None => std::env::var("ZOHO_GRANT_TOKEN").unwrap_or_default(),
+    };
+    let grant = grant.trim();
+    if grant.is_empty() {
+        return Err(Error::Usage(
+            "no grant token: pass `-` and write it on stdin, or set ZOHO_GRANT_TOKEN (Zoho API console: Self Client → Generate Code)".into(),
+        ));
+    }
+    Ok(SecretString::from(grant.to_owned()))
 }
 
 async fn exchange_grant(grant: SecretString) -> Result<ExitCode, Error> {
@@ -148,7 +181,7 @@ async fn exchange_grant(grant: SecretString) -> Result<ExitCode, Error> {
     };
     let http = http_client()?;
     let auth = TokenProvider::new(http, &settings.zoho.accounts_url, creds, None, RetryPolicy::default())?;
-    let refresh = auth.exchange_grant(&grant).await?;
+    let refresh = auth.exchange_grant(&grant, None).await?;
     // The refresh token alone on stdout, so it can be piped into a secret store.
     println!("{}", refresh.expose_secret());
     tracing::info!("exchanged the grant token; store the printed refresh token as ZOHO_REFRESH_TOKEN (a secret)");

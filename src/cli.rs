@@ -11,7 +11,9 @@ Examples:
   zoho-deals-sync sync --since 2026-01-01 --until 2026-02-01
   zoho-deals-sync sync --dry-run               # print the plan, write nothing
   zoho-deals-sync check                        # verify credentials, scopes, stages, warehouse
-  zoho-deals-sync exchange-grant 1000.abc...   # Self Client grant token -> refresh token
+  zoho-deals-sync exchange-grant -             # Self Client grant token (read from stdin) -> refresh token
+  zoho-deals-sync authorize                    # Connected App: browser consent -> refresh token
+  zoho-deals-sync revoke --yes                 # revoke ZOHO_REFRESH_TOKEN (after deploying a new one)
 
 Configuration comes from the environment (ZOHO_CLIENT_ID, ZOHO_CLIENT_SECRET, ZOHO_REFRESH_TOKEN, ...);
 see README.md. Exit codes: 0 ok, 1 unexpected, 2 config, 3 Zoho credentials, 4 token throttled,
@@ -39,8 +41,12 @@ Examples:
 
 const GRANT_EXAMPLES: &str = "\
 Examples:
-  ZOHO_CLIENT_ID=1000.XXXX ZOHO_CLIENT_SECRET=... ZOHO_DC=eu zoho-deals-sync exchange-grant 1000.abc...
-  zoho-deals-sync exchange-grant 1000.abc... | gcloud secrets versions add zoho-refresh-token --data-file=-";
+  ZOHO_CLIENT_ID=1000.XXXX ZOHO_CLIENT_SECRET=... ZOHO_DC=eu zoho-deals-sync exchange-grant -   # paste, then Ctrl-D
+  zoho-deals-sync exchange-grant - < grant.txt | gcloud secrets versions add zoho-refresh-token --data-file=-
+  ZOHO_GRANT_TOKEN=1000.abc... zoho-deals-sync exchange-grant
+
+The grant is read from stdin (`-`) or ZOHO_GRANT_TOKEN; on the command line it would show in `ps` and in the
+shell's history.";
 
 /// What to do.
 #[derive(Debug, Subcommand)]
@@ -54,8 +60,10 @@ pub enum Command {
     /// Exchange a Self Client grant token for a refresh token (printed alone on stdout).
     #[command(after_help = GRANT_EXAMPLES)]
     ExchangeGrant {
-        /// The grant token from the Zoho API console (Self Client → Generate Code). Single use, minutes valid.
-        grant_token: String,
+        /// `-` to read the grant token (Zoho API console: Self Client → Generate Code; single use, minutes valid)
+        /// from stdin; without it, ZOHO_GRANT_TOKEN. A literal token works too, but shows in `ps` and history.
+        #[arg(value_name = "-")]
+        grant_token: Option<String>,
     },
 }
 

@@ -15,7 +15,8 @@ pub enum ExitCode {
     Unexpected = 1,
     /// Configuration or usage error: fix the environment or the command line.
     Config = 2,
-    /// Zoho rejected the credentials or scopes: a human must act; do not retry.
+    /// Zoho rejected the credentials or scopes, or answered something this job will not act on (a redirect,
+    /// an `api_domain` that is not Zoho's): a human must act; do not retry.
     ZohoCredentials = 3,
     /// Zoho's accounts server throttles token mints: retry after 10 minutes at the earliest.
     ZohoTokenThrottled = 4,
@@ -70,6 +71,10 @@ impl Error {
             Error::Zoho(e) => match e {
                 zoho::Error::InvalidCredentials(_) | zoho::Error::ScopeMismatch { .. } => ExitCode::ZohoCredentials,
                 zoho::Error::InvalidToken { .. } => ExitCode::ZohoCredentials,
+                // A redirect or a foreign/plain-http api_domain: someone must check ZOHO_DC/ZOHO_ACCOUNTS_URL
+                // (or who answers there); retrying would not change the answer.
+                zoho::Error::Untrusted { .. } => ExitCode::ZohoCredentials,
+                zoho::Error::TooLarge { .. } => ExitCode::Unexpected,
                 zoho::Error::TokenThrottled(_) => ExitCode::ZohoTokenThrottled,
                 zoho::Error::RateLimited { .. } | zoho::Error::Transient { .. } => ExitCode::ZohoUnavailable,
                 zoho::Error::CreditBudget { .. } => ExitCode::CreditBudget,

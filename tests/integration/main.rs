@@ -9,4 +9,5 @@ mod helpers;
 mod manifests;
 mod parity;
 mod resilience;
+mod security;
 mod sync;
