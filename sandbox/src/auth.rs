@@ -2,8 +2,12 @@
 //! access tokens minted from them, with Zoho's limits (fact sheet §1.6): a mint throttle per refresh
 //! token, at most N active access tokens per refresh token (the next one evicts the oldest), a TTL,
 //! and revocation that takes a refresh token's access tokens with it.
+//!
+//! Grant codes come from three places: the demo code, `POST /__sandbox/grant-code` (both Self Client
+//! style: no redirect URI, no expiry) and the authorization endpoint `GET /oauth/v2/auth` (bound to the
+//! redirect URI it was issued for, valid 3 minutes as Zoho's grant tokens are, docs/zoho-api.md §1.2).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::rng::Rng;
@@ -50,6 +54,20 @@ struct RefreshState {
     active: VecDeque<String>,
 }
 
+/// What a grant code was issued with.
+#[derive(Debug, Clone, Default)]
+struct GrantCode {
+    /// The redirect URI of the authorization request; the exchange must name the same one.
+    redirect_uri: Option<String>,
+    /// When the code stops working (`None`: never, for the Self Client style codes).
+    expires: Option<Instant>,
+    /// `access_type=offline`: the exchange returns a refresh token. Self Client codes always do.
+    offline: bool,
+}
+
+/// How long a code from the authorization endpoint lives (Zoho: 3 minutes by default, docs/zoho-api.md §1.2).
+pub const AUTH_CODE_TTL: Duration = Duration::from_secs(180);
+
 #[derive(Debug)]
 struct AccessState {
     refresh: String,
@@ -61,7 +79,7 @@ struct AccessState {
 pub struct AuthState {
     refresh: HashMap<String, RefreshState>,
     access: HashMap<String, AccessState>,
-    codes: HashSet<String>,
+    codes: HashMap<String, GrantCode>,
     rng: Rng,
 }
 
@@ -73,7 +91,7 @@ impl AuthState {
         AuthState {
             refresh,
             access: HashMap::new(),
-            codes: HashSet::from([DEMO_GRANT_CODE.to_string()]),
+            codes: HashMap::from([(DEMO_GRANT_CODE.to_string(), GrantCode { offline: true, ..GrantCode::default() })]),
             rng: Rng::new(entropy),
         }
     }
@@ -87,10 +105,24 @@ impl AuthState {
         client_id == DEMO_CLIENT_ID && client_secret == DEMO_CLIENT_SECRET
     }
 
+    /// Whether `client_id` names a registered client (the authorization endpoint has no secret to check).
+    pub fn client_known(client_id: &str) -> bool {
+        client_id == DEMO_CLIENT_ID
+    }
+
     /// A fresh single-use grant code (`POST /__sandbox/grant-code`).
     pub fn new_grant_code(&mut self) -> String {
         let code = self.token();
-        self.codes.insert(code.clone());
+        self.codes.insert(code.clone(), GrantCode { offline: true, ..GrantCode::default() });
+        code
+    }
+
+    /// A code from the authorization endpoint: bound to `redirect_uri`, valid [`AUTH_CODE_TTL`].
+    pub fn new_authorization_code(&mut self, redirect_uri: &str, offline: bool, now: Instant) -> String {
+        let code = self.token();
+        let grant =
+            GrantCode { redirect_uri: Some(redirect_uri.to_string()), expires: Some(now + AUTH_CODE_TTL), offline };
+        self.codes.insert(code.clone(), grant);
         code
     }
 
@@ -103,13 +135,43 @@ impl AuthState {
     }
 
     /// `grant_type=authorization_code`: consumes the code, creates a new refresh token and mints.
-    pub fn exchange_code(&mut self, code: &str, now: Instant, limits: MintLimits) -> Result<Minted, TokenError> {
-        if !self.codes.remove(code) {
+    /// `minted.refresh_token` is `None` when the code was asked for with `access_type=online`.
+    ///
+    /// A code issued for a redirect URI must be exchanged with the same `redirect_uri` (RFC 6749 §4.1.3);
+    /// otherwise the answer is `invalid_code`, Zoho's documented error for a grant it will not honour
+    /// (docs/zoho-api.md §1.5; whether Zoho has a dedicated redirect-mismatch error is UNCONFIRMED, and a
+    /// client that treats any `error` body as failure is right either way). Such a refused exchange does
+    /// not consume the code, as a typo in a request is not a replay. Self Client codes are not bound and
+    /// accept any or no `redirect_uri` (the SDK sends one only if configured).
+    pub fn exchange_code(
+        &mut self,
+        code: &str,
+        redirect_uri: Option<&str>,
+        now: Instant,
+        limits: MintLimits,
+    ) -> Result<(Minted, bool), TokenError> {
+        let Some(grant) = self.codes.get(code) else {
+            return Err(TokenError::InvalidCode);
+        };
+        if grant.expires.is_some_and(|e| now >= e) {
+            self.codes.remove(code);
             return Err(TokenError::InvalidCode);
         }
+        if let Some(bound) = &grant.redirect_uri {
+            if redirect_uri != Some(bound.as_str()) {
+                return Err(TokenError::InvalidCode);
+            }
+        }
+        let offline = grant.offline;
+        self.codes.remove(code);
         let rt = self.token();
         self.refresh.insert(rt.clone(), RefreshState::default());
-        self.mint(&rt, now, limits)
+        let minted = self.mint(&rt, now, limits)?;
+        if !offline {
+            // Online access: no refresh token is handed out, so it must not keep working either.
+            self.refresh.remove(&rt);
+        }
+        Ok((minted, offline))
     }
 
     fn mint(&mut self, rt: &str, now: Instant, limits: MintLimits) -> Result<Minted, TokenError> {
@@ -212,11 +274,28 @@ mod tests {
     fn grant_codes_are_single_use() {
         let mut a = AuthState::new(3);
         let t0 = Instant::now();
-        let m = a.exchange_code(DEMO_GRANT_CODE, t0, limits()).expect("first use");
+        let (m, offline) = a.exchange_code(DEMO_GRANT_CODE, None, t0, limits()).expect("first use");
+        assert!(offline);
         assert!(a.access_ok(&m.access_token, t0));
         assert!(a.refresh(&m.refresh_token, t0, limits()).is_ok());
-        assert_eq!(a.exchange_code(DEMO_GRANT_CODE, t0, limits()).expect_err("reuse"), TokenError::InvalidCode);
+        assert_eq!(a.exchange_code(DEMO_GRANT_CODE, None, t0, limits()).expect_err("reuse"), TokenError::InvalidCode);
         let fresh = a.new_grant_code();
-        assert!(a.exchange_code(&fresh, t0, limits()).is_ok());
+        assert!(a.exchange_code(&fresh, Some("http://127.0.0.1:9/cb"), t0, limits()).is_ok());
+    }
+
+    #[test]
+    fn authorization_codes_are_bound_to_their_redirect_uri_and_expire() {
+        let mut a = AuthState::new(4);
+        let t0 = Instant::now();
+        let code = a.new_authorization_code("http://127.0.0.1:5/cb", true, t0);
+        let wrong = a.exchange_code(&code, Some("http://127.0.0.1:6/cb"), t0, limits());
+        assert_eq!(wrong.expect_err("other redirect"), TokenError::InvalidCode);
+        assert_eq!(a.exchange_code(&code, None, t0, limits()).expect_err("no redirect"), TokenError::InvalidCode);
+        assert!(a.exchange_code(&code, Some("http://127.0.0.1:5/cb"), t0, limits()).is_ok());
+
+        let late = a.new_authorization_code("http://127.0.0.1:5/cb", true, t0);
+        let after = t0 + AUTH_CODE_TTL;
+        let expired = a.exchange_code(&late, Some("http://127.0.0.1:5/cb"), after, limits());
+        assert_eq!(expired.expect_err("expired"), TokenError::InvalidCode);
     }
 }

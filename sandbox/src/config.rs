@@ -61,6 +61,10 @@ pub struct Faults {
     pub missing_scope: Option<String>,
     /// Daily API-credit allowance; `X-API-CREDITS-REMAINING` is sent once half of it is used.
     pub credits_per_day: u64,
+    /// The user presses "Deny" on the consent screen: `GET /oauth/v2/auth` redirects with `error=access_denied`.
+    pub oauth_deny: bool,
+    /// COQL refuses `COUNT(id)` with `INVALID_QUERY` (whether Zoho accepts it is UNCONFIRMED, docs/zoho-api.md §3c).
+    pub refuse_count_id: bool,
 }
 
 impl Default for Faults {
@@ -78,6 +82,8 @@ impl Default for Faults {
             max_active_tokens: 15,
             missing_scope: None,
             credits_per_day: 100_000,
+            oauth_deny: false,
+            refuse_count_id: false,
         }
     }
 }

@@ -65,6 +65,12 @@ struct Cli {
     /// Daily API-credit allowance.
     #[arg(long, default_value_t = 100_000)]
     credits_per_day: u64,
+    /// The user denies consent at /oauth/v2/auth (redirect with error=access_denied).
+    #[arg(long)]
+    oauth_deny: bool,
+    /// COQL refuses COUNT(id) with INVALID_QUERY.
+    #[arg(long)]
+    refuse_count_id: bool,
 }
 
 #[tokio::main]
@@ -92,6 +98,8 @@ async fn main() -> ExitCode {
             max_active_tokens: cli.max_active_tokens,
             missing_scope: cli.missing_scope,
             credits_per_day: cli.credits_per_day,
+            oauth_deny: cli.oauth_deny,
+            refuse_count_id: cli.refuse_count_id,
         },
     };
     let sandbox = match Sandbox::start_on(config, &cli.host, cli.port).await {

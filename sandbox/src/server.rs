@@ -184,6 +184,7 @@ fn crm_route(
 /// The whole application.
 pub fn router(st: Arc<AppState>) -> Router {
     Router::new()
+        .route("/oauth/v2/auth", get(oauth::authorize))
         .route("/oauth/v2/token", post(oauth::token))
         .route("/oauth/v2/token/revoke", post(oauth::revoke))
         .route("/crm/v8/coql", crm_route(&st, "coql", SCOPE_COQL, post(crm::coql)))

@@ -14,7 +14,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::{json, Map, Value};
 
 use super::parser::{parse, Agg, Column, CondKind, Expr, Lit, Query};
-use super::{CoqlError, DEFAULT_LIMIT, MAX_COLUMNS, MAX_CRITERIA, MAX_LIMIT, MAX_REACHABLE};
+use super::{CoqlError, Options, DEFAULT_LIMIT, MAX_COLUMNS, MAX_CRITERIA, MAX_LIMIT, MAX_REACHABLE};
 use crate::clock::{parse_date, parse_datetime};
 use crate::data::Store;
 use crate::meta::{deal_field, FieldDef, FieldType, Module};
@@ -378,7 +378,23 @@ fn project(t: Target, rec: &Map<String, Value>, store: &Store) -> Value {
 
 /// Parses and runs one `select_query` against the store.
 pub fn run(src: &str, store: &Store) -> Result<Outcome, CoqlError> {
+    run_with(src, store, Options::default())
+}
+
+/// [`run`] with the endpoint's behaviour switches.
+pub fn run_with(src: &str, store: &Store, options: Options) -> Result<Outcome, CoqlError> {
     let q = parse(src)?;
+    if options.refuse_count_id {
+        let count_id = |c: &Column| matches!(c, Column::Aggregate { func: Agg::Count, field, .. } if field == "id");
+        if q.columns.iter().any(count_id) {
+            // What Zoho answers is UNCONFIRMED; INVALID_QUERY naming the column is how it refuses other
+            // columns a function cannot take, so a client keyed on "not 200" or on this code is tested.
+            return Err(CoqlError::invalid(
+                "COUNT is supported only for number, lookup and picklist fields",
+                json!({"column_name": "id", "function": "COUNT"}),
+            ));
+        }
+    }
     execute(&q, store)
 }
 

@@ -8,8 +8,10 @@ use super::CoqlError;
 pub enum Tok {
     /// A field, module, keyword or function name (`Owner.email`, `select`, `COUNT`).
     Ident(String),
-    /// A single-quoted string, unescaped.
+    /// A single-quoted string, unescaped (a value, or a quoted field name where a field is expected).
     Str(String),
+    /// A double-quoted string, unescaped (the same, in the other quote).
+    DStr(String),
     /// A number as written (`-12.5`).
     Num(String),
     /// `(`
@@ -99,8 +101,14 @@ pub fn tokenize(src: &str) -> Result<Vec<Token>, CoqlError> {
                 i += 1;
                 Tok::Op(">")
             }
-            '\'' => {
-                // Quotes inside strings: '' (SQL style) or \' (seen in public COQL code); \\ is a backslash.
+            '\'' | '"' => {
+                // COQL quotes like standard SQL (docs/zoho-api.md §3c; Kaizen #171 "FAQs on COQL API", q. 3):
+                // the quote character is written twice inside a literal ('Partner''s deal'). A backslash is
+                // an ordinary character, so `\'` (the habit of other query languages) is refused with a
+                // SYNTAX_ERROR naming the fix rather than silently read as `\` plus the end of the string.
+                // Double-quoted text is the same token in another quote: the parser reads either as a
+                // value or, where a field is expected, as a quoted field name ("External").
+                let quote = c;
                 let mut s = String::new();
                 i += 1;
                 loop {
@@ -112,17 +120,20 @@ pub fn tokenize(src: &str) -> Result<Vec<Token>, CoqlError> {
                                 &src[byte_offset(src, start)..],
                             ))
                         }
-                        Some('\'') if chars.get(i + 1) == Some(&'\'') => {
-                            s.push('\'');
+                        Some(&q) if q == quote && chars.get(i + 1) == Some(&quote) => {
+                            s.push(quote);
                             i += 2;
                         }
-                        Some('\'') => {
+                        Some(&q) if q == quote => {
                             i += 1;
                             break;
                         }
-                        Some('\\') if matches!(chars.get(i + 1), Some('\'') | Some('\\')) => {
-                            s.push(chars[i + 1]);
-                            i += 2;
+                        Some('\\') if chars.get(i + 1) == Some(&quote) => {
+                            return Err(CoqlError::syntax(
+                                format!("a backslash does not escape a quote in COQL; write the quote twice ({quote}{quote})"),
+                                i + 1,
+                                &format!("\\{quote}"),
+                            ));
                         }
                         Some(&ch) => {
                             s.push(ch);
@@ -130,7 +141,11 @@ pub fn tokenize(src: &str) -> Result<Vec<Token>, CoqlError> {
                         }
                     }
                 }
-                Tok::Str(s)
+                if quote == '"' {
+                    Tok::DStr(s)
+                } else {
+                    Tok::Str(s)
+                }
             }
             c if c.is_ascii_digit() || (c == '-' && chars.get(i + 1).is_some_and(|d| d.is_ascii_digit())) => {
                 i += 1;
@@ -179,11 +194,11 @@ mod tests {
     #[test]
     fn splits_operators_strings_numbers_and_dotted_names() {
         assert_eq!(
-            toks("Owner.email != 'O''Brien \\'x\\'' and id >= -12.5"),
+            toks("Owner.email != 'O''Brien \\x' and id >= -12.5"),
             vec![
                 Tok::Ident("Owner.email".into()),
                 Tok::Op("!="),
-                Tok::Str("O'Brien 'x'".into()),
+                Tok::Str("O'Brien \\x".into()),
                 Tok::Ident("and".into()),
                 Tok::Ident("id".into()),
                 Tok::Op(">="),
@@ -198,6 +213,9 @@ mod tests {
         assert_eq!(tokenize("a ~ 1").expect_err("bad char").code, "SYNTAX_ERROR");
         assert!(tokenize("a = 'open").is_err());
         assert!(tokenize("a = 12abc").is_err());
-        assert!(tokenize("a = \"x\"").is_err());
+        assert_eq!(toks("\"Ex\"\"t\" = 'x'")[0], Tok::DStr("Ex\"t".into()));
+        let e = tokenize("Deal_Name = 'Partner\\'s deal'").expect_err("backslash escape");
+        assert_eq!(e.code, "SYNTAX_ERROR");
+        assert!(e.message.contains("twice"), "{}", e.message);
     }
 }

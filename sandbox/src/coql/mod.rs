@@ -15,12 +15,22 @@ pub const MAX_LIMIT: u64 = 2000;
 pub const DEFAULT_LIMIT: u64 = 200;
 /// OFFSET + LIMIT may not go past this (v7/v8).
 pub const MAX_REACHABLE: u64 = 100_000;
-/// Most select columns.
-pub const MAX_COLUMNS: usize = 50;
+/// Most select columns (500 since v7, 50 before: Kaizen #183, docs/zoho-api.md §3c).
+pub const MAX_COLUMNS: usize = 500;
+/// Most formula fields one query may select (COQL limitations, docs/zoho-api.md §3c).
+pub const MAX_FORMULA_COLUMNS: usize = 5;
 /// Most criteria in a WHERE clause.
 pub const MAX_CRITERIA: usize = 25;
 /// Most values in an `in (...)` list (Zoho's error list says 100; its prose says 50).
 pub const MAX_IN_VALUES: usize = 100;
+
+/// Behaviour switches of the COQL endpoint (from the live fault knobs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Refuse `COUNT(id)` (docs/zoho-api.md §3c: `COUNT` is documented only for number, lookup and pick-list
+    /// fields, and whether `COUNT(id)` works is UNCONFIRMED), so a client's fallback can be tested.
+    pub refuse_count_id: bool,
+}
 
 /// A COQL failure, rendered as Zoho's HTTP 400 error envelope.
 #[derive(Debug, Clone, PartialEq)]

@@ -206,6 +206,7 @@ impl Parser {
         }
     }
 
+    /// A module name: a bare word that is not reserved.
     fn ident(&mut self, what: &str) -> Result<(String, usize), CoqlError> {
         match &self.peek().tok {
             Tok::Ident(s) if !is_reserved(s) => {
@@ -213,7 +214,34 @@ impl Parser {
                 self.pos += 1;
                 Ok(r)
             }
+            Tok::Ident(s) => {
+                let s = s.clone();
+                Err(self.err_here(format!("expected {what}, found the reserved word `{s}`")))
+            }
             _ => Err(self.err_here(format!("expected {what}"))),
+        }
+    }
+
+    /// A field name: a bare word that is not reserved, or any name in single or double quotes.
+    ///
+    /// Kaizen #171 ("FAQs on COQL API", q. 1; docs/zoho-api.md §3c): a column whose API name is an SQL
+    /// reserved word (Zoho's example: `External`) gives a SYNTAX_ERROR unless it is "enclosed in single or
+    /// double quotes", e.g. `select 'External' from Contacts where id is not null`. So a quoted word where
+    /// a field is expected is a field name, not a value; the sandbox accepts quoting for any field.
+    fn field(&mut self, what: &str) -> Result<(String, usize), CoqlError> {
+        match &self.peek().tok {
+            Tok::Str(s) | Tok::DStr(s) if !s.is_empty() => {
+                let r = (s.clone(), self.peek().col);
+                self.pos += 1;
+                Ok(r)
+            }
+            Tok::Ident(s) if is_reserved(s) => {
+                let s = s.clone();
+                Err(self.err_here(format!(
+                    "`{s}` is a reserved word; a field with this API name must be enclosed in quotes ('{s}')"
+                )))
+            }
+            _ => self.ident(what),
         }
     }
 
@@ -252,7 +280,7 @@ impl Parser {
         if self.eat_kw("order") {
             self.expect_kw("by")?;
             loop {
-                let (f, col) = self.ident("a field to order by")?;
+                let (f, col) = self.field("a field to order by")?;
                 let asc = if self.eat_kw("desc") {
                     false
                 } else {
@@ -290,8 +318,9 @@ impl Parser {
         if self.peek().tok == Tok::Star {
             return Err(self.err_here("`*` is not supported; name the fields to select"));
         }
-        let (name, _) = self.ident("a field name")?;
-        if self.peek().tok != Tok::LParen {
+        let quoted = matches!(self.peek().tok, Tok::Str(_) | Tok::DStr(_));
+        let (name, _) = self.field("a field name")?;
+        if quoted || self.peek().tok != Tok::LParen {
             return Ok(Column::Field(name));
         }
         let func = match name.to_ascii_uppercase().as_str() {
@@ -303,7 +332,7 @@ impl Parser {
             _ => return Err(self.err_here(format!("unknown function `{name}`"))),
         };
         self.pos += 1;
-        let (field, _) = self.ident("a field name")?;
+        let (field, _) = self.field("a field name")?;
         self.expect(Tok::RParen, "`)`")?;
         Ok(Column::Aggregate { func, key: format!("{}({field})", name.to_ascii_uppercase()), field })
     }
@@ -344,7 +373,7 @@ impl Parser {
 
     fn literal(&mut self) -> Result<Lit, CoqlError> {
         let lit = match &self.peek().tok {
-            Tok::Str(s) => Lit::Str(s.clone()),
+            Tok::Str(s) | Tok::DStr(s) => Lit::Str(s.clone()),
             Tok::Num(n) => Lit::Num(n.clone()),
             Tok::Ident(s) if s.eq_ignore_ascii_case("true") => Lit::Bool(true),
             Tok::Ident(s) if s.eq_ignore_ascii_case("false") => Lit::Bool(false),
@@ -356,7 +385,7 @@ impl Parser {
     }
 
     fn condition(&mut self) -> Result<Cond, CoqlError> {
-        let (field, col) = self.ident("a field name")?;
+        let (field, col) = self.field("a field name")?;
         let kind = if let Tok::Op(op) = self.peek().tok {
             self.pos += 1;
             CondKind::Cmp(op, self.literal()?)
@@ -388,7 +417,7 @@ impl Parser {
                 CondKind::Between { negated, lo, hi }
             } else if self.eat_kw("like") {
                 match self.next().tok {
-                    Tok::Str(pattern) => CondKind::Like { negated, pattern },
+                    Tok::Str(pattern) | Tok::DStr(pattern) => CondKind::Like { negated, pattern },
                     _ => {
                         self.pos -= 1;
                         return Err(self.err_here("`like` takes a quoted pattern"));
@@ -404,9 +433,90 @@ impl Parser {
     }
 }
 
+/// Words that cannot be a bare field name: COQL's own keywords plus the SQL reserved words a CRM field's API
+/// name can plausibly collide with (SQL:2016's reserved list, trimmed to words that are also ordinary
+/// English labels). Zoho publishes no list; Kaizen #171 names `External` as one (docs/zoho-api.md §3c).
+/// A client that quotes every field name it did not write itself is safe whatever Zoho's exact list is.
 const RESERVED: &[&str] = &[
-    "select", "from", "where", "and", "or", "not", "in", "between", "is", "null", "like", "order", "by", "asc", "desc",
-    "limit", "offset", "true", "false",
+    // COQL grammar
+    "select",
+    "from",
+    "where",
+    "and",
+    "or",
+    "not",
+    "in",
+    "between",
+    "is",
+    "null",
+    "like",
+    "order",
+    "by",
+    "asc",
+    "desc",
+    "limit",
+    "offset",
+    "true",
+    "false",
+    // SQL reserved words
+    "all",
+    "alter",
+    "any",
+    "as",
+    "both",
+    "case",
+    "cast",
+    "check",
+    "column",
+    "constraint",
+    "create",
+    "cross",
+    "current",
+    "default",
+    "delete",
+    "distinct",
+    "drop",
+    "else",
+    "end",
+    "escape",
+    "except",
+    "exists",
+    "external",
+    "fetch",
+    "for",
+    "foreign",
+    "full",
+    "grant",
+    "group",
+    "having",
+    "inner",
+    "insert",
+    "intersect",
+    "into",
+    "join",
+    "leading",
+    "left",
+    "natural",
+    "on",
+    "outer",
+    "primary",
+    "references",
+    "right",
+    "rows",
+    "some",
+    "table",
+    "then",
+    "to",
+    "trailing",
+    "union",
+    "unique",
+    "update",
+    "user",
+    "using",
+    "values",
+    "when",
+    "with",
+    "window",
 ];
 
 fn is_reserved(s: &str) -> bool {
@@ -463,6 +573,15 @@ mod tests {
         let many: Vec<String> = (0..101).map(|i| i.to_string()).collect();
         let e = parse(&format!("select id from Deals where id in ({})", many.join(","))).expect_err("101 values");
         assert_eq!(e.code, "LIMIT_EXCEEDED");
+        for reserved in ["select External from Deals where id > 0", "select id from Deals where Order = 'x'"] {
+            let e = parse(reserved).expect_err(reserved);
+            assert_eq!(e.code, "SYNTAX_ERROR", "{reserved}");
+            assert!(e.message.contains("quotes"), "{}", e.message);
+        }
+        let q = parse("select 'External', \"Order\" from Deals where ('External' = 'x' and \"Order\" is null) order by 'External'")
+            .expect("quoted reserved words are field names");
+        assert_eq!(q.columns, vec![Column::Field("External".into()), Column::Field("Order".into())]);
+        assert_eq!(q.order[0].0, "External");
         let e = parse("select id from Deals limit 5").expect_err("no where");
         assert_eq!(e.details["clause"], "where");
         assert!(parse("select id from Deals where ((a = 1 and b = 2) and c = 3)").is_ok());

@@ -18,7 +18,8 @@ use chrono::DateTime;
 use serde_json::{json, Map, Value};
 
 use crate::clock::{fmt_datetime, parse_datetime};
-use crate::coql::exec::{credits_for, run};
+use crate::coql::exec::{credits_for, run_with};
+use crate::coql::Options;
 use crate::data::Store;
 use crate::meta::{self, deal_field, LAYOUT_ID};
 use crate::server::{zoho_error, Credits};
@@ -64,9 +65,10 @@ pub async fn coql(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
             json!({"param_name": "select_query"}),
         );
     };
+    let options = Options { refuse_count_id: st.faults().refuse_count_id };
     let outcome = {
         let store = read(&st.store);
-        run(q, &store)
+        run_with(q, &store, options)
     };
     match outcome {
         Ok(o) => {

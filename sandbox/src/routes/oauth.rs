@@ -1,4 +1,5 @@
-//! Zoho Accounts: `POST /oauth/v2/token` and `POST /oauth/v2/token/revoke`.
+//! Zoho Accounts: `GET /oauth/v2/auth` (the consent step of the authorization-code flow),
+//! `POST /oauth/v2/token` and `POST /oauth/v2/token/revoke`.
 //!
 //! Vendor quirks reproduced on purpose (fact sheet §1.5): credential and grant errors come back with
 //! **HTTP 200** and an `{"error":...}` body, so a client must look for `access_token` rather than
@@ -75,7 +76,8 @@ pub async fn token(
             lock(&st.auth).refresh(get("refresh_token"), Instant::now(), limits).map(|m| (m, false)).map_err(map_err)
         }
         "authorization_code" => {
-            lock(&st.auth).exchange_code(get("code"), Instant::now(), limits).map(|m| (m, true)).map_err(map_err)
+            let redirect = p.get("redirect_uri").map(String::as_str);
+            lock(&st.auth).exchange_code(get("code"), redirect, Instant::now(), limits).map_err(map_err)
         }
         _ => Err(Some("unsupported_grant_type")),
     };
@@ -140,4 +142,95 @@ pub async fn revoke(State(st): State<Arc<AppState>>, RawQuery(query): RawQuery, 
     }
     // Zoho documents only "400 Bad Request" here; the body is UNCONFIRMED.
     (StatusCode::BAD_REQUEST, Json(json!({"status": "failure", "error": "invalid_token"}))).into_response()
+}
+
+/// Why the authorization endpoint refuses to redirect at all (RFC 6749 §4.1.2.1: with an unknown client or
+/// an unacceptable redirect URI the server must not send the user agent there).
+fn error_page(error: &str, description: &str) -> Response {
+    let html = format!(
+        "<!DOCTYPE html><html><head><title>Zoho Accounts</title></head><body><h1>{error}</h1><p>{description}</p></body></html>"
+    );
+    (StatusCode::BAD_REQUEST, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response()
+}
+
+/// Whether the sandbox's one client accepts `uri` as a redirect: any `http` loopback URI, whatever its port
+/// (RFC 8252 §7.3, as a command-line client listening on an ephemeral port needs), or an `https` one.
+/// Zoho checks the URI against the ones registered for the client in the API console; the sandbox has no
+/// console, so it registers "every loopback URI" for the demo client.
+fn redirect_allowed(uri: &str) -> bool {
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = match authority.rsplit_once(':') {
+        Some((h, port)) if !h.is_empty() && port.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => authority,
+    };
+    let loopback = matches!(host, "127.0.0.1" | "localhost" | "[::1]");
+    (scheme == "http" && loopback) || (scheme == "https" && !host.is_empty())
+}
+
+/// `redirect_uri` with `pairs` appended to its query string.
+fn redirect_to(redirect_uri: &str, pairs: &[(&str, &str)]) -> Response {
+    let query = serde_urlencoded::to_string(pairs).unwrap_or_default();
+    let sep = if redirect_uri.contains('?') { '&' } else { '?' };
+    let location = format!("{redirect_uri}{sep}{query}");
+    (StatusCode::FOUND, [(header::LOCATION, location)]).into_response()
+}
+
+/// `GET /oauth/v2/auth?response_type=code&client_id=…&scope=…&redirect_uri=…&access_type=offline&state=…`:
+/// answers as Zoho's accounts server does once the user has signed in and consented — a 302 to
+/// `redirect_uri?code=<grant>&state=<state>&location=us&accounts-server=<this server>` (Zoho's multi-DC
+/// parameters, docs/zoho-api.md §1.1). The code is single use, bound to this `redirect_uri` and lives three
+/// minutes; exchanged with `access_type=offline` it yields a refresh token.
+///
+/// Errors: an unknown `client_id` or a redirect URI not registered for the client gets an error page (no
+/// redirect, RFC 6749 §4.1.2.1); a `response_type` other than `code` or an empty `scope` is redirected back
+/// with `error=unsupported_response_type` / `error=invalid_scope`; the `oauth_deny` knob makes the user
+/// press "Deny" (`error=access_denied`). `state` is echoed on every redirect. `prompt=consent` changes
+/// nothing here (the sandbox's user always consents unless told not to).
+pub async fn authorize(State(st): State<Arc<AppState>>, RawQuery(query): RawQuery) -> Response {
+    st.stats(|s| s.call("authorize"));
+    let p = params(query.as_deref(), &[]);
+    let get = |k: &str| p.get(k).map(String::as_str).unwrap_or("");
+    if !AuthState::client_known(get("client_id")) {
+        return error_page("invalid_client", "The client_id is not registered with this accounts server.");
+    }
+    let redirect_uri = get("redirect_uri");
+    if !redirect_allowed(redirect_uri) {
+        return error_page(
+            "invalid_redirect_uri",
+            "The redirect_uri is not registered for this client (the sandbox accepts http loopback and https URIs).",
+        );
+    }
+    let state = p.get("state").map(String::as_str);
+    let with_state = |mut pairs: Vec<(&'static str, String)>| {
+        if let Some(s) = state {
+            pairs.push(("state", s.to_string()));
+        }
+        pairs
+    };
+    let refuse = |error: &'static str| {
+        let pairs = with_state(vec![("error", error.to_string())]);
+        let refs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        redirect_to(redirect_uri, &refs)
+    };
+    if get("response_type") != "code" {
+        return refuse("unsupported_response_type");
+    }
+    if get("scope").trim().is_empty() {
+        return refuse("invalid_scope");
+    }
+    if st.faults().oauth_deny {
+        return refuse("access_denied");
+    }
+    // Zoho's default access type is `online` (an access token only); `offline` adds a refresh token.
+    let offline = get("access_type").eq_ignore_ascii_case("offline");
+    let code = lock(&st.auth).new_authorization_code(redirect_uri, offline, Instant::now());
+    let mut pairs = vec![("code", code)];
+    pairs = with_state(pairs);
+    pairs.push(("location", "us".to_string()));
+    pairs.push(("accounts-server", st.base_url.clone()));
+    let refs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    redirect_to(redirect_uri, &refs)
 }

@@ -196,15 +196,14 @@ async fn count_lookups_and_literals_behave_like_zoho() {
     assert_eq!(ids(&a), ids(&b));
     assert_eq!(ids(&a)[0], id);
 
-    // Quotes inside literals: '' and \' escapes.
+    // Quotes inside literals are doubled; a backslash escapes nothing (its own test below).
     if let Some(d) = deals.iter().find(|d| d["Deal_Name"].as_str().is_some_and(|n| n.contains('\''))) {
         let name = d["Deal_Name"].as_str().expect("name");
-        for lit in [name.replace('\'', "''"), name.replace('\\', "\\\\").replace('\'', "\\'")] {
-            let (status, v) =
-                sb.coql(&tok, &format!("select Deal_Name from Deals where Deal_Name = '{lit}' limit 2000")).await;
-            assert_eq!(status, StatusCode::OK, "{lit}: {v}");
-            assert!(v["data"].as_array().expect("data").iter().all(|r| r["Deal_Name"] == name));
-        }
+        let lit = name.replace('\'', "''");
+        let (status, v) =
+            sb.coql(&tok, &format!("select Deal_Name from Deals where Deal_Name = '{lit}' limit 2000")).await;
+        assert_eq!(status, StatusCode::OK, "{lit}: {v}");
+        assert!(v["data"].as_array().expect("data").iter().all(|r| r["Deal_Name"] == name));
     }
 
     // Numbers, null tests, between, like.
@@ -233,4 +232,78 @@ async fn default_limit_is_200_and_default_order_is_id_ascending() {
     let (_, v) = sb.coql(&tok, "select Stage from Deals where id > 0 limit 200 offset 400").await;
     assert_eq!(v["info"]["count"], 100);
     assert_eq!(v["info"]["more_records"], false);
+}
+
+#[tokio::test]
+async fn quotes_are_doubled_and_a_backslash_escape_is_a_syntax_error() {
+    let sb = spawn_deals(3000).await;
+    let tok = sb.token().await;
+    let truth = sb.truth().await;
+    let deals = truth["deals"].as_array().expect("deals");
+    let name = deals
+        .iter()
+        .filter_map(|d| d["Deal_Name"].as_str())
+        .find(|n| n.contains('\'') && !n.contains('\\'))
+        .expect("a deal name with an apostrophe");
+    let expected = deals.iter().filter(|d| d["Deal_Name"] == name).count();
+
+    let doubled = format!("select Deal_Name from Deals where Deal_Name = '{}'", name.replace('\'', "''"));
+    let (status, v) = sb.coql(&tok, &doubled).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["data"].as_array().map(Vec::len), Some(expected));
+
+    let backslashed = format!("select Deal_Name from Deals where Deal_Name = '{}'", name.replace('\'', "\\'"));
+    let (status, v) = sb.coql(&tok, &backslashed).await;
+    assert_eq!((status, v["code"].as_str()), (StatusCode::BAD_REQUEST, Some("SYNTAX_ERROR")), "{v}");
+
+    let (status, v) = sb.coql(&tok, "select id from Deals where Deal_Name = 'Partner\\'s deal'").await;
+    assert_eq!((status, v["code"].as_str()), (StatusCode::BAD_REQUEST, Some("SYNTAX_ERROR")), "{v}");
+}
+
+#[tokio::test]
+async fn up_to_500_columns_and_100_in_values_are_accepted_and_one_more_is_limit_exceeded() {
+    let sb = spawn_deals(50).await;
+    let tok = sb.token().await;
+    let cols = |n: usize| vec!["Deal_Name"; n].join(", ");
+    let (status, v) = sb.coql(&tok, &format!("select {} from Deals where id > 0 limit 1", cols(500))).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let (status, v) = sb.coql(&tok, &format!("select {} from Deals where id > 0 limit 1", cols(501))).await;
+    assert_eq!((status, v["code"].as_str()), (StatusCode::BAD_REQUEST, Some("LIMIT_EXCEEDED")), "{v}");
+
+    let vals = |n: usize| (0..n).map(|i| format!("'Stage {i}'")).collect::<Vec<_>>().join(", ");
+    for op in ["in", "not in"] {
+        let (status, v) = sb.coql(&tok, &format!("select id from Deals where Stage {op} ({})", vals(100))).await;
+        assert!(status == StatusCode::OK || status == StatusCode::NO_CONTENT, "{op} 100: {v}");
+        let (status, v) = sb.coql(&tok, &format!("select id from Deals where Stage {op} ({})", vals(101))).await;
+        assert_eq!((status, v["code"].as_str()), (StatusCode::BAD_REQUEST, Some("LIMIT_EXCEEDED")), "{op} 101");
+    }
+}
+
+#[tokio::test]
+async fn a_column_this_org_lacks_is_invalid_query_naming_it_in_select_and_where() {
+    let sb = spawn_deals(50).await;
+    let tok = sb.token().await;
+    for q in [
+        "select Deal_Name, Margin__c from Deals where id > 0",
+        "select Deal_Name from Deals where (id > 0 and Margin__c = 'x')",
+        "select Deal_Name from Deals where id > 0 order by Margin__c",
+    ] {
+        let (status, v) = sb.coql(&tok, q).await;
+        assert_eq!((status, v["code"].as_str()), (StatusCode::BAD_REQUEST, Some("INVALID_QUERY")), "{q}: {v}");
+        assert_eq!(v["details"]["column_name"], "Margin__c", "{q}: {v}");
+    }
+}
+
+#[tokio::test]
+async fn count_of_id_works_until_the_knob_refuses_it_like_an_unsupported_column() {
+    let sb = spawn_deals(50).await;
+    let tok = sb.token().await;
+    let (status, v) = sb.coql(&tok, "select COUNT(id) from Deals where id > 0").await;
+    assert_eq!((status, &v["data"][0]["COUNT(id)"]), (StatusCode::OK, &serde_json::json!(50)));
+    sb.control(serde_json::json!({"refuse_count_id": true})).await;
+    let (status, v) = sb.coql(&tok, "select COUNT(id) from Deals where id > 0").await;
+    assert_eq!((status, v["code"].as_str()), (StatusCode::BAD_REQUEST, Some("INVALID_QUERY")), "{v}");
+    assert_eq!(v["details"]["column_name"], "id");
+    let (status, v) = sb.coql(&tok, "select COUNT(Stage) from Deals where id > 0").await;
+    assert_eq!(status, StatusCode::OK, "COUNT of a pick list still works: {v}");
 }

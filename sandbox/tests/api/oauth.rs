@@ -250,3 +250,181 @@ async fn a_missing_scope_fails_only_the_routes_that_need_it() {
     let (status, _) = sb.coql(&tok, "select id from Deals where id > 0").await;
     assert_eq!(status, StatusCode::OK);
 }
+
+/// A client that shows redirects instead of following them (the user agent's view of the consent step).
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(std::time::Duration::from_secs(20))
+        .build()
+        .expect("client builds")
+}
+
+/// The query parameters of a redirect's `Location`, and the part before `?`.
+fn location(resp: &reqwest::Response) -> (String, std::collections::HashMap<String, String>) {
+    let loc = resp.headers().get("location").and_then(|v| v.to_str().ok()).expect("a Location header").to_string();
+    let (target, query) = loc.split_once('?').expect("the redirect carries a query");
+    let pairs: Vec<(String, String)> = query
+        .split('&')
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (decode(k), decode(v))
+        })
+        .collect();
+    (target.to_string(), pairs.into_iter().collect())
+}
+
+fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).expect("hex");
+                out.push(u8::from_str_radix(hex, 16).expect("hex digit"));
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).expect("utf-8")
+}
+
+fn authorize_url(sb: &crate::helpers::TestSandbox, client_id: &str, redirect: &str, extra: &str) -> String {
+    format!(
+        "{}?response_type=code&client_id={}&scope={}&redirect_uri={}&access_type=offline&state={}{extra}",
+        sb.url("/oauth/v2/auth"),
+        enc(client_id),
+        enc("ZohoCRM.modules.deals.READ,ZohoCRM.coql.READ"),
+        enc(redirect),
+        enc("st4te/with spaces&more"),
+    )
+}
+
+async fn exchange(sb: &crate::helpers::TestSandbox, code: &str, redirect: &str) -> (StatusCode, serde_json::Value) {
+    sb.token_form(&[
+        ("grant_type", "authorization_code"),
+        ("client_id", DEMO_CLIENT_ID),
+        ("client_secret", DEMO_CLIENT_SECRET),
+        ("redirect_uri", redirect),
+        ("code", code),
+    ])
+    .await
+}
+
+#[tokio::test]
+async fn consent_redirects_with_a_single_use_code_the_state_and_zohos_multi_dc_parameters() {
+    let sb = spawn_deals(10).await;
+    let redirect = "http://127.0.0.1:45678/callback";
+    let resp = no_redirects()
+        .get(authorize_url(&sb, DEMO_CLIENT_ID, redirect, "&prompt=consent"))
+        .send()
+        .await
+        .expect("authorize");
+    assert_eq!(resp.status(), StatusCode::FOUND);
+    let (target, q) = location(&resp);
+    assert_eq!(target, redirect);
+    assert_eq!(q["state"], "st4te/with spaces&more");
+    assert_eq!(q["location"], "us");
+    assert_eq!(q["accounts-server"], sb.base);
+    let code = q["code"].clone();
+    assert!(code.starts_with("1000."), "{code}");
+
+    let (status, v) = exchange(&sb, &code, redirect).await;
+    assert_eq!(status, StatusCode::OK);
+    let rt = v["refresh_token"].as_str().expect("offline access yields a refresh token").to_string();
+    let tok = v["access_token"].as_str().expect("access token").to_string();
+    assert_eq!(sb.get(&tok, "/crm/v8/users?type=CurrentUser").await.0, StatusCode::OK);
+
+    let (status, again) = exchange(&sb, &code, redirect).await;
+    assert_eq!((status, again), (StatusCode::OK, json!({"error": "invalid_code"})), "a code works once");
+
+    let refresh = [
+        ("grant_type", "refresh_token"),
+        ("client_id", DEMO_CLIENT_ID),
+        ("client_secret", DEMO_CLIENT_SECRET),
+        ("refresh_token", rt.as_str()),
+    ];
+    let (_, v) = sb.token_form(&refresh).await;
+    assert!(v["access_token"].is_string(), "the new refresh token mints: {v}");
+
+    let url = format!("{}?token={}", sb.url("/oauth/v2/token/revoke"), enc(&rt));
+    let (status, v) = body(sb.http.post(&url).send().await.expect("revoke")).await;
+    assert_eq!((status, v), (StatusCode::OK, json!({"status": "success"})));
+    assert_eq!(sb.token_form(&refresh).await.1, json!({"error": "invalid_code"}), "revoked");
+    assert_eq!(sb.get(&tok, "/crm/v8/users?type=CurrentUser").await.0, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_code_exchanged_with_another_redirect_uri_is_refused_and_online_access_gets_no_refresh_token() {
+    let sb = spawn_deals(10).await;
+    let redirect = "http://localhost:8123/cb?keep=1";
+    let resp = no_redirects().get(authorize_url(&sb, DEMO_CLIENT_ID, redirect, "")).send().await.expect("authorize");
+    let (target, q) = location(&resp);
+    assert_eq!(target, "http://localhost:8123/cb", "the redirect URI's own query is kept");
+    assert_eq!(q["keep"], "1");
+    let code = q["code"].clone();
+    let (status, v) = exchange(&sb, &code, "http://localhost:8124/cb?keep=1").await;
+    assert_eq!((status, v), (StatusCode::OK, json!({"error": "invalid_code"})));
+    let (_, v) = exchange(&sb, &code, redirect).await;
+    assert!(v["refresh_token"].is_string(), "a refused exchange does not burn the code: {v}");
+
+    let online = authorize_url(&sb, DEMO_CLIENT_ID, redirect, "").replace("access_type=offline", "access_type=online");
+    let resp = no_redirects().get(online).send().await.expect("authorize");
+    let (_, q) = location(&resp);
+    let (_, v) = exchange(&sb, &q["code"], redirect).await;
+    assert!(v["access_token"].is_string(), "{v}");
+    assert!(v.get("refresh_token").is_none(), "online access: {v}");
+}
+
+#[tokio::test]
+async fn an_unknown_client_or_foreign_redirect_gets_an_error_page_and_no_redirect() {
+    let sb = spawn_deals(10).await;
+    let resp = no_redirects()
+        .get(authorize_url(&sb, "1000.NOSUCHCLIENT", "http://127.0.0.1:9/cb", ""))
+        .send()
+        .await
+        .expect("authorize");
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert!(resp.headers().get("location").is_none());
+    assert!(resp.text().await.expect("page").contains("invalid_client"));
+
+    let resp = no_redirects()
+        .get(authorize_url(&sb, DEMO_CLIENT_ID, "http://evil.example/cb", ""))
+        .send()
+        .await
+        .expect("authorize");
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert!(resp.headers().get("location").is_none());
+    assert!(resp.text().await.expect("page").contains("invalid_redirect_uri"));
+}
+
+#[tokio::test]
+async fn a_user_who_denies_consent_is_sent_back_with_access_denied_and_the_state() {
+    let sb = spawn_deals(10).await;
+    sb.control(json!({"oauth_deny": true})).await;
+    let resp = no_redirects()
+        .get(authorize_url(&sb, DEMO_CLIENT_ID, "http://127.0.0.1:7/cb", ""))
+        .send()
+        .await
+        .expect("authorize");
+    assert_eq!(resp.status(), StatusCode::FOUND);
+    let (_, q) = location(&resp);
+    assert_eq!(q["error"], "access_denied");
+    assert_eq!(q["state"], "st4te/with spaces&more");
+    assert!(!q.contains_key("code"));
+
+    sb.control(json!({"oauth_deny": false})).await;
+    let bad_type = authorize_url(&sb, DEMO_CLIENT_ID, "http://127.0.0.1:7/cb", "")
+        .replace("response_type=code", "response_type=token");
+    let (_, q) = location(&no_redirects().get(bad_type).send().await.expect("authorize"));
+    assert_eq!(q["error"], "unsupported_response_type");
+}
