@@ -65,7 +65,45 @@ pub enum Command {
         #[arg(value_name = "-")]
         grant_token: Option<String>,
     },
+    /// Run Zoho's authorization-code flow for a Connected App: print the consent URL, wait for the browser's
+    /// redirect on a loopback port, print the refresh token alone on stdout.
+    #[command(after_help = AUTHORIZE_EXAMPLES)]
+    Authorize {
+        /// Loopback port for the redirect (http://127.0.0.1:<port>/callback); 0 picks a free one.
+        #[arg(long, default_value_t = 8976)]
+        port: u16,
+        /// How long to wait for the consent (90s, 5m, ...).
+        #[arg(long, default_value = "5m", value_name = "DURATION")]
+        timeout: String,
+    },
+    /// Revoke a refresh token (ZOHO_REFRESH_TOKEN, or `-` to read it from stdin), e.g. the old one after a
+    /// rotation. Refuses without --yes.
+    #[command(after_help = REVOKE_EXAMPLES)]
+    Revoke {
+        /// `-` to read the token from stdin; without it, ZOHO_REFRESH_TOKEN.
+        #[arg(value_name = "-")]
+        token: Option<String>,
+        /// Confirm: the token and every access token minted from it stop working at once.
+        #[arg(long)]
+        yes: bool,
+    },
 }
+
+const AUTHORIZE_EXAMPLES: &str = "\
+Examples:
+  ZOHO_CLIENT_ID=1000.XXXX ZOHO_CLIENT_SECRET=... ZOHO_DC=eu zoho-deals-sync authorize
+  zoho-deals-sync authorize --port 9000 --timeout 10m | gcloud secrets versions add zoho-refresh-token --data-file=-
+
+Register http://127.0.0.1:<port>/callback (default port 8976) as the Connected App's redirect URI. The consent
+URL is printed on stderr; only the refresh token is printed on stdout.";
+
+const REVOKE_EXAMPLES: &str = "\
+Examples:
+  ZOHO_REFRESH_TOKEN=<old token> zoho-deals-sync revoke --yes    # after the new token is deployed
+  zoho-deals-sync revoke --yes - < old-token.txt
+
+Rotation: make a new refresh token (authorize or exchange-grant), deploy it, check that a run succeeds,
+then revoke the old one. Revoking also ends every access token minted from it.";
 
 /// Flags of `sync`.
 #[derive(Debug, Default, clap::Args)]

@@ -243,6 +243,34 @@ impl TokenProvider {
     }
 }
 
+impl TokenProvider {
+    /// Revokes a refresh token (and every access token minted from it): `POST {accounts}/oauth/v2/token/revoke`
+    /// with the token in a form body (Zoho's docs show a query parameter, Zoho's SDK a form body; the body
+    /// keeps it out of URLs that may be logged). Not retried: a revoke that may have happened is not repeated
+    /// blindly, and the caller can run it again.
+    pub async fn revoke(&self, refresh_token: &SecretString) -> Result<(), Error> {
+        let url = join(&self.token_url, "revoke")?;
+        let resp =
+            self.http.post(url).form(&[("token", refresh_token.expose_secret())]).send().await.map_err(|e| {
+                Error::Transient { endpoint: "revoke".into(), detail: super::client::describe_reqwest(&e) }
+            })?;
+        let status = resp.status();
+        super::client::refuse_redirect("revoke", &resp)?;
+        let text = super::client::read_capped("revoke", resp).await?;
+        let body: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        if status.is_success() && body["status"] == "success" {
+            return Ok(());
+        }
+        if status.is_server_error() {
+            return Err(Error::Transient { endpoint: "revoke".into(), detail: format!("HTTP {status}") });
+        }
+        Err(Error::InvalidCredentials(format!(
+            "the accounts server refused to revoke the token (HTTP {}): it is not a valid refresh token of this data centre, or it was already revoked",
+            status.as_u16()
+        )))
+    }
+}
+
 /// Zoho's API hosts: `zohoapis.<dc>` with no prefix or a `www.`, `sandbox.` or `developer.` prefix, for each
 /// data centre's domain (docs/zoho-api.md §1.1; the UK domain is UNCONFIRMED and allowed, as a host Zoho owns).
 pub fn is_zoho_api_host(host: &str) -> bool {

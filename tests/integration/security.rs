@@ -454,3 +454,183 @@ async fn exchange_grant_reads_the_grant_from_stdin_or_zoho_grant_token_and_print
     assert_eq!(out.code, 2, "{}", out.all());
     assert!(out.stderr.contains("ZOHO_GRANT_TOKEN") && out.stderr.contains("stdin"), "{}", out.stderr);
 }
+
+#[tokio::test]
+async fn the_sqlite_file_and_its_wal_are_created_0600_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let app = TestApp::with_deals(20).await;
+    // Through a shell, so the run's umask is the permissive 022 whatever this test process has.
+    let mut env = app.env();
+    env.push(("PATH".into(), std::env::var("PATH").unwrap_or_default()));
+    let script = format!("umask 022 && exec '{}' sync", env!("CARGO_BIN_EXE_zoho-deals-sync"));
+    let out = tokio::time::timeout(
+        crate::helpers::RUN_TIMEOUT,
+        tokio::process::Command::new("sh")
+            .args(["-c", &script])
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the run ends within RUN_TIMEOUT")
+    .expect("the run's output");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let mode = |p: &std::path::Path| std::fs::metadata(p).expect("the file exists").permissions().mode() & 0o777;
+    assert_eq!(mode(&app.db), 0o600, "the database file");
+    let wal = app.db.with_file_name(format!("{}-wal", app.db.file_name().expect("name").to_string_lossy()));
+    if wal.exists() {
+        assert_eq!(mode(&wal), 0o600, "the WAL file");
+    }
+}
+
+/// A running `authorize`: the consent URL it printed, and the process.
+struct Authorizing {
+    child: tokio::process::Child,
+    url: String,
+}
+
+/// Starts `authorize` with `args` and reads stderr until the consent URL appears.
+async fn start_authorize(app: &TestApp, args: &[&str]) -> Authorizing {
+    use tokio::io::AsyncBufReadExt;
+    let env = env_with(app, &[], &["ZOHO_REFRESH_TOKEN"]);
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_zoho-deals-sync"))
+        .arg("authorize")
+        .args(args)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the binary starts");
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let mut stderr = String::new();
+    let url = tokio::time::timeout(crate::helpers::RUN_TIMEOUT, async {
+        while let Some(line) = lines.next_line().await.expect("stderr is text") {
+            stderr.push_str(&line);
+            stderr.push('\n');
+            if line.starts_with("http") {
+                return line;
+            }
+        }
+        panic!("authorize printed no URL: {stderr}")
+    })
+    .await
+    .expect("the URL is printed within RUN_TIMEOUT");
+    // Keep draining stderr so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Authorizing { child, url }
+}
+
+impl Authorizing {
+    async fn finish(self) -> (i32, String) {
+        let out = tokio::time::timeout(crate::helpers::RUN_TIMEOUT, self.child.wait_with_output())
+            .await
+            .expect("authorize ends within RUN_TIMEOUT")
+            .expect("output");
+        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+#[tokio::test]
+async fn authorize_completes_the_consent_flow_against_the_sandbox_and_prints_only_a_working_refresh_token() {
+    let app = TestApp::with_deals(10).await;
+    let flow = start_authorize(&app, &["--port", "0", "--timeout", "60s"]).await;
+    let url = url::Url::parse(&flow.url).expect("a URL");
+    let query: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
+    assert!(url.as_str().starts_with(&format!("{}/oauth/v2/auth?", app.sandbox.base_url())), "{url}");
+    assert_eq!(query["client_id"], zoho_sandbox::DEMO_CLIENT_ID);
+    assert_eq!(query["response_type"], "code");
+    assert_eq!(query["access_type"], "offline");
+    assert_eq!(query["prompt"], "consent");
+    assert!(query["scope"].contains("ZohoCRM.coql.READ"), "{url}");
+    assert!(query["redirect_uri"].starts_with("http://127.0.0.1:"), "{url}");
+    assert!(query["state"].len() >= 32, "a random state: {url}");
+
+    // The browser: follow Zoho's redirect to the loopback listener.
+    let page = reqwest::get(url.as_str()).await.expect("the consent round trip");
+    assert_eq!(page.status(), 200, "the listener thanks the user");
+    let (code, stdout) = flow.finish().await;
+    assert_eq!(code, 0, "{stdout}");
+    let refresh = stdout.trim();
+    assert!(!refresh.is_empty() && stdout.lines().count() == 1, "only the token on stdout: {stdout}");
+    let out = app.run_with_env(&["check"], &env_with(&app, &[("ZOHO_REFRESH_TOKEN", refresh)], &[])).await;
+    assert_eq!(out.code, 0, "the new refresh token works: {}", out.all());
+
+    // A second flow with another state: states are random per run.
+    let again = start_authorize(&app, &["--port", "0", "--timeout", "60s"]).await;
+    let other: std::collections::HashMap<_, _> =
+        url::Url::parse(&again.url).expect("URL").query_pairs().into_owned().collect();
+    assert_ne!(other["state"], query["state"]);
+}
+
+#[tokio::test]
+async fn authorize_rejects_a_redirect_with_a_wrong_state_and_exchanges_nothing() {
+    let app = TestApp::with_deals(10).await;
+    let flow = start_authorize(&app, &["--port", "0", "--timeout", "60s"]).await;
+    // Zoho's redirect, as a forger would replay it: a valid code, another state.
+    let no_redirects = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let zoho = no_redirects.get(&flow.url).send().await.expect("consent");
+    assert_eq!(zoho.status(), 302);
+    let location = zoho.headers()["location"].to_str().expect("text").to_owned();
+    let mut forged = url::Url::parse(&location).expect("URL");
+    let pairs: Vec<(String, String)> = forged
+        .query_pairs()
+        .map(|(k, v)| {
+            let v = if k == "state" { "forged-state".to_owned() } else { v.into_owned() };
+            (k.into_owned(), v)
+        })
+        .collect();
+    forged.query_pairs_mut().clear().extend_pairs(pairs);
+    let page = no_redirects.get(forged.as_str()).send().await.expect("the listener answers");
+    assert_eq!(page.status(), 400);
+    let mints_before = app.stats().await["token_mints"].as_u64().unwrap_or(0);
+    let (code, stdout) = flow.finish().await;
+    assert_eq!(code, 3);
+    assert!(stdout.trim().is_empty(), "nothing on stdout: {stdout}");
+    assert_eq!(app.stats().await["token_mints"].as_u64().unwrap_or(0), mints_before, "no code was exchanged");
+}
+
+#[tokio::test]
+async fn authorize_times_out_cleanly_when_nobody_consents() {
+    let app = TestApp::with_deals(10).await;
+    let env = env_with(&app, &[], &["ZOHO_REFRESH_TOKEN"]);
+    let out = app.run_with_env(&["authorize", "--port", "0", "--timeout", "1s"], &env).await;
+    assert_eq!(out.code, 3, "{}", out.all());
+    assert!(
+        out.stderr.contains("no redirect from Zoho within 1s") && out.stderr.contains("--timeout"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stdout.trim().is_empty());
+}
+
+#[tokio::test]
+async fn revoke_needs_yes_then_the_revoked_refresh_token_no_longer_works() {
+    let app = TestApp::with_deals(10).await;
+    let grant = app.control("/__sandbox/grant-code", json!({})).await["code"].as_str().expect("code").to_owned();
+    let env = env_with(&app, &[], &["ZOHO_REFRESH_TOKEN"]);
+    let out = run_with_stdin(&["exchange-grant", "-"], &env, &grant).await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    let token = out.stdout.trim().to_owned();
+    let with_token = env_with(&app, &[("ZOHO_REFRESH_TOKEN", &token)], &[]);
+
+    let out = app.run_with_env(&["revoke"], &with_token).await;
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(out.stderr.contains("--yes") && !out.all().contains(&token), "{}", out.stderr);
+    assert_eq!(app.run_with_env(&["check"], &with_token).await.code, 0, "still valid without --yes");
+    let out = app.run_with_env(&["revoke", "secret-on-argv", "--yes"], &with_token).await;
+    assert_eq!(out.code, 2, "a token on the command line is refused: {}", out.all());
+
+    let out = run_with_stdin(&["revoke", "-", "--yes"], &env, &token).await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(!out.all().contains(&token));
+    let out = app.run_with_env(&["sync"], &with_token).await;
+    assert_eq!(out.code, 3, "the revoked token is refused: {}", out.all());
+    // Revoking it again: Zoho's 400, clearly.
+    let out = app.run_with_env(&["revoke", "--yes"], &with_token).await;
+    assert_eq!(out.code, 3, "{}", out.all());
+    assert!(out.stderr.contains("already revoked"), "{}", out.stderr);
+}
