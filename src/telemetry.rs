@@ -153,3 +153,20 @@ impl Visit for JsonVisitor<'_> {
         self.0.insert(field.name().into(), chain.into());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing::Level;
+
+    #[test]
+    fn crates_that_can_log_credentials_are_capped_at_warn_and_the_job_is_not() {
+        let cap = credential_cap();
+        for target in CAPPED_TARGETS.iter().chain(&["yup_oauth2::service_account", "hyper_util::client::legacy"]) {
+            assert!(!cap.would_enable(target, &Level::DEBUG), "{target} debug");
+            assert!(!cap.would_enable(target, &Level::TRACE), "{target} trace");
+            assert!(cap.would_enable(target, &Level::WARN), "{target} warn");
+        }
+        assert!(cap.would_enable("zoho_deals_sync::zoho::client", &Level::TRACE));
+    }
+}
