@@ -173,13 +173,9 @@ impl TokenProvider {
         if self.local_accounts && is_loopback(&url) {
             return Ok(url);
         }
-        let untrusted = |why: &str| {
-            Error::Untrusted {
+        let untrusted = |why: &str| Error::Untrusted {
             endpoint: "token".into(),
-            detail: format!(
-                "the token response names api_domain {d:?}, {why}; the access token is not sent there. If your org really uses that host, set ZOHO_API_DOMAIN to it explicitly"
-            ),
-        }
+            detail: format!("the token response names api_domain {d:?}, {why}; {UNTRUSTED_ADVICE}"),
         };
         if url.scheme() != "https" {
             return Err(untrusted("which is not https"));
@@ -270,6 +266,9 @@ impl TokenProvider {
         )))
     }
 }
+
+const UNTRUSTED_ADVICE: &str =
+    "the access token is not sent there. If your org really uses that host, set ZOHO_API_DOMAIN to it explicitly";
 
 /// Zoho's API hosts: `zohoapis.<dc>` with no prefix or a `www.`, `sandbox.` or `developer.` prefix, for each
 /// data centre's domain (docs/zoho-api.md §1.1; the UK domain is UNCONFIRMED and allowed, as a host Zoho owns).

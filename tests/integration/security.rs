@@ -634,3 +634,36 @@ async fn revoke_needs_yes_then_the_revoked_refresh_token_no_longer_works() {
     assert_eq!(out.code, 3, "{}", out.all());
     assert!(out.stderr.contains("already revoked"), "{}", out.stderr);
 }
+
+#[tokio::test]
+async fn without_api_domain_the_data_centres_api_host_is_used_and_zoho_api_domain_overrides_a_foreign_one() {
+    use zoho_deals_sync::config::{DataCentre, ZohoCredentials};
+    use zoho_deals_sync::retry::RetryPolicy;
+    use zoho_deals_sync::zoho::auth::TokenProvider;
+    use zoho_deals_sync::zoho::client::http_client;
+
+    let provider = |accounts: &str, api_domain_override: Option<&str>| {
+        let creds = ZohoCredentials {
+            client_id: "1000.ID".into(),
+            client_secret: "secret".to_owned().into(),
+            refresh_token: "1000.refresh".to_owned().into(),
+        };
+        let accounts = url::Url::parse(accounts).expect("url");
+        let over = api_domain_override.map(|u| url::Url::parse(u).expect("url"));
+        TokenProvider::new(http_client().expect("client"), &accounts, creds, over, RetryPolicy::default())
+            .expect("provider")
+            .with_api_domain_fallback(url::Url::parse(DataCentre::Eu.api_domain()).expect("url"))
+    };
+    let silent = LocalServer::start(|_| {
+        Reply::json(200, json!({"access_token": "1000.a.b", "token_type": "Bearer", "expires_in": 3600}))
+    })
+    .await;
+    let token = provider(&silent.base_url, None).get().await.expect("a token");
+    assert_eq!(token.api_domain.as_str(), "https://www.zohoapis.eu/");
+
+    let foreign = LocalServer::start(|_| token_answer("https://crm.attacker.example")).await;
+    let err = provider(&foreign.base_url, None).get().await.expect_err("refused");
+    assert!(err.to_string().contains("crm.attacker.example"), "{err}");
+    let token = provider(&foreign.base_url, Some("https://crm.example.com")).get().await.expect("overridden");
+    assert_eq!(token.api_domain.as_str(), "https://crm.example.com/");
+}
