@@ -22,7 +22,9 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Error> {
     match cli.command.unwrap_or(Command::Sync(SyncArgs::default())) {
         Command::Sync(args) => run_sync(args).await,
         Command::Check => check().await,
-        Command::ExchangeGrant { grant_token } => exchange_grant(SecretString::from(grant_token)).await,
+        Command::ExchangeGrant { grant_token } => exchange_grant(read_grant(grant_token.as_deref())?).await,
+        Command::Authorize { port, timeout } => authorize(port, &timeout).await,
+        Command::Revoke { token, yes } => revoke(token.as_deref(), yes).await,
         Command::Reconcile { since } => run_reconcile(since.as_deref()).await,
     }
 }
@@ -55,8 +57,14 @@ fn zoho_client(
         credentials,
         settings.zoho.api_domain.clone(),
         retry,
-    )?;
+    )?
+    .with_api_domain_fallback(api_domain_fallback(settings)?);
     Ok(ZohoClient::new(http, auth, settings.zoho.concurrency, max_credits, retry))
+}
+
+/// The data centre's API host, for token responses that name no `api_domain`.
+fn api_domain_fallback(settings: &Settings) -> Result<url::Url, Error> {
+    url::Url::parse(settings.zoho.dc.api_domain()).map_err(|e| Error::Internal(format!("the data-centre table: {e}")))
 }
 
 fn credentials(settings: &Settings) -> Result<ZohoCredentials, Error> {
@@ -142,6 +150,12 @@ async fn bigquery(settings: &Settings) -> Result<BigQueryWarehouse, Error> {
     else {
         return Err(Error::Internal("not a BigQuery configuration".into()));
     };
+    if let Some(host) = emulator_host {
+        tracing::warn!(
+            emulator_host = %host,
+            "BIGQUERY_EMULATOR_HOST is set: writing to a BigQuery emulator over plain HTTP without Google credentials, not to BigQuery"
+        );
+    }
     let config = BigQueryConfig {
         project: project.clone(),
         dataset: dataset.clone(),
@@ -151,8 +165,29 @@ async fn bigquery(settings: &Settings) -> Result<BigQueryWarehouse, Error> {
     Ok(BigQueryWarehouse::connect(config).await?.with_max_bytes_billed(*max_bytes_billed))
 }
 
-async fn exchange_grant(grant: SecretString) -> Result<ExitCode, Error> {
-    let settings = Settings::from_env(NeedCredentials::No)?;
+/// The grant token: stdin for `-`, a literal argument, or `ZOHO_GRANT_TOKEN`.
+fn read_grant(arg: Option<&str>) -> Result<SecretString, Error> {
+    let grant = match arg {
+        Some("-") => {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                .map_err(|e| Error::Usage(format!("could not read the grant token from stdin: {e}")))?;
+            text
+        }
+        Some(literal) => literal.to_owned(),
+        None => std::env::var("ZOHO_GRANT_TOKEN").unwrap_or_default(),
+    };
+    let grant = grant.trim();
+    if grant.is_empty() {
+        return Err(Error::Usage(
+            "no grant token: pass `-` and write it on stdin, or set ZOHO_GRANT_TOKEN (Zoho API console: Self Client → Generate Code)".into(),
+        ));
+    }
+    Ok(SecretString::from(grant.to_owned()))
+}
+
+/// A token provider for the grant and authorization flows: the client id and secret, no refresh token yet.
+fn client_only_provider(settings: &Settings) -> Result<TokenProvider, Error> {
     let id = std::env::var("ZOHO_CLIENT_ID").unwrap_or_default();
     let secret = std::env::var("ZOHO_CLIENT_SECRET").unwrap_or_default();
     let missing: Vec<&'static str> =
@@ -168,6 +203,12 @@ async fn exchange_grant(grant: SecretString) -> Result<ExitCode, Error> {
         client_secret: SecretString::from(secret.trim().to_owned()),
         refresh_token: SecretString::from(String::new()),
     };
+    Ok(TokenProvider::new(http_client()?, &settings.zoho.accounts_url, creds, None, RetryPolicy::default())?)
+}
+
+async fn exchange_grant(grant: SecretString) -> Result<ExitCode, Error> {
+    let settings = Settings::from_env(NeedCredentials::No)?;
+    let auth = client_only_provider(&settings)?;
     // Zoho keeps at most 20 refresh tokens per user and client, and silently deletes the oldest when a 21st is
     // made (docs/zoho-api.md §1.6, §3f).
     tracing::warn!(
@@ -175,12 +216,71 @@ async fn exchange_grant(grant: SecretString) -> Result<ExitCode, Error> {
          exchanging grant tokens again and again (for the same user and client) can invalidate the refresh token \
          production uses. Exchange once, store the token, and revoke the ones you no longer use"
     );
-    let http = http_client()?;
-    let auth = TokenProvider::new(http, &settings.zoho.accounts_url, creds, None, RetryPolicy::default())?;
-    let refresh = auth.exchange_grant(&grant).await?;
+    let refresh = auth.exchange_grant(&grant, None).await?;
     // The refresh token alone on stdout, so it can be piped into a secret store.
     println!("{}", refresh.expose_secret());
     tracing::info!("exchanged the grant token; store the printed refresh token as ZOHO_REFRESH_TOKEN (a secret)");
+    Ok(ExitCode::Success)
+}
+
+/// `authorize`: the Connected App flow; the consent URL on stderr, the refresh token alone on stdout.
+async fn authorize(port: u16, timeout: &str) -> Result<ExitCode, Error> {
+    let timeout = crate::config::parse_duration(timeout)
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| Error::Usage(format!("--timeout {timeout:?} is not a duration: write it like 90s or 5m")))?;
+    let settings = Settings::from_env(NeedCredentials::No)?;
+    let auth = client_only_provider(&settings)?;
+    let client_id = std::env::var("ZOHO_CLIENT_ID").unwrap_or_default();
+    let flow = crate::zoho::oauth::Flow::start(&settings.zoho.accounts_url, client_id.trim(), port).await?;
+    // stderr, not the log: the person running this must see it whatever RUST_LOG says. Not a secret.
+    eprintln!(
+        "Open this URL in a browser, sign in to Zoho and accept (waiting up to {}s):\n\n{}\n",
+        timeout.as_secs(),
+        flow.url()
+    );
+    let refresh = flow.finish(&auth, timeout).await?;
+    println!("{}", refresh.expose_secret());
+    tracing::info!("authorized; store the printed refresh token as ZOHO_REFRESH_TOKEN (a secret)");
+    Ok(ExitCode::Success)
+}
+
+/// `revoke`: revokes the refresh token from stdin (`-`) or ZOHO_REFRESH_TOKEN, only with `--yes`.
+async fn revoke(arg: Option<&str>, yes: bool) -> Result<ExitCode, Error> {
+    let token = match arg {
+        Some("-") => {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                .map_err(|e| Error::Usage(format!("could not read the token from stdin: {e}")))?;
+            text
+        }
+        Some(_) => {
+            return Err(Error::Usage(
+                "revoke takes the token from stdin (`-`) or ZOHO_REFRESH_TOKEN, never from the command line (it would show in `ps` and the shell's history)".into(),
+            ))
+        }
+        None => std::env::var("ZOHO_REFRESH_TOKEN").unwrap_or_default(),
+    };
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(Error::Usage(
+            "no token to revoke: set ZOHO_REFRESH_TOKEN or pass `-` and write it on stdin".into(),
+        ));
+    }
+    let source = if arg == Some("-") { "the refresh token read from stdin" } else { "ZOHO_REFRESH_TOKEN" };
+    if !yes {
+        return Err(Error::Usage(format!(
+            "revoke would permanently invalidate {source} and every access token minted from it; any deployment still using it fails from then on. Deploy the new token first, then run again with --yes"
+        )));
+    }
+    let settings = Settings::from_env(NeedCredentials::No)?;
+    let creds = ZohoCredentials {
+        client_id: String::new(),
+        client_secret: SecretString::from(String::new()),
+        refresh_token: SecretString::from(String::new()),
+    };
+    let auth = TokenProvider::new(http_client()?, &settings.zoho.accounts_url, creds, None, RetryPolicy::default())?;
+    auth.revoke(&SecretString::from(token.to_owned())).await?;
+    println!("revoked {source}");
     Ok(ExitCode::Success)
 }
 

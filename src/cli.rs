@@ -11,7 +11,9 @@ Examples:
   zoho-deals-sync sync --since 2026-01-01 --until 2026-02-01
   zoho-deals-sync sync --dry-run               # print the plan, write nothing
   zoho-deals-sync check                        # verify credentials, scopes, stages, warehouse
-  zoho-deals-sync exchange-grant 1000.abc...   # Self Client grant token -> refresh token
+  zoho-deals-sync exchange-grant -             # Self Client grant token (read from stdin) -> refresh token
+  zoho-deals-sync authorize                    # Connected App: browser consent -> refresh token
+  zoho-deals-sync revoke --yes                 # revoke ZOHO_REFRESH_TOKEN (after deploying a new one)
 
 Configuration comes from the environment (ZOHO_CLIENT_ID, ZOHO_CLIENT_SECRET, ZOHO_REFRESH_TOKEN, ...);
 see README.md. Exit codes: 0 ok, 1 unexpected, 2 config, 3 Zoho credentials, 4 token throttled,
@@ -39,8 +41,12 @@ Examples:
 
 const GRANT_EXAMPLES: &str = "\
 Examples:
-  ZOHO_CLIENT_ID=1000.XXXX ZOHO_CLIENT_SECRET=... ZOHO_DC=eu zoho-deals-sync exchange-grant 1000.abc...
-  zoho-deals-sync exchange-grant 1000.abc... | gcloud secrets versions add zoho-refresh-token --data-file=-";
+  ZOHO_CLIENT_ID=1000.XXXX ZOHO_CLIENT_SECRET=... ZOHO_DC=eu zoho-deals-sync exchange-grant -   # paste, then Ctrl-D
+  zoho-deals-sync exchange-grant - < grant.txt | gcloud secrets versions add zoho-refresh-token --data-file=-
+  ZOHO_GRANT_TOKEN=1000.abc... zoho-deals-sync exchange-grant
+
+The grant is read from stdin (`-`) or ZOHO_GRANT_TOKEN; on the command line it would show in `ps` and in the
+shell's history.";
 
 /// What to do.
 #[derive(Debug, Subcommand)]
@@ -54,8 +60,32 @@ pub enum Command {
     /// Exchange a Self Client grant token for a refresh token (printed alone on stdout).
     #[command(after_help = GRANT_EXAMPLES)]
     ExchangeGrant {
-        /// The grant token from the Zoho API console (Self Client → Generate Code). Single use, minutes valid.
-        grant_token: String,
+        /// `-` to read the grant token (Zoho API console: Self Client → Generate Code; single use, minutes valid)
+        /// from stdin; without it, ZOHO_GRANT_TOKEN. A literal token works too, but shows in `ps` and history.
+        #[arg(value_name = "-")]
+        grant_token: Option<String>,
+    },
+    /// Run Zoho's authorization-code flow for a Connected App: print the consent URL, wait for the browser's
+    /// redirect on a loopback port, print the refresh token alone on stdout.
+    #[command(after_help = AUTHORIZE_EXAMPLES)]
+    Authorize {
+        /// Loopback port for the redirect (http://127.0.0.1:<port>/callback); 0 picks a free one.
+        #[arg(long, default_value_t = 8976)]
+        port: u16,
+        /// How long to wait for the consent (90s, 5m, ...).
+        #[arg(long, default_value = "5m", value_name = "DURATION")]
+        timeout: String,
+    },
+    /// Revoke a refresh token (ZOHO_REFRESH_TOKEN, or `-` to read it from stdin), e.g. the old one after a
+    /// rotation. Refuses without --yes.
+    #[command(after_help = REVOKE_EXAMPLES)]
+    Revoke {
+        /// `-` to read the token from stdin; without it, ZOHO_REFRESH_TOKEN.
+        #[arg(value_name = "-")]
+        token: Option<String>,
+        /// Confirm: the token and every access token minted from it stop working at once.
+        #[arg(long)]
+        yes: bool,
     },
     /// Compare the warehouse's won deals with Zoho's and flag those Zoho no longer has as won or at all
     /// (deletions older than Zoho's 60/120-day retention, missed un-wins). Schedule it weekly.
@@ -70,6 +100,22 @@ pub enum Command {
 const RECONCILE_EXAMPLES: &str = "Examples:
   zoho-deals-sync reconcile                 # the whole history (3 credits per 2000 won deals)
   zoho-deals-sync reconcile --since 180d    # deals modified in the last 180 days";
+
+const AUTHORIZE_EXAMPLES: &str = "\
+Examples:
+  ZOHO_CLIENT_ID=1000.XXXX ZOHO_CLIENT_SECRET=... ZOHO_DC=eu zoho-deals-sync authorize
+  zoho-deals-sync authorize --port 9000 --timeout 10m | gcloud secrets versions add zoho-refresh-token --data-file=-
+
+Register http://127.0.0.1:<port>/callback (default port 8976) as the Connected App's redirect URI. The consent
+URL is printed on stderr; only the refresh token is printed on stdout.";
+
+const REVOKE_EXAMPLES: &str = "\
+Examples:
+  ZOHO_REFRESH_TOKEN=<old token> zoho-deals-sync revoke --yes    # after the new token is deployed
+  zoho-deals-sync revoke --yes - < old-token.txt
+
+Rotation: make a new refresh token (authorize or exchange-grant), deploy it, check that a run succeeds,
+then revoke the old one. Revoking also ends every access token minted from it.";
 
 /// Flags of `sync`.
 #[derive(Debug, Default, clap::Args)]

@@ -17,6 +17,7 @@ pub const ENV_VARS: &[&str] = &[
     "ZOHO_DC",
     "ZOHO_ACCOUNTS_URL",
     "ZOHO_API_DOMAIN",
+    "ZOHO_GRANT_TOKEN",
     "ZOHO_WON_STAGES",
     "ZOHO_CONCURRENCY",
     "ZOHO_RETRY_BUDGET",
@@ -27,6 +28,7 @@ pub const ENV_VARS: &[&str] = &[
     "BQ_LOCATION",
     "BQ_MAX_BYTES_BILLED",
     "BIGQUERY_EMULATOR_HOST",
+    "BIGQUERY_EMULATOR_ALLOW_REMOTE",
     "GOOGLE_APPLICATION_CREDENTIALS",
     "SYNC_LOOKBACK",
     "SYNC_OVERLAP",
@@ -106,6 +108,21 @@ impl DataCentre {
             // Zoho's SDK has no UK entry yet and the accounts page's URL is cut off (docs/zoho-api.md §1.1). If the
             // host is wrong, minting fails with a clear "could not connect"; ZOHO_ACCOUNTS_URL overrides it.
             DataCentre::Uk => "https://accounts.zoho.uk",
+        }
+    }
+
+    /// The CRM API host of this data centre, used when a token response names no `api_domain`
+    /// (docs/zoho-api.md §1.1).
+    pub fn api_domain(self) -> &'static str {
+        match self {
+            DataCentre::Us => "https://www.zohoapis.com",
+            DataCentre::Eu => "https://www.zohoapis.eu",
+            DataCentre::In => "https://www.zohoapis.in",
+            DataCentre::Au => "https://www.zohoapis.com.au",
+            DataCentre::Jp => "https://www.zohoapis.jp",
+            DataCentre::Cn => "https://www.zohoapis.com.cn",
+            DataCentre::Ca => "https://www.zohoapis.ca",
+            DataCentre::Sa => "https://www.zohoapis.sa",
         }
     }
 
@@ -190,6 +207,7 @@ struct RawEnv {
     bq_location: Option<String>,
     bq_max_bytes_billed: Option<String>,
     bigquery_emulator_host: Option<String>,
+    bigquery_emulator_allow_remote: Option<String>,
     sync_lookback: Option<String>,
     sync_overlap: Option<String>,
     sync_max_credits: Option<String>,
@@ -263,9 +281,9 @@ impl RawEnv {
                 value: dc.code().into(),
                 reason: e.to_string(),
             })?,
-            Some(s) => parse_url("ZOHO_ACCOUNTS_URL", s)?,
+            Some(s) => parse_secure_url("ZOHO_ACCOUNTS_URL", s)?,
         };
-        let api_domain = self.zoho_api_domain.as_deref().map(|s| parse_url("ZOHO_API_DOMAIN", s)).transpose()?;
+        let api_domain = self.zoho_api_domain.as_deref().map(|s| parse_secure_url("ZOHO_API_DOMAIN", s)).transpose()?;
         let won_stages = self
             .zoho_won_stages
             .map(|s| s.split(',').map(|x| x.trim().to_owned()).filter(|x| !x.is_empty()).collect::<Vec<_>>());
@@ -313,11 +331,26 @@ impl RawEnv {
                     reason: "a dataset name has only letters, digits and underscores (at most 1024)".into(),
                 });
             }
+            let allow_remote = match self.bigquery_emulator_allow_remote.as_deref().map(str::trim) {
+                None | Some("0") => false,
+                Some("1") => true,
+                Some(other) => {
+                    return Err(ConfigError::Invalid {
+                        var: "BIGQUERY_EMULATOR_ALLOW_REMOTE",
+                        value: other.to_owned(),
+                        reason: "use 1 to allow a non-loopback emulator host, or leave it unset".into(),
+                    })
+                }
+            };
+            let emulator_host = self
+                .bigquery_emulator_host
+                .map(|h| check_emulator_host(h.trim(), allow_remote).map(|()| h.trim().to_owned()))
+                .transpose()?;
             WarehouseSettings::BigQuery {
                 project: project.trim().to_owned(),
                 dataset,
                 location: self.bq_location.unwrap_or_else(|| "US".into()),
-                emulator_host: self.bigquery_emulator_host,
+                emulator_host,
                 max_bytes_billed: max_bytes_billed(self.bq_max_bytes_billed)?,
             }
         } else {
@@ -387,6 +420,53 @@ fn max_bytes_billed(value: Option<String>) -> Result<Option<u64>, ConfigError> {
             }),
         },
     }
+}
+
+/// A URL that will carry credentials: https, or any scheme on a loopback host (a local sandbox).
+fn parse_secure_url(var: &'static str, s: &str) -> Result<Url, ConfigError> {
+    let url = parse_url(var, s)?;
+    if url.scheme() != "https" && !is_loopback(&url) {
+        return Err(ConfigError::Invalid {
+            var,
+            value: s.to_owned(),
+            reason: "credentials travel to this URL, so it must be https (plain http is allowed only on a loopback host: 127.0.0.0/8, ::1, localhost)".into(),
+        });
+    }
+    Ok(url)
+}
+
+/// Whether the URL's host is this machine: 127.0.0.0/8, ::1 or `localhost`.
+pub fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => is_localhost(d),
+        None => false,
+    }
+}
+
+fn is_localhost(d: &str) -> bool {
+    let d = d.trim_end_matches('.');
+    d.eq_ignore_ascii_case("localhost") || d.to_ascii_lowercase().ends_with(".localhost")
+}
+
+/// `BIGQUERY_EMULATOR_HOST` switches authentication off and speaks plain HTTP, so it must name this machine
+/// unless `BIGQUERY_EMULATOR_ALLOW_REMOTE=1` says otherwise.
+fn check_emulator_host(host: &str, allow_remote: bool) -> Result<(), ConfigError> {
+    let invalid = |reason: &str| ConfigError::Invalid {
+        var: "BIGQUERY_EMULATOR_HOST",
+        value: host.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let bare = host.trim_start_matches("http://").trim_end_matches('/');
+    let url =
+        Url::parse(&format!("http://{bare}")).map_err(|_| invalid("write it as host:port, e.g. 127.0.0.1:9050"))?;
+    if !allow_remote && !is_loopback(&url) {
+        return Err(invalid(
+            "the emulator switch turns Google authentication off and sends data over plain HTTP, so it must be a loopback host (127.0.0.0/8, ::1, localhost); set BIGQUERY_EMULATOR_ALLOW_REMOTE=1 if you really mean a remote emulator, or unset it to use BigQuery",
+        ));
+    }
+    Ok(())
 }
 
 fn duration_var(var: &'static str, value: Option<&str>, default: &str) -> Result<Duration, ConfigError> {
@@ -513,6 +593,36 @@ mod tests {
         assert!(!dbg.contains("s3cr3t-value") && !dbg.contains("refresh-value"), "{dbg}");
         let creds = s.credentials.expect("set");
         assert_eq!(creds.client_secret.expose_secret(), "s3cr3t-value");
+    }
+
+    fn with(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let mut v = vars(&CREDS);
+        v.extend(vars(pairs));
+        Settings::from_vars(v, NeedCredentials::Yes)
+    }
+
+    #[test]
+    fn zoho_urls_must_be_https_except_on_loopback() {
+        for var in ["ZOHO_ACCOUNTS_URL", "ZOHO_API_DOMAIN"] {
+            let msg = with(&[(var, "http://accounts.zoho.eu")]).expect_err("plain http").to_string();
+            assert!(msg.contains(var) && msg.contains("https"), "{msg}");
+            for ok in ["https://accounts.zoho.eu", "http://127.0.0.1:8080", "http://[::1]:9", "http://localhost:1"] {
+                with(&[(var, ok)]).unwrap_or_else(|e| panic!("{var}={ok}: {e}"));
+            }
+        }
+    }
+
+    #[test]
+    fn the_emulator_host_must_be_loopback_unless_remote_is_allowed() {
+        let bq = [("BQ_PROJECT", "p")];
+        for ok in ["127.0.0.1:9050", "localhost:9050", "[::1]:9050", "http://127.0.0.2:1/"] {
+            let s = with(&[bq[0], ("BIGQUERY_EMULATOR_HOST", ok)]).unwrap_or_else(|e| panic!("{ok}: {e}"));
+            assert!(matches!(s.warehouse, WarehouseSettings::BigQuery { emulator_host: Some(_), .. }));
+        }
+        let msg = with(&[bq[0], ("BIGQUERY_EMULATOR_HOST", "bq.example.com:9050")]).expect_err("remote").to_string();
+        assert!(msg.contains("BIGQUERY_EMULATOR_HOST") && msg.contains("BIGQUERY_EMULATOR_ALLOW_REMOTE=1"), "{msg}");
+        with(&[bq[0], ("BIGQUERY_EMULATOR_HOST", "bq.example.com:9050"), ("BIGQUERY_EMULATOR_ALLOW_REMOTE", "1")])
+            .expect("opted in");
     }
 
     #[test]

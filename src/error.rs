@@ -15,7 +15,8 @@ pub enum ExitCode {
     Unexpected = 1,
     /// Configuration or usage error: fix the environment or the command line.
     Config = 2,
-    /// Zoho rejected the credentials, scopes or the API user's permissions: a human must act; do not retry.
+    /// Zoho rejected the credentials, scopes or the API user's permissions, or answered something this job
+    /// will not act on (a redirect, an `api_domain` that is not Zoho's): a human must act; do not retry.
     ZohoCredentials = 3,
     /// Zoho's accounts server throttles token mints: retry after 10 minutes at the earliest.
     ZohoTokenThrottled = 4,
@@ -53,6 +54,9 @@ pub enum Error {
     Zoho(#[from] zoho::Error),
     #[error(transparent)]
     Warehouse(#[from] WarehouseError),
+    /// `authorize` failed (port, timeout, state, consent, or the exchange).
+    #[error(transparent)]
+    Authorize(#[from] zoho::oauth::AuthorizeError),
     /// A bug: a task panicked or was lost.
     #[error("internal error: {0}")]
     Internal(String),
@@ -68,16 +72,15 @@ impl Error {
             Error::Config(_) | Error::Usage(_) => ExitCode::Config,
             Error::CreditBudget(_) => ExitCode::CreditBudget,
             Error::Internal(_) => ExitCode::Unexpected,
-            Error::Zoho(e) => match e {
-                zoho::Error::InvalidCredentials(_) | zoho::Error::ScopeMismatch { .. } => ExitCode::ZohoCredentials,
-                zoho::Error::InvalidToken { .. } | zoho::Error::PermissionDenied { .. } => ExitCode::ZohoCredentials,
-                zoho::Error::TokenThrottled(_) => ExitCode::ZohoTokenThrottled,
-                zoho::Error::RateLimited { .. }
-                | zoho::Error::Transient { .. }
-                | zoho::Error::CreditsExhausted { .. } => ExitCode::ZohoUnavailable,
-                zoho::Error::CreditBudget { .. } => ExitCode::CreditBudget,
-                zoho::Error::Rejected { .. } | zoho::Error::Malformed { .. } => ExitCode::Unexpected,
+            Error::Authorize(e) => match e {
+                zoho::oauth::AuthorizeError::Listen { .. } => ExitCode::Config,
+                zoho::oauth::AuthorizeError::Zoho(e) => zoho_exit_code(e),
+                // Nobody consented in time, a forged redirect, or a refusal: a human must act.
+                zoho::oauth::AuthorizeError::TimedOut(_)
+                | zoho::oauth::AuthorizeError::StateMismatch
+                | zoho::oauth::AuthorizeError::Refused(_) => ExitCode::ZohoCredentials,
             },
+            Error::Zoho(e) => zoho_exit_code(e),
             Error::Warehouse(e) => match e {
                 WarehouseError::Busy { .. } | WarehouseError::LeaseLost { .. } => ExitCode::Overlap,
                 WarehouseError::Config(_) => ExitCode::Config,
@@ -86,5 +89,23 @@ impl Error {
                 WarehouseError::RowRejected { .. } | WarehouseError::Other(_) => ExitCode::Unexpected,
             },
         }
+    }
+}
+
+/// The exit code of a Zoho failure.
+fn zoho_exit_code(e: &zoho::Error) -> ExitCode {
+    match e {
+        zoho::Error::InvalidCredentials(_) | zoho::Error::ScopeMismatch { .. } => ExitCode::ZohoCredentials,
+        zoho::Error::InvalidToken { .. } | zoho::Error::PermissionDenied { .. } => ExitCode::ZohoCredentials,
+        // A redirect or a foreign/plain-http api_domain: someone must check ZOHO_DC/ZOHO_ACCOUNTS_URL
+        // (or who answers there); retrying would not change the answer.
+        zoho::Error::Untrusted { .. } => ExitCode::ZohoCredentials,
+        zoho::Error::TooLarge { .. } => ExitCode::Unexpected,
+        zoho::Error::TokenThrottled(_) => ExitCode::ZohoTokenThrottled,
+        zoho::Error::RateLimited { .. } | zoho::Error::Transient { .. } | zoho::Error::CreditsExhausted { .. } => {
+            ExitCode::ZohoUnavailable
+        }
+        zoho::Error::CreditBudget { .. } => ExitCode::CreditBudget,
+        zoho::Error::Rejected { .. } | zoho::Error::Malformed { .. } => ExitCode::Unexpected,
     }
 }

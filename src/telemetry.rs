@@ -2,16 +2,46 @@
 //! terminal (or `LOG_FORMAT=json`), human text on a terminal. Level from `RUST_LOG` (default `info`).
 //!
 //! Span fields (the run's `run_id`) are copied onto every line, so one grep finds a whole run.
+//!
+//! Third-party crates that can log a credential are capped at `warn` whatever `RUST_LOG` says
+//! ([`CAPPED_TARGETS`]): yup-oauth2 logs Google's token responses (access tokens, the signed JWT assertion,
+//! gcloud refresh tokens) at `debug`, and the HTTP stack logs headers and bodies at `debug`/`trace`.
 
 use std::io::IsTerminal;
 
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::fmt::format::{FmtSpan, JsonFields, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
+use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
+
+/// Log targets (crates) that can carry a credential below `warn`: their `debug`/`trace` lines are dropped
+/// whatever `RUST_LOG` asks for. A target matches by prefix (`hyper` also covers `hyper::proto::h1`).
+pub const CAPPED_TARGETS: &[&str] = &[
+    // Google token responses, JWT assertions, gcloud refresh tokens and client secrets (`log::debug!`).
+    "yup_oauth2",
+    // Request and response heads and bodies: `Authorization` headers, form bodies holding client secrets.
+    "hyper",
+    "hyper_util",
+    "hyper_rustls",
+    "reqwest",
+    "h2",
+    "rustls",
+    "gcp_bigquery_client",
+];
+
+/// The level [`CAPPED_TARGETS`] are capped at.
+pub const CAP: LevelFilter = LevelFilter::WARN;
+
+/// The filter that enforces the cap; every other target passes (`RUST_LOG` then decides).
+fn credential_cap() -> Targets {
+    Targets::new().with_default(LevelFilter::TRACE).with_targets(CAPPED_TARGETS.iter().map(|t| (*t, CAP)))
+}
 
 /// Output format of the logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,9 +70,14 @@ impl LogFormat {
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // `try_init` also routes the `log` crate's records (yup-oauth2, reqwest) through these filters.
     let result = match format {
-        LogFormat::Json => builder.fmt_fields(JsonFields::new()).event_format(CloudJson).try_init(),
-        LogFormat::Text => builder.with_span_events(FmtSpan::NONE).with_target(false).try_init(),
+        LogFormat::Json => {
+            builder.fmt_fields(JsonFields::new()).event_format(CloudJson).finish().with(credential_cap()).try_init()
+        }
+        LogFormat::Text => {
+            builder.with_span_events(FmtSpan::NONE).with_target(false).finish().with(credential_cap()).try_init()
+        }
     };
     // Already installed (tests): keep the first.
     let _ = result;
@@ -116,5 +151,22 @@ impl Visit for JsonVisitor<'_> {
             source = s.source();
         }
         self.0.insert(field.name().into(), chain.into());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing::Level;
+
+    #[test]
+    fn crates_that_can_log_credentials_are_capped_at_warn_and_the_job_is_not() {
+        let cap = credential_cap();
+        for target in CAPPED_TARGETS.iter().chain(&["yup_oauth2::service_account", "hyper_util::client::legacy"]) {
+            assert!(!cap.would_enable(target, &Level::DEBUG), "{target} debug");
+            assert!(!cap.would_enable(target, &Level::TRACE), "{target} trace");
+            assert!(cap.would_enable(target, &Level::WARN), "{target} warn");
+        }
+        assert!(cap.would_enable("zoho_deals_sync::zoho::client", &Level::TRACE));
     }
 }

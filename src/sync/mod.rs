@@ -599,7 +599,7 @@ async fn fetch_and_stage<W: Warehouse + 'static>(
                     let q = DealQuery { columns: &cols, filter, stages: &stages, window: slice, page_size };
                     deals::page_deals(&zoho, &q, |records| {
                         progress.page(records.len());
-                        let (changes, bad) = to_changes(filter, records, &owners);
+                        let (changes, bad) = to_changes(filter, &stages, records, &owners);
                         quarantined.add(bad);
                         let tx = tx.clone();
                         async move { tx.send(Batch { changes }).await.is_ok() }
@@ -668,14 +668,38 @@ async fn fetch_and_stage<W: Warehouse + 'static>(
 }
 
 /// Maps a page to changes (owners get their full names); returns them and the records it could not map.
-fn to_changes(filter: StageFilter, records: Vec<Value>, owners: &OwnerNames) -> (Vec<DealChange>, Quarantine) {
+/// Defence in depth: a record from the won query is stored as won only if its Stage is in `won_stages` (the
+/// query asked for those, but an answer is not trusted to have obeyed); anything else is quarantined with the
+/// reason instead of becoming a won row.
+fn to_changes(
+    filter: StageFilter,
+    won_stages: &[String],
+    records: Vec<Value>,
+    owners: &OwnerNames,
+) -> (Vec<DealChange>, Quarantine) {
     let mut out = Vec::with_capacity(records.len());
     let mut bad = Quarantine::default();
     for record in records {
         let mapped = match filter {
-            StageFilter::Won => model::to_deal(&record).map(|mut d| {
-                owners.apply(&mut d);
-                DealChange::Won(d)
+            StageFilter::Won => model::to_deal(&record).and_then(|d| {
+                // Compared ignoring case and surrounding spaces: whether COQL's `Stage in (...)` matches
+                // case-insensitively is UNCONFIRMED, and a ZOHO_WON_STAGES typed in another case must not
+                // quarantine every won deal.
+                let stage = d.stage.as_deref().unwrap_or("").trim();
+                if won_stages.iter().any(|w| w.trim().eq_ignore_ascii_case(stage) && !stage.is_empty()) {
+                    let mut d = d;
+                    owners.apply(&mut d);
+                    Ok(DealChange::Won(d))
+                } else {
+                    Err(model::Quarantined {
+                        reason: format!(
+                            "came back from the won-deals query with Stage {:?}, which is not one of the won stages {won_stages:?}; not stored as won",
+                            d.stage.as_deref().unwrap_or("")
+                        ),
+                        deal_id: d.deal_id,
+                        field: "Stage".into(),
+                    })
+                }
             }),
             StageFilter::NotWon => model::to_deal(&record).map(|d| DealChange::Unwon {
                 deal_id: d.deal_id,
@@ -719,5 +743,29 @@ async fn log_missing_ids<W: Warehouse>(zoho: &ZohoClient, warehouse: &W, stages:
             tracing::debug!(missing = ?missing, "won deal ids in Zoho but not in the warehouse for this window");
         }
         Err(e) => tracing::debug!(error = %e, "could not list warehouse ids for reconciliation"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, stage: &str) -> Value {
+        serde_json::json!({"id": id, "Deal_Name": "d", "Stage": stage, "Modified_Time": "2026-11-01T10:00:00+00:00"})
+    }
+
+    #[test]
+    fn a_record_from_the_won_query_outside_the_won_set_is_quarantined_not_stored_as_won() {
+        let won = vec!["Closed Won".to_owned()];
+        let records =
+            vec![record("1", "Closed Won"), record("2", "Negotiation"), record("3", ""), record("4", "closed won")];
+        let (changes, bad) = to_changes(StageFilter::Won, &won, records);
+        assert_eq!(changes.len(), 2, "{changes:?}");
+        assert!(matches!(&changes[0], DealChange::Won(d) if d.deal_id == "1"));
+        assert!(matches!(&changes[1], DealChange::Won(d) if d.deal_id == "4"), "case does not matter");
+        assert_eq!(bad.count, 2);
+        let q = bad.kept.iter().find(|q| q.deal_id == "2").expect("2 is kept");
+        assert_eq!(q.field, "Stage");
+        assert!(q.reason.contains("Negotiation") && q.reason.contains("Closed Won"), "{}", q.reason);
     }
 }

@@ -38,10 +38,27 @@ impl std::fmt::Debug for SqliteWarehouse {
     }
 }
 
+/// Creates the file readable by its owner only (0600; it holds owner emails and contact names), whatever the
+/// umask. SQLite gives its `-wal` and `-shm` files the database file's mode. An existing file is left as it is.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 impl SqliteWarehouse {
     /// Opens (creating if needed) the file. Tables are created by [`Warehouse::prepare`].
     pub fn open(path: &Path) -> Result<Self, WarehouseError> {
         let err = |source| WarehouseError::Sqlite { path: path.display().to_string(), source };
+        create_private(path).map_err(|e| {
+            WarehouseError::Unavailable(format!("could not create the SQLite file {}: {e}", path.display()))
+        })?;
         let conn = Connection::open(path).map_err(err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
         // WAL lets analysts read while a run writes; NORMAL sync is durable at each commit in WAL mode.

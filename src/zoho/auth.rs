@@ -4,6 +4,11 @@
 //! Zoho allows 10 mints per refresh token per 10 minutes, so a run mints once and reuses the token. The token
 //! endpoint answers HTTP 200 with `{"error":"invalid_client"}` on bad credentials: any response without
 //! `access_token` is a failure. Secrets never leave this file except as a request header or form field.
+//!
+//! The token response's `api_domain` decides where the access token is sent, so it is checked: https, and
+//! one of Zoho's API hosts ([`is_zoho_api_host`]), unless `ZOHO_API_DOMAIN` overrides it. A loopback
+//! `api_domain` is accepted only from a loopback accounts server (a local sandbox). Without an `api_domain`
+//! the data centre's API host is used.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -15,7 +20,7 @@ use tokio::time::Instant;
 use url::Url;
 
 use super::Error;
-use crate::config::ZohoCredentials;
+use crate::config::{is_loopback, ZohoCredentials};
 use crate::retry::{retry, RetryPolicy};
 
 /// A token is refreshed this long before Zoho says it expires: a page request that starts with a token
@@ -58,6 +63,10 @@ pub struct TokenProvider {
     token_url: Url,
     credentials: ZohoCredentials,
     api_domain_override: Option<Url>,
+    /// Used when a token response has no `api_domain`: the data centre's API host.
+    api_domain_fallback: Option<Url>,
+    /// Whether the accounts server is on this machine (a local sandbox): then a loopback `api_domain` is fine.
+    local_accounts: bool,
     cache: Mutex<Option<AccessToken>>,
     mints: AtomicU64,
     retry: RetryPolicy,
@@ -78,10 +87,18 @@ impl TokenProvider {
             token_url,
             credentials,
             api_domain_override,
+            api_domain_fallback: None,
+            local_accounts: is_loopback(accounts_url),
             cache: Mutex::new(None),
             mints: AtomicU64::new(0),
             retry,
         })
+    }
+
+    /// The API host used when a token response names none (the data centre's, e.g. `https://www.zohoapis.eu`).
+    pub fn with_api_domain_fallback(mut self, fallback: Url) -> Self {
+        self.api_domain_fallback = Some(fallback);
+        self
     }
 
     /// How many tokens this provider minted.
@@ -125,16 +142,16 @@ impl TokenProvider {
         };
         let api_domain = match (&self.api_domain_override, body.api_domain.as_deref()) {
             (Some(url), _) => url.clone(),
-            (None, Some(d)) => Url::parse(d).map_err(|e| Error::Malformed {
-                endpoint: "token".into(),
-                detail: format!("api_domain {d:?} is not a URL ({e}); set ZOHO_API_DOMAIN"),
-            })?,
-            (None, None) => {
-                return Err(Error::Malformed {
-                    endpoint: "token".into(),
-                    detail: "the token response has no api_domain; set ZOHO_API_DOMAIN".into(),
-                })
-            }
+            (None, Some(d)) => self.checked_api_domain(d)?,
+            (None, None) => match &self.api_domain_fallback {
+                Some(url) => url.clone(),
+                None => {
+                    return Err(Error::Malformed {
+                        endpoint: "token".into(),
+                        detail: "the token response has no api_domain; set ZOHO_API_DOMAIN".into(),
+                    })
+                }
+            },
         };
         let secs = body.expires_in_sec.or(body.expires_in).unwrap_or(3600);
         tracing::debug!(expires_in_secs = secs, api_domain = %api_domain, "minted a Zoho access token");
@@ -146,14 +163,45 @@ impl TokenProvider {
         })
     }
 
-    /// Exchanges a Self Client grant token for a refresh token.
-    pub async fn exchange_grant(&self, grant: &SecretString) -> Result<SecretString, Error> {
-        let form = [
+    /// The token response's `api_domain`, if it may receive our access token: https and one of Zoho's API
+    /// hosts, or any loopback host when the accounts server itself is on loopback (a local sandbox).
+    fn checked_api_domain(&self, d: &str) -> Result<Url, Error> {
+        let url = Url::parse(d).map_err(|e| Error::Malformed {
+            endpoint: "token".into(),
+            detail: format!("api_domain {d:?} is not a URL ({e}); set ZOHO_API_DOMAIN"),
+        })?;
+        if self.local_accounts && is_loopback(&url) {
+            return Ok(url);
+        }
+        let untrusted = |why: &str| Error::Untrusted {
+            endpoint: "token".into(),
+            detail: format!("the token response names api_domain {d:?}, {why}; {UNTRUSTED_ADVICE}"),
+        };
+        if url.scheme() != "https" {
+            return Err(untrusted("which is not https"));
+        }
+        if !url.host_str().is_some_and(is_zoho_api_host) {
+            return Err(untrusted("which is not one of Zoho's API hosts (www., sandbox. or developer. zohoapis.com/.eu/.in/.com.au/.jp/.com.cn/.ca/.sa/.uk)"));
+        }
+        Ok(url)
+    }
+
+    /// Exchanges a grant token (Self Client, or the code of an authorization redirect) for a refresh token.
+    /// `redirect_uri` is the one the authorization request named (Connected App); a Self Client sends none.
+    pub async fn exchange_grant(
+        &self,
+        grant: &SecretString,
+        redirect_uri: Option<&str>,
+    ) -> Result<SecretString, Error> {
+        let mut form = vec![
             ("grant_type", "authorization_code"),
             ("client_id", self.credentials.client_id.as_str()),
             ("client_secret", self.credentials.client_secret.expose_secret()),
             ("code", grant.expose_secret()),
         ];
+        if let Some(uri) = redirect_uri {
+            form.push(("redirect_uri", uri));
+        }
         let body = self.post_token_form(&form).await?;
         match body.refresh_token {
             Some(t) => Ok(SecretString::from(t)),
@@ -171,10 +219,8 @@ impl TokenProvider {
                     Error::Transient { endpoint: "token".into(), detail: super::client::describe_reqwest(&e) }
                 })?;
                 let status = resp.status();
-                let text = resp.text().await.map_err(|e| Error::Transient {
-                    endpoint: "token".into(),
-                    detail: super::client::describe_reqwest(&e),
-                })?;
+                super::client::refuse_redirect("token", &resp)?;
+                let text = super::client::read_capped("token", resp).await?;
                 if status.is_server_error() || status.as_u16() == 429 && !is_throttle_body(&text) {
                     return Err(Error::Transient { endpoint: "token".into(), detail: format!("HTTP {status}") });
                 }
@@ -191,6 +237,46 @@ impl TokenProvider {
         )
         .await
     }
+}
+
+impl TokenProvider {
+    /// Revokes a refresh token (and every access token minted from it): `POST {accounts}/oauth/v2/token/revoke`
+    /// with the token in a form body (Zoho's docs show a query parameter, Zoho's SDK a form body; the body
+    /// keeps it out of URLs that may be logged). Not retried: a revoke that may have happened is not repeated
+    /// blindly, and the caller can run it again.
+    pub async fn revoke(&self, refresh_token: &SecretString) -> Result<(), Error> {
+        let url = join(&self.token_url, "revoke")?;
+        let resp =
+            self.http.post(url).form(&[("token", refresh_token.expose_secret())]).send().await.map_err(|e| {
+                Error::Transient { endpoint: "revoke".into(), detail: super::client::describe_reqwest(&e) }
+            })?;
+        let status = resp.status();
+        super::client::refuse_redirect("revoke", &resp)?;
+        let text = super::client::read_capped("revoke", resp).await?;
+        let body: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        if status.is_success() && body["status"] == "success" {
+            return Ok(());
+        }
+        if status.is_server_error() {
+            return Err(Error::Transient { endpoint: "revoke".into(), detail: format!("HTTP {status}") });
+        }
+        Err(Error::InvalidCredentials(format!(
+            "the accounts server refused to revoke the token (HTTP {}): it is not a valid refresh token of this data centre, or it was already revoked",
+            status.as_u16()
+        )))
+    }
+}
+
+const UNTRUSTED_ADVICE: &str =
+    "the access token is not sent there. If your org really uses that host, set ZOHO_API_DOMAIN to it explicitly";
+
+/// Zoho's API hosts: `zohoapis.<dc>` with no prefix or a `www.`, `sandbox.` or `developer.` prefix, for each
+/// data centre's domain (docs/zoho-api.md §1.1; the UK domain is UNCONFIRMED and allowed, as a host Zoho owns).
+pub fn is_zoho_api_host(host: &str) -> bool {
+    const DOMAINS: [&str; 9] = ["com", "eu", "in", "com.au", "jp", "com.cn", "ca", "sa", "uk"];
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let rest = ["www.", "sandbox.", "developer."].iter().find_map(|p| host.strip_prefix(p)).unwrap_or(&host);
+    rest.strip_prefix("zohoapis.").is_some_and(|tld| DOMAINS.contains(&tld))
 }
 
 fn is_throttle_body(text: &str) -> bool {
@@ -217,4 +303,21 @@ pub(crate) fn join(base: &Url, path: &str) -> Result<Url, Error> {
     s.push('/');
     s.push_str(path.trim_start_matches('/'));
     Url::parse(&s).map_err(|e| Error::Malformed { endpoint: path.into(), detail: e.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_zoho_api_hosts_may_receive_the_access_token() {
+        for host in
+            ["www.zohoapis.com", "zohoapis.eu", "sandbox.zohoapis.com.au", "developer.zohoapis.in", "WWW.ZOHOAPIS.JP"]
+        {
+            assert!(is_zoho_api_host(host), "{host}");
+        }
+        for host in ["zohoapis.com.attacker.example", "evil-zohoapis.com", "www.zohoapis.org", "attacker.example"] {
+            assert!(!is_zoho_api_host(host), "{host}");
+        }
+    }
 }

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod client;
 pub mod deals;
 pub mod model;
+pub mod oauth;
 pub mod users;
 
 use std::time::Duration;
@@ -58,6 +59,14 @@ pub enum Error {
     /// A response we cannot read.
     #[error("unreadable response from Zoho at {endpoint}: {detail}")]
     Malformed { endpoint: String, detail: String },
+    /// An answer we refuse to act on: a redirect (Zoho calls follow none: a redirect would re-send the client
+    /// secret or the access token to another host), or a token response naming an `api_domain` that is not
+    /// https or not one of Zoho's API hosts. A human must look; retrying cannot help.
+    #[error("refusing Zoho's answer at {endpoint}: {detail}")]
+    Untrusted { endpoint: String, detail: String },
+    /// A response body larger than [`client::MAX_RESPONSE_BYTES`]: reading stopped there.
+    #[error("Zoho's answer at {endpoint} is larger than {} MiB, the cap on any response; stopped reading it (a 2,000-row COQL page is a few MiB, so this is not a normal answer)", .limit / (1024 * 1024))]
+    TooLarge { endpoint: String, limit: usize },
     /// The run would spend more API credits than allowed.
     #[error("credit budget reached: {spent} of {limit} Zoho API credits spent, the next call needs {next}")]
     CreditBudget { spent: u64, limit: u64, next: u64 },

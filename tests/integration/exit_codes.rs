@@ -174,7 +174,14 @@ async fn exit_8_when_records_are_quarantined_naming_each_and_the_rest_are_stored
 
 #[tokio::test]
 async fn every_subcommand_has_help_with_examples_and_version_names_the_commit() {
-    for args in [vec!["--help"], vec!["sync", "--help"], vec!["check", "--help"], vec!["exchange-grant", "--help"]] {
+    for args in [
+        vec!["--help"],
+        vec!["sync", "--help"],
+        vec!["check", "--help"],
+        vec!["exchange-grant", "--help"],
+        vec!["authorize", "--help"],
+        vec!["revoke", "--help"],
+    ] {
         let out = crate::helpers::run_binary(&args, &[]).await;
         assert_eq!(out.code, 0, "{args:?}: {}", out.all());
         assert!(out.stdout.contains("Examples:"), "{args:?}: {}", out.stdout);

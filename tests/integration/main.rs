@@ -13,4 +13,5 @@ mod orgs;
 mod overlap;
 mod parity;
 mod resilience;
+mod security;
 mod sync;

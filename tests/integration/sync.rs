@@ -167,7 +167,9 @@ async fn no_secret_appears_in_any_log_line_even_at_trace_level() {
         .collect();
     let out = app.run_with_env(&["sync"], &env).await;
     assert_eq!(out.code, 0, "{}", out.all());
-    assert!(out.stderr.lines().count() > 20, "trace logging is on");
+    // Third-party crates are capped at warn (telemetry::CAPPED_TARGETS); the job's own debug lines show that
+    // RUST_LOG=trace took effect.
+    assert!(out.stderr.contains(r#""severity":"DEBUG""#), "trace logging is on: {}", out.stderr);
     let all = out.all();
     for secret in
         [zoho_sandbox::DEMO_REFRESH_TOKEN, zoho_sandbox::DEMO_CLIENT_SECRET, "Zoho-oauthtoken", "access_token"]
