@@ -12,10 +12,11 @@ Examples:
   zoho-deals-sync sync --dry-run               # print the plan, write nothing
   zoho-deals-sync check                        # verify credentials, scopes, stages, warehouse
   zoho-deals-sync exchange-grant 1000.abc...   # Self Client grant token -> refresh token
+  zoho-deals-sync status --max-age 26h         # freshness probe: exit 10 when the data is older
 
 Configuration comes from the environment (ZOHO_CLIENT_ID, ZOHO_CLIENT_SECRET, ZOHO_REFRESH_TOKEN, ...);
 see README.md. Exit codes: 0 ok, 1 unexpected, 2 config, 3 Zoho credentials, 4 token throttled,
-5 Zoho unavailable, 6 credit budget, 7 warehouse, 8 partial, 9 another run in progress.";
+5 Zoho unavailable, 6 credit budget, 7 warehouse, 8 partial, 9 another run in progress, 10 stale (status).";
 
 /// Copies closed-won deals from Zoho CRM into BigQuery or SQLite.
 #[derive(Debug, Parser)]
@@ -42,6 +43,14 @@ Examples:
   ZOHO_CLIENT_ID=1000.XXXX ZOHO_CLIENT_SECRET=... ZOHO_DC=eu zoho-deals-sync exchange-grant 1000.abc...
   zoho-deals-sync exchange-grant 1000.abc... | gcloud secrets versions add zoho-refresh-token --data-file=-";
 
+const STATUS_EXAMPLES: &str = "\
+Examples:
+  zoho-deals-sync status                  # last success and its age, failures in a row, quarantines, watermark
+  zoho-deals-sync status --max-age 26h    # exit 10 when the newest succeeded window ended more than 26h ago
+  zoho-deals-sync status --json           # the same as one JSON object (for scripts and dashboards)
+
+Reads only the warehouse's ledger: needs no Zoho credentials and makes no Zoho call.";
+
 /// What to do.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -51,6 +60,9 @@ pub enum Command {
     /// Verify credentials, scopes, won-stage discovery and warehouse reachability; print what to fix.
     #[command(after_help = CHECK_EXAMPLES)]
     Check,
+    /// Is the warehouse fresh? Last success, failures, quarantines, reconciliation, watermark (no Zoho call).
+    #[command(after_help = STATUS_EXAMPLES)]
+    Status(StatusArgs),
     /// Exchange a Self Client grant token for a refresh token (printed alone on stdout).
     #[command(after_help = GRANT_EXAMPLES)]
     ExchangeGrant {
@@ -75,6 +87,24 @@ pub struct SyncArgs {
     /// Stop before spending more than N Zoho API credits (also SYNC_MAX_CREDITS).
     #[arg(long, value_name = "N")]
     pub max_credits: Option<u64>,
+}
+
+/// Flags of `status`.
+#[derive(Debug, Default, clap::Args)]
+pub struct StatusArgs {
+    /// Exit 10 ("stale") when the newest succeeded run's window ended longer ago than this (90s, 15m, 26h, 7d),
+    /// or when no run has succeeded yet.
+    #[arg(long, value_name = "DUR", value_parser = parse_max_age)]
+    pub max_age: Option<std::time::Duration>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_max_age(v: &str) -> Result<std::time::Duration, String> {
+    crate::config::parse_duration(v)
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{v:?} is not a duration: write it like 90s, 15m, 26h or 7d"))
 }
 
 /// Parses a `--since`/`--until` value relative to `now`.

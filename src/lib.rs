@@ -9,6 +9,7 @@ pub mod config;
 pub mod deal;
 pub mod error;
 pub mod retry;
+pub mod status;
 pub mod sync;
 pub mod telemetry;
 pub mod warehouse;

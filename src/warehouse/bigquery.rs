@@ -96,6 +96,7 @@ const SQL_VIEWS: &[(&str, &str)] = &[
     ("current_won_deals", include_str!("../../sql/views/current_won_deals.sql")),
     ("won_revenue_by_month_owner", include_str!("../../sql/views/won_revenue_by_month_owner.sql")),
     ("time_to_close", include_str!("../../sql/views/time_to_close.sql")),
+    ("sync_status", include_str!("../../sql/views/sync_status.sql")),
 ];
 
 /// Where the BigQuery warehouse lives.
@@ -685,6 +686,10 @@ impl Warehouse for BigQueryWarehouse {
                     window_end: cell_ts(r, 4)?.ok_or_else(|| missing("window_end"))?,
                     deals_upserted: cell_u64(r, 5),
                     error: cell(r, 6),
+                    started_at: cell_ts(r, 10)?,
+                    finished_at: cell_ts(r, 11)?,
+                    zoho_won_count: cell_i64(r, 12).and_then(|n| u64::try_from(n).ok()),
+                    warehouse_won_count: cell_i64(r, 9).and_then(|n| u64::try_from(n).ok()),
                 })
             })
             .collect()

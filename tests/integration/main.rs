@@ -7,6 +7,7 @@ mod drills;
 mod exit_codes;
 mod helpers;
 mod manifests;
+mod monitoring;
 mod parity;
 mod resilience;
 mod sync;
