@@ -33,6 +33,9 @@ pub const ENV_VARS: &[&str] = &[
     "SYNC_LEASE_TTL",
     "LOG_FORMAT",
     "RUST_LOG",
+    "ALERT_WEBHOOK_URL",
+    "ALERT_FORMAT",
+    "ALERT_ON",
 ];
 
 /// A configuration problem, naming the variable and what to do.

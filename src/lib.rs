@@ -3,6 +3,7 @@
 //! Data flows one way: `zoho` → `sync` → `warehouse`, sharing the domain type in `deal`; `app` wires them
 //! for the binary.
 
+pub mod alert;
 pub mod app;
 pub mod cli;
 pub mod config;

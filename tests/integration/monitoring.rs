@@ -184,3 +184,168 @@ async fn the_first_sync_says_what_it_covered_and_how_to_backfill_and_check_says_
     assert_eq!(second.code, 0, "{}", second.all());
     assert!(!second.stdout.contains("first run"), "only the first run says so: {}", second.stdout);
 }
+
+/// A local webhook: records each request body it receives, then answers `status` (or, with `answer: false`,
+/// holds the connection open without answering). Stops when dropped.
+struct Webhook {
+    url: String,
+    bodies: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Webhook {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Webhook {
+    async fn start(status: u16, answer: bool) -> Webhook {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}/hooks/T0/B0/s3cr3t-hook-path", listener.local_addr().expect("addr"));
+        let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = bodies.clone();
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else { return };
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // Read the head, then Content-Length bytes of body.
+                let body = loop {
+                    let Ok(n) = sock.read(&mut chunk).await else { break None };
+                    if n == 0 {
+                        break None;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).into_owned();
+                    let Some(head_end) = text.find("\r\n\r\n") else { continue };
+                    let len = text[..head_end]
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned())
+                        })
+                        .and_then(|v| v.parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if buf.len() >= head_end + 4 + len {
+                        break Some(String::from_utf8_lossy(&buf[head_end + 4..head_end + 4 + len]).into_owned());
+                    }
+                };
+                if let Some(body) = body {
+                    seen.lock().expect("lock").push(body);
+                }
+                if answer {
+                    let reply = format!("HTTP/1.1 {status} X\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+                    let _ = sock.write_all(reply.as_bytes()).await;
+                } else {
+                    held.push(sock);
+                }
+            }
+        });
+        Webhook { url, bodies, task }
+    }
+
+    fn bodies(&self) -> Vec<String> {
+        self.bodies.lock().expect("lock").clone()
+    }
+}
+
+fn with_env(app: &TestApp, pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut env = app.env();
+    for (k, v) in pairs {
+        env.retain(|(ek, _)| ek != k);
+        env.push(((*k).to_owned(), (*v).to_owned()));
+    }
+    env
+}
+
+fn assert_no_secret(text: &str) {
+    for secret in [zoho_sandbox::DEMO_CLIENT_SECRET, zoho_sandbox::DEMO_REFRESH_TOKEN, "s3cr3t-hook-path"] {
+        assert!(!text.contains(secret), "a secret leaked: {text}");
+    }
+}
+
+#[tokio::test]
+async fn a_failing_run_posts_exactly_one_slack_alert_with_its_code_and_no_secret() {
+    let app = TestApp::with_deals(20).await;
+    app.control("/__sandbox/control", serde_json::json!({"missing_scope": "ZohoCRM.coql.READ"})).await;
+    let hook = Webhook::start(200, true).await;
+    let out = app.run_with_env(&["sync"], &with_env(&app, &[("ALERT_WEBHOOK_URL", &hook.url)])).await;
+    assert_eq!(out.code, 3, "{}", out.all());
+    let bodies = hook.bodies();
+    assert_eq!(bodies.len(), 1, "exactly one alert: {bodies:?}");
+    let v: Value = serde_json::from_str(&bodies[0]).expect("JSON");
+    let text = v["text"].as_str().expect("a Slack body has text");
+    assert!(text.contains("`sync`") && text.contains("exit 3") && text.contains("ZohoCRM.coql.READ"), "{text}");
+    assert_no_secret(&bodies[0]);
+    assert_no_secret(&out.all());
+    assert!(out.stderr.contains("sent the alert"), "{}", out.stderr);
+}
+
+#[tokio::test]
+async fn a_configuration_error_alerts_too_in_the_plain_json_format() {
+    let app = TestApp::with_deals(0).await;
+    let hook = Webhook::start(200, true).await;
+    let env = with_env(&app, &[("ALERT_WEBHOOK_URL", &hook.url), ("ALERT_FORMAT", "json"), ("ZOHO_DC", "mars")]);
+    let out = app.run_with_env(&["sync"], &env).await;
+    assert_eq!(out.code, 2, "{}", out.all());
+    let bodies = hook.bodies();
+    assert_eq!(bodies.len(), 1, "{bodies:?}");
+    let v: Value = serde_json::from_str(&bodies[0]).expect("JSON");
+    assert_eq!((v["exit_code"].clone(), v["command"].clone()), (2.into(), "sync".into()));
+    assert!(v["error"].as_str().expect("error").contains("ZOHO_DC"), "{v}");
+    assert!(v["meaning"].is_string() && v["what_to_do"].is_string() && v["host"].is_string(), "{v}");
+}
+
+#[tokio::test]
+async fn alert_on_all_reports_a_success_with_its_run_id_and_window() {
+    let app = TestApp::with_deals(20).await;
+    let hook = Webhook::start(200, true).await;
+    let env = with_env(&app, &[("ALERT_WEBHOOK_URL", &hook.url), ("ALERT_FORMAT", "json"), ("ALERT_ON", "all")]);
+    let out = app.run_with_env(&["sync"], &env).await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    let row = app.ledger().await[0].clone();
+    let bodies = hook.bodies();
+    assert_eq!(bodies.len(), 1, "{bodies:?}");
+    let v: Value = serde_json::from_str(&bodies[0]).expect("JSON");
+    assert_eq!(v["exit_code"], Value::from(0));
+    assert_eq!(v["run_id"], Value::from(row.run_id.as_str()));
+    assert_eq!(v["window_end"], Value::from(zoho_deals_sync::deal::format_utc(&row.window_end)));
+    assert_no_secret(&bodies[0]);
+    // Without ALERT_ON=all a success stays quiet.
+    let quiet = Webhook::start(200, true).await;
+    let out = app.run_with_env(&["sync"], &with_env(&app, &[("ALERT_WEBHOOK_URL", &quiet.url)])).await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(quiet.bodies().is_empty());
+}
+
+#[tokio::test]
+async fn a_dead_webhook_never_changes_the_exit_code_and_is_retried_at_most_once() {
+    let app = TestApp::with_deals(20).await;
+    app.control("/__sandbox/control", serde_json::json!({"missing_scope": "ZohoCRM.coql.READ"})).await;
+
+    // Connection refused: a port nobody listens on any more.
+    let refused = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        format!("http://{}/hooks/s3cr3t-hook-path", l.local_addr().expect("addr"))
+    };
+    let out = app.run_with_env(&["sync"], &with_env(&app, &[("ALERT_WEBHOOK_URL", &refused)])).await;
+    assert_eq!(out.code, 3, "{}", out.all());
+    assert!(out.stderr.contains("could not deliver the alert"), "{}", out.stderr);
+    assert_no_secret(&out.all());
+
+    // A webhook that never answers: one attempt, cut by the alert timeout (the run still ends within the
+    // helper's RUN_TIMEOUT, which kills and fails it otherwise).
+    let silent = Webhook::start(200, false).await;
+    let out = app.run_with_env(&["sync"], &with_env(&app, &[("ALERT_WEBHOOK_URL", &silent.url)])).await;
+    assert_eq!(out.code, 3, "{}", out.all());
+    assert_eq!(silent.bodies().len(), 1, "no retry after a timeout");
+    assert_no_secret(&out.all());
+
+    // A webhook answering 503: one retry, no more.
+    let failing = Webhook::start(503, true).await;
+    let out = app.run_with_env(&["sync"], &with_env(&app, &[("ALERT_WEBHOOK_URL", &failing.url)])).await;
+    assert_eq!(out.code, 3, "{}", out.all());
+    assert_eq!(failing.bodies().len(), 2, "exactly one retry");
+}
