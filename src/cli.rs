@@ -109,6 +109,19 @@ fn parse_max_age(v: &str) -> Result<std::time::Duration, String> {
 
 /// Parses a `--since`/`--until` value relative to `now`.
 pub fn parse_time(flag: &str, value: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+    let t = parse_any_time(flag, value, now)?;
+    // A start in the future would otherwise surface as an empty window blamed on --until.
+    if flag == "--since" && t > now {
+        return Err(format!(
+            "--since {value:?} ({}) is in the future: a backfill starts in the past; give an earlier date or a \
+             duration back from now (36h, 7d)",
+            crate::deal::format_utc(&t)
+        ));
+    }
+    Ok(t)
+}
+
+fn parse_any_time(flag: &str, value: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
     let v = value.trim();
     if let Ok(t) = DateTime::parse_from_rfc3339(v) {
         return Ok(t.with_timezone(&Utc));
@@ -146,5 +159,13 @@ mod tests {
             Ok(Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).single().expect("valid"))
         );
         assert!(parse_time("--since", "yesterday", now).expect_err("bad").contains("--since"));
+    }
+
+    #[test]
+    fn a_since_in_the_future_says_so_and_does_not_blame_until() {
+        let now = Utc.with_ymd_and_hms(2026, 11, 28, 12, 0, 0).single().expect("valid");
+        let e = parse_time("--since", "2027-01-01", now).expect_err("future");
+        assert!(e.contains("--since") && e.contains("in the future") && !e.contains("--until"), "{e}");
+        assert_eq!(parse_time("--since", "2026-11-28T12:00:00Z", now), Ok(now));
     }
 }

@@ -212,7 +212,7 @@ pub async fn sync<W: Warehouse + 'static>(
             not_won_deals: counts.not_won,
             estimated_credits,
             max_credits: zoho.max_credits(),
-            tables: vec!["closed_won_deals", "sync_runs", "staging (dropped after the run)"],
+            tables: vec!["closed_won_deals", "sync_runs", "quarantined_deals", "staging (dropped after the run)"],
         }));
     }
 

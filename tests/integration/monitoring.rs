@@ -349,3 +349,25 @@ async fn a_dead_webhook_never_changes_the_exit_code_and_is_retried_at_most_once(
     assert_eq!(out.code, 3, "{}", out.all());
     assert_eq!(failing.bodies().len(), 2, "exactly one retry");
 }
+
+#[tokio::test]
+async fn a_since_in_the_future_says_so_before_any_zoho_call() {
+    let app = TestApp::with_deals(0).await;
+    let out = app.run(&["sync", "--since", "2999-01-01"]).await;
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(out.stderr.contains("--since") && out.stderr.contains("in the future"), "{}", out.stderr);
+    assert!(!out.stderr.contains("--until"), "it does not blame --until: {}", out.stderr);
+    let stats = app.stats().await;
+    assert_eq!(stats["token_mints"].as_u64().expect("token_mints"), 0, "no token minted: {stats}");
+}
+
+#[tokio::test]
+async fn the_dry_run_lists_every_table_a_run_writes_including_the_quarantine() {
+    let app = TestApp::with_deals(10).await;
+    let out = app.run(&["sync", "--dry-run"]).await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    let tables = out.stdout.lines().find(|l| l.starts_with("tables:")).unwrap_or_else(|| panic!("{}", out.stdout));
+    for table in ["closed_won_deals", "sync_runs", "quarantined_deals"] {
+        assert!(tables.contains(table), "{tables}");
+    }
+}
