@@ -16,6 +16,7 @@ use crate::warehouse::Warehouse;
 use crate::zoho::auth::TokenProvider;
 use crate::zoho::client::{http_client, ZohoClient};
 use crate::zoho::deals;
+use crate::zoho::token_cache::TokenCache;
 
 /// Runs the command the user asked for.
 pub async fn run(cli: Cli) -> Result<ExitCode, Error> {
@@ -49,6 +50,11 @@ fn zoho_client(
 ) -> Result<ZohoClient, Error> {
     let http = http_client()?;
     let retry = RetryPolicy { budget: settings.zoho.retry_budget, ..RetryPolicy::default() };
+    let disk = settings
+        .zoho
+        .token_cache
+        .as_deref()
+        .map(|path| TokenCache::new(path, &credentials, &settings.zoho.accounts_url));
     let auth = TokenProvider::new(
         http.clone(),
         &settings.zoho.accounts_url,
@@ -56,6 +62,10 @@ fn zoho_client(
         settings.zoho.api_domain.clone(),
         retry,
     )?;
+    let auth = match disk {
+        Some(disk) => auth.with_disk_cache(disk),
+        None => auth,
+    };
     Ok(ZohoClient::new(http, auth, settings.zoho.concurrency, max_credits, retry))
 }
 

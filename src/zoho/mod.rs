@@ -5,6 +5,7 @@ pub mod auth;
 pub mod client;
 pub mod deals;
 pub mod model;
+pub mod token_cache;
 
 use std::time::Duration;
 

@@ -371,3 +371,48 @@ async fn the_dry_run_lists_every_table_a_run_writes_including_the_quarantine() {
         assert!(tables.contains(table), "{tables}");
     }
 }
+
+#[tokio::test]
+async fn with_a_token_cache_back_to_back_runs_mint_once_and_the_file_is_private() {
+    let app = TestApp::with_deals(20).await;
+    let cache = app.db.with_file_name("zoho-token.json");
+    let env = with_env(&app, &[("ZOHO_TOKEN_CACHE", &cache.display().to_string())]);
+    for _ in 0..2 {
+        let out = app.run_with_env(&["sync"], &env).await;
+        assert_eq!(out.code, 0, "{}", out.all());
+    }
+    let stats = app.stats().await;
+    assert_eq!(stats["token_mints"].as_u64().expect("token_mints"), 1, "two runs, one mint: {stats}");
+
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&cache).expect("the cache file exists").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "owner-only");
+    }
+    let text = std::fs::read_to_string(&cache).expect("read");
+    assert!(text.contains("access_token"), "{text}");
+    assert_no_secret(&text);
+
+    // Zoho revokes the token: the next run gets 401, drops the cached token, mints once and succeeds.
+    app.control("/__sandbox/revoke-access-tokens", serde_json::json!({})).await;
+    let out = app.run_with_env(&["sync"], &env).await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert_eq!(app.stats().await["token_mints"].as_u64().expect("token_mints"), 2);
+    let again = app.run_with_env(&["sync"], &env).await;
+    assert_eq!(again.code, 0, "{}", again.all());
+    assert_eq!(app.stats().await["token_mints"].as_u64().expect("token_mints"), 2, "the new token was cached");
+}
+
+#[tokio::test]
+async fn without_a_token_cache_each_run_mints_its_own_token() {
+    let app = TestApp::with_deals(20).await;
+    for _ in 0..2 {
+        let out = app.run(&["sync"]).await;
+        assert_eq!(out.code, 0, "{}", out.all());
+    }
+    assert_eq!(app.stats().await["token_mints"].as_u64().expect("token_mints"), 2);
+    assert!(std::fs::read_dir(app.db.parent().expect("dir"))
+        .expect("ls")
+        .all(|e| { !e.expect("entry").file_name().to_string_lossy().contains("token") }));
+}
