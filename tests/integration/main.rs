@@ -3,6 +3,7 @@
 
 mod budget;
 mod conformance;
+mod dbt;
 mod drills;
 mod exit_codes;
 mod helpers;
