@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use zoho_deals_sync::warehouse::bigquery::BigQueryWarehouse;
 use zoho_deals_sync::warehouse::sqlite::SqliteWarehouse;
 use zoho_deals_sync::warehouse::{QuarantinedRecord, RunKind, RunReport, RunStart, Warehouse};
 
@@ -34,7 +35,7 @@ fn hours_ago(h: i64) -> DateTime<Utc> {
 
 /// Records a run in the ledger through the warehouse's own API, as a sync would: started at its window's end,
 /// then succeeded (with `quarantined` records) or failed with `error`.
-async fn record_run(w: &SqliteWarehouse, id: &str, window: (i64, i64), error: Option<&str>, quarantined: usize) {
+async fn record_run<W: Warehouse>(w: &W, id: &str, window: (i64, i64), error: Option<&str>, quarantined: usize) {
     let run = RunStart {
         run_id: id.into(),
         kind: RunKind::Scheduled,
@@ -415,4 +416,40 @@ async fn without_a_token_cache_each_run_mints_its_own_token() {
     assert!(std::fs::read_dir(app.db.parent().expect("dir"))
         .expect("ls")
         .all(|e| { !e.expect("entry").file_name().to_string_lossy().contains("token") }));
+}
+
+#[tokio::test]
+async fn status_and_the_sync_status_view_read_a_bigquery_ledger_the_same_way() {
+    let Some(app) = TestApp::with_deals(0).await.on_bigquery("status") else { return };
+    let config = app.bigquery.clone().expect("a BigQuery dataset");
+    let bq = BigQueryWarehouse::connect(config).await.expect("the emulator answers");
+    record_run(&bq, "ok", (25, 2), None, 1).await;
+    record_run(&bq, "night-1", (3, 0), Some("warehouse unavailable: quota"), 0).await;
+
+    let out = run_binary(&["status", "--json", "--max-age", "26h"], &app.env()).await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    let j = json_of(&out);
+    assert_eq!(j["last_success"]["run_id"], Value::from("ok"));
+    assert!(j["last_success"]["finished_at"].is_string(), "{j}");
+    assert_eq!(j["consecutive_failures"], Value::from(1));
+    assert_eq!(j["last_error"]["error"], Value::from("warehouse unavailable: quota"));
+    assert_eq!(j["open_quarantines"], Value::from(1));
+    assert_eq!(j["reconciliation"]["gap"], Value::from(0));
+
+    let rows = bq
+        .query_text(
+            "SELECT last_success_run_id, consecutive_failures, last_error, open_quarantines, age_seconds
+             FROM `{{dataset}}.sync_status`",
+        )
+        .await
+        .expect("the sync_status view answers");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let row = &rows[0];
+    assert_eq!(row[0].as_deref(), Some("ok"));
+    assert_eq!(row[1].as_deref(), Some("1"));
+    assert_eq!(row[2].as_deref(), Some("warehouse unavailable: quota"));
+    assert_eq!(row[3].as_deref(), Some("1"));
+    let age: i64 = row[4].as_deref().and_then(|a| a.parse().ok()).expect("age_seconds");
+    assert!((2 * 3600..3 * 3600).contains(&age), "the window ended 2h ago: {age}");
+    bq.drop_dataset().await.expect("drop the test dataset");
 }
