@@ -273,7 +273,16 @@ async fn status(args: StatusArgs) -> Result<ExitCode, Error> {
 }
 
 async fn status_inputs<W: Warehouse>(w: &W) -> Result<(Vec<crate::warehouse::LedgerRow>, u64), Error> {
-    // Creates the tables if they are missing (as `check` does), so a warehouse no run has written reads empty.
-    w.prepare().await?;
-    Ok((w.ledger().await?, w.quarantined().await?.len() as u64))
+    async fn read<W: Warehouse>(w: &W) -> Result<(Vec<crate::warehouse::LedgerRow>, u64), Error> {
+        Ok((w.ledger().await?, w.quarantined().await?.len() as u64))
+    }
+    // Read-only when the tables exist (a probe may run as a user who can only read); otherwise create them, as
+    // `check` does, so a warehouse no run has written reads as empty (and a real problem surfaces from prepare).
+    match read(w).await {
+        Ok(inputs) => Ok(inputs),
+        Err(_) => {
+            w.prepare().await?;
+            read(w).await
+        }
+    }
 }

@@ -6,10 +6,7 @@ use zoho_deals_sync::error::ExitCode;
 use zoho_deals_sync::{alert, app, cli::Cli, telemetry};
 
 fn main() -> std::process::ExitCode {
-    // clap prints usage errors itself and exits with 2, our configuration/usage code.
-    let matches = Cli::command().get_matches();
-    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    let command = matches.subcommand_name().unwrap_or("sync").to_owned();
+    let parsed = Cli::command().try_get_matches();
     let format = match telemetry::LogFormat::from_env() {
         Ok(f) => f,
         Err(e) => {
@@ -33,6 +30,16 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(ExitCode::Unexpected.code());
         }
     };
+    // clap prints usage errors itself and exits with 2, our configuration/usage code (after the alert).
+    let matches = parsed.unwrap_or_else(|e| {
+        if e.use_stderr() {
+            let text = e.to_string();
+            runtime.block_on(alert::after_run(alerts.as_ref(), "(command line)", ExitCode::Config, Some(&text)));
+        }
+        e.exit()
+    });
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let command = matches.subcommand_name().unwrap_or("sync").to_owned();
     let (code, error) = match runtime.block_on(app::run(cli)) {
         Ok(code) => (code, None),
         Err(e) => {

@@ -453,3 +453,38 @@ async fn status_and_the_sync_status_view_read_a_bigquery_ledger_the_same_way() {
     assert!((2 * 3600..3 * 3600).contains(&age), "the window ended 2h ago: {age}");
     bq.drop_dataset().await.expect("drop the test dataset");
 }
+
+#[tokio::test]
+async fn a_bad_flag_or_a_bad_alert_setting_is_a_configuration_error_and_the_former_alerts() {
+    let app = TestApp::with_deals(0).await;
+    let hook = Webhook::start(200, true).await;
+    let out = app.run_with_env(&["sync", "--no-such-flag"], &with_env(&app, &[("ALERT_WEBHOOK_URL", &hook.url)])).await;
+    assert_eq!(out.code, 2, "{}", out.all());
+    let bodies = hook.bodies();
+    assert_eq!(bodies.len(), 1, "{bodies:?}");
+    assert!(bodies[0].contains("--no-such-flag") && bodies[0].contains("exit 2"), "{}", bodies[0]);
+
+    let env = with_env(&app, &[("ALERT_WEBHOOK_URL", &hook.url), ("ALERT_ON", "sometimes")]);
+    let out = app.run_with_env(&["sync"], &env).await;
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(out.stderr.contains("ALERT_ON") && out.stderr.contains("failure"), "{}", out.stderr);
+    assert_no_secret(&out.all());
+}
+
+#[tokio::test]
+async fn status_only_reads_a_warehouse_whose_tables_exist() {
+    let app = TestApp::with_deals(0).await;
+    let w = SqliteWarehouse::open(&app.db).expect("open");
+    record_run(&w, "ok", (25, 2), None, 0).await;
+    drop(w);
+    // SQLite bumps schema_version on every CREATE/DROP: `prepare` (which recreates the views) would move it.
+    let schema_version = || -> i64 {
+        let conn = rusqlite::Connection::open(&app.db).expect("open");
+        conn.query_row("PRAGMA schema_version", [], |r| r.get(0)).expect("schema_version")
+    };
+    let before = schema_version();
+    let out = status(&app, &["--max-age", "26h"]).await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(out.stdout.contains("last success: run ok"), "{}", out.stdout);
+    assert_eq!(schema_version(), before, "status changed no table or view (a probe needs only read access)");
+}
