@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::cli::{parse_time, Cli, Command, SyncArgs};
+use crate::cli::{parse_time, Cli, Command, StatusArgs, SyncArgs};
 use crate::config::{NeedCredentials, Settings, WarehouseSettings, ZohoCredentials};
 use crate::error::{Error, ExitCode};
 use crate::retry::RetryPolicy;
@@ -16,6 +16,7 @@ use crate::warehouse::Warehouse;
 use crate::zoho::auth::TokenProvider;
 use crate::zoho::client::{http_client, ZohoClient};
 use crate::zoho::deals;
+use crate::zoho::token_cache::TokenCache;
 
 /// Runs the command the user asked for.
 pub async fn run(cli: Cli) -> Result<ExitCode, Error> {
@@ -26,6 +27,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Authorize { port, timeout } => authorize(port, &timeout).await,
         Command::Revoke { token, yes } => revoke(token.as_deref(), yes).await,
         Command::Reconcile { since } => run_reconcile(since.as_deref()).await,
+        Command::Status(args) => status(args).await,
     }
 }
 
@@ -51,6 +53,11 @@ fn zoho_client(
 ) -> Result<ZohoClient, Error> {
     let http = http_client()?;
     let retry = RetryPolicy { budget: settings.zoho.retry_budget, ..RetryPolicy::default() };
+    let disk = settings
+        .zoho
+        .token_cache
+        .as_deref()
+        .map(|path| TokenCache::new(path, &credentials, &settings.zoho.accounts_url));
     let auth = TokenProvider::new(
         http.clone(),
         &settings.zoho.accounts_url,
@@ -59,6 +66,10 @@ fn zoho_client(
         retry,
     )?
     .with_api_domain_fallback(api_domain_fallback(settings)?);
+    let auth = match disk {
+        Some(disk) => auth.with_disk_cache(disk),
+        None => auth,
+    };
     Ok(ZohoClient::new(http, auth, settings.zoho.concurrency, max_credits, retry))
 }
 
@@ -89,14 +100,18 @@ async fn run_sync(args: SyncArgs) -> Result<ExitCode, Error> {
     };
     let max_credits = args.max_credits.or(settings.max_credits);
     let zoho = Arc::new(zoho_client(&settings, credentials(&settings)?, max_credits)?);
-    let outcome = match &settings.warehouse {
+    let (outcome, first_run) = match &settings.warehouse {
         WarehouseSettings::Sqlite { path } => {
             let wh = Arc::new(SqliteWarehouse::open(path)?);
-            sync::sync(&settings, &options, zoho, wh).await?
+            let outcome = sync::sync(&settings, &options, zoho, wh.clone()).await?;
+            let note = first_run_note(&*wh, &outcome, &settings).await;
+            (outcome, note)
         }
         WarehouseSettings::BigQuery { .. } => {
             let wh = Arc::new(bigquery(&settings).await?);
-            sync::sync(&settings, &options, zoho, wh).await?
+            let outcome = sync::sync(&settings, &options, zoho, wh.clone()).await?;
+            let note = first_run_note(&*wh, &outcome, &settings).await;
+            (outcome, note)
         }
     };
     match outcome {
@@ -106,6 +121,9 @@ async fn run_sync(args: SyncArgs) -> Result<ExitCode, Error> {
         }
         Outcome::Synced(summary) => {
             println!("{}", summary.line());
+            if let Some(note) = first_run {
+                println!("{note}");
+            }
             let quarantined = summary.report.deals_quarantined;
             if quarantined > 0 {
                 tracing::warn!(
@@ -141,6 +159,17 @@ async fn run_reconcile(since: Option<&str>) -> Result<ExitCode, Error> {
     };
     println!("{}", summary.line());
     Ok(ExitCode::Success)
+}
+
+/// After a scheduled run that was the first to succeed: what it covered and how to backfill (best effort: a
+/// ledger that cannot be read just means no note).
+async fn first_run_note<W: Warehouse>(w: &W, outcome: &Outcome, settings: &Settings) -> Option<String> {
+    let Outcome::Synced(summary) = outcome else { return None };
+    if summary.kind != crate::warehouse::RunKind::Scheduled {
+        return None;
+    }
+    let ledger = w.ledger().await.ok()?;
+    crate::status::first_run_note(&ledger, &summary.run_id, settings.lookback)
 }
 
 /// Connects to BigQuery (or its emulator when `BIGQUERY_EMULATOR_HOST` is set).
@@ -356,11 +385,11 @@ async fn check() -> Result<ExitCode, Error> {
     }
     let warehouse = match &settings.warehouse {
         WarehouseSettings::Sqlite { path } => match SqliteWarehouse::open(path) {
-            Ok(w) => check_warehouse(&w).await.map(|s| format!("SQLite {}: {s}", path.display())),
+            Ok(w) => check_warehouse(&w, &settings).await.map(|s| format!("SQLite {}: {s}", path.display())),
             Err(e) => Err(e.into()),
         },
         WarehouseSettings::BigQuery { project, dataset, .. } => match bigquery(&settings).await {
-            Ok(w) => check_warehouse(&w).await.map(|s| format!("BigQuery {project}.{dataset}: {s}")),
+            Ok(w) => check_warehouse(&w, &settings).await.map(|s| format!("BigQuery {project}.{dataset}: {s}")),
             Err(e) => Err(e),
         },
     };
@@ -387,11 +416,52 @@ fn skipped(select: &deals::SelectList) -> String {
     }
 }
 
-async fn check_warehouse<W: Warehouse>(w: &W) -> Result<String, Error> {
+async fn check_warehouse<W: Warehouse>(w: &W, settings: &Settings) -> Result<String, Error> {
     w.prepare().await?;
     let watermark = w.watermark().await?;
     Ok(match watermark {
         Some(t) => format!("reachable; watermark {}", crate::deal::format_utc(&t)),
-        None => "reachable; no successful run yet".into(),
+        None => format!(
+            "reachable; no successful run yet: the first `sync` covers only the last {} (SYNC_LOOKBACK); to load \
+             older deals run `zoho-deals-sync sync --since 2024-01-01` (any date, or a duration such as 90d)",
+            crate::status::human_duration(settings.lookback)
+        ),
     })
+}
+
+/// `status`: reads the ledger and the quarantine (never Zoho) and prints how fresh the warehouse is.
+async fn status(args: StatusArgs) -> Result<ExitCode, Error> {
+    let settings = Settings::from_env(NeedCredentials::No)?;
+    let now = chrono::Utc::now();
+    let (ledger, quarantined) = match &settings.warehouse {
+        // A missing file means no run has written yet; opening it would create an empty one.
+        WarehouseSettings::Sqlite { path } if !path.exists() => {
+            tracing::info!(path = %path.display(), "no SQLite warehouse at SQLITE_PATH yet: no run has written");
+            (Vec::new(), 0)
+        }
+        WarehouseSettings::Sqlite { path } => status_inputs(&SqliteWarehouse::open(path)?).await?,
+        WarehouseSettings::BigQuery { .. } => status_inputs(&bigquery(&settings).await?).await?,
+    };
+    let status = crate::status::Status::from_ledger(&ledger, quarantined, now, args.max_age);
+    if args.json {
+        println!("{}", status.to_json());
+    } else {
+        println!("{}", status.render_text());
+    }
+    Ok(status.exit_code())
+}
+
+async fn status_inputs<W: Warehouse>(w: &W) -> Result<(Vec<crate::warehouse::LedgerRow>, u64), Error> {
+    async fn read<W: Warehouse>(w: &W) -> Result<(Vec<crate::warehouse::LedgerRow>, u64), Error> {
+        Ok((w.ledger().await?, w.quarantined().await?.len() as u64))
+    }
+    // Read-only when the tables exist (a probe may run as a user who can only read); otherwise create them, as
+    // `check` does, so a warehouse no run has written reads as empty (and a real problem surfaces from prepare).
+    match read(w).await {
+        Ok(inputs) => Ok(inputs),
+        Err(_) => {
+            w.prepare().await?;
+            read(w).await
+        }
+    }
 }

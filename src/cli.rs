@@ -14,10 +14,11 @@ Examples:
   zoho-deals-sync exchange-grant -             # Self Client grant token (read from stdin) -> refresh token
   zoho-deals-sync authorize                    # Connected App: browser consent -> refresh token
   zoho-deals-sync revoke --yes                 # revoke ZOHO_REFRESH_TOKEN (after deploying a new one)
+  zoho-deals-sync status --max-age 26h         # freshness probe: exit 10 when the data is older
 
 Configuration comes from the environment (ZOHO_CLIENT_ID, ZOHO_CLIENT_SECRET, ZOHO_REFRESH_TOKEN, ...);
 see README.md. Exit codes: 0 ok, 1 unexpected, 2 config, 3 Zoho credentials, 4 token throttled,
-5 Zoho unavailable, 6 credit budget, 7 warehouse, 8 partial, 9 another run in progress.";
+5 Zoho unavailable, 6 credit budget, 7 warehouse, 8 partial, 9 another run in progress, 10 stale (status).";
 
 /// Copies closed-won deals from Zoho CRM into BigQuery or SQLite.
 #[derive(Debug, Parser)]
@@ -48,6 +49,14 @@ Examples:
 The grant is read from stdin (`-`) or ZOHO_GRANT_TOKEN; on the command line it would show in `ps` and in the
 shell's history.";
 
+const STATUS_EXAMPLES: &str = "\
+Examples:
+  zoho-deals-sync status                  # last success and its age, failures in a row, quarantines, watermark
+  zoho-deals-sync status --max-age 26h    # exit 10 when the newest succeeded window ended more than 26h ago
+  zoho-deals-sync status --json           # the same as one JSON object (for scripts and dashboards)
+
+Reads only the warehouse's ledger: needs no Zoho credentials and makes no Zoho call.";
+
 /// What to do.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -57,6 +66,9 @@ pub enum Command {
     /// Verify credentials, scopes, won-stage discovery and warehouse reachability; print what to fix.
     #[command(after_help = CHECK_EXAMPLES)]
     Check,
+    /// Is the warehouse fresh? Last success, failures, quarantines, reconciliation, watermark (no Zoho call).
+    #[command(after_help = STATUS_EXAMPLES)]
+    Status(StatusArgs),
     /// Exchange a Self Client grant token for a refresh token (printed alone on stdout).
     #[command(after_help = GRANT_EXAMPLES)]
     ExchangeGrant {
@@ -135,8 +147,39 @@ pub struct SyncArgs {
     pub max_credits: Option<u64>,
 }
 
+/// Flags of `status`.
+#[derive(Debug, Default, clap::Args)]
+pub struct StatusArgs {
+    /// Exit 10 ("stale") when the newest succeeded run's window ended longer ago than this (90s, 15m, 26h, 7d),
+    /// or when no run has succeeded yet.
+    #[arg(long, value_name = "DUR", value_parser = parse_max_age)]
+    pub max_age: Option<std::time::Duration>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_max_age(v: &str) -> Result<std::time::Duration, String> {
+    crate::config::parse_duration(v)
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{v:?} is not a duration: write it like 90s, 15m, 26h or 7d"))
+}
+
 /// Parses a `--since`/`--until` value relative to `now`.
 pub fn parse_time(flag: &str, value: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+    let t = parse_any_time(flag, value, now)?;
+    // A start in the future would otherwise surface as an empty window blamed on --until.
+    if flag == "--since" && t > now {
+        return Err(format!(
+            "--since {value:?} ({}) is in the future: a backfill starts in the past; give an earlier date or a \
+             duration back from now (36h, 7d)",
+            crate::deal::format_utc(&t)
+        ));
+    }
+    Ok(t)
+}
+
+fn parse_any_time(flag: &str, value: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
     let v = value.trim();
     if let Ok(t) = DateTime::parse_from_rfc3339(v) {
         return Ok(t.with_timezone(&Utc));
@@ -174,5 +217,13 @@ mod tests {
             Ok(Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).single().expect("valid"))
         );
         assert!(parse_time("--since", "yesterday", now).expect_err("bad").contains("--since"));
+    }
+
+    #[test]
+    fn a_since_in_the_future_says_so_and_does_not_blame_until() {
+        let now = Utc.with_ymd_and_hms(2026, 11, 28, 12, 0, 0).single().expect("valid");
+        let e = parse_time("--since", "2027-01-01", now).expect_err("future");
+        assert!(e.contains("--since") && e.contains("in the future") && !e.contains("--until"), "{e}");
+        assert_eq!(parse_time("--since", "2026-11-28T12:00:00Z", now), Ok(now));
     }
 }

@@ -21,6 +21,7 @@ pub const ENV_VARS: &[&str] = &[
     "ZOHO_WON_STAGES",
     "ZOHO_CONCURRENCY",
     "ZOHO_RETRY_BUDGET",
+    "ZOHO_TOKEN_CACHE",
     "WAREHOUSE",
     "SQLITE_PATH",
     "BQ_PROJECT",
@@ -36,6 +37,9 @@ pub const ENV_VARS: &[&str] = &[
     "SYNC_LEASE_TTL",
     "LOG_FORMAT",
     "RUST_LOG",
+    "ALERT_WEBHOOK_URL",
+    "ALERT_FORMAT",
+    "ALERT_ON",
 ];
 
 /// A configuration problem, naming the variable and what to do.
@@ -169,6 +173,9 @@ pub struct ZohoSettings {
     pub concurrency: usize,
     /// How long one call may keep retrying 429s, 5xx and dropped connections before the run gives up.
     pub retry_budget: Duration,
+    /// `ZOHO_TOKEN_CACHE`: a file (0600) sharing the access token between runs; `None` (the default) mints
+    /// one per run.
+    pub token_cache: Option<std::path::PathBuf>,
 }
 
 /// Everything a sync needs from the environment.
@@ -200,6 +207,7 @@ struct RawEnv {
     zoho_won_stages: Option<String>,
     zoho_concurrency: Option<String>,
     zoho_retry_budget: Option<String>,
+    zoho_token_cache: Option<String>,
     warehouse: Option<String>,
     sqlite_path: Option<String>,
     bq_project: Option<String>,
@@ -381,7 +389,15 @@ impl RawEnv {
             .transpose()?;
 
         Ok(Settings {
-            zoho: ZohoSettings { dc, accounts_url, api_domain, won_stages, concurrency, retry_budget },
+            zoho: ZohoSettings {
+                dc,
+                accounts_url,
+                api_domain,
+                won_stages,
+                concurrency,
+                retry_budget,
+                token_cache: self.zoho_token_cache.map(|p| p.trim().into()),
+            },
             credentials,
             warehouse,
             lookback,

@@ -33,6 +33,9 @@ pub enum ExitCode {
     Partial = 8,
     /// Another run holds the lease on this warehouse: this one did nothing.
     Overlap = 9,
+    /// `status --max-age`: the newest succeeded window ended longer ago than the maximum age (or no run has
+    /// succeeded yet). Look at the failed runs `status` lists.
+    Stale = 10,
 }
 
 impl ExitCode {

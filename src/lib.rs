@@ -3,12 +3,14 @@
 //! Data flows one way: `zoho` → `sync` → `warehouse`, sharing the domain type in `deal`; `app` wires them
 //! for the binary.
 
+pub mod alert;
 pub mod app;
 pub mod cli;
 pub mod config;
 pub mod deal;
 pub mod error;
 pub mod retry;
+pub mod status;
 pub mod sync;
 pub mod telemetry;
 pub mod warehouse;

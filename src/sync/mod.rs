@@ -217,7 +217,7 @@ pub async fn sync<W: Warehouse + 'static>(
             not_won_deals: counts.not_won,
             estimated_credits,
             max_credits: zoho.max_credits(),
-            tables: vec!["closed_won_deals", "sync_runs", "staging (dropped after the run)"],
+            tables: vec!["closed_won_deals", "sync_runs", "quarantined_deals", "staging (dropped after the run)"],
         }));
     }
 
@@ -273,6 +273,11 @@ pub async fn sync<W: Warehouse + 'static>(
         lease_ttl: chrono::Duration::from_std(settings.lease_ttl).unwrap_or(chrono::Duration::minutes(10)),
     };
     let span = tracing::info_span!("run", run_id = %run.run_id);
+    crate::alert::record_run(crate::alert::RunContext {
+        run_id: run.run_id.clone(),
+        window_start: run.window_start,
+        window_end: run.window_end,
+    });
     let plan = RunPlan { kind, window, won_stages, flag_unwon, deleted, counts, budget_stop, owners };
     execute(settings, options, zoho, warehouse, run, plan, meta, started).instrument(span).await
 }

@@ -38,6 +38,13 @@ pub fn choose(
         },
     };
     let (start, end) = (floor_to_second(start), floor_to_second(end));
+    if options.since.is_some() && options.until.is_none() && start >= now {
+        return Err(Error::Usage(format!(
+            "--since {} is in the future (Zoho's clock says it is {}): a backfill starts in the past",
+            crate::deal::format_utc(&start),
+            crate::deal::format_utc(&now)
+        )));
+    }
     if end > now {
         return Err(Error::Usage(format!(
             "--until {} is in the future; a window ends at the latest now",
@@ -101,5 +108,12 @@ mod tests {
         let opts =
             SyncOptions { since: Some(now()), until: Some(now() + chrono::Duration::hours(1)), ..Default::default() };
         assert!(choose(&opts, None, now(), DAY, QUARTER).is_err());
+    }
+
+    #[test]
+    fn a_since_ahead_of_zohos_clock_is_called_the_future_not_an_until_problem() {
+        let opts = SyncOptions { since: Some(now() + chrono::Duration::seconds(30)), ..Default::default() };
+        let e = choose(&opts, None, now(), DAY, QUARTER).expect_err("future").to_string();
+        assert!(e.contains("--since") && e.contains("in the future") && !e.contains("--until"), "{e}");
     }
 }

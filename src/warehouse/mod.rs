@@ -186,6 +186,14 @@ pub struct LedgerRow {
     pub window_end: DateTime<Utc>,
     pub deals_upserted: u64,
     pub error: Option<String>,
+    /// When the run started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When the run finished (`None` while it runs, or if it died).
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Won deals modified in the window according to Zoho, when the run counted them.
+    pub zoho_won_count: Option<u64>,
+    /// Won deals modified in the window according to the warehouse after the merge.
+    pub warehouse_won_count: Option<u64>,
 }
 
 /// Failures at the warehouse boundary, classified once so `main` can map them to exit codes.

@@ -180,6 +180,7 @@ fn views_ddl() -> Vec<String> {
         .collect::<Vec<_>>()
         .join(", ");
     vec![
+        "DROP VIEW IF EXISTS sync_status".into(),
         "DROP VIEW IF EXISTS time_to_close".into(),
         "DROP VIEW IF EXISTS won_revenue_by_month_owner".into(),
         "DROP VIEW IF EXISTS current_won_deals".into(),
@@ -201,6 +202,8 @@ fn views_ddl() -> Vec<String> {
                 CAST(julianday(closing_date) - julianday(date(created_time)) AS INTEGER) AS days_to_close
          FROM current_won_deals WHERE created_time IS NOT NULL AND closing_date IS NOT NULL"
             .into(),
+        // Freshness for analysts: what `zoho-deals-sync status` prints, as one row.
+        include_str!("../../sql/views/sync_status.sqlite.sql").into(),
     ]
 }
 
@@ -708,7 +711,8 @@ impl Warehouse for SqliteWarehouse {
         self.with(move |c| {
             query_all(
                 c,
-                "SELECT run_id, kind, status, window_start, window_end, deals_upserted, error FROM sync_runs
+                "SELECT run_id, kind, status, window_start, window_end, deals_upserted, error,
+                   started_at, finished_at, zoho_won_count, warehouse_won_count FROM sync_runs
                  ORDER BY started_at DESC, rowid DESC",
                 [],
                 |r| {
@@ -720,6 +724,10 @@ impl Warehouse for SqliteWarehouse {
                         window_end: parse_ts(&r.get::<_, String>(4)?).unwrap_or_default(),
                         deals_upserted: r.get::<_, i64>(5)? as u64,
                         error: r.get(6)?,
+                        started_at: r.get::<_, Option<String>>(7)?.as_deref().and_then(parse_ts),
+                        finished_at: r.get::<_, Option<String>>(8)?.as_deref().and_then(parse_ts),
+                        zoho_won_count: r.get::<_, Option<i64>>(9)?.and_then(|n| u64::try_from(n).ok()),
+                        warehouse_won_count: r.get::<_, Option<i64>>(10)?.and_then(|n| u64::try_from(n).ok()),
                     })
                 },
             )

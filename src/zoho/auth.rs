@@ -70,6 +70,8 @@ pub struct TokenProvider {
     cache: Mutex<Option<AccessToken>>,
     mints: AtomicU64,
     retry: RetryPolicy,
+    /// The opt-in token file shared by runs (`ZOHO_TOKEN_CACHE`), read before minting and written after.
+    disk: Option<super::token_cache::TokenCache>,
 }
 
 impl TokenProvider {
@@ -92,12 +94,19 @@ impl TokenProvider {
             cache: Mutex::new(None),
             mints: AtomicU64::new(0),
             retry,
+            disk: None,
         })
     }
 
     /// The API host used when a token response names none (the data centre's, e.g. `https://www.zohoapis.eu`).
     pub fn with_api_domain_fallback(mut self, fallback: Url) -> Self {
         self.api_domain_fallback = Some(fallback);
+        self
+    }
+
+    /// Shares tokens between runs through `cache` (see `token_cache.rs` for the trade-off).
+    pub fn with_disk_cache(mut self, cache: super::token_cache::TokenCache) -> Self {
+        self.disk = Some(cache);
         self
     }
 
@@ -114,9 +123,31 @@ impl TokenProvider {
                 return Ok(token.clone());
             }
         }
+        if let Some(token) = self.cached_on_disk() {
+            *cache = Some(token.clone());
+            return Ok(token);
+        }
         let token = self.mint().await?;
+        if let Some(disk) = &self.disk {
+            let left = token.expires_at.saturating_duration_since(Instant::now());
+            let expires_at = chrono::Utc::now() + chrono::Duration::from_std(left).unwrap_or_default();
+            disk.store(&token.secret, &token.api_domain, expires_at);
+        }
         *cache = Some(token.clone());
         Ok(token)
+    }
+
+    /// A token from the token file, valid beyond the refresh margin, as an [`AccessToken`] (serial 0: never
+    /// a minted one's, so `invalidate` tells them apart).
+    fn cached_on_disk(&self) -> Option<AccessToken> {
+        let cached = self.disk.as_ref()?.load(chrono::Utc::now(), REFRESH_MARGIN)?;
+        let left = (cached.expires_at - chrono::Utc::now()).to_std().ok()?;
+        Some(AccessToken {
+            secret: cached.access_token,
+            api_domain: self.api_domain_override.clone().unwrap_or(cached.api_domain),
+            expires_at: Instant::now() + left,
+            serial: 0,
+        })
     }
 
     /// Forgets `used` if it is still the cached token (a 401 told us it is dead). A token minted meanwhile by
@@ -125,6 +156,9 @@ impl TokenProvider {
         let mut cache = self.cache.lock().await;
         if cache.as_ref().is_some_and(|t| t.serial == used.serial) {
             *cache = None;
+            if let Some(disk) = &self.disk {
+                disk.clear();
+            }
         }
     }
 

@@ -7,6 +7,7 @@ pub mod deals;
 pub mod model;
 pub mod oauth;
 pub mod users;
+pub mod token_cache;
 
 use std::time::Duration;
 

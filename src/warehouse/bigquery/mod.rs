@@ -431,6 +431,10 @@ impl Warehouse for BigQueryWarehouse {
                     window_end: cell_ts(r, 4)?.ok_or_else(|| missing("window_end"))?,
                     deals_upserted: cell_u64(r, 5),
                     error: cell(r, 6),
+                    started_at: cell_ts(r, 10)?,
+                    finished_at: cell_ts(r, 11)?,
+                    zoho_won_count: cell_i64(r, 12).and_then(|n| u64::try_from(n).ok()),
+                    warehouse_won_count: cell_i64(r, 9).and_then(|n| u64::try_from(n).ok()),
                 })
             })
             .collect()
