@@ -127,6 +127,8 @@ impl DataCentre {
             DataCentre::Cn => "https://www.zohoapis.com.cn",
             DataCentre::Ca => "https://www.zohoapis.ca",
             DataCentre::Sa => "https://www.zohoapis.sa",
+            // UNCONFIRMED like its accounts server above; ZOHO_API_DOMAIN overrides it.
+            DataCentre::Uk => "https://www.zohoapis.uk",
         }
     }
 

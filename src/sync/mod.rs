@@ -764,7 +764,7 @@ mod tests {
         let won = vec!["Closed Won".to_owned()];
         let records =
             vec![record("1", "Closed Won"), record("2", "Negotiation"), record("3", ""), record("4", "closed won")];
-        let (changes, bad) = to_changes(StageFilter::Won, &won, records);
+        let (changes, bad) = to_changes(StageFilter::Won, &won, records, &OwnerNames::default());
         assert_eq!(changes.len(), 2, "{changes:?}");
         assert!(matches!(&changes[0], DealChange::Won(d) if d.deal_id == "1"));
         assert!(matches!(&changes[1], DealChange::Won(d) if d.deal_id == "4"), "case does not matter");

@@ -6,8 +6,8 @@ pub mod client;
 pub mod deals;
 pub mod model;
 pub mod oauth;
-pub mod users;
 pub mod token_cache;
+pub mod users;
 
 use std::time::Duration;
 
