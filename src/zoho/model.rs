@@ -1,7 +1,7 @@
 //! Zoho's JSON → [`Deal`]. Strict about types (a wrong type quarantines the record with a reason), lenient
 //! about presence (a missing optional field is `None`), and never panics whatever the input.
 //!
-//! Formats (fact sheet §5.2): datetimes are ISO 8601 with an offset and no fraction, dates `YYYY-MM-DD`,
+//! Formats (docs/zoho-api.md §5.2): datetimes are ISO 8601 with an offset and no fraction, dates `YYYY-MM-DD`,
 //! money a JSON number (kept exact: serde_json's `arbitrary_precision` keeps the digits Zoho sent), lookups
 //! `{"name","id"}`; COQL returns dot-joined lookup fields under keys like `Owner.email`.
 
