@@ -333,18 +333,23 @@ async fn check() -> Result<ExitCode, Error> {
         token.map(|t| format!("minted an access token at {} for {}", settings.zoho.accounts_url, t.api_domain)),
     );
     if token_ok {
-        let meta = deals::metadata(&zoho).await.map_err(Error::from);
-        let ready = meta.as_ref().ok().and_then(|m| {
-            let stages = m.won_stages_or(settings.zoho.won_stages.as_deref());
-            stages.ok().map(|s| (s, m.select.columns.clone()))
-        });
-        report(
-            "Deals metadata (scope ZohoCRM.settings.fields.READ)",
-            meta.and_then(|m| {
-                let stages = m.won_stages_or(settings.zoho.won_stages.as_deref())?;
-                Ok(format!("won stages {stages:?}; {} columns selected{}", m.select.columns.len(), skipped(&m.select)))
-            }),
-        );
+        // The won stages and the select list the nightly run would use.
+        let metadata = "Deals metadata (scope ZohoCRM.settings.fields.READ)";
+        let ready = match deals::metadata(&zoho).await.and_then(|m| {
+            let stages = m.won_stages_or(settings.zoho.won_stages.as_deref())?;
+            Ok((stages, m.select))
+        }) {
+            Ok((stages, select)) => {
+                let detail =
+                    format!("won stages {stages:?}; {} columns selected{}", select.columns.len(), skipped(&select));
+                report(metadata, Ok(detail));
+                Some((stages, select.columns))
+            }
+            Err(e) => {
+                report(metadata, Err(e.into()));
+                None
+            }
+        };
         if let Some((stages, columns)) = ready {
             let now = chrono::Utc::now();
             let all_time = deals::Window { start: chrono::DateTime::<chrono::Utc>::UNIX_EPOCH, end: now };
