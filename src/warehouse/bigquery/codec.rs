@@ -59,7 +59,7 @@ pub(super) fn stored_deal(row: &[Option<String>]) -> Result<StoredDeal, Warehous
     })
 }
 
-/// One change as an insertAll row.
+/// One change as a staging row: JSON values by column name, sent as the STRING fields of `@rows`.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct StagedRow {
     /// The change kind ([`change_kind`]).
@@ -72,8 +72,8 @@ pub(super) struct StagedRow {
     pub(super) size: usize,
 }
 
-/// RFC 3339 with microseconds: the emulator rejects numeric epoch TIMESTAMPs in insertAll, and BigQuery keeps
-/// microseconds.
+/// RFC 3339 with microseconds: what `CAST(… AS TIMESTAMP)` reads on BigQuery and the emulator alike, and
+/// BigQuery keeps microseconds.
 pub(super) fn rfc3339(t: &DateTime<Utc>) -> Value {
     Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
 }
@@ -117,7 +117,7 @@ pub(super) fn staged_row(run_id: &str, change: &DealChange) -> StagedRow {
             m.insert("modified_time".into(), rfc3339(&d.modified_time));
             m.insert("is_closed_won".into(), Value::Bool(true));
             m.insert("is_deleted".into(), Value::Bool(false));
-            // insertAll takes a JSON column as a string holding the JSON text.
+            // The JSON text as received; the staging INSERT parses it (PARSE_JSON).
             m.insert("raw".into(), Value::String(d.raw.clone()));
             (change_kind::WON, d.modified_time)
         }
@@ -153,9 +153,9 @@ pub(super) fn staged_row(run_id: &str, change: &DealChange) -> StagedRow {
     }
 }
 
-/// insertAll's best-effort de-duplication key: the same change of the same deal version maps to the same id,
-/// so a batch redelivered within BigQuery's de-duplication window is stored once (the MERGE de-duplicates the
-/// rest). Ids that would exceed 128 characters are hashed.
+/// The change's key: the same change of the same deal version maps to the same key, so the verification
+/// before the merge counts distinct changes (a redelivered batch counts once). Keys that would exceed 128
+/// characters are hashed.
 pub(super) fn insert_id(kind: &str, deal_id: &str, version: &DateTime<Utc>) -> String {
     let id = format!("{kind}:{deal_id}:{}", version.timestamp_micros());
     if id.len() <= INSERT_ID_MAX {

@@ -52,7 +52,7 @@ pub(super) fn with_context(e: WarehouseError, what: &str) -> WarehouseError {
 }
 
 /// The retry schedule for BigQuery calls: 1 s doubling to 20 s, at most 6 retries within 2 minutes: enough to
-/// ride out a rate limit, a concurrent-DML conflict or a just-created table not yet visible to insertAll,
+/// ride out a rate limit, a concurrent-DML conflict or a failed job,
 /// without stalling a nightly job on an outage.
 pub(super) fn policy() -> RetryPolicy {
     RetryPolicy {

@@ -65,6 +65,9 @@ use ledger::*;
 use sql::*;
 use staging::*;
 
+/// How many times `prepare` runs its DDL before giving up (see `prepare`).
+const PREPARE_ATTEMPTS: u32 = 3;
+
 /// `BQ_DATASET` when unset.
 pub const DEFAULT_DATASET: &str = "zoho_crm";
 /// `BQ_LOCATION` when unset.
@@ -148,46 +151,21 @@ impl std::fmt::Debug for BigQueryWarehouse {
 
 impl Warehouse for BigQueryWarehouse {
     async fn prepare(&self) -> Result<(), WarehouseError> {
-        let (project, dataset) = (&self.config.project, &self.config.dataset);
-        let exists = retry(
-            policy(),
-            || async {
-                self.client.dataset().get(project, dataset).await.map_err(|e| classify(&e, "looking up the dataset"))
-            },
-            |f: &Failure, wait| tracing::warn!(error = %f.error, ?wait, "BigQuery call failed; retrying"),
-        )
-        .await;
-        match exists {
-            Ok(found) => {
-                // Jobs run in BQ_LOCATION; a dataset elsewhere fails every job with "not found in location".
-                if let Some(actual) = found.location.as_deref() {
-                    if !actual.eq_ignore_ascii_case(&self.config.location) {
-                        return Err(WarehouseError::Config(format!(
-                            "the dataset {} is in location {actual}, but BQ_LOCATION is {}: set BQ_LOCATION={actual} \
-                             (jobs must run where the dataset is)",
-                            self.dataset_ref(),
-                            self.config.location
-                        )));
-                    }
+        // Every step is idempotent DDL, but two runs starting together run it at the same time, and concurrent
+        // DDL on one dataset can fail one of them ("already exists", a commit conflict on the emulator): the
+        // loser runs the whole sequence again, and then finds everything in place. The lease decides which run
+        // works; prepare must not fail either of them.
+        let mut attempt = 1;
+        loop {
+            match self.prepare_once().await {
+                Err(WarehouseError::Other(m)) if attempt < PREPARE_ATTEMPTS => {
+                    tracing::warn!(attempt, error = %m, "preparing the dataset failed; trying again");
+                    tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
+                    attempt += 1;
                 }
+                other => return other,
             }
-            Err(f) if f.not_found => {
-                let sql = self.render(SQL_CREATE_DATASET, &[("location", &self.config.location)]);
-                self.query("creating the dataset", sql, vec![]).await?;
-                tracing::info!(dataset = %self.dataset_ref(), location = %self.config.location, "created the dataset");
-            }
-            Err(f) => return Err(f.error),
         }
-        self.query("creating closed_won_deals", self.render(SQL_DEALS_TABLE, &[]), vec![]).await?;
-        self.add_missing_columns().await?;
-        self.query("creating sync_runs", self.render(SQL_RUNS_TABLE, &[]), vec![]).await?;
-        self.query("creating quarantined_deals", self.render(SQL_QUARANTINE_TABLE, &[]), vec![]).await?;
-        self.query("creating sync_lease", self.render(SQL_LEASE_TABLE, &[]), vec![]).await?;
-        self.query("creating the lease row", self.render(SQL_LEASE_SEED, &[]), vec![]).await?;
-        for (name, sql) in SQL_VIEWS {
-            self.query(&format!("creating the view {name}"), self.render(sql, &[]), vec![]).await?;
-        }
-        Ok(())
     }
 
     async fn succeeded_windows(&self) -> Result<Vec<CoveredWindow>, WarehouseError> {
@@ -471,5 +449,51 @@ impl Warehouse for BigQueryWarehouse {
                 run_id: cell(r, 4).unwrap_or_default(),
             })
             .collect())
+    }
+}
+
+impl BigQueryWarehouse {
+    /// The dataset (in `BQ_LOCATION`), tables, lease row and views, created where missing.
+    async fn prepare_once(&self) -> Result<(), WarehouseError> {
+        let (project, dataset) = (&self.config.project, &self.config.dataset);
+        let exists = retry(
+            policy(),
+            || async {
+                self.client.dataset().get(project, dataset).await.map_err(|e| classify(&e, "looking up the dataset"))
+            },
+            |f: &Failure, wait| tracing::warn!(error = %f.error, ?wait, "BigQuery call failed; retrying"),
+        )
+        .await;
+        match exists {
+            Ok(found) => {
+                // Jobs run in BQ_LOCATION; a dataset elsewhere fails every job with "not found in location".
+                if let Some(actual) = found.location.as_deref() {
+                    if !actual.eq_ignore_ascii_case(&self.config.location) {
+                        return Err(WarehouseError::Config(format!(
+                            "the dataset {} is in location {actual}, but BQ_LOCATION is {}: set BQ_LOCATION={actual} \
+                             (jobs must run where the dataset is)",
+                            self.dataset_ref(),
+                            self.config.location
+                        )));
+                    }
+                }
+            }
+            Err(f) if f.not_found => {
+                let sql = self.render(SQL_CREATE_DATASET, &[("location", &self.config.location)]);
+                self.query("creating the dataset", sql, vec![]).await?;
+                tracing::info!(dataset = %self.dataset_ref(), location = %self.config.location, "created the dataset");
+            }
+            Err(f) => return Err(f.error),
+        }
+        self.query("creating closed_won_deals", self.render(SQL_DEALS_TABLE, &[]), vec![]).await?;
+        self.add_missing_columns().await?;
+        self.query("creating sync_runs", self.render(SQL_RUNS_TABLE, &[]), vec![]).await?;
+        self.query("creating quarantined_deals", self.render(SQL_QUARANTINE_TABLE, &[]), vec![]).await?;
+        self.query("creating sync_lease", self.render(SQL_LEASE_TABLE, &[]), vec![]).await?;
+        self.query("creating the lease row", self.render(SQL_LEASE_SEED, &[]), vec![]).await?;
+        for (name, sql) in SQL_VIEWS {
+            self.query(&format!("creating the view {name}"), self.render(sql, &[]), vec![]).await?;
+        }
+        Ok(())
     }
 }
