@@ -81,7 +81,7 @@ pub enum Command {
     /// redirect on a loopback port, print the refresh token alone on stdout.
     #[command(after_help = AUTHORIZE_EXAMPLES)]
     Authorize {
-        /// Loopback port for the redirect (http://127.0.0.1:<port>/callback); 0 picks a free one.
+        /// Loopback port for the redirect (http://127.0.0.1:PORT/callback); 0 picks a free one.
         #[arg(long, default_value_t = 8976)]
         port: u16,
         /// How long to wait for the consent (90s, 5m, ...).
