@@ -141,6 +141,16 @@ async fn exit_8_when_records_are_quarantined_naming_each_and_the_rest_are_stored
     crate::helpers::next_second().await;
     let out = app.run(&["sync"]).await;
     assert_eq!(out.code, 8, "{}", out.all());
+    // The summary says what happened: committed, with quarantines; not "succeeded".
+    assert!(out.stdout.contains("committed with 3 quarantined"), "{}", out.stdout);
+    assert!(!out.stdout.contains("succeeded"), "{}", out.stdout);
+    // The three corrupted deals are won and modified in this window: Zoho counts them, the warehouse does not
+    // hold them in it, and the reconciliation warning names the quarantine, not "deals edited during the run".
+    let gap = out.stderr.lines().find(|l| l.contains("reconciliation:")).expect("a reconciliation warning");
+    assert!(gap.contains("quarantined") && !gap.contains("edited during the run"), "{gap}");
+    for id in corrupted["corrupt"].as_array().expect("ids") {
+        assert!(gap.contains(id.as_str().expect("id")), "the warning names {id}: {gap}");
+    }
     for id in corrupted["corrupt"].as_array().expect("ids") {
         let id = id.as_str().expect("id");
         let line = out
