@@ -374,7 +374,9 @@ UPDATE closed_won_deals SET is_deleted = 1, deleted_time = d.deleted_time, synce
 FROM (SELECT deal_id, MAX(deleted_time) AS deleted_time FROM staging_changes
       WHERE run_id = ?1 AND change_kind = 'deleted' GROUP BY deal_id) AS d
 WHERE closed_won_deals.deal_id = d.deal_id AND closed_won_deals.modified_time <= d.deleted_time
-  AND (closed_won_deals.deleted_time IS NULL OR closed_won_deals.deleted_time <= d.deleted_time)";
+  AND (closed_won_deals.deleted_time IS NULL OR closed_won_deals.deleted_time <= d.deleted_time)
+  AND (closed_won_deals.is_deleted = 0 OR closed_won_deals.deleted_time IS NULL
+       OR closed_won_deals.deleted_time < d.deleted_time)";
 
 /// Deals `reconcile` found gone from Zoho: flagged deleted at an unknown time, unless already flagged.
 const MERGE_VANISHED: &str = "

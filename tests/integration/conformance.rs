@@ -307,6 +307,15 @@ async fn deleted_flags_is_deleted_and_deleted_time<W: Backend>(w: &W, _: &Env) {
     assert_eq!(w.won_ids_in_window(t(0), t(1000)).await.expect("ids"), vec!["2".to_owned()]);
     assert_eq!(w.count_won_in_window(t(0), t(1000)).await.expect("count"), 1);
 
+    // The next run's window overlaps this one and sees the same deletion again: nothing changes, so the
+    // ledger counts no deletion for it (and the row keeps the run that flagged it).
+    let counts = sync(w, &run("r2b", 0, 1000), &[deleted("1", 300)]).await;
+    assert_eq!(counts.deleted, 0, "a deletion already applied is not counted again");
+    let rows = stored(w).await;
+    assert!(rows["1"].is_deleted);
+    assert_eq!(rows["1"].deleted_time, Some(t(300)));
+    assert_eq!(rows["1"].run_id, "r2");
+
     // Restored in Zoho (a newer version): back, and no longer flagged.
     sync(w, &run("r3", 0, 1000), &[won("1", 400)]).await;
     let rows = stored(w).await;
