@@ -333,6 +333,24 @@ impl RawEnv {
         };
         let warehouse = if warehouse_kind == "bigquery" {
             let project = self.bq_project.ok_or(ConfigError::Missing(vec!["BQ_PROJECT"]))?;
+            let project = project.trim().to_owned();
+            if !is_bq_project(&project) {
+                return Err(ConfigError::Invalid {
+                    var: "BQ_PROJECT",
+                    value: project,
+                    reason: "use the project id, not its name or number (lowercase letters, digits and hyphens, as \
+                             `gcloud projects list` shows it)"
+                        .into(),
+                });
+            }
+            let location = self.bq_location.map(|l| l.trim().to_owned()).unwrap_or_else(|| "US".into());
+            if location.is_empty() || !location.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+                return Err(ConfigError::Invalid {
+                    var: "BQ_LOCATION",
+                    value: location,
+                    reason: "a BigQuery location such as US, EU or europe-west1 (the dataset's location)".into(),
+                });
+            }
             let dataset = self.bq_dataset.unwrap_or_else(|| "zoho_crm".into());
             if !is_bq_identifier(&dataset) {
                 return Err(ConfigError::Invalid {
@@ -357,9 +375,9 @@ impl RawEnv {
                 .map(|h| check_emulator_host(h.trim(), allow_remote).map(|()| h.trim().to_owned()))
                 .transpose()?;
             WarehouseSettings::BigQuery {
-                project: project.trim().to_owned(),
+                project,
                 dataset,
-                location: self.bq_location.unwrap_or_else(|| "US".into()),
+                location,
                 emulator_host,
                 max_bytes_billed: max_bytes_billed(self.bq_max_bytes_billed)?,
             }
@@ -512,6 +530,12 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     Some(Duration::from_secs(secs))
 }
 
+/// A project id: lowercase letters, digits and hyphens; legacy domain-scoped ids add `.` and `:`
+/// (`example.com:analytics`).
+fn is_bq_project(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-.:".contains(c))
+}
+
 fn is_bq_identifier(s: &str) -> bool {
     !s.is_empty() && s.len() <= 1024 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
@@ -594,6 +618,19 @@ mod tests {
                 max_bytes_billed: Some(crate::warehouse::bigquery::DEFAULT_MAX_BYTES_BILLED),
             }
         );
+    }
+
+    #[test]
+    fn a_malformed_bigquery_setting_names_its_variable() {
+        for (var, value) in [("BQ_PROJECT", "My Project"), ("BQ_LOCATION", "us central"), ("BQ_DATASET", "a-b")] {
+            let mut v = vars(&[("BQ_PROJECT", "acme-analytics")]);
+            v.retain(|(k, _)| k != var);
+            v.push((var.into(), value.into()));
+            match Settings::from_vars(v, NeedCredentials::No) {
+                Err(ConfigError::Invalid { var: named, .. }) => assert_eq!(named, var),
+                other => panic!("{var}={value}: expected Invalid naming {var}, got {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -39,6 +39,21 @@ async fn exit_2_for_a_bad_flag_or_value_naming_it() {
 }
 
 #[tokio::test]
+async fn exit_2_for_a_malformed_bigquery_setting_naming_the_variable() {
+    let app = TestApp::with_deals(20).await;
+    for (var, value) in [("BQ_PROJECT", "My Analytics Project"), ("BQ_LOCATION", "us central 1")] {
+        let mut env = with(&app, &[("WAREHOUSE", "bigquery"), ("BQ_PROJECT", "acme-analytics")]);
+        env.retain(|(k, _)| k != var);
+        env.push((var.to_owned(), value.to_owned()));
+        for command in ["sync", "check"] {
+            let out = app.run_with_env(&[command], &env).await;
+            assert_eq!(out.code, 2, "{command} with {var}={value}: {}", out.all());
+            assert!(out.stderr.contains(var), "{command}: the message names {var}: {}", out.stderr);
+        }
+    }
+}
+
+#[tokio::test]
 async fn exit_3_when_the_token_lacks_a_scope_naming_it() {
     let app = TestApp::with_deals(20).await;
     app.control("/__sandbox/control", json!({"missing_scope": "ZohoCRM.coql.READ"})).await;
