@@ -343,6 +343,39 @@ pub(crate) fn join(base: &Url, path: &str) -> Result<Url, Error> {
 mod tests {
     use super::*;
 
+    /// Every token-endpoint error body of docs/zoho-api.md §1.5 (all of them may come with HTTP 200), and what
+    /// each becomes: the kind decides the exit code (3 credentials, 4 throttled).
+    #[test]
+    fn token_endpoint_errors_are_classified_by_body() {
+        let cases: &[(&str, &str, &str)] = &[
+            (r#"{"error":"invalid_client"}"#, "credentials", "ZOHO_CLIENT_ID or ZOHO_CLIENT_SECRET"),
+            (r#"{"error":"invalid_code"}"#, "credentials", "make a new grant token"),
+            (
+                r#"{"error_description":"You have made too many requests continuously. Please try again after some time.","error":"Access Denied","status":"failure"}"#,
+                "throttled",
+                "too many requests",
+            ),
+            (
+                r#"{"error_description":"Token creation throttle limit reached. Please reuse the valid tokens you currently have.","error":"Access Denied"}"#,
+                "throttled",
+                "throttle limit",
+            ),
+            (r#"{"error":"invalid_request"}"#, "credentials", "\"invalid_request\""),
+            (r#"{"token_type":"Bearer"}"#, "credentials", "no access_token in the response"),
+        ];
+        for (body, kind, says) in cases {
+            let parsed: TokenResponse = serde_json::from_str(body).expect("a token response");
+            let e = classify_token_error(&parsed, "the refresh token");
+            let got = match &e {
+                Error::InvalidCredentials(_) => "credentials",
+                Error::TokenThrottled(_) => "throttled",
+                _ => "other",
+            };
+            assert_eq!(got, *kind, "{body} → {e}");
+            assert!(e.to_string().contains(says), "{body}: the message says {says:?}: {e}");
+        }
+    }
+
     #[test]
     fn only_zoho_api_hosts_may_receive_the_access_token() {
         for host in
