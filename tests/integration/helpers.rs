@@ -230,15 +230,25 @@ impl TestApp {
 
 /// Runs the real binary with exactly `env` (nothing inherited), killing it after [`RUN_TIMEOUT`].
 pub async fn run_binary(args: &[&str], env: &[(String, String)]) -> RunOutput {
+    run_binary_with_stdin(args, env, None).await
+}
+
+/// [`run_binary`], with `stdin` written to the binary's standard input (closed afterwards) when given.
+pub async fn run_binary_with_stdin(args: &[&str], env: &[(String, String)], stdin: Option<&str>) -> RunOutput {
+    use tokio::io::AsyncWriteExt;
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_zoho-deals-sync"));
     cmd.args(args)
         .env_clear()
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(Stdio::null())
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let child = cmd.spawn().expect("the binary starts");
+    let mut child = cmd.spawn().expect("the binary starts");
+    if let (Some(text), Some(mut input)) = (stdin, child.stdin.take()) {
+        input.write_all(text.as_bytes()).await.expect("write stdin");
+        drop(input);
+    }
     let out = tokio::time::timeout(RUN_TIMEOUT, child.wait_with_output())
         .await
         .expect("the run finishes within RUN_TIMEOUT")

@@ -247,27 +247,7 @@ async fn no_google_credential_appears_in_any_log_line_at_trace_level_on_the_bigq
 
 /// Runs the binary with `env` and `stdin` as its standard input.
 async fn run_with_stdin(args: &[&str], env: &[(String, String)], stdin: &str) -> RunOutput {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_zoho-deals-sync"));
-    cmd.args(args)
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = cmd.spawn().expect("the binary starts");
-    let mut input = child.stdin.take().expect("stdin");
-    input.write_all(stdin.as_bytes()).await.expect("write stdin");
-    drop(input);
-    let out = tokio::time::timeout(crate::helpers::RUN_TIMEOUT, child.wait_with_output())
-        .await
-        .expect("the run finishes within RUN_TIMEOUT")
-        .expect("the run's output");
-    RunOutput {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    crate::helpers::run_binary_with_stdin(args, env, Some(stdin)).await
 }
 
 /// A token response as Zoho's accounts server sends it, naming `api_domain`.
