@@ -352,7 +352,7 @@ async fn check() -> Result<ExitCode, Error> {
         };
         if let Some((stages, columns)) = ready {
             let now = chrono::Utc::now();
-            let all_time = deals::Window { start: chrono::DateTime::<chrono::Utc>::UNIX_EPOCH, end: now };
+            let all_time = crate::deal::Window { start: chrono::DateTime::<chrono::Utc>::UNIX_EPOCH, end: now };
             report(
                 "won-deal query (scope ZohoCRM.coql.READ, the Deals View permission)",
                 deals::probe_won_select(&zoho, &columns, &stages, sync::window::floor_window(all_time))
@@ -363,7 +363,7 @@ async fn check() -> Result<ExitCode, Error> {
                     })
                     .map_err(Error::from),
             );
-            let day = deals::Window { start: now - chrono::Duration::days(1), end: now };
+            let day = crate::deal::Window { start: now - chrono::Duration::days(1), end: now };
             report(
                 "COQL count",
                 deals::count_deals(&zoho, &stages, sync::window::floor_window(day))

@@ -1,4 +1,5 @@
-//! The domain type shared by both sides of the pipeline: a typed closed-won deal.
+//! The domain types shared by both sides of the pipeline: a typed closed-won deal, its changes, and the
+//! `Modified_Time` window a run covers.
 //!
 //! `zoho/` turns Zoho's JSON into [`Deal`]s and [`DealChange`]s; `warehouse/` stores them. Nothing here knows
 //! about HTTP or SQL. Timestamps are UTC, money is an exact decimal, and the record as Zoho sent it is kept in
@@ -71,4 +72,44 @@ impl DealChange {
 /// Formats a UTC timestamp the way the warehouse stores it: RFC 3339, whole seconds, `Z`.
 pub fn format_utc(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// A `Modified_Time` window: `[start, end)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+}
+
+impl Window {
+    /// Splits the window into at most `n` consecutive slices of equal length (whole seconds).
+    pub fn slices(&self, n: usize) -> Vec<Window> {
+        let total = (self.end - self.start).num_seconds().max(0);
+        let n = (n.max(1) as i64).min(total.max(1));
+        let step = total / n;
+        (0..n)
+            .map(|i| Window {
+                start: self.start + chrono::Duration::seconds(i * step),
+                end: if i == n - 1 { self.end } else { self.start + chrono::Duration::seconds((i + 1) * step) },
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn slices_cover_the_window_exactly() {
+        let start = Utc.with_ymd_and_hms(2026, 11, 27, 0, 0, 0).single().expect("valid");
+        let w = Window { start, end: start + chrono::Duration::seconds(10_001) };
+        let s = w.slices(4);
+        assert_eq!(s.len(), 4);
+        assert_eq!(s[0].start, w.start);
+        assert_eq!(s[3].end, w.end);
+        assert!(s.windows(2).all(|p| p[0].end == p[1].start));
+        assert_eq!(Window { start, end: start }.slices(4).len(), 1);
+    }
 }

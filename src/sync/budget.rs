@@ -13,9 +13,10 @@
 
 use chrono::{DateTime, Utc};
 
+use crate::deal::Window;
 use crate::error::Error;
 use crate::zoho::client::{coql_credits, ZohoClient};
-use crate::zoho::deals::{self, StageFilter, Window};
+use crate::zoho::deals::{self, StageFilter};
 
 /// At most this many probes (one COUNT, 1 credit, per pass) when looking for the prefix the budget pays for: the
 /// prefix's end is then within 1/256 of the window's length of the best one.

@@ -18,13 +18,13 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::config::Settings;
-use crate::deal::{format_utc, DealChange};
+use crate::deal::{format_utc, DealChange, Window};
 use crate::error::Error;
 use crate::warehouse::{
     MergeCounts, QuarantinedRecord, RunKind, RunReport, RunStart, Warehouse, WarehouseError, MAX_QUARANTINED_KEPT,
 };
 use crate::zoho::client::ZohoClient;
-use crate::zoho::deals::{self, DealQuery, StageFilter, Window, PAGE_SIZE};
+use crate::zoho::deals::{self, DealQuery, StageFilter, PAGE_SIZE};
 use crate::zoho::model;
 use crate::zoho::users::OwnerNames;
 use budget::BudgetStop;

@@ -17,11 +17,12 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 use crate::config::Settings;
+use crate::deal::Window;
 use crate::deal::{format_utc, DealChange};
 use crate::error::Error;
 use crate::warehouse::{MergeCounts, RunKind, RunReport, RunStart, Warehouse};
 use crate::zoho::client::ZohoClient;
-use crate::zoho::deals::{self, Window};
+use crate::zoho::deals;
 
 /// What a reconcile run did.
 #[derive(Debug, Clone)]

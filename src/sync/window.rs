@@ -9,9 +9,9 @@ use std::time::Duration;
 use chrono::{DateTime, Timelike, Utc};
 
 use super::SyncOptions;
+use crate::deal::Window;
 use crate::error::Error;
 use crate::warehouse::RunKind;
-use crate::zoho::deals::Window;
 
 /// Drops the sub-second part.
 pub fn floor_to_second(t: DateTime<Utc>) -> DateTime<Utc> {

@@ -11,6 +11,8 @@ use serde_json::Value;
 use super::client::ZohoClient;
 use super::model::{self, FieldMeta, PickListValue, STANDARD_FIELDS};
 use super::Error;
+/// The window type lives with the domain types (`crate::deal`); re-exported for the paging API that takes it.
+pub use crate::deal::Window;
 
 /// COQL's maximum LIMIT.
 pub const PAGE_SIZE: u32 = 2000;
@@ -311,28 +313,6 @@ pub fn plan_pages(expected: u64, concurrency: usize) -> (usize, u32) {
         _ => PAGE_SIZE,
     };
     (slices, page_size)
-}
-
-/// A `Modified_Time` window: `[start, end)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Window {
-    pub start: DateTime<Utc>,
-    pub end: DateTime<Utc>,
-}
-
-impl Window {
-    /// Splits the window into at most `n` consecutive slices of equal length (whole seconds).
-    pub fn slices(&self, n: usize) -> Vec<Window> {
-        let total = (self.end - self.start).num_seconds().max(0);
-        let n = (n.max(1) as i64).min(total.max(1));
-        let step = total / n;
-        (0..n)
-            .map(|i| Window {
-                start: self.start + chrono::Duration::seconds(i * step),
-                end: if i == n - 1 { self.end } else { self.start + chrono::Duration::seconds((i + 1) * step) },
-            })
-            .collect()
-    }
 }
 
 /// Which deals a query selects.
@@ -939,18 +919,6 @@ mod tests {
             "select id from Deals where ((Stage in ('O''Won') and Modified_Time >= '2026-11-27T00:00:00+00:00') \
              and (Modified_Time < '2026-11-28T00:00:00+00:00' and id > 42)) order by id asc limit 2000"
         );
-    }
-
-    #[test]
-    fn slices_cover_the_window_exactly() {
-        let start = Utc.with_ymd_and_hms(2026, 11, 27, 0, 0, 0).single().expect("valid");
-        let w = Window { start, end: start + chrono::Duration::seconds(10_001) };
-        let s = w.slices(4);
-        assert_eq!(s.len(), 4);
-        assert_eq!(s[0].start, w.start);
-        assert_eq!(s[3].end, w.end);
-        assert!(s.windows(2).all(|p| p[0].end == p[1].start));
-        assert_eq!(Window { start, end: start }.slices(4).len(), 1);
     }
 
     #[test]
