@@ -1,0 +1,279 @@
+//! Fetching a run's changes and staging them: fetchers page Zoho and send batches through a small bounded
+//! channel to one loader task, which stages them in the warehouse while the next pages download.
+//!
+//! Not here: which window or passes a run makes (`plan`), nor merging and reporting (`finish`).
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use super::budget;
+use super::progress::Progress;
+use crate::deal::{DealChange, Window};
+use crate::error::Error;
+use crate::warehouse::{QuarantinedRecord, RunStart, Warehouse, MAX_QUARANTINED_KEPT};
+use crate::zoho::client::ZohoClient;
+use crate::zoho::deals::{self, DealQuery, StageFilter, PAGE_SIZE};
+use crate::zoho::model;
+use crate::zoho::users::OwnerNames;
+
+/// Batches in flight between the fetchers and the loader. Small: memory stays flat however big the window,
+/// and a slow warehouse slows the fetchers down instead of filling memory.
+const CHANNEL_BATCHES: usize = 4;
+
+/// The records a run could not map: all counted, the first [`MAX_QUARANTINED_KEPT`] kept for the warehouse.
+#[derive(Debug, Default)]
+pub(crate) struct Quarantine {
+    pub(crate) count: u64,
+    pub(crate) kept: Vec<QuarantinedRecord>,
+}
+
+impl Quarantine {
+    fn add(&mut self, other: Quarantine) {
+        self.count += other.count;
+        let room = MAX_QUARANTINED_KEPT.saturating_sub(self.kept.len());
+        self.kept.extend(other.kept.into_iter().take(room));
+    }
+}
+
+/// One message from a fetcher to the loader.
+struct Batch {
+    changes: Vec<DealChange>,
+}
+
+/// What to fetch.
+#[derive(Debug)]
+pub(crate) struct FetchPlan<'a> {
+    pub(crate) window: Window,
+    pub(crate) won_stages: &'a [String],
+    /// The columns of the won-deal query.
+    pub(crate) columns: &'a [String],
+    pub(crate) concurrency: usize,
+    pub(crate) flag_unwon: bool,
+    pub(crate) deleted: Option<Vec<deals::DeletedDeal>>,
+    pub(crate) counts: Option<budget::Counts>,
+    pub(crate) owners: Arc<OwnerNames>,
+}
+
+/// Fetches everything the window needs and stages it; returns the records it could not map.
+///
+/// Fetchers (one per time slice and stage filter, plus deletions) send batches through a bounded channel to
+/// one loader task, so pages are staged while the next ones download. If the loader fails, the channel closes
+/// and the fetchers stop at their next page; if a fetcher fails, the others are aborted.
+pub(crate) async fn fetch_and_stage<W: Warehouse + 'static>(
+    zoho: &Arc<ZohoClient>,
+    warehouse: &Arc<W>,
+    run: &RunStart,
+    plan: FetchPlan<'_>,
+    progress: &Arc<Progress>,
+) -> Result<Quarantine, Error> {
+    let FetchPlan { window, won_stages, columns, concurrency, flag_unwon, deleted, counts, owners } = plan;
+    let (tx, mut rx) = mpsc::channel::<Batch>(CHANNEL_BATCHES);
+    let loader = {
+        let (warehouse, run) = (Arc::clone(warehouse), run.clone());
+        tokio::spawn(
+            async move {
+                let mut staged = 0usize;
+                while let Some(batch) = rx.recv().await {
+                    if batch.changes.is_empty() {
+                        continue;
+                    }
+                    warehouse.stage(&run, &batch.changes).await?;
+                    staged += batch.changes.len();
+                    tracing::debug!(rows = batch.changes.len(), staged, "staged a batch");
+                }
+                Ok::<usize, Error>(staged)
+            }
+            .in_current_span(),
+        )
+    };
+
+    let mut fetchers: JoinSet<Result<Quarantine, Error>> = JoinSet::new();
+    let mut fetch_error: Option<Error> = None;
+    let filters: &[StageFilter] =
+        if flag_unwon { &[StageFilter::Won, StageFilter::NotWon] } else { &[StageFilter::Won] };
+    if !flag_unwon {
+        tracing::debug!("no stored won deals to flag: skipping the not-won pass");
+    }
+    for &filter in filters {
+        // Keyset paging is sequential within a window, so concurrency comes from slicing the window by time;
+        // one COUNT (1 credit, or none when the credit budget's plan made it) sizes the pages and slices.
+        let known = counts.and_then(|c| match filter {
+            StageFilter::Won => Some(c.won),
+            StageFilter::NotWon => c.not_won,
+        });
+        let expected = match known {
+            Some(n) => n,
+            None => match deals::count_matching(zoho, filter, won_stages, window).await {
+                Ok(n) => n,
+                Err(e) => {
+                    fetch_error = Some(e.into());
+                    break;
+                }
+            },
+        };
+        progress.add_expected(expected);
+        let (slices, page_size) = deals::plan_pages(expected, concurrency);
+        tracing::debug!(?filter, expected, slices, page_size, "paging plan");
+        for slice in window.slices(slices) {
+            let (zoho, tx, stages, progress, owners) =
+                (Arc::clone(zoho), tx.clone(), won_stages.to_vec(), Arc::clone(progress), Arc::clone(&owners));
+            let cols: Vec<String> = match filter {
+                StageFilter::Won => columns.to_vec(),
+                StageFilter::NotWon => vec!["id".into(), "Stage".into(), "Modified_Time".into()],
+            };
+            fetchers.spawn(
+                async move {
+                    let mut quarantined = Quarantine::default();
+                    let q = DealQuery { columns: &cols, filter, stages: &stages, window: slice, page_size };
+                    deals::page_deals(&zoho, &q, |records| {
+                        progress.page(records.len());
+                        let (changes, bad) = to_changes(filter, &stages, records, &owners);
+                        quarantined.add(bad);
+                        let tx = tx.clone();
+                        async move { tx.send(Batch { changes }).await.is_ok() }
+                    })
+                    .await?;
+                    Ok(quarantined)
+                }
+                .in_current_span(),
+            );
+        }
+    }
+    {
+        let (zoho, tx) = (Arc::clone(zoho), tx.clone());
+        fetchers.spawn(
+            async move {
+                let deleted = match deleted {
+                    Some(read) => read,
+                    None => deals::deleted_since(&zoho, window.start).await?,
+                };
+                let changes: Vec<DealChange> = deleted
+                    .into_iter()
+                    .map(|d| DealChange::Deleted { deal_id: d.id, deleted_time: d.deleted_time })
+                    .collect();
+                for chunk in changes.chunks(PAGE_SIZE as usize) {
+                    if tx.send(Batch { changes: chunk.to_vec() }).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(Quarantine::default())
+            }
+            .in_current_span(),
+        );
+    }
+    drop(tx);
+
+    let mut quarantined = Quarantine::default();
+    if fetch_error.is_some() {
+        fetchers.abort_all();
+    }
+    while let Some(joined) = fetchers.join_next().await {
+        match joined {
+            Ok(Ok(q)) => quarantined.add(q),
+            Ok(Err(e)) => {
+                if fetch_error.is_none() {
+                    fetch_error = Some(e);
+                    fetchers.abort_all();
+                }
+            }
+            Err(join) if join.is_cancelled() => {}
+            Err(join) => {
+                fetch_error.get_or_insert(Error::Internal(format!("a fetch task failed: {join}")));
+            }
+        }
+    }
+    // All senders are gone now, so the loader drains the channel and ends.
+    let loaded = loader.await.map_err(|e| Error::Internal(format!("the loader task failed: {e}")))?;
+    match (loaded, fetch_error) {
+        // A warehouse failure explains a fetcher's "channel closed", so it comes first.
+        (Err(e), _) => Err(e),
+        (Ok(_), Some(e)) => Err(e),
+        (Ok(staged), None) => {
+            tracing::debug!(staged, "all changes staged");
+            Ok(quarantined)
+        }
+    }
+}
+
+/// Maps a page to changes (owners get their full names); returns them and the records it could not map.
+/// Defence in depth: a record from the won query is stored as won only if its Stage is in `won_stages` (the
+/// query asked for those, but an answer is not trusted to have obeyed); anything else is quarantined with the
+/// reason instead of becoming a won row.
+fn to_changes(
+    filter: StageFilter,
+    won_stages: &[String],
+    records: Vec<Value>,
+    owners: &OwnerNames,
+) -> (Vec<DealChange>, Quarantine) {
+    let mut out = Vec::with_capacity(records.len());
+    let mut bad = Quarantine::default();
+    for record in records {
+        let mapped = match filter {
+            StageFilter::Won => model::to_deal(&record).and_then(|d| {
+                // Compared ignoring case and surrounding spaces: whether COQL's `Stage in (...)` matches
+                // case-insensitively is UNCONFIRMED, and a ZOHO_WON_STAGES typed in another case must not
+                // quarantine every won deal.
+                let stage = d.stage.as_deref().unwrap_or("").trim();
+                if won_stages.iter().any(|w| w.trim().eq_ignore_ascii_case(stage) && !stage.is_empty()) {
+                    let mut d = d;
+                    owners.apply(&mut d);
+                    Ok(DealChange::Won(d))
+                } else {
+                    Err(model::Quarantined {
+                        reason: format!(
+                            "came back from the won-deals query with Stage {:?}, which is not one of the won stages {won_stages:?}; not stored as won",
+                            d.stage.as_deref().unwrap_or("")
+                        ),
+                        deal_id: d.deal_id,
+                        field: "Stage".into(),
+                    })
+                }
+            }),
+            StageFilter::NotWon => model::to_deal(&record).map(|d| DealChange::Unwon {
+                deal_id: d.deal_id,
+                stage: d.stage,
+                modified_time: d.modified_time,
+            }),
+        };
+        match mapped {
+            Ok(change) => out.push(change),
+            Err(q) => {
+                tracing::warn!(deal_id = %q.deal_id, field = %q.field, reason = %q.reason, "quarantined a record");
+                bad.count += 1;
+                // A record without a readable id cannot be keyed (nor fixed by its next edit): logged and counted.
+                if q.deal_id != model::UNKNOWN_ID && bad.kept.len() < MAX_QUARANTINED_KEPT {
+                    bad.kept.push(QuarantinedRecord::new(q.deal_id, q.field, q.reason, record.to_string()));
+                }
+            }
+        }
+    }
+    (out, bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, stage: &str) -> Value {
+        serde_json::json!({"id": id, "Deal_Name": "d", "Stage": stage, "Modified_Time": "2026-11-01T10:00:00+00:00"})
+    }
+
+    #[test]
+    fn a_record_from_the_won_query_outside_the_won_set_is_quarantined_not_stored_as_won() {
+        let won = vec!["Closed Won".to_owned()];
+        let records =
+            vec![record("1", "Closed Won"), record("2", "Negotiation"), record("3", ""), record("4", "closed won")];
+        let (changes, bad) = to_changes(StageFilter::Won, &won, records, &OwnerNames::default());
+        assert_eq!(changes.len(), 2, "{changes:?}");
+        assert!(matches!(&changes[0], DealChange::Won(d) if d.deal_id == "1"));
+        assert!(matches!(&changes[1], DealChange::Won(d) if d.deal_id == "4"), "case does not matter");
+        assert_eq!(bad.count, 2);
+        let q = bad.kept.iter().find(|q| q.deal_id == "2").expect("2 is kept");
+        assert_eq!(q.field, "Stage");
+        assert!(q.reason.contains("Negotiation") && q.reason.contains("Closed Won"), "{}", q.reason);
+    }
+}
