@@ -12,11 +12,12 @@ use tracing::Instrument;
 
 use super::budget;
 use super::progress::Progress;
+use super::scheduler;
 use crate::deal::{DealChange, Window};
 use crate::error::Error;
 use crate::warehouse::{QuarantinedRecord, RunStart, Warehouse, MAX_QUARANTINED_KEPT};
 use crate::zoho::client::ZohoClient;
-use crate::zoho::deals::{self, DealQuery, StageFilter, PAGE_SIZE};
+use crate::zoho::deals::{self, StageFilter, PAGE_SIZE};
 use crate::zoho::model;
 use crate::zoho::users::OwnerNames;
 
@@ -60,8 +61,9 @@ pub(crate) struct FetchPlan<'a> {
 
 /// Fetches everything the window needs and stages it; returns the records it could not map.
 ///
-/// Fetchers (one per time slice and stage filter, plus deletions) send batches through a bounded channel to
-/// one loader task, so pages are staged while the next ones download. If the loader fails, the channel closes
+/// Two fetchers, deletions and the scheduler (which pages the won and not-won passes over at most `concurrency`
+/// streams), send batches through a bounded channel to one loader task, so pages are staged while the next
+/// ones download. If the loader fails, the channel closes
 /// and the fetchers stop at their next page; if a fetcher fails, the others are aborted.
 pub(crate) async fn fetch_and_stage<W: Warehouse + 'static>(
     zoho: &Arc<ZohoClient>,
@@ -93,56 +95,10 @@ pub(crate) async fn fetch_and_stage<W: Warehouse + 'static>(
 
     let mut fetchers: JoinSet<Result<Quarantine, Error>> = JoinSet::new();
     let mut fetch_error: Option<Error> = None;
-    let filters: &[StageFilter] =
-        if flag_unwon { &[StageFilter::Won, StageFilter::NotWon] } else { &[StageFilter::Won] };
-    if !flag_unwon {
-        tracing::debug!("no stored won deals to flag: skipping the not-won pass");
-    }
-    for &filter in filters {
-        // Keyset paging is sequential within a window, so concurrency comes from slicing the window by time;
-        // one COUNT (1 credit, or none when the credit budget's plan made it) sizes the pages and slices.
-        let known = counts.and_then(|c| match filter {
-            StageFilter::Won => Some(c.won),
-            StageFilter::NotWon => c.not_won,
-        });
-        let expected = match known {
-            Some(n) => n,
-            None => match deals::count_matching(zoho, filter, won_stages, window).await {
-                Ok(n) => n,
-                Err(e) => {
-                    fetch_error = Some(e.into());
-                    break;
-                }
-            },
-        };
-        progress.add_expected(expected);
-        let (slices, page_size) = deals::plan_pages(expected, concurrency);
-        tracing::debug!(?filter, expected, slices, page_size, "paging plan");
-        for slice in window.slices(slices) {
-            let (zoho, tx, stages, progress, owners) =
-                (Arc::clone(zoho), tx.clone(), won_stages.to_vec(), Arc::clone(progress), Arc::clone(&owners));
-            let cols: Vec<String> = match filter {
-                StageFilter::Won => columns.to_vec(),
-                StageFilter::NotWon => vec!["id".into(), "Stage".into(), "Modified_Time".into()],
-            };
-            fetchers.spawn(
-                async move {
-                    let mut quarantined = Quarantine::default();
-                    let q = DealQuery { columns: &cols, filter, stages: &stages, window: slice, page_size };
-                    deals::page_deals(&zoho, &q, |records| {
-                        progress.page(records.len());
-                        let (changes, bad) = to_changes(filter, &stages, records, &owners);
-                        quarantined.add(bad);
-                        let tx = tx.clone();
-                        async move { tx.send(Batch { changes }).await.is_ok() }
-                    })
-                    .await?;
-                    Ok(quarantined)
-                }
-                .in_current_span(),
-            );
-        }
-    }
+    // Deletions first, so that they are read while the passes are counted and paged. The order in which changes
+    // reach staging does not matter: `commit` merges the whole staging at once (won and un-won versions by
+    // `modified_time`, then the deletion flags), so a deal both edited and deleted in the window ends deleted
+    // whichever was fetched first.
     {
         let (zoho, tx) = (Arc::clone(zoho), tx.clone());
         fetchers.spawn(
@@ -164,6 +120,56 @@ pub(crate) async fn fetch_and_stage<W: Warehouse + 'static>(
             }
             .in_current_span(),
         );
+    }
+    if !flag_unwon {
+        tracing::debug!("no stored won deals to flag: skipping the not-won pass");
+    }
+    // One COUNT per pass (1 credit, or none when the credit budget's plan made them), both at once: the count
+    // sizes the pages and bounds what the scheduler may spend on splitting.
+    let count = |filter: StageFilter, known: Option<u64>| async move {
+        match known {
+            Some(n) => Ok(n),
+            None => deals::count_matching(zoho, filter, won_stages, window).await,
+        }
+    };
+    let won = count(StageFilter::Won, counts.map(|c| c.won));
+    let not_won = async {
+        match flag_unwon {
+            true => count(StageFilter::NotWon, counts.and_then(|c| c.not_won)).await.map(Some),
+            false => Ok(None),
+        }
+    };
+    match tokio::try_join!(won, not_won) {
+        Ok((won, not_won)) => {
+            let mut passes = vec![scheduler::Pass { filter: StageFilter::Won, expected: won }];
+            passes.extend(not_won.map(|n| scheduler::Pass { filter: StageFilter::NotWon, expected: n }));
+            progress.add_expected(won + not_won.unwrap_or(0));
+            tracing::debug!(?passes, concurrency, "paging plan");
+            let source = Arc::new(scheduler::ZohoSource {
+                client: Arc::clone(zoho),
+                won_stages: won_stages.to_vec(),
+                columns: columns.to_vec(),
+            });
+            let (tx, stages, progress, owners) =
+                (tx.clone(), won_stages.to_vec(), Arc::clone(progress), Arc::clone(&owners));
+            fetchers.spawn(
+                async move {
+                    let mut quarantined = Quarantine::default();
+                    let stats = scheduler::run(source, window, &passes, concurrency, |filter, records| {
+                        progress.page(records.len());
+                        let (changes, bad) = to_changes(filter, &stages, records, &owners);
+                        quarantined.add(bad);
+                        let tx = tx.clone();
+                        async move { tx.send(Batch { changes }).await.is_ok() }
+                    })
+                    .await?;
+                    tracing::debug!(?stats, "passes paged");
+                    Ok(quarantined)
+                }
+                .in_current_span(),
+            );
+        }
+        Err(e) => fetch_error = Some(e.into()),
     }
     drop(tx);
 

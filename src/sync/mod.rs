@@ -11,6 +11,7 @@ mod finish;
 mod plan;
 pub mod progress;
 pub mod reconcile;
+pub mod scheduler;
 pub mod window;
 
 use std::sync::Arc;
