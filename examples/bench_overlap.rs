@@ -88,6 +88,10 @@ impl<W: Warehouse> Warehouse for Delayed<W> {
         self.timed(self.inner.begin_run(run)).await
     }
 
+    async fn record_window(&self, run: &RunStart) -> Result<(), WarehouseError> {
+        self.timed(self.inner.record_window(run)).await
+    }
+
     async fn heartbeat(&self, run: &RunStart) -> Result<(), WarehouseError> {
         self.inner.heartbeat(run).await
     }

@@ -152,6 +152,9 @@ pub(crate) struct RunContext<'a, W> {
 }
 
 /// Runs one sync.
+///
+/// The lease comes first: a run that cannot have it exits (9) before any Zoho call, having minted no token
+/// and spent no credit. The window is then chosen on Zoho's clock and recorded on the run's ledger row.
 pub async fn sync<W: Warehouse + 'static>(
     settings: &Settings,
     options: &SyncOptions,
@@ -159,40 +162,98 @@ pub async fn sync<W: Warehouse + 'static>(
     warehouse: Arc<W>,
 ) -> Result<Outcome, Error> {
     let ctx = RunContext { settings, options, zoho, warehouse, started: Instant::now() };
-    if !options.dry_run {
-        ctx.warehouse.prepare().await?;
+    if options.dry_run {
+        // Nothing is written in a dry run, not even the tables: a warehouse without them has no watermark.
+        let watermark = ctx.warehouse.watermark().await.ok().flatten();
+        return match plan::plan(&ctx, watermark).await? {
+            Planned::DryRun(p) => Ok(Outcome::DryRun(p)),
+            Planned::Run(_) => Err(Error::Internal("a dry run planned a run".into())),
+        };
     }
-    let plan = match plan::plan(&ctx).await? {
-        Planned::DryRun(p) => return Ok(Outcome::DryRun(p)),
-        Planned::Run(p) => p,
-    };
-    let run = RunStart {
+    ctx.warehouse.prepare().await?;
+    let watermark = ctx.warehouse.watermark().await?;
+    // A provisional window on this machine's clock (the command line was checked against it already); the
+    // real one ends at Zoho's "now", known only after the first Zoho call.
+    let local_now = window::floor_to_second(Utc::now());
+    let (kind, provisional) = window::choose(options, watermark, local_now, settings.lookback, settings.overlap)
+        .unwrap_or((window::kind(options), Window { start: local_now, end: local_now }));
+    let mut run = RunStart {
         run_id: uuid::Uuid::new_v4().to_string(),
-        kind: plan.kind,
-        started_at: plan.now,
-        window_start: plan.window.start,
-        window_end: plan.window.end,
+        kind,
+        started_at: local_now,
+        window_start: provisional.start,
+        window_end: provisional.end,
         lease_ttl: chrono::Duration::from_std(settings.lease_ttl).unwrap_or(chrono::Duration::minutes(10)),
     };
     let span = tracing::info_span!("run", run_id = %run.run_id);
-    crate::alert::record_run(crate::alert::RunContext {
-        run_id: run.run_id.clone(),
-        window_start: run.window_start,
-        window_end: run.window_end,
-    });
-    execute(&ctx, run, plan).instrument(span).await
+    async move {
+        ctx.warehouse.begin_run(&run).await?;
+        let mut heartbeat = spawn_heartbeat(Arc::clone(&ctx.warehouse), run.clone(), settings.lease_ttl);
+        crate::alert::record_run(crate::alert::RunContext {
+            run_id: run.run_id.clone(),
+            window_start: run.window_start,
+            window_end: run.window_end,
+        });
+        let planned = tokio::select! {
+            p = plan::plan(&ctx, watermark) => p,
+            lost = &mut heartbeat => Err(lease_lost(lost)),
+        };
+        let plan = match planned {
+            Ok(Planned::Run(plan)) => Ok(plan),
+            Ok(Planned::DryRun(_)) => Err(Error::Internal("a run planned a dry run".into())),
+            Err(e) => Err(e),
+        };
+        let plan = match plan {
+            Ok(plan) => plan,
+            Err(e) => return Err(fail_before_fetch(&ctx, &run, heartbeat, e).await),
+        };
+        (run.kind, run.window_start, run.window_end) = (plan.kind, plan.window.start, plan.window.end);
+        if let Err(e) = ctx.warehouse.record_window(&run).await {
+            return Err(fail_before_fetch(&ctx, &run, heartbeat, e.into()).await);
+        }
+        crate::alert::record_run(crate::alert::RunContext {
+            run_id: run.run_id.clone(),
+            window_start: run.window_start,
+            window_end: run.window_end,
+        });
+        execute(&ctx, run, plan, heartbeat).await
+    }
+    .instrument(span)
+    .await
 }
 
-/// The part of a run that holds the lease. Everything logged in it carries the run's `run_id`.
+/// What a heartbeat that ended means: the lease was lost (or the task failed).
+fn lease_lost(ended: Result<WarehouseError, tokio::task::JoinError>) -> Error {
+    match ended {
+        Ok(e) => Error::Warehouse(e),
+        Err(e) => Error::Internal(format!("the heartbeat task failed: {e}")),
+    }
+}
+
+/// A run that failed while planning, lease held: recorded `failed` (which releases the lease), its error returned.
+async fn fail_before_fetch<W: Warehouse + 'static>(
+    ctx: &RunContext<'_, W>,
+    run: &RunStart,
+    heartbeat: tokio::task::JoinHandle<WarehouseError>,
+    error: Error,
+) -> Error {
+    heartbeat.abort();
+    let usage = ctx.zoho.usage();
+    let report = RunReport { api_calls: usage.calls(), api_credits: usage.credits(), ..RunReport::default() };
+    if let Err(fe) = ctx.warehouse.fail_run(run, &report, &error.to_string()).await {
+        tracing::warn!(error = %fe, "could not record the failed run in sync_runs");
+    }
+    error
+}
+
+/// The part of a run that fetches, holding the lease. Everything logged in it carries the run's `run_id`.
 async fn execute<W: Warehouse + 'static>(
     ctx: &RunContext<'_, W>,
     run: RunStart,
     mut plan: RunPlan,
+    mut heartbeat: tokio::task::JoinHandle<WarehouseError>,
 ) -> Result<Outcome, Error> {
     let RunContext { settings, options, zoho, warehouse, .. } = ctx;
-    warehouse.begin_run(&run).await?;
-    let heartbeat = spawn_heartbeat(Arc::clone(warehouse), run.clone(), settings.lease_ttl);
-
     let progress = Arc::new(Progress::default());
     let bar = options.progress.then(|| progress::spawn(Arc::clone(&progress), zoho.usage()));
     let fetch = fetch::fetch_and_stage(
@@ -213,13 +274,9 @@ async fn execute<W: Warehouse + 'static>(
     );
     // A heartbeat that finds the lease taken by another run ends the run at once: whatever it staged is
     // never merged (the run that took over covers the window).
-    let mut heartbeat = heartbeat;
     let result = tokio::select! {
         r = fetch => r,
-        lost = &mut heartbeat => Err(match lost {
-            Ok(e) => Error::Warehouse(e),
-            Err(e) => Error::Internal(format!("the heartbeat task failed: {e}")),
-        }),
+        lost = &mut heartbeat => Err(lease_lost(lost)),
     };
     // Paused while the run commits: `commit` renews the lease for the whole commit, and only while this run
     // still holds it.

@@ -31,8 +31,6 @@ pub(crate) struct RunPlan {
     pub(crate) owners: Arc<OwnerNames>,
     /// The won-deal query's columns (from the field metadata).
     pub(crate) columns: Vec<String>,
-    /// Zoho's clock when the window was chosen (the run's start in the ledger).
-    pub(crate) now: DateTime<Utc>,
 }
 
 /// What planning decided: a run to make, or the plan a dry run prints.
@@ -41,16 +39,13 @@ pub(crate) enum Planned {
     DryRun(Plan),
 }
 
-/// Plans the run (Zoho's metadata, counts, and with a credit budget the deletions and the fitted window).
-pub(crate) async fn plan<W: Warehouse + 'static>(ctx: &RunContext<'_, W>) -> Result<Planned, Error> {
+/// Plans the run from the `watermark` (Zoho's metadata, counts, and with a credit budget the deletions and the fitted window).
+pub(crate) async fn plan<W: Warehouse + 'static>(
+    ctx: &RunContext<'_, W>,
+    watermark: Option<DateTime<Utc>>,
+) -> Result<Planned, Error> {
     let RunContext { settings, options, zoho, warehouse, .. } = ctx;
     let (settings, options) = (*settings, *options);
-    let watermark = if options.dry_run {
-        // Nothing is written in a dry run, not even the tables: a warehouse without them has no watermark.
-        warehouse.watermark().await.ok().flatten()
-    } else {
-        warehouse.watermark().await?
-    };
     let meta = deals::metadata(zoho).await?;
     // The window ends at Zoho's "now" (its Date header), the clock that stamps Modified_Time.
     let now = window::floor_to_second(zoho.server_now().unwrap_or_else(Utc::now));
@@ -138,18 +133,7 @@ pub(crate) async fn plan<W: Warehouse + 'static>(ctx: &RunContext<'_, W>) -> Res
     let owners = Arc::new(owners);
 
     let columns = meta.select.columns;
-    Ok(Planned::Run(RunPlan {
-        kind,
-        window,
-        won_stages,
-        flag_unwon,
-        deleted,
-        counts,
-        budget_stop,
-        owners,
-        columns,
-        now,
-    }))
+    Ok(Planned::Run(RunPlan { kind, window, won_stages, flag_unwon, deleted, counts, budget_stop, owners, columns }))
 }
 
 /// Zoho lists deletions for 60 days (recycle bin) and 120 days (permanent: docs/zoho-api.md §3e); this job

@@ -18,6 +18,14 @@ pub fn floor_to_second(t: DateTime<Utc>) -> DateTime<Utc> {
     t.with_nanosecond(0).unwrap_or(t)
 }
 
+/// A run's kind, from the command line alone: a backfill names `--since`.
+pub fn kind(options: &SyncOptions) -> RunKind {
+    match options.since {
+        Some(_) => RunKind::Backfill,
+        None => RunKind::Scheduled,
+    }
+}
+
 /// Chooses the run's kind and window.
 pub fn choose(
     options: &SyncOptions,

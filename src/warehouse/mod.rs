@@ -249,6 +249,12 @@ pub trait Warehouse: Send + Sync {
     /// it for the same run renews that run's lease.
     fn begin_run(&self, run: &RunStart) -> impl Future<Output = Result<(), WarehouseError>> + Send;
 
+    /// Records the run's window (`run.window_start`, `run.window_end`) in its ledger row once it is known: the
+    /// lease is taken before any call to the source (a run that cannot have it must not spend anything), and the
+    /// window's end comes from the source's clock, so `begin_run` records a provisional window. Only while the
+    /// run holds the lease ([`WarehouseError::LeaseLost`] otherwise, nothing written).
+    fn record_window(&self, run: &RunStart) -> impl Future<Output = Result<(), WarehouseError>> + Send;
+
     /// Extends this run's lease (called periodically while it runs); [`WarehouseError::LeaseLost`] when another
     /// run took it over, after which the run must stop.
     fn heartbeat(&self, run: &RunStart) -> impl Future<Output = Result<(), WarehouseError>> + Send;

@@ -546,6 +546,25 @@ impl Warehouse for SqliteWarehouse {
         .await
     }
 
+    async fn record_window(&self, run: &RunStart) -> Result<(), WarehouseError> {
+        let err = self.err();
+        let run = run.clone();
+        self.with(move |c| {
+            let updated = c
+                .execute(
+                    "UPDATE sync_runs SET window_start = ?2, window_end = ?3 WHERE run_id = ?1 AND status = 'running'",
+                    params![run.run_id, ts(run.window_start), ts(run.window_end)],
+                )
+                .map_err(&err)?;
+            // 0 rows: another run found our lease expired, marked this run abandoned and took over.
+            if updated == 0 {
+                return Err(WarehouseError::LeaseLost { run_id: run.run_id });
+            }
+            Ok(())
+        })
+        .await
+    }
+
     async fn heartbeat(&self, run: &RunStart) -> Result<(), WarehouseError> {
         let err = self.err();
         let (run_id, ttl) = (run.run_id.clone(), run.lease_ttl);

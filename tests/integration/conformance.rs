@@ -422,6 +422,37 @@ async fn a_repeated_commit_converges<W: Backend>(w: &W, _: &Env) {
     assert_eq!(w.watermark().await.expect("watermark"), Some(t(1000)));
 }
 
+async fn the_window_recorded_after_the_lease_is_the_one_the_ledger_and_the_watermark_see<W: Backend>(w: &W, env: &Env) {
+    w.prepare().await.expect("prepare");
+    // The lease is taken before any Zoho call, so before the window's end (Zoho's clock) is known: begin_run
+    // records a provisional window, record_window the real one.
+    let mut r = run("r", 50, 50);
+    w.begin_run(&r).await.expect("begin_run");
+    (r.window_start, r.window_end) = (t(0), t(100));
+    w.record_window(&r).await.expect("record_window");
+    w.stage(&r, &[won("1", 10)]).await.expect("stage");
+    w.commit(&r, &report()).await.expect("commit");
+    let ledger = w.ledger().await.expect("ledger");
+    let row = ledger.iter().find(|l| l.run_id == "r").expect("r's row");
+    assert_eq!((row.window_start, row.window_end), (t(0), t(100)));
+    assert_eq!(w.watermark().await.expect("watermark"), Some(t(100)));
+
+    // A run whose lease was taken over records nothing.
+    let mut slow = run("slow", 100, 100);
+    slow.lease_ttl = env.short_ttl;
+    w.begin_run(&slow).await.expect("begin_run");
+    tokio::time::sleep(ttl_elapsed(env)).await;
+    w.begin_run(&run("next", 100, 200)).await.expect("begin_run after the lease expired");
+    slow.window_end = t(300);
+    match w.record_window(&slow).await {
+        Err(WarehouseError::LeaseLost { run_id }) => assert_eq!(run_id, "slow"),
+        other => panic!("expected LeaseLost, got {other:?}"),
+    }
+    let ledger = w.ledger().await.expect("ledger");
+    let row = ledger.iter().find(|l| l.run_id == "slow").expect("slow's row");
+    assert_eq!(row.window_end, t(100), "the overtaken run's window is left as it was");
+}
+
 async fn a_run_that_lost_its_lease_can_neither_heartbeat_nor_commit<W: Backend>(w: &W, env: &Env) {
     w.prepare().await.expect("prepare");
     // A run whose lease expired while it was still working (a stalled process) is overtaken by the next one.
@@ -797,6 +828,7 @@ conformance!(
     a_crash_between_stage_and_commit_then_a_rerun_converges,
     a_repeated_commit_converges,
     a_run_that_lost_its_lease_can_neither_heartbeat_nor_commit,
+    the_window_recorded_after_the_lease_is_the_one_the_ledger_and_the_watermark_see,
     two_runs_beginning_at_the_same_instant_get_one_lease,
     the_ledger_records_every_run_newest_first,
     the_watermark_follows_succeeded_runs_only,

@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 
 use zoho_deals_sync::warehouse::bigquery::BigQueryWarehouse;
+use zoho_deals_sync::warehouse::{RunKind, RunStart, Warehouse};
 
 use crate::helpers::{assert_equals_ground_truth, TestApp};
 
@@ -90,4 +91,34 @@ async fn a_run_whose_lease_is_taken_over_stops_at_its_next_heartbeat_and_merges_
     assert!(out.stderr.contains("lost its lease"), "{}", out.stderr);
     assert!(app.stored().await.is_empty(), "a run that lost its lease merges nothing");
     assert!(app.ledger().await.iter().all(|r| r.status != "succeeded"));
+}
+
+#[tokio::test]
+async fn a_run_that_cannot_get_the_lease_exits_9_without_minting_a_token_or_calling_zoho() {
+    let app = TestApp::with_deals(20).await;
+    let wh = app.warehouse();
+    wh.prepare().await.expect("tables");
+    let now = chrono::Utc::now();
+    let holder = RunStart {
+        run_id: "the-holder".into(),
+        kind: RunKind::Scheduled,
+        started_at: now,
+        window_start: now - chrono::Duration::hours(1),
+        window_end: now,
+        lease_ttl: chrono::Duration::minutes(10),
+    };
+    wh.begin_run(&holder).await.expect("lease taken");
+
+    let out = app.run(&["sync"]).await;
+    assert_eq!(out.code, 9, "{}", out.all());
+    assert!(out.stderr.contains("the-holder"), "it names the run holding the lease: {}", out.stderr);
+    let stats = app.stats().await;
+    assert_eq!(stats["token_mints"].as_u64(), Some(0), "no token minted: {stats}");
+    let calls = stats["calls"].as_object().expect("calls");
+    assert!(calls.values().all(|n| n.as_u64() == Some(0)), "no call reached Zoho: {stats}");
+    assert_eq!(stats["credits_total"].as_u64(), Some(0), "{stats}");
+
+    wh.fail_run(&holder, &Default::default(), "test over").await.expect("released");
+    assert_eq!(app.run(&["sync"]).await.code, 0, "once the lease is free the run goes ahead");
+    assert!(app.stats().await["token_mints"].as_u64() > Some(0), "and then it does call Zoho");
 }

@@ -216,6 +216,17 @@ impl Warehouse for BigQueryWarehouse {
         Ok(())
     }
 
+    async fn record_window(&self, run: &RunStart) -> Result<(), WarehouseError> {
+        // Only while this run holds the lease: renewing it proves that (and costs nothing extra).
+        self.renew_lease(run, run.lease_ttl).await?;
+        let params = vec![
+            p_str("run_id", &run.run_id),
+            p_ts("window_start", &run.window_start),
+            p_ts("window_end", &run.window_end),
+        ];
+        self.query("recording the run's window", self.render(SQL_RUN_WINDOW, &[]), params).await.map(|_| ())
+    }
+
     async fn heartbeat(&self, run: &RunStart) -> Result<(), WarehouseError> {
         self.renew_lease(run, run.lease_ttl).await
     }

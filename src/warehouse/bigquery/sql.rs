@@ -17,6 +17,7 @@ pub(super) const SQL_MARK_VANISHED: &str = include_str!("../../../sql/mark_vanis
 pub(super) const SQL_COUNT_WON: &str = include_str!("../../../sql/count_won.sql");
 pub(super) const SQL_WON_IDS: &str = include_str!("../../../sql/won_ids.sql");
 pub(super) const SQL_RUN_BEGIN: &str = include_str!("../../../sql/run_begin.sql");
+pub(super) const SQL_RUN_WINDOW: &str = include_str!("../../../sql/run_window.sql");
 pub(super) const SQL_RUNS_ABANDONED: &str = include_str!("../../../sql/runs_abandoned.sql");
 pub(super) const SQL_LEASE_TABLE: &str = include_str!("../../../sql/sync_lease.sql");
 pub(super) const SQL_LEASE_SEED: &str = include_str!("../../../sql/lease_seed.sql");

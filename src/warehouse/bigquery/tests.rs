@@ -98,6 +98,7 @@ fn every_template_renders_without_leftover_placeholders() {
         SQL_COUNT_WON,
         SQL_WON_IDS,
         SQL_RUN_BEGIN,
+        SQL_RUN_WINDOW,
         SQL_RUNS_ABANDONED,
         SQL_LEASE_TABLE,
         SQL_LEASE_SEED,
