@@ -31,39 +31,31 @@ mod staging;
 mod tests;
 
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
-use std::pin::Pin;
-use std::str::FromStr;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveDate, Utc};
-use gcp_bigquery_client::auth::Authenticator;
-use gcp_bigquery_client::client_builder::ClientBuilder;
-use gcp_bigquery_client::error::BQError;
-use gcp_bigquery_client::model::get_query_results_parameters::GetQueryResultsParameters;
-use gcp_bigquery_client::model::query_parameter::QueryParameter;
-use gcp_bigquery_client::model::query_parameter_type::QueryParameterType;
-use gcp_bigquery_client::model::query_parameter_value::QueryParameterValue;
-use gcp_bigquery_client::model::query_request::QueryRequest;
-use gcp_bigquery_client::model::table_row::TableRow;
+use chrono::{DateTime, Utc};
 use gcp_bigquery_client::Client;
-use rust_decimal::{Decimal, RoundingStrategy};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::{
     change_kind, CoveredWindow, LedgerRow, MergeCounts, QuarantinedRecord, QuarantinedRow, RunKind, RunReport,
     RunStart, StoredDeal, Warehouse, WarehouseError, DEAL_COLUMNS,
 };
-use crate::deal::{Deal, DealChange};
-use crate::retry::{retry, RetryPolicy, Retryable};
+use crate::deal::DealChange;
+use crate::retry::retry;
 
-use codec::*;
-use errors::*;
-use jobs::*;
-use ledger::*;
-use sql::*;
-use staging::*;
+use codec::{staged_row, stored_deal, StagedRow};
+use errors::{classify, policy, Failure};
+use jobs::{cell, cell_i64, cell_ts, cell_u64, missing, p_i64, p_opt_u64, p_str, p_ts, p_u64, param};
+use ledger::label_value;
+use sql::{
+    merge_column_lists, SQL_COUNT_WON, SQL_CREATE_DATASET, SQL_DEALS_TABLE, SQL_LEASE_HOLDER, SQL_LEASE_SEED,
+    SQL_LEASE_TABLE, SQL_LEASE_TAKE, SQL_LEDGER, SQL_MARK_DELETED, SQL_MARK_VANISHED, SQL_MERGE, SQL_MERGE_COUNTS,
+    SQL_MERGE_SOURCE, SQL_QUARANTINE_RESOLVE, SQL_QUARANTINE_TABLE, SQL_RUNS_ABANDONED, SQL_RUNS_TABLE, SQL_RUN_BEGIN,
+    SQL_RUN_FAILED, SQL_RUN_SUCCEEDED, SQL_SUCCEEDED_WINDOWS, SQL_VIEWS, SQL_WON_IDS,
+};
+use staging::{batches, RunState};
 
 /// How many times `prepare` runs its DDL before giving up (see `prepare`).
 const PREPARE_ATTEMPTS: u32 = 3;
