@@ -83,7 +83,6 @@ impl BigQueryWarehouse {
     /// Cloud Run / GKE), or no credentials and plain HTTP against `config.emulator_host`. Nothing is created
     /// until [`Warehouse::prepare`](crate::warehouse::Warehouse::prepare); credentials are first used by the first request.
     pub async fn connect(config: BigQueryConfig) -> Result<Self, WarehouseError> {
-        config.validate()?;
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(HTTP_TIMEOUT)

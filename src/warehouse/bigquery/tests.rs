@@ -293,16 +293,6 @@ fn errors_are_classified_once() {
 }
 
 #[test]
-fn config_names_are_validated_before_they_reach_sql() {
-    assert!(BigQueryConfig::new("acme-analytics").validate().is_ok());
-    let bad_dataset = BigQueryConfig { dataset: "zoho`; DROP".into(), ..BigQueryConfig::new("p") };
-    assert!(bad_dataset.validate().is_err());
-    assert!(BigQueryConfig::new("Bad Project").validate().is_err());
-    let bad_location = BigQueryConfig { location: "us'".into(), ..BigQueryConfig::new("p") };
-    assert!(bad_location.validate().is_err());
-}
-
-#[test]
 fn staging_table_names_are_identifiers() {
     let run = RunStart {
         run_id: "3f2a-9c.x".into(),
