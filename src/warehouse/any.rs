@@ -49,6 +49,10 @@ impl Warehouse for AnyWarehouse {
         delegate!(self, w => w.begin_run(run).await)
     }
 
+    async fn record_window(&self, run: &RunStart) -> Result<(), WarehouseError> {
+        delegate!(self, w => w.record_window(run).await)
+    }
+
     async fn heartbeat(&self, run: &RunStart) -> Result<(), WarehouseError> {
         delegate!(self, w => w.heartbeat(run).await)
     }
