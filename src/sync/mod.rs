@@ -4,6 +4,7 @@
 //! This module only orchestrates: Zoho specifics live in `zoho/`, storage in `warehouse/`.
 
 pub mod budget;
+pub mod enrich;
 pub mod progress;
 pub mod reconcile;
 pub mod window;
@@ -320,6 +321,10 @@ async fn execute<W: Warehouse + 'static>(
     let heartbeat = spawn_heartbeat(Arc::clone(&warehouse), run.clone(), settings.lease_ttl);
 
     let columns = meta.select.columns.clone();
+    // Home-currency amounts and won dates (issue #11): see `enrich`.
+    let enrich = Arc::new(
+        enrich::for_run(&zoho, &*warehouse, kind, meta.currencies.clone(), &won_stages, counts, settings).await,
+    );
     let progress = Arc::new(Progress::default());
     let bar = options.progress.then(|| progress::spawn(Arc::clone(&progress), zoho.usage()));
     let fetch = fetch_and_stage(
@@ -335,6 +340,7 @@ async fn execute<W: Warehouse + 'static>(
             deleted,
             counts,
             owners,
+            enrich,
         },
         &progress,
     );
@@ -551,6 +557,7 @@ struct FetchPlan<'a> {
     deleted: Option<Vec<deals::DeletedDeal>>,
     counts: Option<budget::Counts>,
     owners: Arc<OwnerNames>,
+    enrich: Arc<enrich::Enrichment>,
 }
 
 /// Fetches everything the window needs and stages it; returns the records it could not map.
@@ -565,7 +572,7 @@ async fn fetch_and_stage<W: Warehouse + 'static>(
     plan: FetchPlan<'_>,
     progress: &Arc<Progress>,
 ) -> Result<Quarantine, Error> {
-    let FetchPlan { window, won_stages, columns, concurrency, flag_unwon, deleted, counts, owners } = plan;
+    let FetchPlan { window, won_stages, columns, concurrency, flag_unwon, deleted, counts, owners, enrich } = plan;
     let (tx, mut rx) = mpsc::channel::<Batch>(CHANNEL_BATCHES);
     let loader = {
         let (warehouse, run) = (Arc::clone(warehouse), run.clone());
@@ -614,8 +621,14 @@ async fn fetch_and_stage<W: Warehouse + 'static>(
         let (slices, page_size) = deals::plan_pages(expected, concurrency);
         tracing::debug!(?filter, expected, slices, page_size, "paging plan");
         for slice in window.slices(slices) {
-            let (zoho, tx, stages, progress, owners) =
-                (Arc::clone(zoho), tx.clone(), won_stages.to_vec(), Arc::clone(progress), Arc::clone(&owners));
+            let (zoho, tx, stages, progress, owners, enrich) = (
+                Arc::clone(zoho),
+                tx.clone(),
+                won_stages.to_vec(),
+                Arc::clone(progress),
+                Arc::clone(&owners),
+                Arc::clone(&enrich),
+            );
             let cols: Vec<String> = match filter {
                 StageFilter::Won => columns.to_vec(),
                 StageFilter::NotWon => vec!["id".into(), "Stage".into(), "Modified_Time".into()],
@@ -626,10 +639,13 @@ async fn fetch_and_stage<W: Warehouse + 'static>(
                     let q = DealQuery { columns: &cols, filter, stages: &stages, window: slice, page_size };
                     deals::page_deals(&zoho, &q, |records| {
                         progress.page(records.len());
-                        let (changes, bad) = to_changes(filter, &stages, records, &owners);
+                        let (mut changes, bad) = to_changes(filter, &stages, records, &owners);
                         quarantined.add(bad);
-                        let tx = tx.clone();
-                        async move { tx.send(Batch { changes }).await.is_ok() }
+                        let (tx, zoho, enrich) = (tx.clone(), Arc::clone(&zoho), Arc::clone(&enrich));
+                        async move {
+                            enrich.apply(&zoho, &mut changes).await;
+                            tx.send(Batch { changes }).await.is_ok()
+                        }
                     })
                     .await?;
                     Ok(quarantined)

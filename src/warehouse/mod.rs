@@ -81,7 +81,17 @@ pub const DEAL_COLUMNS: &[Column] = &[
     col("raw", "JSON", "TEXT"),
     col("synced_at", "TIMESTAMP", "TEXT"),
     col("run_id", "STRING", "TEXT"),
+    // --- issue #11, part B: home-currency money and the won date (appended: SQLite reads columns by position) ---
+    col("home_currency", "STRING", "TEXT"),
+    col("amount_home", "NUMERIC", "TEXT"),
+    col("expected_revenue_home", "NUMERIC", "TEXT"),
+    col("won_at", "TIMESTAMP", "TEXT"),
+    col("won_at_source", "STRING", "TEXT"),
 ];
+
+/// Columns the merge does not copy from a staged won version when the stored row is already won: the won date
+/// is set when a row is inserted or an un-won row is won again, and never moved by an edit.
+pub const WON_AT_COLUMNS: &[&str] = &["won_at", "won_at_source"];
 
 /// How a staged change row is tagged (`change_kind` column of the staging tables).
 pub mod change_kind {

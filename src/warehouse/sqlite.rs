@@ -285,6 +285,12 @@ fn staged_row(run_id: &str, change: &DealChange) -> Vec<SqlValue> {
             set("is_closed_won", SqlValue::Integer(1));
             set("is_deleted", SqlValue::Integer(0));
             set("raw", SqlValue::Text(d.raw.clone()));
+            // issue #11, part B
+            set("home_currency", text(&d.home.currency));
+            set("amount_home", text(&dec(&d.home.amount)));
+            set("expected_revenue_home", text(&dec(&d.home.expected_revenue)));
+            set("won_at", d.won.at.map_or(SqlValue::Null, time));
+            set("won_at_source", SqlValue::Text(d.won.source.as_str().to_owned()));
             change_kind::WON
         }
         DealChange::Unwon { deal_id, stage, modified_time } => {
@@ -342,10 +348,11 @@ const MERGE_WON: &str = concat!(
   deal_id, deal_name, stage, pipeline, amount, currency, exchange_rate, probability, expected_revenue,
   closing_date, account_id, account_name, contact_id, contact_name, owner_id, owner_name, owner_email,
   lead_source, deal_type, created_time, modified_time, is_closed_won, is_deleted, deleted_time, raw,
-  synced_at, run_id)
+  synced_at, run_id, home_currency, amount_home, expected_revenue_home, won_at, won_at_source)
 SELECT deal_id, deal_name, stage, pipeline, amount, currency, exchange_rate, probability, expected_revenue,
   closing_date, account_id, account_name, contact_id, contact_name, owner_id, owner_name, owner_email,
-  lead_source, deal_type, created_time, modified_time, 1, 0, NULL, raw, ?2, ?1
+  lead_source, deal_type, created_time, modified_time, 1, 0, NULL, raw, ?2, ?1,
+  home_currency, amount_home, expected_revenue_home, won_at, won_at_source
 FROM src WHERE true
 ON CONFLICT (deal_id) DO UPDATE SET
   deal_name = excluded.deal_name, stage = excluded.stage, pipeline = excluded.pipeline,
@@ -356,7 +363,14 @@ ON CONFLICT (deal_id) DO UPDATE SET
   owner_name = excluded.owner_name, owner_email = excluded.owner_email, lead_source = excluded.lead_source,
   deal_type = excluded.deal_type, created_time = excluded.created_time, modified_time = excluded.modified_time,
   is_closed_won = 1, is_deleted = 0, deleted_time = NULL, raw = excluded.raw, synced_at = excluded.synced_at,
-  run_id = excluded.run_id
+  run_id = excluded.run_id,
+  home_currency = excluded.home_currency, amount_home = excluded.amount_home,
+  expected_revenue_home = excluded.expected_revenue_home,
+  -- The won date of a row that is already won never moves; a new or re-won row takes the staged one.
+  -- (Every right-hand side reads the row as it was before this update.)
+  won_at = CASE WHEN closed_won_deals.is_closed_won = 1 THEN closed_won_deals.won_at ELSE excluded.won_at END,
+  won_at_source = CASE WHEN closed_won_deals.is_closed_won = 1
+    THEN COALESCE(closed_won_deals.won_at_source, 'unknown') ELSE excluded.won_at_source END
 WHERE excluded.modified_time >= closed_won_deals.modified_time
   AND (closed_won_deals.deleted_time IS NULL OR excluded.modified_time > closed_won_deals.deleted_time)"
 );
@@ -429,6 +443,11 @@ fn read_deal(r: &Row<'_>) -> rusqlite::Result<StoredDeal> {
         created_time: t(19)?,
         modified_time: t(20)?.unwrap_or_default(),
         raw: r.get::<_, Option<String>>(24)?.unwrap_or_default(),
+        home: crate::deal::HomeMoney { currency: r.get(27)?, amount: d(28)?, expected_revenue: d(29)? },
+        won: crate::deal::WonAt {
+            at: t(30)?,
+            source: crate::deal::WonAtSource::parse(r.get::<_, Option<String>>(31)?.as_deref().unwrap_or_default()),
+        },
     };
     Ok(StoredDeal {
         deal,

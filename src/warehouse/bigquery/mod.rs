@@ -53,7 +53,7 @@ use serde_json::{Map, Value};
 
 use super::{
     change_kind, CoveredWindow, LedgerRow, MergeCounts, QuarantinedRecord, QuarantinedRow, RunKind, RunReport,
-    RunStart, StoredDeal, Warehouse, WarehouseError, DEAL_COLUMNS,
+    RunStart, StoredDeal, Warehouse, WarehouseError, DEAL_COLUMNS, WON_AT_COLUMNS,
 };
 use crate::deal::{Deal, DealChange};
 use crate::retry::{retry, RetryPolicy, Retryable};

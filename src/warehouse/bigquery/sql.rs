@@ -47,8 +47,14 @@ pub(super) fn merge_column_lists() -> (String, String, String) {
         &["deal_id", "is_closed_won", "is_deleted", "deleted_time", "synced_at", "run_id"];
     let update = DEAL_COLUMNS
         .iter()
-        .filter(|c| !SET_BY_MERGE.contains(&c.name))
+        .filter(|c| !SET_BY_MERGE.contains(&c.name) && !WON_AT_COLUMNS.contains(&c.name))
         .map(|c| format!("{0} = s.{0}", c.name))
+        // The won date of a row already won never moves; a re-won row takes the staged one. Every right-hand
+        // side of a MERGE's UPDATE reads the target row as it was before the statement.
+        .chain([
+            "won_at = IF(t.is_closed_won, t.won_at, s.won_at)".to_owned(),
+            "won_at_source = IF(t.is_closed_won, IFNULL(t.won_at_source, 'unknown'), s.won_at_source)".to_owned(),
+        ])
         .collect::<Vec<_>>()
         .join(", ");
     let columns = DEAL_COLUMNS.iter().map(|c| c.name).collect::<Vec<_>>().join(", ");
