@@ -37,6 +37,7 @@ pub(super) const SQL_VIEWS: &[(&str, &str)] = &[
     ("current_won_deals", include_str!("../../../sql/views/current_won_deals.sql")),
     ("won_revenue_by_month_owner", include_str!("../../../sql/views/won_revenue_by_month_owner.sql")),
     ("time_to_close", include_str!("../../../sql/views/time_to_close.sql")),
+    ("won_revenue_by_won_month", include_str!("../../../sql/views/won_revenue_by_won_month.sql")),
     ("sync_status", include_str!("../../../sql/views/sync_status.sql")),
 ];
 
