@@ -5,6 +5,7 @@ pub mod auth;
 pub mod client;
 pub mod currencies;
 pub mod deals;
+pub mod http;
 pub mod model;
 pub mod oauth;
 pub mod stage_history;

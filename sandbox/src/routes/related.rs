@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use crate::server::zoho_error;
+use crate::reply::zoho_error;
 use crate::state::{read, AppState};
 
 /// Rows per page of a related list (Zoho's maximum).

@@ -7,8 +7,11 @@
 //! same rows with its run id) followed by both steps. Readers may briefly see a deal with no current version
 //! (between the steps), never one with two.
 
-use super::*;
-use crate::warehouse::{history_deal_columns, HISTORY_META_COLUMNS, HISTORY_TABLE};
+use std::collections::HashSet;
+
+use super::jobs::p_str;
+use super::BigQueryWarehouse;
+use crate::warehouse::{history_deal_columns, RunStart, WarehouseError, HISTORY_META_COLUMNS, HISTORY_TABLE};
 
 pub(super) const SQL_HISTORY_TABLE: &str = include_str!("../../../sql/closed_won_deals_history.sql");
 pub(super) const SQL_HISTORY_CLOSE: &str = include_str!("../../../sql/history_close.sql");
