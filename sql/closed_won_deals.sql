@@ -36,7 +36,12 @@ CREATE TABLE IF NOT EXISTS `{{dataset}}.closed_won_deals` (
   deleted_time TIMESTAMP,
   raw JSON OPTIONS (description = 'The record exactly as Zoho sent it, custom fields included'),
   synced_at TIMESTAMP OPTIONS (description = 'When the sync last wrote this row'),
-  run_id STRING OPTIONS (description = 'The sync run that last wrote this row (see sync_runs)')
+  run_id STRING OPTIONS (description = 'The sync run that last wrote this row (see sync_runs)'),
+  home_currency STRING OPTIONS (description = 'ISO code of the org home currency (NULL when unknown)'),
+  amount_home NUMERIC OPTIONS (description = 'amount in the home currency: amount / exchange_rate of the record, rounded to the home currency decimal places'),
+  expected_revenue_home NUMERIC OPTIONS (description = 'expected_revenue in the home currency, the same way'),
+  won_at TIMESTAMP OPTIONS (description = 'When the deal entered its won stage (see won_at_source); never moved by an edit'),
+  won_at_source STRING OPTIONS (description = 'stage_history | observed | unknown: how won_at was learned')
 )
 PARTITION BY DATE_TRUNC(closing_date, MONTH)
 CLUSTER BY owner_id, stage

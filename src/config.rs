@@ -35,6 +35,7 @@ pub const ENV_VARS: &[&str] = &[
     "SYNC_OVERLAP",
     "SYNC_MAX_CREDITS",
     "SYNC_LEASE_TTL",
+    "SYNC_STAGE_HISTORY_MAX",
     "LOG_FORMAT",
     "RUST_LOG",
     "ALERT_WEBHOOK_URL",
@@ -195,7 +196,13 @@ pub struct Settings {
     pub max_credits: Option<u64>,
     /// How long a run's lease lives without a heartbeat.
     pub lease_ttl: Duration,
+    /// At most this many stage-history reads (one credit each) per run, for the won date (issue #11).
+    pub stage_history_max: u64,
 }
+
+/// `SYNC_STAGE_HISTORY_MAX` when unset: a nightly delta has a few dozen newly won deals; more than this is a
+/// catch-up, whose remaining deals get `won_at_source = observed`.
+pub const DEFAULT_STAGE_HISTORY_MAX: u64 = 200;
 
 /// The raw environment. Deliberately not `Debug`: it holds secrets as plain strings for a moment.
 #[derive(Deserialize)]
@@ -222,6 +229,7 @@ struct RawEnv {
     sync_overlap: Option<String>,
     sync_max_credits: Option<String>,
     sync_lease_ttl: Option<String>,
+    sync_stage_history_max: Option<String>,
 }
 
 /// Whether the Zoho credentials must be present.
@@ -408,6 +416,15 @@ impl RawEnv {
             })
             .transpose()?;
 
+        let stage_history_max = match self.sync_stage_history_max.as_deref() {
+            None => DEFAULT_STAGE_HISTORY_MAX,
+            Some(s) => s.trim().parse::<u64>().map_err(|_| ConfigError::Invalid {
+                var: "SYNC_STAGE_HISTORY_MAX",
+                value: s.to_owned(),
+                reason: "use a whole number of stage-history reads per run (0 turns them off)".into(),
+            })?,
+        };
+
         Ok(Settings {
             zoho: ZohoSettings {
                 dc,
@@ -424,6 +441,7 @@ impl RawEnv {
             overlap,
             max_credits,
             lease_ttl,
+            stage_history_max,
         })
     }
 }

@@ -37,6 +37,66 @@ pub struct Deal {
     pub modified_time: DateTime<Utc>,
     /// The record exactly as Zoho sent it (JSON text), custom fields included.
     pub raw: String,
+    /// Money in the org's home currency (issue #11; see `zoho::currencies` for the convention).
+    pub home: HomeMoney,
+    /// When the deal entered a won stage, and how the job knows (issue #11; see `sync::won_at`).
+    pub won: WonAt,
+}
+
+// --- issue #11, part B: home-currency money and the won date (grouped to move into the column catalogue) ---
+
+/// A deal's amounts in the org's home currency, computed from the record's own `Exchange_Rate`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HomeMoney {
+    /// ISO code of the org's home currency; `None` when the job could not learn it (no multi-currency, or the
+    /// currencies API could not be read).
+    pub currency: Option<String>,
+    /// `amount` in the home currency; `None` when it cannot be computed exactly (no amount, or a foreign-currency
+    /// deal without a usable exchange rate).
+    pub amount: Option<Decimal>,
+    /// `expected_revenue` in the home currency, the same way.
+    pub expected_revenue: Option<Decimal>,
+}
+
+/// How `won_at` was learned.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum WonAtSource {
+    /// From Zoho's stage history: the time the deal moved into its won stage.
+    StageHistory,
+    /// The `Modified_Time` of the first version the job saw in a won stage (no history read).
+    Observed,
+    /// First seen in a backfill (or the first run) without its stage history: the won date is not known.
+    #[default]
+    Unknown,
+}
+
+impl WonAtSource {
+    /// The warehouse's spelling (`won_at_source` column).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            WonAtSource::StageHistory => "stage_history",
+            WonAtSource::Observed => "observed",
+            WonAtSource::Unknown => "unknown",
+        }
+    }
+
+    /// Reads the warehouse's spelling; anything else (a row written before the column existed) is `Unknown`.
+    pub fn parse(s: &str) -> WonAtSource {
+        match s {
+            "stage_history" => WonAtSource::StageHistory,
+            "observed" => WonAtSource::Observed,
+            _ => WonAtSource::Unknown,
+        }
+    }
+}
+
+/// When a deal entered a won stage. On a staged change this is the job's candidate; the merge keeps the stored
+/// value of a row that is already won (an edit never moves it) and takes the candidate only for a new row or
+/// an un-won row that is won again.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WonAt {
+    pub at: Option<DateTime<Utc>>,
+    pub source: WonAtSource,
 }
 
 /// What a run learned about one deal. The warehouse applies these idempotently (see `warehouse::Warehouse`).

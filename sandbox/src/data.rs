@@ -139,6 +139,9 @@ pub struct MutationRequest {
     /// Won deals given a malformed value (a text Amount, an impossible Closing_Date, a numeric Stage), as a
     /// misbehaving integration might write them; the job must quarantine them and store the rest.
     pub corrupt: usize,
+    /// When not empty, only these deal ids are picked (a test moving given deals between runs: win a deal it
+    /// un-won before, edit one it just won).
+    pub only: Vec<String>,
 }
 
 /// Ids touched by one mutation call, per kind (fewer than asked when not enough deals qualify).
@@ -218,7 +221,15 @@ pub struct Store {
     added_fields: Vec<FieldDef>,
     /// Next `Deal_Number` of the exotic profile's auto-number field.
     next_auto_number: u64,
+    /// Stage changes made since the sandbox started, per deal (issue #11; see [`Store::stage_history_json`]).
+    stage_changes: HashMap<u64, Vec<(String, DateTime<Utc>)>>,
 }
+
+/// The org's currencies in a multi-currency profile: ISO code, rate (units per one home unit, with up to 9
+/// decimals as Zoho keeps them: docs/zoho-api.md §5.5) and symbol. USD is home. Deals carry their currency's rate
+/// as their `Exchange_Rate`.
+pub const CURRENCIES: &[(&str, &str, &str)] =
+    &[("USD", "1", "$"), ("EUR", "0.92", "€"), ("INR", "83.1234", "₹"), ("GBP", "0.787654321", "£")];
 
 fn users() -> Vec<User> {
     let names = [
@@ -359,6 +370,7 @@ impl Store {
             rng: Rng::new(seed ^ 0x5EED_0F3A_7A00),
             added_fields: Vec::new(),
             next_auto_number: 1,
+            stage_changes: HashMap::new(),
         };
 
         // Ids grow with creation time (as Zoho's do) but with gaps, and Modified_Time is unrelated
@@ -463,10 +475,13 @@ impl Store {
             format!("{who} - {}", PRODUCTS[rng.index(PRODUCTS.len())])
         };
         let (currency, rate, symbol) = match rng.index(20) {
-            0..=11 => ("USD", json!(1), "$"),
-            12..=16 => ("EUR", json!(0.92), "€"),
-            _ => ("INR", json!(83.1234), "₹"),
+            0..=11 => CURRENCIES[0],
+            12..=16 => CURRENCIES[1],
+            17..=18 => CURRENCIES[2],
+            _ => CURRENCIES[3],
         };
+        // A JSON number with the digits as written (serde_json's arbitrary precision keeps them).
+        let rate: Value = serde_json::from_str(rate).unwrap_or(Value::Null);
         let closed = stage.category != Category::Open;
         let closing = if closed {
             (fact.modified.with_timezone(&tz) - Duration::days(rng.range(0, 3))).date_naive()
@@ -972,6 +987,10 @@ impl Store {
     }
 
     fn set_stage(&mut self, id: u64, stage: &meta::Stage, now: DateTime<Utc>) {
+        // Zoho's stage history gets a row for every change (issue #11): keep it in step.
+        let mut history = self.stage_changes_of(id);
+        history.push((stage.actual.to_string(), now));
+        self.stage_changes.insert(id, history);
         let today = now.with_timezone(&self.tz).date_naive();
         if let Some(m) = self.deals.get_mut(&id) {
             let p = i64::from(stage.probability);
@@ -991,7 +1010,14 @@ impl Store {
         let mut out = MutationResult { modified_time: fmt_datetime(now, self.tz), ..MutationResult::default() };
         let won = |c: Category| c == Category::ClosedWon;
 
-        let pool = self.ids_where(|c| c == Category::Open, &touched);
+        let only: HashSet<u64> = req.only.iter().filter_map(|s| s.parse().ok()).collect();
+        let restrict = |mut pool: Vec<u64>| {
+            if !req.only.is_empty() {
+                pool.retain(|id| only.contains(id));
+            }
+            pool
+        };
+        let pool = restrict(self.ids_where(|c| c == Category::Open, &touched));
         for id in self.pick(pool, req.win) {
             let stage = self.won_stage_for(id);
             self.set_stage(id, &stage, now);
@@ -1000,7 +1026,7 @@ impl Store {
             out.win.push(id.to_string());
         }
 
-        let pool = self.ids_where(won, &touched);
+        let pool = restrict(self.ids_where(won, &touched));
         for id in self.pick(pool, req.unwin) {
             self.set_stage(id, &STAGES[5], now);
             self.touch(id, now);
@@ -1008,7 +1034,7 @@ impl Store {
             out.unwin.push(id.to_string());
         }
 
-        let pool = self.ids_where(won, &touched);
+        let pool = restrict(self.ids_where(won, &touched));
         for id in self.pick(pool, req.edit) {
             let bump = self.rng.range(1, 99_999);
             let tz = self.tz;
@@ -1026,7 +1052,7 @@ impl Store {
             out.edit.push(id.to_string());
         }
 
-        let pool = self.ids_where(won, &touched);
+        let pool = restrict(self.ids_where(won, &touched));
         for id in self.pick(pool, req.delete) {
             if let Some(m) = self.deals.remove(&id) {
                 let created_by = m
@@ -1049,7 +1075,7 @@ impl Store {
             }
         }
 
-        let pool = self.ids_where(won, &touched);
+        let pool = restrict(self.ids_where(won, &touched));
         for (i, id) in self.pick(pool, req.corrupt).into_iter().enumerate() {
             if let Some(m) = self.deals.get_mut(&id) {
                 let (field, bad) = match i % 3 {
@@ -1084,6 +1110,93 @@ impl Store {
             out.create_won.push(id.to_string());
         }
         out
+    }
+
+    /// A deal's stage changes, oldest first: those made since the sandbox started, or else two synthesized from
+    /// the generated record (its first open stage at `Created_Time`, then its stage at `Modified_Time`: the
+    /// generator's last edit is the one that set the stage).
+    fn stage_changes_of(&self, id: u64) -> Vec<(String, DateTime<Utc>)> {
+        if let Some(h) = self.stage_changes.get(&id) {
+            return h.clone();
+        }
+        let Some(m) = self.deals.get(&id) else { return Vec::new() };
+        let time = |k: &str| m.get(k).and_then(Value::as_str).and_then(parse_datetime);
+        let (Some(created), Some(modified)) = (time("Created_Time"), time("Modified_Time")) else { return Vec::new() };
+        let first = STAGES[0].actual.to_string();
+        let mut out = vec![(first.clone(), created)];
+        match m.get("Stage").and_then(Value::as_str) {
+            Some(stage) if stage != first => out.push((stage.to_string(), modified)),
+            _ => {}
+        }
+        out
+    }
+
+    /// `GET /crm/v8/Deals/{id}/Stage_History` (docs/zoho-api.md §5.6): one row per stage change, newest first,
+    /// with the stage entered (`Stage`), when (`Modified_Time`), who, the deal's money at that time and how many
+    /// days it stayed (`Duration_Days`, empty for the current stage). `None` when the deal does not exist.
+    pub fn stage_history_json(&self, id: u64, page: usize, per_page: usize) -> Option<Value> {
+        let m = self.deals.get(&id)?;
+        let history = self.stage_changes_of(id);
+        let tz = self.tz;
+        let mut rows: Vec<Value> = history
+            .iter()
+            .enumerate()
+            .map(|(i, (stage, at))| {
+                let days = history.get(i + 1).map(|(_, next)| (*next - *at).num_days());
+                json!({
+                    "id": (ID_BASE + 900_000_000 + id % 1_000_000 * 100 + i as u64).to_string(),
+                    "Stage": stage,
+                    "Modified_Time": fmt_datetime(*at, tz),
+                    "Modified_By": self.users[0].minified(),
+                    "Amount": m.get("Amount").cloned().unwrap_or(Value::Null),
+                    "Probability": m.get("Probability").cloned().unwrap_or(Value::Null),
+                    "Expected_Revenue": m.get("Expected_Revenue").cloned().unwrap_or(Value::Null),
+                    "Closing_Date": m.get("Closing_Date").cloned().unwrap_or(Value::Null),
+                    "Duration_Days": days,
+                    "Moved_To__s": Value::Null,
+                })
+            })
+            .collect();
+        rows.reverse();
+        let start = page.saturating_sub(1) * per_page;
+        let more = rows.len() > start + per_page;
+        let data: Vec<Value> = rows.into_iter().skip(start).take(per_page).collect();
+        if data.is_empty() {
+            return Some(Value::Null);
+        }
+        let count = data.len();
+        Some(json!({"data": data, "info": {"per_page": per_page, "count": count, "page": page, "more_records": more}}))
+    }
+
+    /// `GET /crm/v8/org/currencies`: the org's currencies, or `None` in an org without multi-currency (Free).
+    pub fn currencies_json(&self) -> Option<Value> {
+        if self.org.profile == Profile::Free {
+            return None;
+        }
+        let admin = self.users[0].minified();
+        let list: Vec<Value> = CURRENCIES
+            .iter()
+            .enumerate()
+            .map(|(i, (iso, rate, symbol))| {
+                // Zoho sends rates as text with 9 decimals ("1.000000000").
+                let rate =
+                    format!("{rate}{}", ".000000000".get(rate.find('.').map_or(0, |p| rate.len() - p)..).unwrap_or(""));
+                json!({
+                    "id": (ID_BASE + 8_200 + i as u64).to_string(),
+                    "iso_code": iso,
+                    "symbol": symbol,
+                    "name": iso,
+                    "is_base": i == 0,
+                    "is_active": true,
+                    "exchange_rate": rate,
+                    "prefix_symbol": true,
+                    "format": {"decimal_separator": "Period", "thousand_separator": "Comma", "decimal_places": "2"},
+                    "created_by": admin, "modified_by": admin,
+                    "created_time": "2025-01-06T09:00:00+00:00", "modified_time": "2025-01-06T09:00:00+00:00",
+                })
+            })
+            .collect();
+        Some(json!({"currencies": list}))
     }
 
     /// A deal's Modified_Time as an instant.

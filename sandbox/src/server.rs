@@ -24,7 +24,7 @@ use tower::ServiceExt;
 
 use crate::auth::Access;
 use crate::reply::{zoho_error, Credits};
-use crate::routes::{control, crm, oauth};
+use crate::routes::{control, crm, oauth, related};
 use crate::state::{lock, AppState};
 
 /// Fired by a handler to close its connection without a response.
@@ -40,6 +40,7 @@ const SCOPE_LAYOUTS: &[&str] = &["ZohoCRM.settings.layouts.READ"];
 const SCOPE_USERS: &[&str] = &["ZohoCRM.users.READ"];
 const SCOPE_ORG: &[&str] = &["ZohoCRM.org.READ"];
 const SCOPE_MODULES: &[&str] = &["ZohoCRM.settings.modules.READ"];
+const SCOPE_CURRENCIES: &[&str] = &["ZohoCRM.settings.currencies.READ"];
 
 #[derive(Clone)]
 struct Guard {
@@ -211,6 +212,11 @@ pub fn router(st: Arc<AppState>) -> Router {
         .route("/crm/v8/users", crm_route(&st, "users", SCOPE_USERS, get(crm::users)))
         // Before `{module}`: the official SDK calls it after minting (see `Store::org_json`).
         .route("/crm/v8/org", crm_route(&st, "org", SCOPE_ORG, get(crm::org)))
+        .route("/crm/v8/org/currencies", crm_route(&st, "currencies", SCOPE_CURRENCIES, get(related::currencies)))
+        .route(
+            "/crm/v8/{module}/{id}/Stage_History",
+            crm_route(&st, "stage_history", SCOPE_RECORDS, get(related::stage_history)),
+        )
         .route("/crm/v8/{module}", crm_route(&st, "get_records", SCOPE_RECORDS, get(crm::get_records)))
         .route("/crm/v8/{module}/deleted", crm_route(&st, "deleted", SCOPE_RECORDS, get(crm::deleted)))
         .route("/__sandbox/truth", get(control::truth))

@@ -57,6 +57,8 @@ pub(crate) struct FetchPlan<'a> {
     pub(crate) deleted: Option<Vec<deals::DeletedDeal>>,
     pub(crate) counts: Option<budget::Counts>,
     pub(crate) owners: Arc<OwnerNames>,
+    /// Home-currency amounts and won dates, applied to each page's changes.
+    pub(crate) enrich: Arc<super::enrich::Enrichment>,
 }
 
 /// Fetches everything the window needs and stages it; returns the records it could not map.
@@ -72,7 +74,7 @@ pub(crate) async fn fetch_and_stage<W: Warehouse + 'static>(
     plan: FetchPlan<'_>,
     progress: &Arc<Progress>,
 ) -> Result<Quarantine, Error> {
-    let FetchPlan { window, won_stages, columns, concurrency, flag_unwon, deleted, counts, owners } = plan;
+    let FetchPlan { window, won_stages, columns, concurrency, flag_unwon, deleted, counts, owners, enrich } = plan;
     let (tx, mut rx) = mpsc::channel::<Batch>(CHANNEL_BATCHES);
     let loader = {
         let (warehouse, run) = (Arc::clone(warehouse), run.clone());
@@ -150,17 +152,20 @@ pub(crate) async fn fetch_and_stage<W: Warehouse + 'static>(
                 won_stages: won_stages.to_vec(),
                 columns: columns.to_vec(),
             });
-            let (tx, stages, progress, owners) =
-                (tx.clone(), won_stages.to_vec(), Arc::clone(progress), Arc::clone(&owners));
+            let (tx, stages, progress, owners, zoho) =
+                (tx.clone(), won_stages.to_vec(), Arc::clone(progress), Arc::clone(&owners), Arc::clone(zoho));
             fetchers.spawn(
                 async move {
                     let mut quarantined = Quarantine::default();
                     let stats = scheduler::run(source, window, &passes, concurrency, |filter, records| {
                         progress.page(records.len());
-                        let (changes, bad) = to_changes(filter, &stages, records, &owners);
+                        let (mut changes, bad) = to_changes(filter, &stages, records, &owners);
                         quarantined.add(bad);
-                        let tx = tx.clone();
-                        async move { tx.send(Batch { changes }).await.is_ok() }
+                        let (tx, zoho, enrich) = (tx.clone(), Arc::clone(&zoho), Arc::clone(&enrich));
+                        async move {
+                            enrich.apply(&zoho, &mut changes).await;
+                            tx.send(Batch { changes }).await.is_ok()
+                        }
                     })
                     .await?;
                     tracing::debug!(?stats, "passes paged");

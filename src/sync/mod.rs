@@ -6,6 +6,7 @@
 //! every step needs. This module only orchestrates: Zoho specifics live in `zoho/`, storage in `warehouse/`.
 
 pub mod budget;
+pub mod enrich;
 mod fetch;
 mod finish;
 mod plan;
@@ -256,6 +257,19 @@ async fn execute<W: Warehouse + 'static>(
     let RunContext { settings, options, zoho, warehouse, .. } = ctx;
     let progress = Arc::new(Progress::default());
     let bar = options.progress.then(|| progress::spawn(Arc::clone(&progress), zoho.usage()));
+    // Home-currency amounts and won dates (issue #11): see `enrich`.
+    let enrich = Arc::new(
+        enrich::for_run(
+            zoho,
+            &**warehouse,
+            plan.kind,
+            plan.currencies.clone(),
+            &plan.won_stages,
+            plan.counts,
+            settings,
+        )
+        .await,
+    );
     let fetch = fetch::fetch_and_stage(
         zoho,
         warehouse,
@@ -269,6 +283,7 @@ async fn execute<W: Warehouse + 'static>(
             deleted: plan.deleted.take(),
             counts: plan.counts,
             owners: Arc::clone(&plan.owners),
+            enrich,
         },
         &progress,
     );

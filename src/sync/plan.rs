@@ -31,6 +31,8 @@ pub(crate) struct RunPlan {
     pub(crate) owners: Arc<OwnerNames>,
     /// The won-deal query's columns (from the field metadata).
     pub(crate) columns: Vec<String>,
+    /// The org's currencies (home currency and rates), read with the metadata.
+    pub(crate) currencies: crate::zoho::currencies::OrgCurrencies,
 }
 
 /// What planning decided: a run to make, or the plan a dry run prints.
@@ -133,7 +135,19 @@ pub(crate) async fn plan<W: Warehouse + 'static>(
     let owners = Arc::new(owners);
 
     let columns = meta.select.columns;
-    Ok(Planned::Run(RunPlan { kind, window, won_stages, flag_unwon, deleted, counts, budget_stop, owners, columns }))
+    let currencies = meta.currencies;
+    Ok(Planned::Run(RunPlan {
+        kind,
+        window,
+        won_stages,
+        flag_unwon,
+        deleted,
+        counts,
+        budget_stop,
+        owners,
+        columns,
+        currencies,
+    }))
 }
 
 /// Zoho lists deletions for 60 days (recycle bin) and 120 days (permanent: docs/zoho-api.md §3e); this job

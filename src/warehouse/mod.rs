@@ -82,7 +82,45 @@ pub const DEAL_COLUMNS: &[Column] = &[
     col("raw", "JSON", "TEXT"),
     col("synced_at", "TIMESTAMP", "TEXT"),
     col("run_id", "STRING", "TEXT"),
+    // --- issue #11, part B: home-currency money and the won date (appended: SQLite reads columns by position) ---
+    col("home_currency", "STRING", "TEXT"),
+    col("amount_home", "NUMERIC", "TEXT"),
+    col("expected_revenue_home", "NUMERIC", "TEXT"),
+    col("won_at", "TIMESTAMP", "TEXT"),
+    col("won_at_source", "STRING", "TEXT"),
 ];
+
+/// Columns the merge does not copy from a staged won version when the stored row is already won: the won date
+/// is set when a row is inserted or an un-won row is won again, and never moved by an edit.
+pub const WON_AT_COLUMNS: &[&str] = &["won_at", "won_at_source"];
+
+/// `closed_won_deals_history` (issue #11, part B): one row per version of a deal the job stored, written in the
+/// same commit as `closed_won_deals`. Its columns: [`HISTORY_META_COLUMNS`], then every column of
+/// [`DEAL_COLUMNS`] but `raw` (the typed columns; `run_id` is the run that stored the version).
+///
+/// A version is the state `(modified_time, is_closed_won, is_deleted, deleted_time)` of a row. After the merge,
+/// the commit (1) closes the current version of every deal this run wrote whose state changed (`valid_to` = the
+/// new version's `valid_from`, `is_current = false`), then (2) inserts the new state as the current version
+/// unless a current version with that state exists. Both steps are idempotent and converge after a crash
+/// between them (a rerun's merge stamps the same rows again); a rerun or an overlapping window re-applies equal
+/// versions, which change no state, so no version is written twice. `valid_from` is Zoho's time of the
+/// version: `modified_time`, or `deleted_time` for a deletion (the commit time when Zoho no longer says).
+/// `change`: `won` (first stored, or won again after an un-win or deletion), `edited`, `unwon`, `deleted`.
+pub const HISTORY_TABLE: &str = "closed_won_deals_history";
+
+/// The history table's own columns, before the deal columns.
+pub const HISTORY_META_COLUMNS: &[Column] = &[
+    col("deal_id", "STRING", "TEXT"),
+    col("valid_from", "TIMESTAMP", "TEXT"),
+    col("valid_to", "TIMESTAMP", "TEXT"),
+    col("is_current", "BOOL", "INTEGER"),
+    col("change", "STRING", "TEXT"),
+];
+
+/// The deal columns the history copies (every one but the key, already in [`HISTORY_META_COLUMNS`], and `raw`).
+pub fn history_deal_columns() -> impl Iterator<Item = &'static Column> {
+    DEAL_COLUMNS.iter().filter(|c| c.name != "deal_id" && c.name != "raw")
+}
 
 /// How a staged change row is tagged (`change_kind` column of the staging tables).
 pub mod change_kind {

@@ -18,7 +18,7 @@ use rust_decimal::Decimal;
 
 use super::{
     change_kind, CoveredWindow, LedgerRow, MergeCounts, QuarantinedRow, RunKind, RunReport, RunStart, StoredDeal,
-    Warehouse, WarehouseError, DEAL_COLUMNS,
+    Warehouse, WarehouseError, DEAL_COLUMNS, HISTORY_META_COLUMNS, HISTORY_TABLE,
 };
 use crate::deal::{format_utc, Deal, DealChange};
 
@@ -183,6 +183,7 @@ fn views_ddl() -> Vec<String> {
         "DROP VIEW IF EXISTS sync_status".into(),
         "DROP VIEW IF EXISTS time_to_close".into(),
         "DROP VIEW IF EXISTS won_revenue_by_month_owner".into(),
+        "DROP VIEW IF EXISTS won_revenue_by_won_month".into(),
         "DROP VIEW IF EXISTS current_won_deals".into(),
         // Deals that are won now: not deleted in Zoho and still in a won stage.
         format!(
@@ -202,6 +203,8 @@ fn views_ddl() -> Vec<String> {
                 CAST(julianday(closing_date) - julianday(date(created_time)) AS INTEGER) AS days_to_close
          FROM current_won_deals WHERE created_time IS NOT NULL AND closing_date IS NOT NULL"
             .into(),
+        // Revenue by the month the deals were won, in the home currency (issue #11).
+        won_month_view(),
         // Freshness for analysts: what `zoho-deals-sync status` prints, as one row.
         include_str!("../../sql/views/sync_status.sqlite.sql").into(),
     ]
@@ -218,6 +221,113 @@ fn add_missing_columns(conn: &Connection, table: &str) -> rusqlite::Result<Vec<&
         }
     }
     Ok(added)
+}
+
+// --- issue #11, part B: closed_won_deals_history and the exact sums of the won-month view ---
+
+/// Every column of the history table, in order.
+fn history_columns() -> impl Iterator<Item = &'static super::Column> {
+    HISTORY_META_COLUMNS.iter().chain(super::history_deal_columns())
+}
+
+fn history_ddl() -> String {
+    let cols = history_columns().map(|c| format!("{} {}", c.name, c.sqlite_type)).collect::<Vec<_>>().join(",\n  ");
+    format!("CREATE TABLE IF NOT EXISTS {HISTORY_TABLE} (\n  {cols}\n)")
+}
+
+/// Adds the history columns an older table lacks (a column added to `DEAL_COLUMNS` later).
+fn add_missing_history_columns(conn: &Connection) -> rusqlite::Result<()> {
+    let existing: Vec<String> = query_all(conn, &format!("PRAGMA table_info({HISTORY_TABLE})"), [], |r| r.get(1))?;
+    for c in history_columns().filter(|c| !existing.iter().any(|e| e == c.name)) {
+        conn.execute(&format!("ALTER TABLE {HISTORY_TABLE} ADD COLUMN {} {}", c.name, c.sqlite_type), [])?;
+    }
+    Ok(())
+}
+
+/// Zoho's time of the version a row holds: when it was modified, or deleted (the commit time when Zoho no longer
+/// says when).
+const VERSION_TIME: &str =
+    "CASE WHEN t.is_deleted = 1 THEN COALESCE(t.deleted_time, t.synced_at) ELSE t.modified_time END";
+
+/// A history row `h` holds the same version as the stored row `t` (`IS`: NULL-safe).
+const SAME_VERSION: &str = "h.modified_time IS t.modified_time AND h.is_closed_won IS t.is_closed_won
+  AND h.is_deleted IS t.is_deleted AND h.deleted_time IS t.deleted_time";
+
+/// History step 1: the current version of each deal this run wrote, when the stored state differs, is closed.
+fn history_close() -> String {
+    format!(
+        "UPDATE {HISTORY_TABLE} AS h SET valid_to = {VERSION_TIME}, is_current = 0
+FROM closed_won_deals AS t
+WHERE t.deal_id = h.deal_id AND t.run_id = ?1 AND h.is_current = 1 AND NOT ({SAME_VERSION})"
+    )
+}
+
+/// History step 2: the stored state of each deal this run wrote becomes its current version, unless it is.
+fn history_insert() -> String {
+    let cols = super::history_deal_columns().map(|c| c.name).collect::<Vec<_>>();
+    let (names, values) = (cols.join(", "), cols.iter().map(|c| format!("t.{c}")).collect::<Vec<_>>().join(", "));
+    format!(
+        "INSERT INTO {HISTORY_TABLE} (deal_id, valid_from, valid_to, is_current, change, {names})
+SELECT t.deal_id, {VERSION_TIME}, NULL, 1,
+  CASE WHEN t.is_deleted = 1 THEN 'deleted' WHEN t.is_closed_won = 0 THEN 'unwon'
+       WHEN p.deal_id IS NULL OR p.is_closed_won = 0 OR p.is_deleted = 1 THEN 'won' ELSE 'edited' END,
+  {values}
+FROM closed_won_deals AS t
+LEFT JOIN (
+  SELECT deal_id, is_closed_won, is_deleted FROM (
+    SELECT deal_id, is_closed_won, is_deleted,
+      ROW_NUMBER() OVER (PARTITION BY deal_id ORDER BY valid_from DESC, rowid DESC) AS rn
+    FROM {HISTORY_TABLE} WHERE deal_id IN (SELECT deal_id FROM closed_won_deals WHERE run_id = ?1)
+  ) WHERE rn = 1
+) AS p ON p.deal_id = t.deal_id
+WHERE t.run_id = ?1
+  AND NOT EXISTS (SELECT 1 FROM {HISTORY_TABLE} AS h WHERE h.deal_id = t.deal_id AND h.is_current = 1 AND {SAME_VERSION})"
+    )
+}
+
+/// The whole part (`…_i`) and the billionths (`…_n`) of a decimal text column, both signed integers: summed
+/// separately, they add decimals exactly (SQLite has no decimal type, and `CAST(… AS REAL)` would round).
+/// Stored decimals have at most 9 places (BigQuery NUMERIC's scale, which the job never exceeds).
+fn decimal_parts(col: &str, alias: &str) -> String {
+    let abs = format!("ltrim({col}, '-')");
+    let dot = format!("instr({abs}, '.')");
+    let sign = format!("(CASE WHEN substr({col}, 1, 1) = '-' THEN -1 ELSE 1 END)");
+    format!(
+        "{sign} * CAST(CASE WHEN {dot} > 0 THEN substr({abs}, 1, {dot} - 1) ELSE {abs} END AS INTEGER) AS {alias}_i,
+         {sign} * CAST(CASE WHEN {dot} > 0 THEN substr(substr({abs}, {dot} + 1) || '000000000', 1, 9) ELSE '0' END
+           AS INTEGER) AS {alias}_n"
+    )
+}
+
+/// Sums of [`decimal_parts`] back to decimal text (NULL when every value was NULL).
+fn decimal_sum(alias: &str) -> String {
+    // Carry the billionths into the whole part, then give both the same sign.
+    let i = format!("(SUM({alias}_i) + SUM({alias}_n) / 1000000000)");
+    let n = format!("(SUM({alias}_n) % 1000000000)");
+    let whole =
+        format!("(CASE WHEN {i} > 0 AND {n} < 0 THEN {i} - 1 WHEN {i} < 0 AND {n} > 0 THEN {i} + 1 ELSE {i} END)");
+    let frac = format!(
+        "(CASE WHEN {i} > 0 AND {n} < 0 THEN {n} + 1000000000 WHEN {i} < 0 AND {n} > 0 THEN {n} - 1000000000 ELSE {n} END)"
+    );
+    format!(
+        "CASE WHEN SUM({alias}_i) IS NULL THEN NULL ELSE
+           (CASE WHEN {whole} = 0 AND {frac} < 0 THEN '-' ELSE '' END) || {whole}
+           || CASE WHEN {frac} = 0 THEN '' ELSE '.' || rtrim(printf('%09d', abs({frac})), '0') END END"
+    )
+}
+
+/// Won revenue per month of `won_at` and home currency, summed exactly (BigQuery: `sql/views/won_revenue_by_won_month.sql`).
+fn won_month_view() -> String {
+    format!(
+        "CREATE VIEW won_revenue_by_won_month AS
+         SELECT won_month, home_currency, COUNT(*) AS deals, {} AS revenue_home, {} AS expected_revenue_home
+         FROM (SELECT substr(won_at, 1, 7) || '-01' AS won_month, home_currency, {}, {} FROM current_won_deals)
+         GROUP BY won_month, home_currency",
+        decimal_sum("a"),
+        decimal_sum("e"),
+        decimal_parts("amount_home", "a"),
+        decimal_parts("expected_revenue_home", "e"),
+    )
 }
 
 /// SQLite integers are signed 64-bit; counts never come near the limit.
@@ -285,6 +395,12 @@ fn staged_row(run_id: &str, change: &DealChange) -> Vec<SqlValue> {
             set("is_closed_won", SqlValue::Integer(1));
             set("is_deleted", SqlValue::Integer(0));
             set("raw", SqlValue::Text(d.raw.clone()));
+            // issue #11, part B
+            set("home_currency", text(&d.home.currency));
+            set("amount_home", text(&dec(&d.home.amount)));
+            set("expected_revenue_home", text(&dec(&d.home.expected_revenue)));
+            set("won_at", d.won.at.map_or(SqlValue::Null, time));
+            set("won_at_source", SqlValue::Text(d.won.source.as_str().to_owned()));
             change_kind::WON
         }
         DealChange::Unwon { deal_id, stage, modified_time } => {
@@ -342,10 +458,11 @@ const MERGE_WON: &str = concat!(
   deal_id, deal_name, stage, pipeline, amount, currency, exchange_rate, probability, expected_revenue,
   closing_date, account_id, account_name, contact_id, contact_name, owner_id, owner_name, owner_email,
   lead_source, deal_type, created_time, modified_time, is_closed_won, is_deleted, deleted_time, raw,
-  synced_at, run_id)
+  synced_at, run_id, home_currency, amount_home, expected_revenue_home, won_at, won_at_source)
 SELECT deal_id, deal_name, stage, pipeline, amount, currency, exchange_rate, probability, expected_revenue,
   closing_date, account_id, account_name, contact_id, contact_name, owner_id, owner_name, owner_email,
-  lead_source, deal_type, created_time, modified_time, 1, 0, NULL, raw, ?2, ?1
+  lead_source, deal_type, created_time, modified_time, 1, 0, NULL, raw, ?2, ?1,
+  home_currency, amount_home, expected_revenue_home, won_at, won_at_source
 FROM src WHERE true
 ON CONFLICT (deal_id) DO UPDATE SET
   deal_name = excluded.deal_name, stage = excluded.stage, pipeline = excluded.pipeline,
@@ -356,7 +473,14 @@ ON CONFLICT (deal_id) DO UPDATE SET
   owner_name = excluded.owner_name, owner_email = excluded.owner_email, lead_source = excluded.lead_source,
   deal_type = excluded.deal_type, created_time = excluded.created_time, modified_time = excluded.modified_time,
   is_closed_won = 1, is_deleted = 0, deleted_time = NULL, raw = excluded.raw, synced_at = excluded.synced_at,
-  run_id = excluded.run_id
+  run_id = excluded.run_id,
+  home_currency = excluded.home_currency, amount_home = excluded.amount_home,
+  expected_revenue_home = excluded.expected_revenue_home,
+  -- The won date of a row that is already won never moves; a new or re-won row takes the staged one.
+  -- (Every right-hand side reads the row as it was before this update.)
+  won_at = CASE WHEN closed_won_deals.is_closed_won = 1 THEN closed_won_deals.won_at ELSE excluded.won_at END,
+  won_at_source = CASE WHEN closed_won_deals.is_closed_won = 1
+    THEN COALESCE(closed_won_deals.won_at_source, 'unknown') ELSE excluded.won_at_source END
 WHERE excluded.modified_time >= closed_won_deals.modified_time
   AND (closed_won_deals.deleted_time IS NULL OR excluded.modified_time > closed_won_deals.deleted_time)"
 );
@@ -429,6 +553,11 @@ fn read_deal(r: &Row<'_>) -> rusqlite::Result<StoredDeal> {
         created_time: t(19)?,
         modified_time: t(20)?.unwrap_or_default(),
         raw: r.get::<_, Option<String>>(24)?.unwrap_or_default(),
+        home: crate::deal::HomeMoney { currency: r.get(27)?, amount: d(28)?, expected_revenue: d(29)? },
+        won: crate::deal::WonAt {
+            at: t(30)?,
+            source: crate::deal::WonAtSource::parse(r.get::<_, Option<String>>(31)?.as_deref().unwrap_or_default()),
+        },
     };
     Ok(StoredDeal {
         deal,
@@ -454,6 +583,15 @@ impl Warehouse for SqliteWarehouse {
             tx.execute(&staging_table_ddl(), []).map_err(&err)?;
             tx.execute(LEDGER_DDL, []).map_err(&err)?;
             tx.execute(QUARANTINE_DDL, []).map_err(&err)?;
+            tx.execute(&history_ddl(), []).map_err(&err)?;
+            add_missing_history_columns(&tx).map_err(&err)?;
+            tx.execute(
+                &format!("CREATE INDEX IF NOT EXISTS {HISTORY_TABLE}_current ON {HISTORY_TABLE} (deal_id, is_current)"),
+                [],
+            )
+            .map_err(&err)?;
+            tx.execute("CREATE INDEX IF NOT EXISTS closed_won_deals_run ON closed_won_deals (run_id)", [])
+                .map_err(&err)?;
             for table in ["closed_won_deals", "staging_changes"] {
                 let added = add_missing_columns(&tx, table).map_err(&err)?;
                 if !added.is_empty() {
@@ -648,6 +786,9 @@ impl Warehouse for SqliteWarehouse {
             let unwon = tx.execute(MERGE_UNWON, params![run.run_id, now]).map_err(&err)? as u64;
             let deleted = tx.execute(MERGE_DELETED, params![run.run_id, now]).map_err(&err)? as u64
                 + tx.execute(MERGE_VANISHED, params![run.run_id, now]).map_err(&err)? as u64;
+            // The history of what this merge changed, in the same transaction (issue #11).
+            tx.execute(&history_close(), params![run.run_id]).map_err(&err)?;
+            tx.execute(&history_insert(), params![run.run_id]).map_err(&err)?;
             tx.execute(RESOLVE_QUARANTINE, params![run.run_id]).map_err(&err)?;
             {
                 let mut insert = tx.prepare(QUARANTINE).map_err(&err)?;
@@ -789,5 +930,34 @@ impl Warehouse for SqliteWarehouse {
             .map_err(&err)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod exact_sum_tests {
+    use super::*;
+
+    fn sum(values: &[Option<&str>]) -> Option<String> {
+        let c = Connection::open_in_memory().expect("in-memory SQLite");
+        c.execute("CREATE TABLE v (x TEXT)", []).expect("table");
+        for v in values {
+            c.execute("INSERT INTO v VALUES (?1)", params![v]).expect("insert");
+        }
+        let sql = format!("SELECT {} FROM (SELECT {} FROM v)", decimal_sum("a"), decimal_parts("x", "a"));
+        c.query_row(&sql, [], |r| r.get(0)).expect("sum")
+    }
+
+    #[test]
+    fn decimal_text_sums_exactly_where_a_float_sum_would_not() {
+        assert_eq!(sum(&[Some("0.1"), Some("0.2")]).as_deref(), Some("0.3"));
+        assert_eq!(
+            sum(&[Some("12345678901234.123456789"), Some("1"), Some("0.876543211")]).as_deref(),
+            Some("12345678901236")
+        );
+        assert_eq!(sum(&[Some("-0.35"), Some("0.1")]).as_deref(), Some("-0.25"));
+        assert_eq!(sum(&[Some("-5.5"), Some("2.25"), None]).as_deref(), Some("-3.25"));
+        assert_eq!(sum(&[Some("5"), Some("-5.000000001")]).as_deref(), Some("-0.000000001"));
+        assert_eq!(sum(&[Some("-1.5"), Some("0.5")]).as_deref(), Some("-1"));
+        assert_eq!(sum(&[None, None]), None);
     }
 }

@@ -36,6 +36,8 @@ pub struct DealsMetadata {
     pub won_stages: Vec<String>,
     /// What a won-deal query selects in this org.
     pub select: SelectList,
+    /// The org's home currency (issue #11): read by [`metadata`] only when the Deals have a `Currency` field.
+    pub currencies: super::currencies::OrgCurrencies,
 }
 
 impl DealsMetadata {
@@ -44,7 +46,12 @@ impl DealsMetadata {
     pub fn new(fields: Vec<FieldMeta>, pipelines: &[PickListValue]) -> DealsMetadata {
         let won_stages = won_stages(&fields, pipelines);
         let select = select_list(&fields);
-        DealsMetadata { fields, won_stages, select }
+        // Without a Currency field the org has one currency (docs/zoho-api.md §3f): no call needed.
+        let currencies = match fields.iter().any(|f| f.api_name == "Currency") {
+            true => super::currencies::OrgCurrencies::Unknown,
+            false => super::currencies::OrgCurrencies::Single,
+        };
+        DealsMetadata { fields, won_stages, select, currencies }
     }
 
     /// The won stages to use: `configured` (`ZOHO_WON_STAGES`) when set, else the discovered ones; an error
@@ -346,8 +353,12 @@ pub async fn metadata(client: &ZohoClient) -> Result<DealsMetadata, Error> {
             Err(e) => return Err(e),
         },
     };
-    let meta = DealsMetadata::new(fields, &pipelines);
+    let mut meta = DealsMetadata::new(fields, &pipelines);
     meta.select.log();
+    // Home currency (issue #11): one call, part of the metadata so the credit budget counts it as spent.
+    if meta.currencies == super::currencies::OrgCurrencies::Unknown {
+        meta.currencies = super::currencies::OrgCurrencies::load(client).await?;
+    }
     Ok(meta)
 }
 

@@ -3,10 +3,12 @@
 
 pub mod auth;
 pub mod client;
+pub mod currencies;
 pub mod deals;
 pub mod http;
 pub mod model;
 pub mod oauth;
+pub mod stage_history;
 pub mod token_cache;
 pub mod users;
 
@@ -15,9 +17,11 @@ use std::time::Duration;
 use crate::retry::Retryable;
 
 /// The scopes this job asks for (README, Setup). `users.READ` (owners' full names) and the layouts/pipeline
-/// settings (won stages of several pipelines) are optional: without them the run degrades with a warning.
+/// settings (won stages of several pipelines) and the currencies (home-currency amounts) are optional: without
+/// them the run degrades with a warning.
 pub const SCOPES: &str = "ZohoCRM.modules.deals.READ,ZohoCRM.coql.READ,ZohoCRM.settings.fields.READ,\
-ZohoCRM.settings.layouts.READ,ZohoCRM.settings.pipeline.READ,ZohoCRM.users.READ";
+ZohoCRM.settings.layouts.READ,ZohoCRM.settings.pipeline.READ,ZohoCRM.users.READ,\
+ZohoCRM.settings.currencies.READ";
 
 /// Every Zoho failure, classified once at the boundary. `main` maps these kinds to exit codes.
 #[derive(Debug, thiserror::Error)]

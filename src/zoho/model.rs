@@ -190,6 +190,9 @@ pub fn to_deal(record: &Value) -> Result<Deal, Quarantined> {
         created_time: f.datetime("Created_Time")?,
         modified_time,
         raw: serde_json::to_string(record).unwrap_or_default(),
+        // Filled by `currencies::OrgCurrencies::apply` and the won-date step of the sync.
+        home: Default::default(),
+        won: Default::default(),
         deal_id,
     })
 }

@@ -10,6 +10,7 @@ mod drills;
 mod exit_codes;
 mod helpers;
 mod manifests;
+mod money_history;
 mod monitoring;
 mod orgs;
 mod overlap;

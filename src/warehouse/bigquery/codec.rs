@@ -57,6 +57,15 @@ pub(super) fn stored_deal(row: &[Option<String>]) -> Result<StoredDeal, Warehous
         created_time: ts("created_time")?,
         modified_time: ts("modified_time")?.unwrap_or_default(),
         raw: text("raw").unwrap_or_default(),
+        home: crate::deal::HomeMoney {
+            currency: text("home_currency"),
+            amount: dec("amount_home")?,
+            expected_revenue: dec("expected_revenue_home")?,
+        },
+        won: crate::deal::WonAt {
+            at: ts("won_at")?,
+            source: crate::deal::WonAtSource::parse(get("won_at_source").unwrap_or_default()),
+        },
     };
     Ok(StoredDeal {
         deal,
@@ -127,6 +136,12 @@ pub(super) fn staged_row(run_id: &str, change: &DealChange) -> StagedRow {
             m.insert("is_deleted".into(), Value::Bool(false));
             // The JSON text as received; the staging INSERT parses it (PARSE_JSON).
             m.insert("raw".into(), Value::String(d.raw.clone()));
+            // issue #11, part B
+            m.insert("home_currency".into(), opt(&d.home.currency, s));
+            m.insert("amount_home".into(), opt(&d.home.amount, numeric));
+            m.insert("expected_revenue_home".into(), opt(&d.home.expected_revenue, numeric));
+            m.insert("won_at".into(), opt(&d.won.at, rfc3339));
+            m.insert("won_at_source".into(), Value::String(d.won.source.as_str().to_owned()));
             (change_kind::WON, d.modified_time)
         }
         DealChange::Unwon { deal_id, stage, modified_time } => {

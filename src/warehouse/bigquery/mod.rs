@@ -23,6 +23,7 @@
 mod client;
 mod codec;
 mod errors;
+mod history;
 mod jobs;
 mod ledger;
 mod sql;
@@ -310,6 +311,10 @@ impl Warehouse for BigQueryWarehouse {
             counts.deleted += vanished.affected.unwrap_or(0);
             self.renew_lease(run, run.lease_ttl).await?;
         }
+        // (2c) the history of what (1)–(2b) changed (issue #11): idempotent, see `history`.
+        if !state.staged.values().all(HashSet::is_empty) {
+            self.record_history(run).await?;
+        }
         // (3) the quarantine of deals this run read a version of is over.
         if !state.staged.values().all(HashSet::is_empty) {
             let resolve = self.render(SQL_QUARANTINE_RESOLVE, &[("staging", &table)]);
@@ -476,6 +481,7 @@ impl BigQueryWarehouse {
         self.add_missing_columns().await?;
         self.query("creating sync_runs", self.render(SQL_RUNS_TABLE, &[]), vec![]).await?;
         self.query("creating quarantined_deals", self.render(SQL_QUARANTINE_TABLE, &[]), vec![]).await?;
+        self.prepare_history().await?;
         self.query("creating sync_lease", self.render(SQL_LEASE_TABLE, &[]), vec![]).await?;
         self.query("creating the lease row", self.render(SQL_LEASE_SEED, &[]), vec![]).await?;
         for (name, sql) in SQL_VIEWS {

@@ -1,6 +1,6 @@
 //! The statement templates of `sql/`, compiled in, and the column lists generated from `DEAL_COLUMNS`.
 
-use crate::warehouse::DEAL_COLUMNS;
+use crate::warehouse::{DEAL_COLUMNS, WON_AT_COLUMNS};
 
 pub(super) const SQL_CREATE_DATASET: &str = include_str!("../../../sql/create_dataset.sql");
 pub(super) const SQL_DEALS_TABLE: &str = include_str!("../../../sql/closed_won_deals.sql");
@@ -38,6 +38,7 @@ pub(super) const SQL_VIEWS: &[(&str, &str)] = &[
     ("current_won_deals", include_str!("../../../sql/views/current_won_deals.sql")),
     ("won_revenue_by_month_owner", include_str!("../../../sql/views/won_revenue_by_month_owner.sql")),
     ("time_to_close", include_str!("../../../sql/views/time_to_close.sql")),
+    ("won_revenue_by_won_month", include_str!("../../../sql/views/won_revenue_by_won_month.sql")),
     ("sync_status", include_str!("../../../sql/views/sync_status.sql")),
 ];
 
@@ -48,8 +49,14 @@ pub(super) fn merge_column_lists() -> (String, String, String) {
         &["deal_id", "is_closed_won", "is_deleted", "deleted_time", "synced_at", "run_id"];
     let update = DEAL_COLUMNS
         .iter()
-        .filter(|c| !SET_BY_MERGE.contains(&c.name))
+        .filter(|c| !SET_BY_MERGE.contains(&c.name) && !WON_AT_COLUMNS.contains(&c.name))
         .map(|c| format!("{0} = s.{0}", c.name))
+        // The won date of a row already won never moves; a re-won row takes the staged one. Every right-hand
+        // side of a MERGE's UPDATE reads the target row as it was before the statement.
+        .chain([
+            "won_at = IF(t.is_closed_won, t.won_at, s.won_at)".to_owned(),
+            "won_at_source = IF(t.is_closed_won, IFNULL(t.won_at_source, 'unknown'), s.won_at_source)".to_owned(),
+        ])
         .collect::<Vec<_>>()
         .join(", ");
     let columns = DEAL_COLUMNS.iter().map(|c| c.name).collect::<Vec<_>>().join(", ");

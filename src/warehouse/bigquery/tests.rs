@@ -45,6 +45,8 @@ fn deal(id: &str) -> Deal {
         created_time: Some(t(-86400)),
         modified_time: t(0),
         raw: r#"{"id":"1"}"#.into(),
+        home: Default::default(),
+        won: Default::default(),
     }
 }
 
