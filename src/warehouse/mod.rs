@@ -30,58 +30,16 @@
 //!   goes once a run stages a readable version of that deal (won, un-won or deleted). Written by [`Warehouse::commit`] from [`RunReport::quarantined`].
 
 pub mod bigquery;
+pub mod columns;
 pub mod sqlite;
+
+pub use columns::{Column, DEAL_COLUMNS};
 
 use std::future::Future;
 
 use chrono::{DateTime, Utc};
 
 use crate::deal::DealChange;
-
-/// One column of `closed_won_deals`, with its type in each warehouse. The single source of the table's shape:
-/// DDL, staging tables and schema evolution (`ALTER TABLE … ADD COLUMN`) are all derived from it.
-#[derive(Debug, Clone, Copy)]
-pub struct Column {
-    pub name: &'static str,
-    pub bigquery_type: &'static str,
-    pub sqlite_type: &'static str,
-}
-
-const fn col(name: &'static str, bigquery_type: &'static str, sqlite_type: &'static str) -> Column {
-    Column { name, bigquery_type, sqlite_type }
-}
-
-/// The columns of `closed_won_deals`, in order. `deal_id` is the key. Timestamps are UTC; money is exact
-/// (BigQuery NUMERIC, SQLite decimal text).
-pub const DEAL_COLUMNS: &[Column] = &[
-    col("deal_id", "STRING", "TEXT"),
-    col("deal_name", "STRING", "TEXT"),
-    col("stage", "STRING", "TEXT"),
-    col("pipeline", "STRING", "TEXT"),
-    col("amount", "NUMERIC", "TEXT"),
-    col("currency", "STRING", "TEXT"),
-    col("exchange_rate", "NUMERIC", "TEXT"),
-    col("probability", "INT64", "INTEGER"),
-    col("expected_revenue", "NUMERIC", "TEXT"),
-    col("closing_date", "DATE", "TEXT"),
-    col("account_id", "STRING", "TEXT"),
-    col("account_name", "STRING", "TEXT"),
-    col("contact_id", "STRING", "TEXT"),
-    col("contact_name", "STRING", "TEXT"),
-    col("owner_id", "STRING", "TEXT"),
-    col("owner_name", "STRING", "TEXT"),
-    col("owner_email", "STRING", "TEXT"),
-    col("lead_source", "STRING", "TEXT"),
-    col("deal_type", "STRING", "TEXT"),
-    col("created_time", "TIMESTAMP", "TEXT"),
-    col("modified_time", "TIMESTAMP", "TEXT"),
-    col("is_closed_won", "BOOL", "INTEGER"),
-    col("is_deleted", "BOOL", "INTEGER"),
-    col("deleted_time", "TIMESTAMP", "TEXT"),
-    col("raw", "JSON", "TEXT"),
-    col("synced_at", "TIMESTAMP", "TEXT"),
-    col("run_id", "STRING", "TEXT"),
-];
 
 /// How a staged change row is tagged (`change_kind` column of the staging tables).
 pub mod change_kind {

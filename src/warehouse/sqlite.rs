@@ -6,6 +6,7 @@
 //! the reconciliation count and the ledger update are one transaction. rusqlite is blocking, so every call
 //! runs on tokio's blocking pool.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -16,11 +17,12 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use rust_decimal::Decimal;
 
+use super::columns::{self, change_cells, Unreadable};
 use super::{
-    change_kind, CoveredWindow, LedgerRow, MergeCounts, QuarantinedRow, RunKind, RunReport, RunStart, StoredDeal,
-    Warehouse, WarehouseError, DEAL_COLUMNS,
+    CoveredWindow, LedgerRow, MergeCounts, QuarantinedRow, RunKind, RunReport, RunStart, StoredDeal, Warehouse,
+    WarehouseError, DEAL_COLUMNS,
 };
-use crate::deal::{format_utc, Deal, DealChange};
+use crate::deal::{format_utc, Cell, CellType, DealChange};
 
 /// Another connection (a concurrent run, an analyst) may hold the write lock briefly.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -243,73 +245,63 @@ fn parse_ts(s: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&Utc))
 }
 
-fn dec(d: &Option<Decimal>) -> Option<String> {
-    d.map(|d| d.normalize().to_string())
+/// A cell as SQLite stores it: integers and booleans (0/1) as INTEGER, everything else as text (exact decimal
+/// text, `YYYY-MM-DD`, RFC 3339 UTC whole seconds, JSON text; a list as a JSON array).
+fn encode(cell: Cell) -> SqlValue {
+    match cell {
+        Cell::Null => SqlValue::Null,
+        Cell::Text(s) | Cell::Json(s) => SqlValue::Text(s),
+        Cell::Int(i) => SqlValue::Integer(i),
+        Cell::Bool(b) => SqlValue::Integer(i64::from(b)),
+        Cell::Decimal(d) => SqlValue::Text(d.normalize().to_string()),
+        Cell::Date(d) => SqlValue::Text(d.format("%Y-%m-%d").to_string()),
+        Cell::Timestamp(t) => SqlValue::Text(ts(t)),
+        Cell::TextList(v) => SqlValue::Text(serde_json::to_string(&v).unwrap_or_else(|_| "[]".to_owned())),
+    }
+}
+
+/// A stored value back as a cell of type `t`.
+fn decode(column: &str, t: CellType, v: SqlValue) -> Result<Cell, Unreadable> {
+    let bad = |v: &SqlValue| Unreadable { column: column.to_owned(), value: format!("{v:?}") };
+    let text = |v: &SqlValue| match v {
+        SqlValue::Text(s) => Some(s.clone()),
+        SqlValue::Integer(i) => Some(i.to_string()),
+        _ => None,
+    };
+    if v == SqlValue::Null {
+        return Ok(Cell::Null);
+    }
+    let cell = match t {
+        CellType::Text => text(&v).map(Cell::Text),
+        CellType::Json => text(&v).map(Cell::Json),
+        CellType::Int => match &v {
+            SqlValue::Integer(i) => Some(Cell::Int(*i)),
+            SqlValue::Text(s) => s.parse().ok().map(Cell::Int),
+            _ => None,
+        },
+        CellType::Bool => match &v {
+            SqlValue::Integer(i) => Some(Cell::Bool(*i != 0)),
+            _ => None,
+        },
+        CellType::Decimal => text(&v).and_then(|s| Decimal::from_str(&s).ok()).map(Cell::Decimal),
+        CellType::Date => text(&v).and_then(|s| NaiveDate::parse_from_str(&s, "%Y-%m-%d").ok()).map(Cell::Date),
+        CellType::Timestamp => text(&v).as_deref().and_then(parse_ts).map(Cell::Timestamp),
+        CellType::TextList => text(&v).and_then(|s| serde_json::from_str(&s).ok()).map(Cell::TextList),
+    };
+    cell.ok_or_else(|| bad(&v))
 }
 
 /// The staging row for one change: `change_kind`, then every column of `DEAL_COLUMNS` in order, NULL where the
 /// change says nothing (an un-won change carries only id, stage and version; a deletion only id and time).
 fn staged_row(run_id: &str, change: &DealChange) -> Vec<SqlValue> {
+    let (kind, cells) = change_cells(change);
     let mut row = vec![SqlValue::Null; DEAL_COLUMNS.len() + 1];
-    let mut set = |column: &str, value: SqlValue| {
-        if let Some(i) = DEAL_COLUMNS.iter().position(|c| c.name == column) {
-            row[i + 1] = value;
-        }
-    };
-    let text = |v: &Option<String>| v.clone().map_or(SqlValue::Null, SqlValue::Text);
-    let time = |t: DateTime<Utc>| SqlValue::Text(ts(t));
-    set("run_id", SqlValue::Text(run_id.to_owned()));
-    let kind = match change {
-        DealChange::Won(d) => {
-            set("deal_id", SqlValue::Text(d.deal_id.clone()));
-            set("deal_name", text(&d.deal_name));
-            set("stage", text(&d.stage));
-            set("pipeline", text(&d.pipeline));
-            set("amount", text(&dec(&d.amount)));
-            set("currency", text(&d.currency));
-            set("exchange_rate", text(&dec(&d.exchange_rate)));
-            set("probability", d.probability.map_or(SqlValue::Null, SqlValue::Integer));
-            set("expected_revenue", text(&dec(&d.expected_revenue)));
-            set("closing_date", text(&d.closing_date.map(|x| x.format("%Y-%m-%d").to_string())));
-            set("account_id", text(&d.account_id));
-            set("account_name", text(&d.account_name));
-            set("contact_id", text(&d.contact_id));
-            set("contact_name", text(&d.contact_name));
-            set("owner_id", text(&d.owner_id));
-            set("owner_name", text(&d.owner_name));
-            set("owner_email", text(&d.owner_email));
-            set("lead_source", text(&d.lead_source));
-            set("deal_type", text(&d.deal_type));
-            set("created_time", d.created_time.map_or(SqlValue::Null, time));
-            set("modified_time", time(d.modified_time));
-            set("is_closed_won", SqlValue::Integer(1));
-            set("is_deleted", SqlValue::Integer(0));
-            set("raw", SqlValue::Text(d.raw.clone()));
-            change_kind::WON
-        }
-        DealChange::Unwon { deal_id, stage, modified_time } => {
-            set("deal_id", SqlValue::Text(deal_id.clone()));
-            set("stage", text(stage));
-            set("modified_time", time(*modified_time));
-            set("is_closed_won", SqlValue::Integer(0));
-            set("is_deleted", SqlValue::Integer(0));
-            change_kind::UNWON
-        }
-        DealChange::Deleted { deal_id, deleted_time } => {
-            set("deal_id", SqlValue::Text(deal_id.clone()));
-            set("deleted_time", time(*deleted_time));
-            set("is_closed_won", SqlValue::Integer(0));
-            set("is_deleted", SqlValue::Integer(1));
-            change_kind::DELETED
-        }
-        DealChange::Vanished { deal_id } => {
-            set("deal_id", SqlValue::Text(deal_id.clone()));
-            set("is_closed_won", SqlValue::Integer(0));
-            set("is_deleted", SqlValue::Integer(1));
-            change_kind::VANISHED
-        }
-    };
     row[0] = SqlValue::Text(kind.to_owned());
+    for (name, cell) in cells.into_iter().chain([("run_id", Cell::Text(run_id.to_owned()))]) {
+        if let Some(i) = DEAL_COLUMNS.iter().position(|c| c.name == name) {
+            row[i + 1] = encode(cell);
+        }
+    }
     row
 }
 
@@ -336,30 +328,40 @@ src AS (SELECT s.* FROM newest JOIN staging_changes s ON s.rowid = newest.rid)
     };
 }
 
-const MERGE_WON: &str = concat!(
-    newest_staged!("won"),
-    "INSERT INTO closed_won_deals (
-  deal_id, deal_name, stage, pipeline, amount, currency, exchange_rate, probability, expected_revenue,
-  closing_date, account_id, account_name, contact_id, contact_name, owner_id, owner_name, owner_email,
-  lead_source, deal_type, created_time, modified_time, is_closed_won, is_deleted, deleted_time, raw,
-  synced_at, run_id)
-SELECT deal_id, deal_name, stage, pipeline, amount, currency, exchange_rate, probability, expected_revenue,
-  closing_date, account_id, account_name, contact_id, contact_name, owner_id, owner_name, owner_email,
-  lead_source, deal_type, created_time, modified_time, 1, 0, NULL, raw, ?2, ?1
+/// The merge of won changes, its column lists generated from `DEAL_COLUMNS`: every column inserted, every data
+/// column updated, flags and bookkeeping set here.
+fn merge_won() -> String {
+    let columns = DEAL_COLUMNS.iter().map(|c| c.name).collect::<Vec<_>>().join(", ");
+    let values = DEAL_COLUMNS
+        .iter()
+        .map(|c| match c.name {
+            "is_closed_won" => "1",
+            "is_deleted" => "0",
+            "deleted_time" => "NULL",
+            "synced_at" => "?2",
+            "run_id" => "?1",
+            name => name,
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let update = DEAL_COLUMNS
+        .iter()
+        .filter(|c| c.is_data())
+        .map(|c| format!("{0} = excluded.{0}", c.name))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "{}INSERT INTO closed_won_deals ({columns})
+SELECT {values}
 FROM src WHERE true
 ON CONFLICT (deal_id) DO UPDATE SET
-  deal_name = excluded.deal_name, stage = excluded.stage, pipeline = excluded.pipeline,
-  amount = excluded.amount, currency = excluded.currency, exchange_rate = excluded.exchange_rate,
-  probability = excluded.probability, expected_revenue = excluded.expected_revenue,
-  closing_date = excluded.closing_date, account_id = excluded.account_id, account_name = excluded.account_name,
-  contact_id = excluded.contact_id, contact_name = excluded.contact_name, owner_id = excluded.owner_id,
-  owner_name = excluded.owner_name, owner_email = excluded.owner_email, lead_source = excluded.lead_source,
-  deal_type = excluded.deal_type, created_time = excluded.created_time, modified_time = excluded.modified_time,
-  is_closed_won = 1, is_deleted = 0, deleted_time = NULL, raw = excluded.raw, synced_at = excluded.synced_at,
-  run_id = excluded.run_id
+  {update},
+  is_closed_won = 1, is_deleted = 0, deleted_time = NULL, synced_at = excluded.synced_at, run_id = excluded.run_id
 WHERE excluded.modified_time >= closed_won_deals.modified_time
-  AND (closed_won_deals.deleted_time IS NULL OR excluded.modified_time > closed_won_deals.deleted_time)"
-);
+  AND (closed_won_deals.deleted_time IS NULL OR excluded.modified_time > closed_won_deals.deleted_time)",
+        newest_staged!("won")
+    )
+}
 
 const MERGE_UNWON: &str = concat!(
     newest_staged!("unwon"),
@@ -399,44 +401,13 @@ fn query_all<T, P: rusqlite::Params>(
     rows
 }
 
-fn read_deal(r: &Row<'_>) -> rusqlite::Result<StoredDeal> {
-    let d = |i: usize| -> rusqlite::Result<Option<Decimal>> {
-        Ok(r.get::<_, Option<String>>(i)?.and_then(|s| Decimal::from_str(&s).ok()))
-    };
-    let t = |i: usize| -> rusqlite::Result<Option<DateTime<Utc>>> {
-        Ok(r.get::<_, Option<String>>(i)?.as_deref().and_then(parse_ts))
-    };
-    let deal = Deal {
-        deal_id: r.get(0)?,
-        deal_name: r.get(1)?,
-        stage: r.get(2)?,
-        pipeline: r.get(3)?,
-        amount: d(4)?,
-        currency: r.get(5)?,
-        exchange_rate: d(6)?,
-        probability: r.get(7)?,
-        expected_revenue: d(8)?,
-        closing_date: r.get::<_, Option<String>>(9)?.and_then(|s| NaiveDate::parse_from_str(&s, "%Y-%m-%d").ok()),
-        account_id: r.get(10)?,
-        account_name: r.get(11)?,
-        contact_id: r.get(12)?,
-        contact_name: r.get(13)?,
-        owner_id: r.get(14)?,
-        owner_name: r.get(15)?,
-        owner_email: r.get(16)?,
-        lead_source: r.get(17)?,
-        deal_type: r.get(18)?,
-        created_time: t(19)?,
-        modified_time: t(20)?.unwrap_or_default(),
-        raw: r.get::<_, Option<String>>(24)?.unwrap_or_default(),
-    };
-    Ok(StoredDeal {
-        deal,
-        is_closed_won: r.get::<_, i64>(21)? != 0,
-        is_deleted: r.get::<_, i64>(22)? != 0,
-        deleted_time: t(23)?,
-        run_id: r.get::<_, Option<String>>(26)?.unwrap_or_default(),
-    })
+/// One row of `SELECT <DEAL_COLUMNS>` back, by column name.
+fn read_deal(r: &Row<'_>) -> rusqlite::Result<Result<StoredDeal, Unreadable>> {
+    let mut values = HashMap::new();
+    for (i, c) in DEAL_COLUMNS.iter().enumerate() {
+        values.insert(c.name, r.get::<_, SqlValue>(i)?);
+    }
+    Ok(columns::stored_deal(|name, t| decode(name, t, values.remove(name).unwrap_or(SqlValue::Null))))
 }
 
 impl Warehouse for SqliteWarehouse {
@@ -625,7 +596,7 @@ impl Warehouse for SqliteWarehouse {
                 return Err(WarehouseError::LeaseLost { run_id: run.run_id.clone() });
             }
             let now = ts(now());
-            let upserted = tx.execute(MERGE_WON, params![run.run_id, now]).map_err(&err)? as u64;
+            let upserted = tx.execute(&merge_won(), params![run.run_id, now]).map_err(&err)? as u64;
             let unwon = tx.execute(MERGE_UNWON, params![run.run_id, now]).map_err(&err)? as u64;
             let deleted = tx.execute(MERGE_DELETED, params![run.run_id, now]).map_err(&err)? as u64
                 + tx.execute(MERGE_VANISHED, params![run.run_id, now]).map_err(&err)? as u64;
@@ -744,7 +715,9 @@ impl Warehouse for SqliteWarehouse {
             let cols = DEAL_COLUMNS.iter().map(|c| c.name).collect::<Vec<_>>().join(", ");
             let sql = format!("SELECT {cols} FROM closed_won_deals ORDER BY length(deal_id), deal_id");
             let rows = query_all(c, &sql, [], read_deal).map_err(&err)?;
-            Ok(rows)
+            rows.into_iter()
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| WarehouseError::Other(format!("closed_won_deals: {e}")))
         })
         .await
     }

@@ -51,11 +51,12 @@ use gcp_bigquery_client::Client;
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde_json::{Map, Value};
 
+use super::columns::{self, bigquery_type, change_cells, Unreadable};
 use super::{
     change_kind, CoveredWindow, LedgerRow, MergeCounts, QuarantinedRecord, QuarantinedRow, RunKind, RunReport,
     RunStart, StoredDeal, Warehouse, WarehouseError, DEAL_COLUMNS,
 };
-use crate::deal::{Deal, DealChange};
+use crate::deal::{Cell, CellType, DealChange};
 use crate::retry::{retry, RetryPolicy, Retryable};
 
 use codec::*;
@@ -419,17 +420,7 @@ impl Warehouse for BigQueryWarehouse {
     }
 
     async fn stored_deals(&self) -> Result<Vec<StoredDeal>, WarehouseError> {
-        let select = DEAL_COLUMNS
-            .iter()
-            .map(|c| match c.bigquery_type {
-                // Integers of microseconds: the REST API's own TIMESTAMP text differs between BigQuery
-                // ("1.7E9") and the emulator ("1700000000.0").
-                "TIMESTAMP" => format!("UNIX_MICROS({0}) AS {0}", c.name),
-                "JSON" => format!("TO_JSON_STRING({0}) AS {0}", c.name),
-                _ => c.name.to_owned(),
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
+        let select = DEAL_COLUMNS.iter().map(|c| select_expr(c.name, c.cell_type)).collect::<Vec<_>>().join(", ");
         let sql = format!("SELECT {select} FROM `{{{{dataset}}}}.{DEALS_TABLE}` ORDER BY LENGTH(deal_id), deal_id");
         let rows = self.query("reading closed_won_deals", self.render(&sql, &[]), vec![]).await?.rows;
         rows.iter().map(|r| stored_deal(r)).collect()
@@ -485,7 +476,12 @@ impl BigQueryWarehouse {
             }
             Err(f) => return Err(f.error),
         }
-        self.query("creating closed_won_deals", self.render(SQL_DEALS_TABLE, &[]), vec![]).await?;
+        self.query(
+            "creating closed_won_deals",
+            self.render(SQL_DEALS_TABLE, &[("columns", &deal_columns_ddl())]),
+            vec![],
+        )
+        .await?;
         self.add_missing_columns().await?;
         self.query("creating sync_runs", self.render(SQL_RUNS_TABLE, &[]), vec![]).await?;
         self.query("creating quarantined_deals", self.render(SQL_QUARANTINE_TABLE, &[]), vec![]).await?;

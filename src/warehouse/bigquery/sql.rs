@@ -4,6 +4,31 @@ use super::*;
 
 pub(super) const SQL_CREATE_DATASET: &str = include_str!("../../../sql/create_dataset.sql");
 pub(super) const SQL_DEALS_TABLE: &str = include_str!("../../../sql/closed_won_deals.sql");
+
+/// The column definitions of `closed_won_deals` for its CREATE TABLE, with descriptions, from [`DEAL_COLUMNS`].
+pub(super) fn deal_columns_ddl() -> String {
+    DEAL_COLUMNS
+        .iter()
+        .map(|c| format!("{} {} OPTIONS (description = {})", c.name, c.bigquery_type, string_literal(c.description)))
+        .collect::<Vec<_>>()
+        .join(",\n  ")
+}
+
+/// A GoogleSQL string literal (single quotes; backslash and quote escaped).
+pub(super) fn string_literal(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('\'');
+    for ch in s.chars() {
+        match ch {
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("\\'"),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
 pub(super) const SQL_RUNS_TABLE: &str = include_str!("../../../sql/sync_runs.sql");
 pub(super) const SQL_QUARANTINE_TABLE: &str = include_str!("../../../sql/quarantined_deals.sql");
 pub(super) const SQL_QUARANTINE_RESOLVE: &str = include_str!("../../../sql/quarantine_resolve.sql");
@@ -43,11 +68,9 @@ pub(super) const SQL_VIEWS: &[(&str, &str)] = &[
 /// The three column lists of `merge.sql` for the current [`DEAL_COLUMNS`]: the SET list of a won update,
 /// and the INSERT's columns and values. Flags, `synced_at` and `run_id` are set by the merge itself.
 pub(super) fn merge_column_lists() -> (String, String, String) {
-    pub(super) const SET_BY_MERGE: &[&str] =
-        &["deal_id", "is_closed_won", "is_deleted", "deleted_time", "synced_at", "run_id"];
     let update = DEAL_COLUMNS
         .iter()
-        .filter(|c| !SET_BY_MERGE.contains(&c.name))
+        .filter(|c| c.is_data())
         .map(|c| format!("{0} = s.{0}", c.name))
         .collect::<Vec<_>>()
         .join(", ");

@@ -169,14 +169,20 @@ pub(super) fn staging_columns() -> String {
 pub(super) fn staging_values() -> String {
     DEAL_COLUMNS
         .iter()
-        .map(|c| match c.bigquery_type {
-            "STRING" => format!("r.{}", c.name),
-            "JSON" => format!("PARSE_JSON(r.{})", c.name),
-            ty => format!("CAST(r.{} AS {ty})", c.name),
-        })
+        .map(|c| cast_staged(c.name, c.cell_type))
         .chain(["r.change_kind".to_owned()])
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The STRING field `name` of a staged row as a value of type `t`.
+pub(super) fn cast_staged(name: &str, t: CellType) -> String {
+    match t {
+        CellType::Text => format!("r.{name}"),
+        CellType::Json => format!("PARSE_JSON(r.{name})"),
+        CellType::TextList => format!("JSON_VALUE_ARRAY(r.{name})"),
+        t => format!("CAST(r.{name} AS {})", bigquery_type(t)),
+    }
 }
 
 /// `@rows`: the batch as an ARRAY<STRUCT<col STRING, …>> query parameter.

@@ -2,6 +2,7 @@
 
 use super::client::check_credentials_file;
 use super::*;
+use crate::deal::Deal;
 use chrono::TimeZone;
 use gcp_bigquery_client::error::{NestedResponseError, ResponseError};
 
@@ -63,10 +64,17 @@ fn ddl_columns(sql: &str) -> Vec<(String, String)> {
 }
 
 #[test]
-fn the_ddl_file_has_exactly_the_deal_columns_in_order() {
+fn the_table_ddl_has_exactly_the_catalogue_columns_in_order_each_with_a_description() {
     let expected: Vec<(String, String)> =
         DEAL_COLUMNS.iter().map(|c| (c.name.to_owned(), c.bigquery_type.to_owned())).collect();
-    assert_eq!(ddl_columns(SQL_DEALS_TABLE), expected);
+    let ddl = SQL_DEALS_TABLE.replace("{{columns}}", &deal_columns_ddl());
+    assert_eq!(ddl_columns(&ddl), expected);
+    assert_eq!(ddl.matches("OPTIONS (description = '").count(), DEAL_COLUMNS.len() + 1, "{ddl}");
+}
+
+#[test]
+fn string_literals_escape_quotes_and_backslashes() {
+    assert_eq!(string_literal(r"Kick-off's \ at"), r"'Kick-off\'s \\ at'");
 }
 
 #[test]

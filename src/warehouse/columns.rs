@@ -1,0 +1,242 @@
+//! The column catalogue of `closed_won_deals`: the one list that drives DDL, staging, the merge and reading
+//! back on both warehouses, plus the row codec shared by them (a change as named, typed cells; named cells back
+//! as a [`StoredDeal`]). Each warehouse only encodes a [`Cell`] its own way (`sqlite.rs`, `bigquery/codec.rs`).
+//!
+//! # Adding a standard column
+//! One entry in [`DEAL_COLUMNS`] (`deal_column!(name, Type, "description")`, or
+//! `deal_column!(name, field, Type, "…")` when the `Deal` field is named differently) and the field on
+//! [`Deal`] (plus its mapping in `zoho/model.rs`). `prepare` adds it to existing tables
+//! (`ALTER TABLE … ADD COLUMN`); DDL, staging, the merge, the reader, README's table check and the dbt check
+//! follow from the entry.
+//!
+//! Not here: custom columns discovered from Zoho's field metadata (see [`CustomColumn`]): they are added by
+//! [`super::Warehouse::declare_fields`] at run time and travel on [`Deal::custom`].
+
+use crate::deal::{Cell, CellType, CellValue, Deal, DealChange};
+
+use super::{change_kind, StoredDeal};
+
+/// Where a column's value comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum Source {
+    /// A field of [`Deal`]: staged from a won change, updated by the merge, read back into the field.
+    Deal {
+        get: fn(&Deal) -> Cell,
+        /// Writes the cell back; `false` when the cell is of another type.
+        set: fn(&mut Deal, Cell) -> bool,
+    },
+    /// Written by the merge itself (flags and bookkeeping), read back into [`StoredDeal`].
+    Merge,
+}
+
+/// One column of `closed_won_deals`.
+#[derive(Debug, Clone, Copy)]
+pub struct Column {
+    pub name: &'static str,
+    pub cell_type: CellType,
+    pub bigquery_type: &'static str,
+    pub sqlite_type: &'static str,
+    /// The column's description (BigQuery column description, README, dbt).
+    pub description: &'static str,
+    pub source: Source,
+}
+
+impl Column {
+    const fn new(name: &'static str, cell_type: CellType, description: &'static str, source: Source) -> Column {
+        Column {
+            name,
+            cell_type,
+            bigquery_type: bigquery_type(cell_type),
+            sqlite_type: sqlite_type(cell_type),
+            description,
+            source,
+        }
+    }
+
+    const fn merge(name: &'static str, cell_type: CellType, description: &'static str) -> Column {
+        Column::new(name, cell_type, description, Source::Merge)
+    }
+
+    /// Whether a won change's version of the row updates this column (every `Deal` field but the key).
+    pub fn is_data(&self) -> bool {
+        matches!(self.source, Source::Deal { .. }) && self.name != KEY
+    }
+}
+
+/// BigQuery's type for a cell type.
+pub const fn bigquery_type(t: CellType) -> &'static str {
+    t.as_str()
+}
+
+/// SQLite's declared type for a cell type: INTEGER for integers and booleans (0/1), TEXT for everything else
+/// (decimals as exact text, dates `YYYY-MM-DD`, times RFC 3339 UTC, lists as JSON text). Never a type with
+/// REAL or NUMERIC affinity, which would turn decimal text into a float.
+pub const fn sqlite_type(t: CellType) -> &'static str {
+    match t {
+        CellType::Int | CellType::Bool => "INTEGER",
+        _ => "TEXT",
+    }
+}
+
+/// The key column.
+pub const KEY: &str = "deal_id";
+
+macro_rules! deal_column {
+    ($name:ident, $ty:ident, $desc:expr) => {
+        deal_column!($name, $name, $ty, $desc)
+    };
+    ($name:ident, $field:ident, $ty:ident, $desc:expr) => {
+        Column::new(
+            stringify!($name),
+            CellType::$ty,
+            $desc,
+            Source::Deal {
+                get: |d| CellValue::to_cell(&d.$field),
+                set: |d, c| match CellValue::from_cell(c) {
+                    Some(v) => {
+                        d.$field = v;
+                        true
+                    }
+                    None => false,
+                },
+            },
+        )
+    };
+}
+
+/// The standard columns of `closed_won_deals`, in order. `deal_id` is the key. Timestamps are UTC; money is
+/// exact (BigQuery NUMERIC, SQLite decimal text).
+pub const DEAL_COLUMNS: &[Column] = &[
+    deal_column!(deal_id, Text, "Zoho record id (19 digits, as text); the key"),
+    deal_column!(deal_name, Text, "Deal Name"),
+    deal_column!(stage, Text, "Stage as it appears in the record"),
+    deal_column!(pipeline, Text, "Pipeline (NULL in orgs without the pipeline feature)"),
+    deal_column!(amount, Decimal, "Deal amount in the deal currency, exact"),
+    deal_column!(currency, Text, "ISO currency code of the deal (NULL in orgs without multi-currency)"),
+    deal_column!(exchange_rate, Decimal, "Zoho's exchange rate of the deal currency, as the record carries it"),
+    deal_column!(probability, Int, "Probability (%)"),
+    deal_column!(expected_revenue, Decimal, "Expected revenue in the deal currency, exact"),
+    deal_column!(closing_date, Date, "Closing Date as typed in Zoho (the table is partitioned by its month)"),
+    deal_column!(account_id, Text, "Account: Zoho record id"),
+    deal_column!(account_name, Text, "Account: name"),
+    deal_column!(contact_id, Text, "Contact: Zoho record id"),
+    deal_column!(contact_name, Text, "Contact: name"),
+    deal_column!(owner_id, Text, "Deal owner: Zoho user id"),
+    deal_column!(owner_name, Text, "Deal owner: full name"),
+    deal_column!(owner_email, Text, "Deal owner: email"),
+    deal_column!(lead_source, Text, "Lead Source"),
+    deal_column!(deal_type, Text, "Type (Zoho's Type field)"),
+    deal_column!(created_time, Timestamp, "Zoho Created_Time, UTC"),
+    deal_column!(
+        modified_time,
+        Timestamp,
+        "Zoho Modified_Time, UTC: the version of the row; older never overwrites newer"
+    ),
+    Column::merge("is_closed_won", CellType::Bool, "False once the deal left its won stage"),
+    Column::merge("is_deleted", CellType::Bool, "True once the deal was deleted in Zoho"),
+    Column::merge("deleted_time", CellType::Timestamp, "When Zoho deleted the deal (NULL when unknown or not deleted)"),
+    Column::new(
+        "raw",
+        CellType::Json,
+        "The record exactly as Zoho sent it, custom fields included",
+        Source::Deal {
+            get: |d| Cell::Json(d.raw.clone()),
+            set: |d, c| match c {
+                Cell::Json(s) | Cell::Text(s) => {
+                    d.raw = s;
+                    true
+                }
+                Cell::Null => {
+                    d.raw = String::new();
+                    true
+                }
+                _ => false,
+            },
+        },
+    ),
+    Column::merge("synced_at", CellType::Timestamp, "When the sync last wrote this row"),
+    Column::merge("run_id", CellType::Text, "The sync run that last wrote this row (see sync_runs)"),
+];
+
+/// The named cells a change stages, standard columns only (the caller adds `run_id` and custom columns): a won
+/// change carries every `Deal` column and its flags; an un-won change its id, stage and version; a deletion its
+/// id and time. Columns a change says nothing about are absent (NULL in staging).
+pub fn change_cells(change: &DealChange) -> (&'static str, Vec<(&'static str, Cell)>) {
+    match change {
+        DealChange::Won(d) => {
+            let mut cells: Vec<(&'static str, Cell)> = DEAL_COLUMNS
+                .iter()
+                .filter_map(|c| match c.source {
+                    Source::Deal { get, .. } => Some((c.name, get(d))),
+                    Source::Merge => None,
+                })
+                .collect();
+            cells.push(("is_closed_won", Cell::Bool(true)));
+            cells.push(("is_deleted", Cell::Bool(false)));
+            (change_kind::WON, cells)
+        }
+        DealChange::Unwon { deal_id, stage, modified_time } => (
+            change_kind::UNWON,
+            vec![
+                (KEY, Cell::Text(deal_id.clone())),
+                ("stage", stage.to_cell()),
+                ("modified_time", Cell::Timestamp(*modified_time)),
+                ("is_closed_won", Cell::Bool(false)),
+                ("is_deleted", Cell::Bool(false)),
+            ],
+        ),
+        DealChange::Deleted { deal_id, deleted_time } => (
+            change_kind::DELETED,
+            vec![
+                (KEY, Cell::Text(deal_id.clone())),
+                ("deleted_time", Cell::Timestamp(*deleted_time)),
+                ("is_closed_won", Cell::Bool(false)),
+                ("is_deleted", Cell::Bool(true)),
+            ],
+        ),
+        DealChange::Vanished { deal_id } => (
+            change_kind::VANISHED,
+            vec![
+                (KEY, Cell::Text(deal_id.clone())),
+                ("is_closed_won", Cell::Bool(false)),
+                ("is_deleted", Cell::Bool(true)),
+            ],
+        ),
+    }
+}
+
+/// A stored value a warehouse could not read back as its column's type.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("column {column} holds an unreadable value {value:?}")]
+pub struct Unreadable {
+    pub column: String,
+    pub value: String,
+}
+
+/// A row read back, by column name: `cell(column)` decodes one stored value as the column's type.
+pub fn stored_deal(mut cell: impl FnMut(&str, CellType) -> Result<Cell, Unreadable>) -> Result<StoredDeal, Unreadable> {
+    let mut deal = Deal::default();
+    let (mut is_closed_won, mut is_deleted, mut deleted_time, mut run_id) = (false, false, None, String::new());
+    for c in DEAL_COLUMNS {
+        let value = cell(c.name, c.cell_type)?;
+        let shown = format!("{value:?}");
+        let ok = match (c.source, c.name, value) {
+            (Source::Deal { set, .. }, _, v) => set(&mut deal, v),
+            (Source::Merge, "is_closed_won", v) => {
+                Option::<bool>::from_cell(v).map(|b| is_closed_won = b.unwrap_or(false)).is_some()
+            }
+            (Source::Merge, "is_deleted", v) => {
+                Option::<bool>::from_cell(v).map(|b| is_deleted = b.unwrap_or(false)).is_some()
+            }
+            (Source::Merge, "deleted_time", v) => Option::from_cell(v).map(|t| deleted_time = t).is_some(),
+            (Source::Merge, "run_id", v) => {
+                Option::<String>::from_cell(v).map(|r| run_id = r.unwrap_or_default()).is_some()
+            }
+            (Source::Merge, _, _) => true,
+        };
+        if !ok {
+            return Err(Unreadable { column: c.name.to_owned(), value: shown });
+        }
+    }
+    Ok(StoredDeal { deal, is_closed_won, is_deleted, deleted_time, run_id })
+}
