@@ -36,6 +36,32 @@ pub struct Deal {
     pub modified_time: DateTime<Utc>,
     /// The record exactly as Zoho sent it (JSON text), custom fields included.
     pub raw: String,
+    /// The custom fields' typed values, by column (empty when the org has none or they were not mapped).
+    pub custom: Vec<CustomValue>,
+}
+
+/// One custom column's value on a [`Deal`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct CustomValue {
+    /// The column's name (a safe identifier: lower-case letters, digits, underscores).
+    pub column: String,
+    pub value: Cell,
+}
+
+/// One column that a field of the source system lands in (or a field with no column), as the warehouse's
+/// `deal_fields` data dictionary records it. Custom columns carry their type; standard ones are the
+/// warehouse's own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldColumn {
+    pub api_name: String,
+    pub label: String,
+    /// The source system's data type (Zoho's `data_type`).
+    pub data_type: String,
+    /// The column, when the field has one.
+    pub column: Option<String>,
+    /// The type of a custom column (`None` for standard columns and fields without a column).
+    pub cell_type: Option<CellType>,
+    pub custom: bool,
 }
 
 /// What a run learned about one deal. The warehouse applies these idempotently (see `warehouse::Warehouse`).

@@ -316,6 +316,10 @@ async fn execute<W: Warehouse + 'static>(
     started: Instant,
 ) -> Result<Outcome, Error> {
     let RunPlan { kind, window, won_stages, flag_unwon, deleted, counts, budget_stop, owners } = plan;
+    // Custom fields become typed columns (#11): the warehouse adds what is new and records `deal_fields`.
+    let standard: Vec<&str> = crate::warehouse::DEAL_COLUMNS.iter().map(|c| c.name).collect();
+    let (custom, fields) = model::field_columns(&meta.fields, &meta.select.columns, &standard);
+    warehouse.declare_fields(&fields).await?;
     warehouse.begin_run(&run).await?;
     let heartbeat = spawn_heartbeat(Arc::clone(&warehouse), run.clone(), settings.lease_ttl);
 
@@ -335,6 +339,7 @@ async fn execute<W: Warehouse + 'static>(
             deleted,
             counts,
             owners,
+            custom: Arc::new(custom),
         },
         &progress,
     );
@@ -551,6 +556,8 @@ struct FetchPlan<'a> {
     deleted: Option<Vec<deals::DeletedDeal>>,
     counts: Option<budget::Counts>,
     owners: Arc<OwnerNames>,
+    /// The custom fields mapped to typed columns.
+    custom: Arc<Vec<model::CustomField>>,
 }
 
 /// Fetches everything the window needs and stages it; returns the records it could not map.
@@ -565,7 +572,7 @@ async fn fetch_and_stage<W: Warehouse + 'static>(
     plan: FetchPlan<'_>,
     progress: &Arc<Progress>,
 ) -> Result<Quarantine, Error> {
-    let FetchPlan { window, won_stages, columns, concurrency, flag_unwon, deleted, counts, owners } = plan;
+    let FetchPlan { window, won_stages, columns, concurrency, flag_unwon, deleted, counts, owners, custom } = plan;
     let (tx, mut rx) = mpsc::channel::<Batch>(CHANNEL_BATCHES);
     let loader = {
         let (warehouse, run) = (Arc::clone(warehouse), run.clone());
@@ -616,6 +623,7 @@ async fn fetch_and_stage<W: Warehouse + 'static>(
         for slice in window.slices(slices) {
             let (zoho, tx, stages, progress, owners) =
                 (Arc::clone(zoho), tx.clone(), won_stages.to_vec(), Arc::clone(progress), Arc::clone(&owners));
+            let custom = Arc::clone(&custom);
             let cols: Vec<String> = match filter {
                 StageFilter::Won => columns.to_vec(),
                 StageFilter::NotWon => vec!["id".into(), "Stage".into(), "Modified_Time".into()],
@@ -626,7 +634,7 @@ async fn fetch_and_stage<W: Warehouse + 'static>(
                     let q = DealQuery { columns: &cols, filter, stages: &stages, window: slice, page_size };
                     deals::page_deals(&zoho, &q, |records| {
                         progress.page(records.len());
-                        let (changes, bad) = to_changes(filter, &stages, records, &owners);
+                        let (changes, bad) = to_changes(filter, &stages, records, &owners, &custom);
                         quarantined.add(bad);
                         let tx = tx.clone();
                         async move { tx.send(Batch { changes }).await.is_ok() }
@@ -703,12 +711,13 @@ fn to_changes(
     won_stages: &[String],
     records: Vec<Value>,
     owners: &OwnerNames,
+    custom: &[model::CustomField],
 ) -> (Vec<DealChange>, Quarantine) {
     let mut out = Vec::with_capacity(records.len());
     let mut bad = Quarantine::default();
     for record in records {
         let mapped = match filter {
-            StageFilter::Won => model::to_deal(&record).and_then(|d| {
+            StageFilter::Won => model::to_deal_with(&record, custom).and_then(|d| {
                 // Compared ignoring case and surrounding spaces: whether COQL's `Stage in (...)` matches
                 // case-insensitively is UNCONFIRMED, and a ZOHO_WON_STAGES typed in another case must not
                 // quarantine every won deal.
@@ -716,6 +725,7 @@ fn to_changes(
                 if won_stages.iter().any(|w| w.trim().eq_ignore_ascii_case(stage) && !stage.is_empty()) {
                     let mut d = d;
                     owners.apply(&mut d);
+                    model::apply_user_names(&mut d, custom, |id| owners.get(id).map(str::to_owned));
                     Ok(DealChange::Won(d))
                 } else {
                     Err(model::Quarantined {
@@ -786,7 +796,7 @@ mod tests {
         let won = vec!["Closed Won".to_owned()];
         let records =
             vec![record("1", "Closed Won"), record("2", "Negotiation"), record("3", ""), record("4", "closed won")];
-        let (changes, bad) = to_changes(StageFilter::Won, &won, records, &OwnerNames::default());
+        let (changes, bad) = to_changes(StageFilter::Won, &won, records, &OwnerNames::default(), &[]);
         assert_eq!(changes.len(), 2, "{changes:?}");
         assert!(matches!(&changes[0], DealChange::Won(d) if d.deal_id == "1"));
         assert!(matches!(&changes[1], DealChange::Won(d) if d.deal_id == "4"), "case does not matter");

@@ -214,7 +214,10 @@ pub struct Unreadable {
 }
 
 /// A row read back, by column name: `cell(column)` decodes one stored value as the column's type.
-pub fn stored_deal(mut cell: impl FnMut(&str, CellType) -> Result<Cell, Unreadable>) -> Result<StoredDeal, Unreadable> {
+pub fn stored_deal(
+    custom: &[CustomColumn],
+    mut cell: impl FnMut(&str, CellType) -> Result<Cell, Unreadable>,
+) -> Result<StoredDeal, Unreadable> {
     let mut deal = Deal::default();
     let (mut is_closed_won, mut is_deleted, mut deleted_time, mut run_id) = (false, false, None, String::new());
     for c in DEAL_COLUMNS {
@@ -238,5 +241,197 @@ pub fn stored_deal(mut cell: impl FnMut(&str, CellType) -> Result<Cell, Unreadab
             return Err(Unreadable { column: c.name.to_owned(), value: shown });
         }
     }
+    for c in custom {
+        let value = cell(&c.name, c.cell_type)?;
+        deal.custom.push(crate::deal::CustomValue { column: c.name.clone(), value });
+    }
     Ok(StoredDeal { deal, is_closed_won, is_deleted, deleted_time, run_id })
+}
+
+/// A custom column of `closed_won_deals` (discovered from the source's field metadata), with its type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CustomColumn {
+    pub name: String,
+    pub cell_type: CellType,
+}
+
+/// A row of `deal_fields` as `declare_fields` needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownField {
+    pub api_name: String,
+    pub column_name: Option<String>,
+    /// The type the column was created with ([`CellType::as_str`]).
+    pub column_type: Option<String>,
+    pub is_custom: bool,
+}
+
+/// What `declare_fields` does with this run's field metadata.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FieldPlan {
+    /// Columns to add (`ALTER TABLE … ADD COLUMN`).
+    pub add: Vec<CustomColumn>,
+    /// The custom columns this run fills (added or already there, with an unchanged type).
+    pub active: Vec<CustomColumn>,
+    /// Fields whose type changed since their column was created: (api name, column, old type, new type). The
+    /// column keeps its type; their values stay in `raw` only.
+    pub retyped: Vec<(String, String, String, String)>,
+    /// Custom fields known with a column but absent from the metadata now (deleted or hidden): (api name,
+    /// column). The column stays.
+    pub gone: Vec<(String, String)>,
+    /// Column names refused as unsafe (not a lower-case identifier, or a standard column's name).
+    pub refused: Vec<String>,
+}
+
+/// Whether `name` may be spliced into SQL as a custom column: a lower-case ASCII identifier that is not a
+/// standard column. (The source side only names columns this way; this is defence in depth.)
+pub fn is_safe_custom_column(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && name.len() <= 300
+        && !DEAL_COLUMNS.iter().any(|c| c.name == name)
+        && name != "change_kind"
+}
+
+/// Decides which custom columns to add and fill, from the metadata's columns (`fields`), what `deal_fields`
+/// knew (`known`) and the table's columns (`existing`).
+pub fn plan_fields(fields: &[crate::deal::FieldColumn], known: &[KnownField], existing: &[String]) -> FieldPlan {
+    let mut plan = FieldPlan::default();
+    for f in fields {
+        let (Some(name), Some(t)) = (&f.column, f.cell_type) else { continue };
+        if !is_safe_custom_column(name) {
+            plan.refused.push(name.clone());
+            continue;
+        }
+        if plan.active.iter().any(|c| &c.name == name) {
+            continue;
+        }
+        let before = known.iter().find(|k| k.column_name.as_deref() == Some(name)).and_then(|k| k.column_type.clone());
+        match before {
+            Some(old) if old != t.as_str() => {
+                plan.retyped.push((f.api_name.clone(), name.clone(), old, t.as_str().to_owned()));
+                continue;
+            }
+            _ => {}
+        }
+        let column = CustomColumn { name: name.clone(), cell_type: t };
+        if !existing.iter().any(|e| e.eq_ignore_ascii_case(name)) {
+            plan.add.push(column.clone());
+        }
+        plan.active.push(column);
+    }
+    for k in known.iter().filter(|k| k.is_custom) {
+        if let Some(col) = &k.column_name {
+            if !fields.iter().any(|f| f.api_name == k.api_name) && !plan.gone.iter().any(|(_, c)| c == col) {
+                plan.gone.push((k.api_name.clone(), col.clone()));
+            }
+        }
+    }
+    plan
+}
+
+impl FieldPlan {
+    /// Says what changed, once per run.
+    pub fn log(&self) {
+        if !self.add.is_empty() {
+            let names: Vec<&str> = self.add.iter().map(|c| c.name.as_str()).collect();
+            tracing::info!(columns = ?names, "added columns for custom fields new in Zoho");
+        }
+        for (api, column, old, new) in &self.retyped {
+            tracing::warn!(
+                field = %api, column = %column, old_type = %old, new_type = %new,
+                "a custom field changed type in Zoho: its column keeps its old type and is no longer filled; its values are kept in raw only"
+            );
+        }
+        for (api, column) in &self.gone {
+            tracing::warn!(field = %api, column = %column, "a custom field is no longer in Zoho's metadata (deleted or hidden): its column is kept and no longer filled");
+        }
+        for name in &self.refused {
+            tracing::warn!(column = %name, "a custom column name that is not a safe identifier was ignored (its values stay in raw)");
+        }
+    }
+}
+
+/// A won deal's values for the `active` custom columns (NULL for a column the deal carries no value for).
+/// Values of other columns (a retyped field) are not staged: they stay in `raw`.
+pub fn custom_cells(deal: &Deal, active: &[CustomColumn]) -> Vec<(String, Cell)> {
+    active
+        .iter()
+        .map(|c| {
+            let value = deal.custom.iter().find(|v| v.column == c.name).map(|v| v.value.clone());
+            (c.name.clone(), value.unwrap_or(Cell::Null))
+        })
+        .collect()
+}
+
+/// The custom columns to read back: those `deal_fields` knows with a type that the table has.
+pub fn readable_custom(known: &[KnownField], existing: &[String]) -> Vec<CustomColumn> {
+    let mut out: Vec<CustomColumn> = Vec::new();
+    for k in known.iter().filter(|k| k.is_custom) {
+        let (Some(name), Some(t)) = (&k.column_name, k.column_type.as_deref().and_then(CellType::parse)) else {
+            continue;
+        };
+        if is_safe_custom_column(name) && existing.iter().any(|e| e == name) && !out.iter().any(|c| &c.name == name) {
+            out.push(CustomColumn { name: name.clone(), cell_type: t });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deal::FieldColumn;
+
+    fn field(api: &str, column: &str, t: CellType) -> FieldColumn {
+        FieldColumn {
+            api_name: api.into(),
+            label: api.into(),
+            data_type: "text".into(),
+            column: Some(column.into()),
+            cell_type: Some(t),
+            custom: true,
+        }
+    }
+
+    fn known(api: &str, column: &str, t: CellType) -> KnownField {
+        KnownField {
+            api_name: api.into(),
+            column_name: Some(column.into()),
+            column_type: Some(t.as_str().into()),
+            is_custom: true,
+        }
+    }
+
+    #[test]
+    fn a_new_field_is_added_a_known_one_filled_a_retyped_one_left_alone_and_a_gone_one_reported() {
+        let fields = [
+            field("New_One", "new_one", CellType::Text),
+            field("Seats", "seats", CellType::Int),
+            field("Region", "region", CellType::Decimal),
+            field("Bad", "drop table", CellType::Text),
+            field("Amount", "amount", CellType::Decimal),
+        ];
+        let was = [
+            known("Seats", "seats", CellType::Int),
+            known("Region", "region", CellType::Text),
+            known("Gone", "gone", CellType::Text),
+        ];
+        let existing = ["seats".to_owned(), "region".to_owned(), "gone".to_owned()];
+        let plan = plan_fields(&fields, &was, &existing);
+        let names = |cols: &[CustomColumn]| cols.iter().map(|c| c.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&plan.add), ["new_one"]);
+        assert_eq!(names(&plan.active), ["new_one", "seats"]);
+        assert_eq!(plan.retyped, [("Region".into(), "region".into(), "STRING".into(), "NUMERIC".into())]);
+        assert_eq!(plan.gone, [("Gone".into(), "gone".into())]);
+        assert_eq!(plan.refused, ["drop table", "amount"], "unsafe names and standard columns are refused");
+    }
+
+    #[test]
+    fn every_cell_type_has_a_sqlite_type_without_float_affinity() {
+        for t in [CellType::Decimal, CellType::Date, CellType::Timestamp, CellType::Json, CellType::TextList] {
+            assert_eq!(sqlite_type(t), "TEXT");
+            assert_eq!(CellType::parse(t.as_str()), Some(t));
+        }
+    }
 }

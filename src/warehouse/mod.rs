@@ -193,6 +193,17 @@ pub trait Warehouse: Send + Sync {
     /// Creates what is missing (dataset, tables, columns added in a later version). Idempotent.
     fn prepare(&self) -> impl Future<Output = Result<(), WarehouseError>> + Send;
 
+    /// Takes this run's field metadata: records every field in `deal_fields` (label, data type, column, first
+    /// and last seen; idempotent), adds a column for each custom field that has none (`ADD COLUMN`, no rewrite),
+    /// and from now on stages, merges and reads the custom columns whose type is unchanged. A field whose type
+    /// changed keeps its old column, which is no longer filled (its values stay in `raw`), with a warning; so
+    /// does a field that disappeared. Called after [`Warehouse::prepare`] and before [`Warehouse::begin_run`];
+    /// without it, custom columns are neither staged nor merged (their stored values stay as they were).
+    fn declare_fields(
+        &self,
+        fields: &[crate::deal::FieldColumn],
+    ) -> impl Future<Output = Result<(), WarehouseError>> + Send;
+
     /// The end of the contiguous interval covered by succeeded runs, or `None` before the first success.
     /// A backfill that does not touch that interval does not move it; nothing moves it backwards.
     fn watermark(&self) -> impl Future<Output = Result<Option<DateTime<Utc>>, WarehouseError>> + Send {

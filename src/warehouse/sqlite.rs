@@ -17,12 +17,14 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use rust_decimal::Decimal;
 
-use super::columns::{self, change_cells, Unreadable};
+use super::columns::{
+    self, change_cells, custom_cells, plan_fields, readable_custom, CustomColumn, KnownField, Unreadable,
+};
 use super::{
     CoveredWindow, LedgerRow, MergeCounts, QuarantinedRow, RunKind, RunReport, RunStart, StoredDeal, Warehouse,
     WarehouseError, DEAL_COLUMNS,
 };
-use crate::deal::{format_utc, Cell, CellType, DealChange};
+use crate::deal::{format_utc, Cell, CellType, DealChange, FieldColumn};
 
 /// Another connection (a concurrent run, an analyst) may hold the write lock briefly.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -32,6 +34,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct SqliteWarehouse {
     conn: Arc<Mutex<Connection>>,
     path: PathBuf,
+    /// The custom columns this run fills (set by `declare_fields`).
+    custom: Arc<Mutex<Vec<CustomColumn>>>,
 }
 
 impl std::fmt::Debug for SqliteWarehouse {
@@ -75,7 +79,7 @@ impl SqliteWarehouse {
             std::thread::sleep(Duration::from_millis(50));
         }
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
-        Ok(SqliteWarehouse { conn: Arc::new(Mutex::new(conn)), path: path.to_owned() })
+        Ok(SqliteWarehouse { conn: Arc::new(Mutex::new(conn)), path: path.to_owned(), custom: Arc::default() })
     }
 
     /// The file this warehouse writes.
@@ -97,6 +101,10 @@ impl SqliteWarehouse {
         })
         .await
         .map_err(|e| WarehouseError::Other(format!("SQLite task failed: {e}")))?
+    }
+
+    fn active_custom(&self) -> Vec<CustomColumn> {
+        self.custom.lock().map(|c| c.clone()).unwrap_or_default()
     }
 
     fn err(&self) -> impl Fn(rusqlite::Error) -> WarehouseError + Send + Clone + 'static {
@@ -222,6 +230,58 @@ fn add_missing_columns(conn: &Connection, table: &str) -> rusqlite::Result<Vec<&
     Ok(added)
 }
 
+/// The data dictionary: one row per (field, column) of the source's Deals metadata, updated every run.
+/// The same as BigQuery's `sql/deal_fields.sql`.
+const DEAL_FIELDS_DDL: &str = "CREATE TABLE IF NOT EXISTS deal_fields (
+  api_name TEXT NOT NULL,
+  label TEXT,
+  data_type TEXT,
+  column_name TEXT,
+  column_type TEXT,
+  is_custom INTEGER NOT NULL,
+  first_seen TEXT NOT NULL,
+  last_seen TEXT NOT NULL
+)";
+
+/// Every `deal_fields` row.
+fn known_fields(c: &Connection) -> rusqlite::Result<Vec<KnownField>> {
+    query_all(c, "SELECT api_name, column_name, column_type, is_custom FROM deal_fields", [], |r| {
+        Ok(KnownField {
+            api_name: r.get(0)?,
+            column_name: r.get(1)?,
+            column_type: r.get(2)?,
+            is_custom: r.get::<_, i64>(3)? != 0,
+        })
+    })
+}
+
+/// The column names of `table`.
+fn table_columns(c: &Connection, table: &str) -> rusqlite::Result<Vec<String>> {
+    query_all(c, &format!("PRAGMA table_info({table})"), [], |r| r.get(1))
+}
+
+/// Records the fields (insert, or update label/type/last seen; a column's type is never overwritten, so a
+/// retyped field is recognised again next run).
+fn upsert_fields(c: &Connection, fields: &[FieldColumn], now: &str) -> rusqlite::Result<()> {
+    for f in fields {
+        let t = f.cell_type.map(|t| t.as_str());
+        let updated = c.execute(
+            "UPDATE deal_fields SET label = ?3, data_type = ?4, is_custom = ?5, last_seen = ?6,
+               column_type = COALESCE(column_type, ?7)
+             WHERE api_name = ?1 AND column_name IS ?2",
+            params![f.api_name, f.column, f.label, f.data_type, f.custom, now, t],
+        )?;
+        if updated == 0 {
+            c.execute(
+                "INSERT INTO deal_fields (api_name, label, data_type, column_name, column_type, is_custom, first_seen,
+                   last_seen) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+                params![f.api_name, f.label, f.data_type, f.column, t, f.custom, now],
+            )?;
+        }
+    }
+    Ok(())
+}
+
 /// SQLite integers are signed 64-bit; counts never come near the limit.
 fn int(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
@@ -293,9 +353,14 @@ fn decode(column: &str, t: CellType, v: SqlValue) -> Result<Cell, Unreadable> {
 
 /// The staging row for one change: `change_kind`, then every column of `DEAL_COLUMNS` in order, NULL where the
 /// change says nothing (an un-won change carries only id, stage and version; a deletion only id and time).
-fn staged_row(run_id: &str, change: &DealChange) -> Vec<SqlValue> {
+fn staged_row(run_id: &str, change: &DealChange, custom: &[CustomColumn]) -> Vec<SqlValue> {
     let (kind, cells) = change_cells(change);
     let mut row = vec![SqlValue::Null; DEAL_COLUMNS.len() + 1];
+    if let DealChange::Won(d) = change {
+        row.extend(custom_cells(d, custom).into_iter().map(|(_, cell)| encode(cell)));
+    } else {
+        row.extend(custom.iter().map(|_| SqlValue::Null));
+    }
     row[0] = SqlValue::Text(kind.to_owned());
     for (name, cell) in cells.into_iter().chain([("run_id", Cell::Text(run_id.to_owned()))]) {
         if let Some(i) = DEAL_COLUMNS.iter().position(|c| c.name == name) {
@@ -330,8 +395,9 @@ src AS (SELECT s.* FROM newest JOIN staging_changes s ON s.rowid = newest.rid)
 
 /// The merge of won changes, its column lists generated from `DEAL_COLUMNS`: every column inserted, every data
 /// column updated, flags and bookkeeping set here.
-fn merge_won() -> String {
-    let columns = DEAL_COLUMNS.iter().map(|c| c.name).collect::<Vec<_>>().join(", ");
+fn merge_won(custom: &[CustomColumn]) -> String {
+    let custom_names = custom.iter().map(|c| c.name.as_str());
+    let columns = DEAL_COLUMNS.iter().map(|c| c.name).chain(custom_names.clone()).collect::<Vec<_>>().join(", ");
     let values = DEAL_COLUMNS
         .iter()
         .map(|c| match c.name {
@@ -342,12 +408,15 @@ fn merge_won() -> String {
             "run_id" => "?1",
             name => name,
         })
+        .chain(custom_names.clone())
         .collect::<Vec<_>>()
         .join(", ");
     let update = DEAL_COLUMNS
         .iter()
         .filter(|c| c.is_data())
-        .map(|c| format!("{0} = excluded.{0}", c.name))
+        .map(|c| c.name)
+        .chain(custom_names)
+        .map(|c| format!("{c} = excluded.{c}"))
         .collect::<Vec<_>>()
         .join(", ");
     format!(
@@ -402,12 +471,13 @@ fn query_all<T, P: rusqlite::Params>(
 }
 
 /// One row of `SELECT <DEAL_COLUMNS>` back, by column name.
-fn read_deal(r: &Row<'_>) -> rusqlite::Result<Result<StoredDeal, Unreadable>> {
-    let mut values = HashMap::new();
-    for (i, c) in DEAL_COLUMNS.iter().enumerate() {
-        values.insert(c.name, r.get::<_, SqlValue>(i)?);
+fn read_deal(r: &Row<'_>, custom: &[CustomColumn]) -> rusqlite::Result<Result<StoredDeal, Unreadable>> {
+    let mut values: HashMap<&str, SqlValue> = HashMap::new();
+    let names = DEAL_COLUMNS.iter().map(|c| c.name).chain(custom.iter().map(|c| c.name.as_str()));
+    for (i, name) in names.enumerate() {
+        values.insert(name, r.get::<_, SqlValue>(i)?);
     }
-    Ok(columns::stored_deal(|name, t| decode(name, t, values.remove(name).unwrap_or(SqlValue::Null))))
+    Ok(columns::stored_deal(custom, |name, t| decode(name, t, values.remove(name).unwrap_or(SqlValue::Null))))
 }
 
 impl Warehouse for SqliteWarehouse {
@@ -425,6 +495,7 @@ impl Warehouse for SqliteWarehouse {
             tx.execute(&staging_table_ddl(), []).map_err(&err)?;
             tx.execute(LEDGER_DDL, []).map_err(&err)?;
             tx.execute(QUARANTINE_DDL, []).map_err(&err)?;
+            tx.execute(DEAL_FIELDS_DDL, []).map_err(&err)?;
             for table in ["closed_won_deals", "staging_changes"] {
                 let added = add_missing_columns(&tx, table).map_err(&err)?;
                 if !added.is_empty() {
@@ -441,6 +512,37 @@ impl Warehouse for SqliteWarehouse {
             tx.commit().map_err(&err)
         })
         .await
+    }
+
+    async fn declare_fields(&self, fields: &[FieldColumn]) -> Result<(), WarehouseError> {
+        let err = self.err();
+        let fields = fields.to_vec();
+        let plan = self
+            .with(move |c| {
+                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(&err)?;
+                let existing = table_columns(&tx, "closed_won_deals").map_err(&err)?;
+                let plan = plan_fields(&fields, &known_fields(&tx).map_err(&err)?, &existing);
+                for col in &plan.add {
+                    let ty = columns::sqlite_type(col.cell_type);
+                    tx.execute(&format!("ALTER TABLE closed_won_deals ADD COLUMN {} {ty}", col.name), [])
+                        .map_err(&err)?;
+                }
+                let staged = table_columns(&tx, "staging_changes").map_err(&err)?;
+                for col in plan.active.iter().filter(|c| !staged.contains(&c.name)) {
+                    let ty = columns::sqlite_type(col.cell_type);
+                    tx.execute(&format!("ALTER TABLE temp.staging_changes ADD COLUMN {} {ty}", col.name), [])
+                        .map_err(&err)?;
+                }
+                upsert_fields(&tx, &fields, &ts(now())).map_err(&err)?;
+                tx.commit().map_err(&err)?;
+                Ok(plan)
+            })
+            .await?;
+        plan.log();
+        if let Ok(mut custom) = self.custom.lock() {
+            *custom = plan.active;
+        }
+        Ok(())
     }
 
     async fn succeeded_windows(&self) -> Result<Vec<CoveredWindow>, WarehouseError> {
@@ -541,18 +643,25 @@ impl Warehouse for SqliteWarehouse {
         let err = self.err();
         let run_id = run.run_id.clone();
         let changes = changes.to_vec();
+        let custom = self.active_custom();
         self.with(move |c| {
             let tx = c.transaction().map_err(&err)?;
             {
-                let placeholders = (1..=DEAL_COLUMNS.len() + 1).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
-                let cols = DEAL_COLUMNS.iter().map(|c| c.name).collect::<Vec<_>>().join(", ");
+                let n = DEAL_COLUMNS.len() + 1 + custom.len();
+                let placeholders = (1..=n).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
+                let cols = DEAL_COLUMNS
+                    .iter()
+                    .map(|c| c.name)
+                    .chain(custom.iter().map(|c| c.name.as_str()))
+                    .collect::<Vec<_>>()
+                    .join(", ");
                 let mut stmt = tx
                     .prepare_cached(&format!(
                         "INSERT INTO staging_changes (change_kind, {cols}) VALUES ({placeholders})"
                     ))
                     .map_err(&err)?;
                 for change in &changes {
-                    stmt.execute(rusqlite::params_from_iter(staged_row(&run_id, change))).map_err(&err)?;
+                    stmt.execute(rusqlite::params_from_iter(staged_row(&run_id, change, &custom))).map_err(&err)?;
                 }
             }
             tx.commit().map_err(&err)
@@ -562,6 +671,7 @@ impl Warehouse for SqliteWarehouse {
 
     async fn commit(&self, run: &RunStart, report: &RunReport) -> Result<MergeCounts, WarehouseError> {
         let err = self.err();
+        let custom = self.active_custom();
         let (run, report) = (run.clone(), report.clone());
         self.with(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(&err)?;
@@ -596,7 +706,7 @@ impl Warehouse for SqliteWarehouse {
                 return Err(WarehouseError::LeaseLost { run_id: run.run_id.clone() });
             }
             let now = ts(now());
-            let upserted = tx.execute(&merge_won(), params![run.run_id, now]).map_err(&err)? as u64;
+            let upserted = tx.execute(&merge_won(&custom), params![run.run_id, now]).map_err(&err)? as u64;
             let unwon = tx.execute(MERGE_UNWON, params![run.run_id, now]).map_err(&err)? as u64;
             let deleted = tx.execute(MERGE_DELETED, params![run.run_id, now]).map_err(&err)? as u64
                 + tx.execute(MERGE_VANISHED, params![run.run_id, now]).map_err(&err)? as u64;
@@ -712,9 +822,16 @@ impl Warehouse for SqliteWarehouse {
     async fn stored_deals(&self) -> Result<Vec<StoredDeal>, WarehouseError> {
         let err = self.err();
         self.with(move |c| {
-            let cols = DEAL_COLUMNS.iter().map(|c| c.name).collect::<Vec<_>>().join(", ");
+            let custom =
+                readable_custom(&known_fields(c).map_err(&err)?, &table_columns(c, "closed_won_deals").map_err(&err)?);
+            let cols = DEAL_COLUMNS
+                .iter()
+                .map(|c| c.name)
+                .chain(custom.iter().map(|c| c.name.as_str()))
+                .collect::<Vec<_>>()
+                .join(", ");
             let sql = format!("SELECT {cols} FROM closed_won_deals ORDER BY length(deal_id), deal_id");
-            let rows = query_all(c, &sql, [], read_deal).map_err(&err)?;
+            let rows = query_all(c, &sql, [], |r| read_deal(r, &custom)).map_err(&err)?;
             rows.into_iter()
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| WarehouseError::Other(format!("closed_won_deals: {e}")))

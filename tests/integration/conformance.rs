@@ -123,6 +123,7 @@ fn deal(id: &str, modified: i64) -> Deal {
         created_time: Some(t(-30 * 86400)),
         modified_time: t(modified),
         raw: format!(r#"{{"id":"{id}","Stage":"Closed Won","Custom_Region__c":"EMEA","Nested":{{"a":[1,2]}}}}"#),
+        custom: Vec::new(),
     }
 }
 

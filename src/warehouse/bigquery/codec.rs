@@ -52,10 +52,11 @@ pub(super) fn select_expr(name: &str, t: CellType) -> String {
 }
 
 /// One row of `stored_deals`' SELECT (columns in [`DEAL_COLUMNS`] order) as a [`StoredDeal`].
-pub(super) fn stored_deal(row: &[Option<String>]) -> Result<StoredDeal, WarehouseError> {
+pub(super) fn stored_deal(row: &[Option<String>], custom: &[CustomColumn]) -> Result<StoredDeal, WarehouseError> {
+    let names = DEAL_COLUMNS.iter().map(|c| c.name).chain(custom.iter().map(|c| c.name.as_str()));
     let by_name: HashMap<&str, Option<&str>> =
-        DEAL_COLUMNS.iter().enumerate().map(|(i, c)| (c.name, row.get(i).and_then(|v| v.as_deref()))).collect();
-    columns::stored_deal(|name, t| decode(name, t, by_name.get(name).copied().flatten()))
+        names.enumerate().map(|(i, n)| (n, row.get(i).and_then(|v| v.as_deref()))).collect();
+    columns::stored_deal(custom, |name, t| decode(name, t, by_name.get(name).copied().flatten()))
         .map_err(|e| WarehouseError::Other(format!("BigQuery returned an unreadable value: {e}")))
 }
 
@@ -85,11 +86,16 @@ pub(super) fn numeric(d: &Decimal) -> Value {
     )
 }
 
-pub(super) fn staged_row(run_id: &str, change: &DealChange) -> StagedRow {
+pub(super) fn staged_row(run_id: &str, change: &DealChange, custom: &[CustomColumn]) -> StagedRow {
     let (kind, cells) = change_cells(change);
     let mut m = Map::new();
     for (name, cell) in &cells {
         m.insert((*name).to_owned(), encode(cell));
+    }
+    if let DealChange::Won(d) = change {
+        for (name, cell) in custom_cells(d, custom) {
+            m.insert(name, encode(&cell));
+        }
     }
     let version = match change {
         DealChange::Won(d) => d.modified_time,

@@ -56,6 +56,8 @@ pub(super) const SQL_RUN_SUCCEEDED: &str = include_str!("../../../sql/run_succee
 pub(super) const SQL_RUN_FAILED: &str = include_str!("../../../sql/run_failed.sql");
 pub(super) const SQL_RUN_COUNTS: &str = include_str!("../../../sql/run_counts.sql");
 pub(super) const SQL_SUCCEEDED_WINDOWS: &str = include_str!("../../../sql/succeeded_windows.sql");
+pub(super) const SQL_DEAL_FIELDS_TABLE: &str = include_str!("../../../sql/deal_fields.sql");
+pub(super) const SQL_DEAL_FIELDS_UPSERT: &str = include_str!("../../../sql/deal_fields_upsert.sql");
 pub(super) const SQL_LEDGER: &str = include_str!("../../../sql/ledger.sql");
 /// Analyst views, created (or replaced) by `prepare`, in dependency order.
 pub(super) const SQL_VIEWS: &[(&str, &str)] = &[
@@ -67,14 +69,17 @@ pub(super) const SQL_VIEWS: &[(&str, &str)] = &[
 
 /// The three column lists of `merge.sql` for the current [`DEAL_COLUMNS`]: the SET list of a won update,
 /// and the INSERT's columns and values. Flags, `synced_at` and `run_id` are set by the merge itself.
-pub(super) fn merge_column_lists() -> (String, String, String) {
+pub(super) fn merge_column_lists(custom: &[CustomColumn]) -> (String, String, String) {
+    let custom_names = custom.iter().map(|c| c.name.as_str());
     let update = DEAL_COLUMNS
         .iter()
         .filter(|c| c.is_data())
-        .map(|c| format!("{0} = s.{0}", c.name))
+        .map(|c| c.name)
+        .chain(custom_names.clone())
+        .map(|c| format!("{c} = s.{c}"))
         .collect::<Vec<_>>()
         .join(", ");
-    let columns = DEAL_COLUMNS.iter().map(|c| c.name).collect::<Vec<_>>().join(", ");
+    let columns = DEAL_COLUMNS.iter().map(|c| c.name).chain(custom_names.clone()).collect::<Vec<_>>().join(", ");
     let values = DEAL_COLUMNS
         .iter()
         .map(|c| match c.name {
@@ -85,6 +90,7 @@ pub(super) fn merge_column_lists() -> (String, String, String) {
             "run_id" => "@run_id".to_owned(),
             name => format!("s.{name}"),
         })
+        .chain(custom_names.map(|c| format!("s.{c}")))
         .collect::<Vec<_>>()
         .join(", ");
     (update, columns, values)
