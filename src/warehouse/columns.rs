@@ -155,6 +155,11 @@ pub const DEAL_COLUMNS: &[Column] = &[
         },
     ),
     Column::merge("synced_at", CellType::Timestamp, "When the sync last wrote this row"),
+    Column::merge(
+        "is_quarantined",
+        CellType::Bool,
+        "True while Zoho's newest version of the deal could not be read (see quarantined_deals): the row holds an older version",
+    ),
     Column::merge("run_id", CellType::Text, "The sync run that last wrote this row (see sync_runs)"),
 ];
 
@@ -220,6 +225,7 @@ pub fn stored_deal(
 ) -> Result<StoredDeal, Unreadable> {
     let mut deal = Deal::default();
     let (mut is_closed_won, mut is_deleted, mut deleted_time, mut run_id) = (false, false, None, String::new());
+    let mut is_quarantined = false;
     for c in DEAL_COLUMNS {
         let value = cell(c.name, c.cell_type)?;
         let shown = format!("{value:?}");
@@ -232,6 +238,9 @@ pub fn stored_deal(
                 Option::<bool>::from_cell(v).map(|b| is_deleted = b.unwrap_or(false)).is_some()
             }
             (Source::Merge, "deleted_time", v) => Option::from_cell(v).map(|t| deleted_time = t).is_some(),
+            (Source::Merge, "is_quarantined", v) => {
+                Option::<bool>::from_cell(v).map(|b| is_quarantined = b.unwrap_or(false)).is_some()
+            }
             (Source::Merge, "run_id", v) => {
                 Option::<String>::from_cell(v).map(|r| run_id = r.unwrap_or_default()).is_some()
             }
@@ -245,7 +254,7 @@ pub fn stored_deal(
         let value = cell(&c.name, c.cell_type)?;
         deal.custom.push(crate::deal::CustomValue { column: c.name.clone(), value });
     }
-    Ok(StoredDeal { deal, is_closed_won, is_deleted, deleted_time, run_id })
+    Ok(StoredDeal { deal, is_closed_won, is_deleted, deleted_time, run_id, is_quarantined })
 }
 
 /// A custom column of `closed_won_deals` (discovered from the source's field metadata), with its type.

@@ -229,7 +229,8 @@ pub trait Warehouse: Send + Sync {
 
     /// Only while the run holds the lease ([`WarehouseError::LeaseLost`] otherwise, nothing merged). Verifies that
     /// the staging holds every change staged, then merges this run's staging into `closed_won_deals`, clears the quarantine of the deals it staged and
-    /// quarantines `report.quarantined`, counts won rows in the window, then records the run
+    /// quarantines `report.quarantined` (flagging their stored rows `is_quarantined`, and clearing the flag of
+    /// the deals it staged), counts won rows in the window, then records the run
     /// `succeeded` with `report` (its deal counts replaced by the merge counts and `warehouse_won_count` by the
     /// count), then drops the staging. Safe to crash anywhere: a rerun converges. Committing a run that already
     /// succeeded changes nothing and returns the counts it recorded.
@@ -323,6 +324,8 @@ pub struct StoredDeal {
     pub is_deleted: bool,
     pub deleted_time: Option<DateTime<Utc>>,
     pub run_id: String,
+    /// Zoho's newest version could not be read (it is in `quarantined_deals`): this row is an older version.
+    pub is_quarantined: bool,
 }
 
 /// A succeeded run's window, as the watermark needs it.

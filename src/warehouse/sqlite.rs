@@ -171,6 +171,12 @@ const QUARANTINE_DDL: &str = "CREATE TABLE IF NOT EXISTS quarantined_deals (
   quarantined_at TEXT NOT NULL
 )";
 
+/// A stored row is flagged while its deal is quarantined (after the quarantine is resolved and written, in the
+/// same transaction): set for quarantined deals, cleared for the others that carried it.
+const FLAG_QUARANTINED: &str = "UPDATE closed_won_deals
+  SET is_quarantined = (deal_id IN (SELECT deal_id FROM quarantined_deals))
+  WHERE is_quarantined = 1 OR deal_id IN (SELECT deal_id FROM quarantined_deals)";
+
 /// A run that merged a version of a deal (won, un-won or deleted) has read it: its quarantine is over.
 const RESOLVE_QUARANTINE: &str = "DELETE FROM quarantined_deals
   WHERE deal_id IN (SELECT deal_id FROM staging_changes WHERE run_id = ?1)";
@@ -404,6 +410,7 @@ fn merge_won(custom: &[CustomColumn]) -> String {
             "is_closed_won" => "1",
             "is_deleted" => "0",
             "deleted_time" => "NULL",
+            "is_quarantined" => "0",
             "synced_at" => "?2",
             "run_id" => "?1",
             name => name,
@@ -717,6 +724,7 @@ impl Warehouse for SqliteWarehouse {
                     insert.execute(params![q.deal_id, q.field, q.reason, q.record, run.run_id, now]).map_err(&err)?;
                 }
             }
+            tx.execute(FLAG_QUARANTINED, []).map_err(&err)?;
             let won_in_window = tx
                 .query_row(COUNT_WON, params![ts(run.window_start), ts(run.window_end)], |r| r.get::<_, i64>(0))
                 .map_err(&err)? as u64;

@@ -21,6 +21,8 @@ pub(super) fn decode(column: &str, t: CellType, v: Option<&str>) -> Result<Cell,
         CellType::Decimal => Decimal::from_str(v).or_else(|_| Decimal::from_scientific(v)).ok().map(Cell::Decimal),
         CellType::Date => NaiveDate::parse_from_str(v, "%Y-%m-%d").ok().map(Cell::Date),
         CellType::Timestamp => v.parse::<i64>().ok().and_then(DateTime::from_timestamp_micros).map(Cell::Timestamp),
+        // BigQuery has no NULL array (a NULL is stored as []); the emulator answers `null`.
+        CellType::TextList if v == "null" => Some(Cell::Null),
         CellType::TextList => serde_json::from_str(v).ok().map(Cell::TextList),
     };
     cell.ok_or_else(|| Unreadable { column: column.to_owned(), value: v.to_owned() })

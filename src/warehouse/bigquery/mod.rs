@@ -177,33 +177,38 @@ impl Warehouse for BigQueryWarehouse {
         let existing = self.table_columns(DEALS_TABLE).await?;
         let known = self.known_fields_with_labels().await?;
         let plan = plan_fields(fields, &known.iter().map(|k| k.field.clone()).collect::<Vec<_>>(), &existing);
+        let description = |f: &FieldColumn| format!("{} (Zoho field {}, {})", f.label, f.api_name, f.data_type);
         if !plan.add.is_empty() {
-            // ADD COLUMN changes only the schema: existing rows read NULL, nothing is rewritten (docs/bigquery.md).
+            // ADD COLUMN changes only the schema: existing rows read NULL, nothing is rewritten
+            // (docs/bigquery.md). The label is the new column's description.
             let adds = plan
                 .add
                 .iter()
-                .map(|c| format!("ADD COLUMN IF NOT EXISTS {} {}", c.name, bigquery_type(c.cell_type)))
+                .map(|c| {
+                    let label = fields.iter().find(|f| f.column.as_deref() == Some(c.name.as_str())).map(description);
+                    let options =
+                        label.map(|l| format!(" OPTIONS (description = {})", string_literal(&l))).unwrap_or_default();
+                    format!("ADD COLUMN IF NOT EXISTS {} {}{options}", c.name, bigquery_type(c.cell_type))
+                })
                 .collect::<Vec<_>>()
                 .join(", ");
             let sql = self.render(&format!("ALTER TABLE `{{{{dataset}}}}.{DEALS_TABLE}` {adds}"), &[]);
             self.query("adding columns for new custom fields", sql, vec![]).await?;
         }
         plan.log();
-        // The labels become column descriptions: for new columns, and where Zoho's label changed. A failure is
-        // only a warning (the emulator, or a missing permission, must not fail the nightly run).
+        // A label changed in Zoho: the column's description follows. A failure is only a warning (the emulator,
+        // or a missing permission, must not fail the nightly run).
         let labels = known_labels(&known);
         for f in fields.iter().filter(|f| f.custom) {
             let Some(column) = f.column.as_deref() else { continue };
-            let is_new = plan.add.iter().any(|c| c.name == column);
             let relabelled = labels.get(column).is_some_and(|l| l.as_deref() != Some(f.label.as_str()));
-            if !(is_new || relabelled) || !plan.active.iter().any(|c| c.name == column) {
+            if !relabelled || !plan.active.iter().any(|c| c.name == column) {
                 continue;
             }
-            let description = format!("{} (Zoho field {}, {})", f.label, f.api_name, f.data_type);
             let sql = self.render(
                 &format!(
                     "ALTER TABLE `{{{{dataset}}}}.{DEALS_TABLE}` ALTER COLUMN {column} SET OPTIONS (description = {})",
-                    string_literal(&description)
+                    string_literal(&description(f))
                 ),
                 &[],
             );
@@ -401,6 +406,10 @@ impl Warehouse for BigQueryWarehouse {
         quarantined.extend(state.rejected.iter().cloned());
         counts.refused = state.rejected.len() as u64;
         self.quarantine(run, &quarantined).await?;
+        // (4b) flag the stored rows of quarantined deals, clear the flag of resolved ones.
+        if !quarantined.is_empty() || !state.staged.values().all(HashSet::is_empty) {
+            self.query("flagging quarantined rows", self.render(SQL_FLAG_QUARANTINED, &[]), vec![]).await?;
+        }
         counts.won_in_window = self.count_won_in_window(run.window_start, run.window_end).await?;
         // (5) the ledger, only while this run holds the lease.
         // A run that stopped early (the credit budget) merged what it fetched but is recorded failed.

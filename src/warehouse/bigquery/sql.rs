@@ -33,6 +33,7 @@ pub(super) const SQL_RUNS_TABLE: &str = include_str!("../../../sql/sync_runs.sql
 pub(super) const SQL_QUARANTINE_TABLE: &str = include_str!("../../../sql/quarantined_deals.sql");
 pub(super) const SQL_QUARANTINE_RESOLVE: &str = include_str!("../../../sql/quarantine_resolve.sql");
 pub(super) const SQL_QUARANTINE_UPSERT: &str = include_str!("../../../sql/quarantine_upsert.sql");
+pub(super) const SQL_FLAG_QUARANTINED: &str = include_str!("../../../sql/flag_quarantined.sql");
 pub(super) const SQL_STAGING_TABLE: &str = include_str!("../../../sql/staging.sql");
 pub(super) const SQL_MERGE_SOURCE: &str = include_str!("../../../sql/merge_source.sql");
 pub(super) const SQL_MERGE: &str = include_str!("../../../sql/merge.sql");
@@ -86,6 +87,7 @@ pub(super) fn merge_column_lists(custom: &[CustomColumn]) -> (String, String, St
             "is_closed_won" => "TRUE".to_owned(),
             "is_deleted" => "FALSE".to_owned(),
             "deleted_time" => "NULL".to_owned(),
+            "is_quarantined" => "FALSE".to_owned(),
             "synced_at" => "CURRENT_TIMESTAMP()".to_owned(),
             "run_id" => "@run_id".to_owned(),
             name => format!("s.{name}"),

@@ -122,6 +122,9 @@ fn every_template_renders_without_leftover_placeholders() {
         SQL_RUN_COUNTS,
         SQL_SUCCEEDED_WINDOWS,
         SQL_LEDGER,
+        SQL_FLAG_QUARANTINED,
+        SQL_DEAL_FIELDS_TABLE,
+        SQL_DEAL_FIELDS_UPSERT,
     ];
     for sql in all.iter().chain(SQL_VIEWS.iter().map(|(_, s)| s)) {
         // A multi-line value spliced into a comment would turn its later lines into SQL.
