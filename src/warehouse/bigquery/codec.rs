@@ -1,6 +1,15 @@
 //! Row codec: a `DealChange` as a staged JSON row, and a selected row back as a `StoredDeal`.
 
-use super::*;
+use std::collections::HashMap;
+use std::str::FromStr;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use rust_decimal::{Decimal, RoundingStrategy};
+use serde_json::{Map, Value};
+
+use crate::deal::{Cell, CellType, DealChange};
+use crate::warehouse::columns::{self, change_cells, custom_cells, CustomColumn, Unreadable};
+use crate::warehouse::{StoredDeal, WarehouseError, DEAL_COLUMNS};
 
 /// BigQuery NUMERIC keeps 9 decimal places.
 pub(super) const NUMERIC_SCALE: u32 = 9;
@@ -117,6 +126,9 @@ pub(super) fn staged_row(run_id: &str, change: &DealChange, custom: &[CustomColu
         size,
     }
 }
+
+/// insertAll's `insertId` was at most 128 characters; the same bound keeps our change keys short.
+pub(super) const INSERT_ID_MAX: usize = 128;
 
 /// The change's key: the same change of the same deal version maps to the same key, so the verification
 /// before the merge counts distinct changes (a redelivered batch counts once). Keys that would exceed 128

@@ -6,15 +6,27 @@
 //! without billing. A DML INSERT is visible to the next statement, works on every project, and costs at least
 //! 10 MB per statement (≈ $0.00006), which at 500 rows per statement is nothing next to the MERGE.
 
-use super::*;
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use gcp_bigquery_client::model::query_parameter::QueryParameter;
+use gcp_bigquery_client::model::query_parameter_type::QueryParameterType;
+use gcp_bigquery_client::model::query_parameter_value::QueryParameterValue;
+use serde_json::Value;
+
+use super::codec::StagedRow;
+use super::jobs::{cell, cell_u64};
+use super::sql::{SQL_STAGED_COUNTS, SQL_STAGE_INSERT, SQL_STAGING_TABLE};
+use super::BigQueryWarehouse;
+use crate::deal::CellType;
+use crate::warehouse::columns::{bigquery_type, CustomColumn};
+use crate::warehouse::{QuarantinedRecord, RunStart, WarehouseError, DEAL_COLUMNS};
 
 /// Rows per INSERT statement: keeps the query parameters of one statement well under BigQuery's request
 /// size limit (10 MB) …
 pub(super) const INSERT_MAX_ROWS: usize = 500;
 /// … and at most this many bytes of parameter values; `raw` can be large.
 pub(super) const INSERT_MAX_BYTES: usize = 8 * 1024 * 1024;
-/// insertAll's `insertId` was at most 128 characters; the same bound keeps our change keys short.
-pub(super) const INSERT_ID_MAX: usize = 128;
 
 /// What one run staged through this process: the distinct change keys per kind (to verify the staging table
 /// before the merge) and the rows BigQuery refused (quarantined at commit).
