@@ -437,6 +437,15 @@ mod tests {
     }
 
     #[test]
+    fn readme_documents_every_catalogue_column() {
+        let readme = include_str!("../../README.md");
+        for c in DEAL_COLUMNS {
+            assert!(readme.contains(&format!("| `{}` |", c.name)), "README's Tables section lacks {}", c.name);
+        }
+        assert!(readme.contains("`deal_fields`"));
+    }
+
+    #[test]
     fn every_cell_type_has_a_sqlite_type_without_float_affinity() {
         for t in [CellType::Decimal, CellType::Date, CellType::Timestamp, CellType::Json, CellType::TextList] {
             assert_eq!(sqlite_type(t), "TEXT");
