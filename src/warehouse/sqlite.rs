@@ -270,7 +270,7 @@ fn table_columns(c: &Connection, table: &str) -> rusqlite::Result<Vec<String>> {
 /// retyped field is recognised again next run).
 fn upsert_fields(c: &Connection, fields: &[FieldColumn], now: &str) -> rusqlite::Result<()> {
     for f in fields {
-        let t = f.cell_type.map(|t| t.as_str());
+        let t = f.cell_type.map(CellType::as_str);
         let updated = c.execute(
             "UPDATE deal_fields SET label = ?3, data_type = ?4, is_custom = ?5, last_seen = ?6,
                column_type = COALESCE(column_type, ?7)
