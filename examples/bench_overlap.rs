@@ -76,6 +76,10 @@ impl<W: Warehouse> Warehouse for Delayed<W> {
         self.timed(self.inner.prepare()).await
     }
 
+    async fn declare_fields(&self, fields: &[zoho_deals_sync::deal::FieldColumn]) -> Result<(), WarehouseError> {
+        self.timed(self.inner.declare_fields(fields)).await
+    }
+
     async fn watermark(&self) -> Result<Option<DateTime<Utc>>, WarehouseError> {
         self.timed(self.inner.watermark()).await
     }

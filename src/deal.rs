@@ -9,7 +9,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 
 /// One deal as the warehouse stores it (a row of `closed_won_deals`).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Deal {
     /// Zoho record id (a 19-digit number, kept as text).
     pub deal_id: String,
@@ -41,6 +41,8 @@ pub struct Deal {
     pub home: HomeMoney,
     /// When the deal entered a won stage, and how the job knows (issue #11; see `sync::won_at`).
     pub won: WonAt,
+    /// The custom fields' typed values, by column (empty when the org has none or they were not mapped).
+    pub custom: Vec<CustomValue>,
 }
 
 // --- issue #11, part B: home-currency money and the won date (grouped to move into the column catalogue) ---
@@ -97,6 +99,30 @@ impl WonAtSource {
 pub struct WonAt {
     pub at: Option<DateTime<Utc>>,
     pub source: WonAtSource,
+}
+
+/// One custom column's value on a [`Deal`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct CustomValue {
+    /// The column's name (a safe identifier: lower-case letters, digits, underscores).
+    pub column: String,
+    pub value: Cell,
+}
+
+/// One column that a field of the source system lands in (or a field with no column), as the warehouse's
+/// `deal_fields` data dictionary records it. Custom columns carry their type; standard ones are the
+/// warehouse's own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldColumn {
+    pub api_name: String,
+    pub label: String,
+    /// The source system's data type (Zoho's `data_type`).
+    pub data_type: String,
+    /// The column, when the field has one.
+    pub column: Option<String>,
+    /// The type of a custom column (`None` for standard columns and fields without a column).
+    pub cell_type: Option<CellType>,
+    pub custom: bool,
 }
 
 /// What a run learned about one deal. The warehouse applies these idempotently (see `warehouse::Warehouse`).
@@ -173,3 +199,109 @@ mod tests {
         assert_eq!(Window { start, end: start }.slices(4).len(), 1);
     }
 }
+/// The type of one stored value, independent of any warehouse: each warehouse maps it to its own column type
+/// (BigQuery: STRING, INT64, NUMERIC, BOOL, DATE, TIMESTAMP, JSON, ARRAY<STRING>; SQLite: TEXT or INTEGER).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CellType {
+    Text,
+    /// A signed 64-bit integer.
+    Int,
+    /// An exact decimal that fits BigQuery's NUMERIC: at most 29 digits before the point and 9 after.
+    Decimal,
+    Bool,
+    Date,
+    /// A UTC instant.
+    Timestamp,
+    /// JSON text.
+    Json,
+    /// A list of strings (a multi-select pick list).
+    TextList,
+}
+
+impl CellType {
+    /// The spelling used in `deal_fields.column_type` and in messages (BigQuery's type names).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            CellType::Text => "STRING",
+            CellType::Int => "INT64",
+            CellType::Decimal => "NUMERIC",
+            CellType::Bool => "BOOL",
+            CellType::Date => "DATE",
+            CellType::Timestamp => "TIMESTAMP",
+            CellType::Json => "JSON",
+            CellType::TextList => "ARRAY<STRING>",
+        }
+    }
+
+    /// Reads [`CellType::as_str`] back.
+    pub fn parse(s: &str) -> Option<CellType> {
+        [
+            CellType::Text,
+            CellType::Int,
+            CellType::Decimal,
+            CellType::Bool,
+            CellType::Date,
+            CellType::Timestamp,
+            CellType::Json,
+            CellType::TextList,
+        ]
+        .into_iter()
+        .find(|t| t.as_str() == s)
+    }
+}
+
+/// One typed value of a row, as `zoho/` produces it and each warehouse encodes it its own way.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    Null,
+    Text(String),
+    Int(i64),
+    Decimal(Decimal),
+    Bool(bool),
+    Date(NaiveDate),
+    Timestamp(DateTime<Utc>),
+    /// JSON text.
+    Json(String),
+    TextList(Vec<String>),
+}
+
+/// A Rust value that is one cell of a stored deal (the standard columns' field types).
+pub trait CellValue: Sized {
+    fn to_cell(&self) -> Cell;
+    /// `None` when the cell is of another type (a reader then reports the column as unreadable).
+    fn from_cell(cell: Cell) -> Option<Self>;
+}
+
+macro_rules! cell_value {
+    ($t:ty, $variant:ident) => {
+        impl CellValue for Option<$t> {
+            fn to_cell(&self) -> Cell {
+                self.clone().map_or(Cell::Null, Cell::$variant)
+            }
+            fn from_cell(cell: Cell) -> Option<Self> {
+                match cell {
+                    Cell::Null => Some(None),
+                    Cell::$variant(v) => Some(Some(v)),
+                    _ => None,
+                }
+            }
+        }
+        impl CellValue for $t {
+            fn to_cell(&self) -> Cell {
+                Cell::$variant(self.clone())
+            }
+            fn from_cell(cell: Cell) -> Option<Self> {
+                match cell {
+                    Cell::$variant(v) => Some(v),
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+cell_value!(String, Text);
+cell_value!(i64, Int);
+cell_value!(Decimal, Decimal);
+cell_value!(bool, Bool);
+cell_value!(NaiveDate, Date);
+cell_value!(DateTime<Utc>, Timestamp);

@@ -59,6 +59,8 @@ pub(crate) struct FetchPlan<'a> {
     pub(crate) owners: Arc<OwnerNames>,
     /// Home-currency amounts and won dates, applied to each page's changes.
     pub(crate) enrich: Arc<super::enrich::Enrichment>,
+    /// The custom fields mapped to typed columns.
+    pub(crate) custom: Arc<Vec<model::CustomField>>,
 }
 
 /// Fetches everything the window needs and stages it; returns the records it could not map.
@@ -74,7 +76,7 @@ pub(crate) async fn fetch_and_stage<W: Warehouse + 'static>(
     plan: FetchPlan<'_>,
     progress: &Arc<Progress>,
 ) -> Result<Quarantine, Error> {
-    let FetchPlan { window, won_stages, columns, concurrency, flag_unwon, deleted, counts, owners, enrich } = plan;
+    let FetchPlan { window, won_stages, columns, concurrency, flag_unwon, deleted, counts, owners, enrich, custom } = plan;
     let (tx, mut rx) = mpsc::channel::<Batch>(CHANNEL_BATCHES);
     let loader = {
         let (warehouse, run) = (Arc::clone(warehouse), run.clone());
@@ -154,12 +156,13 @@ pub(crate) async fn fetch_and_stage<W: Warehouse + 'static>(
             });
             let (tx, stages, progress, owners, zoho) =
                 (tx.clone(), won_stages.to_vec(), Arc::clone(progress), Arc::clone(&owners), Arc::clone(zoho));
+            let custom = Arc::clone(&custom);
             fetchers.spawn(
                 async move {
                     let mut quarantined = Quarantine::default();
                     let stats = scheduler::run(source, window, &passes, concurrency, |filter, records| {
                         progress.page(records.len());
-                        let (mut changes, bad) = to_changes(filter, &stages, records, &owners);
+                        let (mut changes, bad) = to_changes(filter, &stages, records, &owners, &custom);
                         quarantined.add(bad);
                         let (tx, zoho, enrich) = (tx.clone(), Arc::clone(&zoho), Arc::clone(&enrich));
                         async move {
@@ -219,12 +222,13 @@ fn to_changes(
     won_stages: &[String],
     records: Vec<Value>,
     owners: &OwnerNames,
+    custom: &[model::CustomField],
 ) -> (Vec<DealChange>, Quarantine) {
     let mut out = Vec::with_capacity(records.len());
     let mut bad = Quarantine::default();
     for record in records {
         let mapped = match filter {
-            StageFilter::Won => model::to_deal(&record).and_then(|d| {
+            StageFilter::Won => model::to_deal_with(&record, custom).and_then(|d| {
                 // Compared ignoring case and surrounding spaces: whether COQL's `Stage in (...)` matches
                 // case-insensitively is UNCONFIRMED, and a ZOHO_WON_STAGES typed in another case must not
                 // quarantine every won deal.
@@ -232,6 +236,7 @@ fn to_changes(
                 if won_stages.iter().any(|w| w.trim().eq_ignore_ascii_case(stage) && !stage.is_empty()) {
                     let mut d = d;
                     owners.apply(&mut d);
+                    model::apply_user_names(&mut d, custom, |id| owners.get(id).map(str::to_owned));
                     Ok(DealChange::Won(d))
                 } else {
                     Err(model::Quarantined {
@@ -278,7 +283,7 @@ mod tests {
         let won = vec!["Closed Won".to_owned()];
         let records =
             vec![record("1", "Closed Won"), record("2", "Negotiation"), record("3", ""), record("4", "closed won")];
-        let (changes, bad) = to_changes(StageFilter::Won, &won, records, &OwnerNames::default());
+        let (changes, bad) = to_changes(StageFilter::Won, &won, records, &OwnerNames::default(), &[]);
         assert_eq!(changes.len(), 2, "{changes:?}");
         assert!(matches!(&changes[0], DealChange::Won(d) if d.deal_id == "1"));
         assert!(matches!(&changes[1], DealChange::Won(d) if d.deal_id == "4"), "case does not matter");

@@ -255,6 +255,12 @@ async fn execute<W: Warehouse + 'static>(
     mut heartbeat: tokio::task::JoinHandle<WarehouseError>,
 ) -> Result<Outcome, Error> {
     let RunContext { settings, options, zoho, warehouse, .. } = ctx;
+    // Custom fields become typed columns (#11): the warehouse adds what is new and records `deal_fields`.
+    let standard: Vec<&str> = crate::warehouse::DEAL_COLUMNS.iter().map(|c| c.name).collect();
+    let (custom, fields) = crate::zoho::model::field_columns(&plan.fields, &plan.columns, &standard);
+    if let Err(e) = warehouse.declare_fields(&fields).await {
+        return Err(fail_before_fetch(ctx, &run, heartbeat, e.into()).await);
+    }
     let progress = Arc::new(Progress::default());
     let bar = options.progress.then(|| progress::spawn(Arc::clone(&progress), zoho.usage()));
     // Home-currency amounts and won dates (issue #11): see `enrich`.
@@ -284,6 +290,7 @@ async fn execute<W: Warehouse + 'static>(
             counts: plan.counts,
             owners: Arc::clone(&plan.owners),
             enrich,
+            custom: Arc::new(custom),
         },
         &progress,
     );

@@ -33,6 +33,8 @@ pub(crate) struct RunPlan {
     pub(crate) columns: Vec<String>,
     /// The org's currencies (home currency and rates), read with the metadata.
     pub(crate) currencies: crate::zoho::currencies::OrgCurrencies,
+    /// The Deals field metadata (custom fields become typed columns).
+    pub(crate) fields: Vec<crate::zoho::model::FieldMeta>,
 }
 
 /// What planning decided: a run to make, or the plan a dry run prints.
@@ -136,6 +138,7 @@ pub(crate) async fn plan<W: Warehouse + 'static>(
 
     let columns = meta.select.columns;
     let currencies = meta.currencies;
+    let fields = meta.fields;
     Ok(Planned::Run(RunPlan {
         kind,
         window,
@@ -147,6 +150,7 @@ pub(crate) async fn plan<W: Warehouse + 'static>(
         owners,
         columns,
         currencies,
+        fields,
     }))
 }
 

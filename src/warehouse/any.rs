@@ -37,6 +37,10 @@ impl Warehouse for AnyWarehouse {
         delegate!(self, w => w.prepare().await)
     }
 
+    async fn declare_fields(&self, fields: &[crate::deal::FieldColumn]) -> Result<(), WarehouseError> {
+        delegate!(self, w => w.declare_fields(fields).await)
+    }
+
     async fn watermark(&self) -> Result<Option<DateTime<Utc>>, WarehouseError> {
         delegate!(self, w => w.watermark().await)
     }

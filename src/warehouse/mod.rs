@@ -31,64 +31,17 @@
 
 pub mod any;
 pub mod bigquery;
+pub mod columns;
 pub mod sqlite;
+
+pub use columns::{Column, DEAL_COLUMNS};
+use crate::deal::CellType;
 
 use std::future::Future;
 
 use chrono::{DateTime, Utc};
 
 use crate::deal::DealChange;
-
-/// One column of `closed_won_deals`, with its type in each warehouse. The single source of the table's shape:
-/// DDL, staging tables and schema evolution (`ALTER TABLE … ADD COLUMN`) are all derived from it.
-#[derive(Debug, Clone, Copy)]
-pub struct Column {
-    pub name: &'static str,
-    pub bigquery_type: &'static str,
-    pub sqlite_type: &'static str,
-}
-
-const fn col(name: &'static str, bigquery_type: &'static str, sqlite_type: &'static str) -> Column {
-    Column { name, bigquery_type, sqlite_type }
-}
-
-/// The columns of `closed_won_deals`, in order. `deal_id` is the key. Timestamps are UTC; money is exact
-/// (BigQuery NUMERIC, SQLite decimal text).
-pub const DEAL_COLUMNS: &[Column] = &[
-    col("deal_id", "STRING", "TEXT"),
-    col("deal_name", "STRING", "TEXT"),
-    col("stage", "STRING", "TEXT"),
-    col("pipeline", "STRING", "TEXT"),
-    col("amount", "NUMERIC", "TEXT"),
-    col("currency", "STRING", "TEXT"),
-    col("exchange_rate", "NUMERIC", "TEXT"),
-    col("probability", "INT64", "INTEGER"),
-    col("expected_revenue", "NUMERIC", "TEXT"),
-    col("closing_date", "DATE", "TEXT"),
-    col("account_id", "STRING", "TEXT"),
-    col("account_name", "STRING", "TEXT"),
-    col("contact_id", "STRING", "TEXT"),
-    col("contact_name", "STRING", "TEXT"),
-    col("owner_id", "STRING", "TEXT"),
-    col("owner_name", "STRING", "TEXT"),
-    col("owner_email", "STRING", "TEXT"),
-    col("lead_source", "STRING", "TEXT"),
-    col("deal_type", "STRING", "TEXT"),
-    col("created_time", "TIMESTAMP", "TEXT"),
-    col("modified_time", "TIMESTAMP", "TEXT"),
-    col("is_closed_won", "BOOL", "INTEGER"),
-    col("is_deleted", "BOOL", "INTEGER"),
-    col("deleted_time", "TIMESTAMP", "TEXT"),
-    col("raw", "JSON", "TEXT"),
-    col("synced_at", "TIMESTAMP", "TEXT"),
-    col("run_id", "STRING", "TEXT"),
-    // --- issue #11, part B: home-currency money and the won date (appended: SQLite reads columns by position) ---
-    col("home_currency", "STRING", "TEXT"),
-    col("amount_home", "NUMERIC", "TEXT"),
-    col("expected_revenue_home", "NUMERIC", "TEXT"),
-    col("won_at", "TIMESTAMP", "TEXT"),
-    col("won_at_source", "STRING", "TEXT"),
-];
 
 /// Columns the merge does not copy from a staged won version when the stored row is already won: the won date
 /// is set when a row is inserted or an un-won row is won again, and never moved by an edit.
@@ -110,11 +63,11 @@ pub const HISTORY_TABLE: &str = "closed_won_deals_history";
 
 /// The history table's own columns, before the deal columns.
 pub const HISTORY_META_COLUMNS: &[Column] = &[
-    col("deal_id", "STRING", "TEXT"),
-    col("valid_from", "TIMESTAMP", "TEXT"),
-    col("valid_to", "TIMESTAMP", "TEXT"),
-    col("is_current", "BOOL", "INTEGER"),
-    col("change", "STRING", "TEXT"),
+    Column::merge("deal_id", CellType::Text, "Zoho record id (19 digits, as text)"),
+    Column::merge("valid_from", CellType::Timestamp, "Zoho's time of this version: modified_time, or deleted_time for a deletion"),
+    Column::merge("valid_to", CellType::Timestamp, "When the next version replaced this one (NULL while current)"),
+    Column::merge("is_current", CellType::Bool, "True for the deal's newest version"),
+    Column::merge("change", CellType::Text, "won | edited | unwon | deleted: what this version changed"),
 ];
 
 /// The deal columns the history copies (every one but the key, already in [`HISTORY_META_COLUMNS`], and `raw`).
@@ -274,6 +227,17 @@ pub trait Warehouse: Send + Sync {
     /// Creates what is missing (dataset, tables, columns added in a later version). Idempotent.
     fn prepare(&self) -> impl Future<Output = Result<(), WarehouseError>> + Send;
 
+    /// Takes this run's field metadata: records every field in `deal_fields` (label, data type, column, first
+    /// and last seen; idempotent), adds a column for each custom field that has none (`ADD COLUMN`, no rewrite),
+    /// and from now on stages, merges and reads the custom columns whose type is unchanged. A field whose type
+    /// changed keeps its old column, which is no longer filled (its values stay in `raw`), with a warning; so
+    /// does a field that disappeared. Called after [`Warehouse::prepare`] and before [`Warehouse::begin_run`];
+    /// without it, custom columns are neither staged nor merged (their stored values stay as they were).
+    fn declare_fields(
+        &self,
+        fields: &[crate::deal::FieldColumn],
+    ) -> impl Future<Output = Result<(), WarehouseError>> + Send;
+
     /// The end of the contiguous interval covered by succeeded runs, or `None` before the first success.
     /// A backfill that does not touch that interval does not move it; nothing moves it backwards.
     fn watermark(&self) -> impl Future<Output = Result<Option<DateTime<Utc>>, WarehouseError>> + Send {
@@ -305,7 +269,8 @@ pub trait Warehouse: Send + Sync {
 
     /// Only while the run holds the lease ([`WarehouseError::LeaseLost`] otherwise, nothing merged). Verifies that
     /// the staging holds every change staged, then merges this run's staging into `closed_won_deals`, clears the quarantine of the deals it staged and
-    /// quarantines `report.quarantined`, counts won rows in the window, then records the run
+    /// quarantines `report.quarantined` (flagging their stored rows `is_quarantined`, and clearing the flag of
+    /// the deals it staged), counts won rows in the window, then records the run
     /// `succeeded` with `report` (its deal counts replaced by the merge counts and `warehouse_won_count` by the
     /// count), then drops the staging. Safe to crash anywhere: a rerun converges. Committing a run that already
     /// succeeded changes nothing and returns the counts it recorded.
@@ -399,6 +364,8 @@ pub struct StoredDeal {
     pub is_deleted: bool,
     pub deleted_time: Option<DateTime<Utc>>,
     pub run_id: String,
+    /// Zoho's newest version could not be read (it is in `quarantined_deals`): this row is an older version.
+    pub is_quarantined: bool,
 }
 
 /// A succeeded run's window, as the watermark needs it.

@@ -6,6 +6,7 @@
 //! the reconciliation count and the ledger update are one transaction. rusqlite is blocking, so every call
 //! runs on tokio's blocking pool.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -16,11 +17,14 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use rust_decimal::Decimal;
 
-use super::{
-    change_kind, CoveredWindow, LedgerRow, MergeCounts, QuarantinedRow, RunKind, RunReport, RunStart, StoredDeal,
-    Warehouse, WarehouseError, DEAL_COLUMNS, HISTORY_META_COLUMNS, HISTORY_TABLE,
+use super::columns::{
+    self, change_cells, custom_cells, plan_fields, readable_custom, CustomColumn, KnownField, Unreadable,
 };
-use crate::deal::{format_utc, Deal, DealChange};
+use super::{
+    CoveredWindow, LedgerRow, MergeCounts, QuarantinedRow, RunKind, RunReport, RunStart, StoredDeal, Warehouse,
+    WarehouseError, DEAL_COLUMNS, HISTORY_META_COLUMNS, HISTORY_TABLE, WON_AT_COLUMNS,
+};
+use crate::deal::{format_utc, Cell, CellType, DealChange, FieldColumn};
 
 /// Another connection (a concurrent run, an analyst) may hold the write lock briefly.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -30,6 +34,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct SqliteWarehouse {
     conn: Arc<Mutex<Connection>>,
     path: PathBuf,
+    /// The custom columns this run fills (set by `declare_fields`).
+    custom: Arc<Mutex<Vec<CustomColumn>>>,
 }
 
 impl std::fmt::Debug for SqliteWarehouse {
@@ -73,7 +79,7 @@ impl SqliteWarehouse {
             std::thread::sleep(Duration::from_millis(50));
         }
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
-        Ok(SqliteWarehouse { conn: Arc::new(Mutex::new(conn)), path: path.to_owned() })
+        Ok(SqliteWarehouse { conn: Arc::new(Mutex::new(conn)), path: path.to_owned(), custom: Arc::default() })
     }
 
     /// The file this warehouse writes.
@@ -95,6 +101,10 @@ impl SqliteWarehouse {
         })
         .await
         .map_err(|e| WarehouseError::Other(format!("SQLite task failed: {e}")))?
+    }
+
+    fn active_custom(&self) -> Vec<CustomColumn> {
+        self.custom.lock().map(|c| c.clone()).unwrap_or_default()
     }
 
     fn err(&self) -> impl Fn(rusqlite::Error) -> WarehouseError + Send + Clone + 'static {
@@ -160,6 +170,12 @@ const QUARANTINE_DDL: &str = "CREATE TABLE IF NOT EXISTS quarantined_deals (
   run_id TEXT NOT NULL,
   quarantined_at TEXT NOT NULL
 )";
+
+/// A stored row is flagged while its deal is quarantined (after the quarantine is resolved and written, in the
+/// same transaction): set for quarantined deals, cleared for the others that carried it.
+const FLAG_QUARANTINED: &str = "UPDATE closed_won_deals
+  SET is_quarantined = (deal_id IN (SELECT deal_id FROM quarantined_deals))
+  WHERE is_quarantined = 1 OR deal_id IN (SELECT deal_id FROM quarantined_deals)";
 
 /// A run that merged a version of a deal (won, un-won or deleted) has read it: its quarantine is over.
 const RESOLVE_QUARANTINE: &str = "DELETE FROM quarantined_deals
@@ -240,6 +256,58 @@ fn add_missing_history_columns(conn: &Connection) -> rusqlite::Result<()> {
     let existing: Vec<String> = query_all(conn, &format!("PRAGMA table_info({HISTORY_TABLE})"), [], |r| r.get(1))?;
     for c in history_columns().filter(|c| !existing.iter().any(|e| e == c.name)) {
         conn.execute(&format!("ALTER TABLE {HISTORY_TABLE} ADD COLUMN {} {}", c.name, c.sqlite_type), [])?;
+    }
+    Ok(())
+}
+
+/// The data dictionary: one row per (field, column) of the source's Deals metadata, updated every run.
+/// The same as BigQuery's `sql/deal_fields.sql`.
+const DEAL_FIELDS_DDL: &str = "CREATE TABLE IF NOT EXISTS deal_fields (
+  api_name TEXT NOT NULL,
+  label TEXT,
+  data_type TEXT,
+  column_name TEXT,
+  column_type TEXT,
+  is_custom INTEGER NOT NULL,
+  first_seen TEXT NOT NULL,
+  last_seen TEXT NOT NULL
+)";
+
+/// Every `deal_fields` row.
+fn known_fields(c: &Connection) -> rusqlite::Result<Vec<KnownField>> {
+    query_all(c, "SELECT api_name, column_name, column_type, is_custom FROM deal_fields", [], |r| {
+        Ok(KnownField {
+            api_name: r.get(0)?,
+            column_name: r.get(1)?,
+            column_type: r.get(2)?,
+            is_custom: r.get::<_, i64>(3)? != 0,
+        })
+    })
+}
+
+/// The column names of `table`.
+fn table_columns(c: &Connection, table: &str) -> rusqlite::Result<Vec<String>> {
+    query_all(c, &format!("PRAGMA table_info({table})"), [], |r| r.get(1))
+}
+
+/// Records the fields (insert, or update label/type/last seen; a column's type is never overwritten, so a
+/// retyped field is recognised again next run).
+fn upsert_fields(c: &Connection, fields: &[FieldColumn], now: &str) -> rusqlite::Result<()> {
+    for f in fields {
+        let t = f.cell_type.map(CellType::as_str);
+        let updated = c.execute(
+            "UPDATE deal_fields SET label = ?3, data_type = ?4, is_custom = ?5, last_seen = ?6,
+               column_type = COALESCE(column_type, ?7)
+             WHERE api_name = ?1 AND column_name IS ?2",
+            params![f.api_name, f.column, f.label, f.data_type, f.custom, now, t],
+        )?;
+        if updated == 0 {
+            c.execute(
+                "INSERT INTO deal_fields (api_name, label, data_type, column_name, column_type, is_custom, first_seen,
+                   last_seen) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+                params![f.api_name, f.label, f.data_type, f.column, t, f.custom, now],
+            )?;
+        }
     }
     Ok(())
 }
@@ -353,79 +421,68 @@ fn parse_ts(s: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&Utc))
 }
 
-fn dec(d: &Option<Decimal>) -> Option<String> {
-    d.map(|d| d.normalize().to_string())
+/// A cell as SQLite stores it: integers and booleans (0/1) as INTEGER, everything else as text (exact decimal
+/// text, `YYYY-MM-DD`, RFC 3339 UTC whole seconds, JSON text; a list as a JSON array).
+fn encode(cell: Cell) -> SqlValue {
+    match cell {
+        Cell::Null => SqlValue::Null,
+        Cell::Text(s) | Cell::Json(s) => SqlValue::Text(s),
+        Cell::Int(i) => SqlValue::Integer(i),
+        Cell::Bool(b) => SqlValue::Integer(i64::from(b)),
+        Cell::Decimal(d) => SqlValue::Text(d.normalize().to_string()),
+        Cell::Date(d) => SqlValue::Text(d.format("%Y-%m-%d").to_string()),
+        Cell::Timestamp(t) => SqlValue::Text(ts(t)),
+        Cell::TextList(v) => SqlValue::Text(serde_json::to_string(&v).unwrap_or_else(|_| "[]".to_owned())),
+    }
+}
+
+/// A stored value back as a cell of type `t`.
+fn decode(column: &str, t: CellType, v: SqlValue) -> Result<Cell, Unreadable> {
+    let bad = |v: &SqlValue| Unreadable { column: column.to_owned(), value: format!("{v:?}") };
+    let text = |v: &SqlValue| match v {
+        SqlValue::Text(s) => Some(s.clone()),
+        SqlValue::Integer(i) => Some(i.to_string()),
+        _ => None,
+    };
+    if v == SqlValue::Null {
+        return Ok(Cell::Null);
+    }
+    let cell = match t {
+        CellType::Text => text(&v).map(Cell::Text),
+        CellType::Json => text(&v).map(Cell::Json),
+        CellType::Int => match &v {
+            SqlValue::Integer(i) => Some(Cell::Int(*i)),
+            SqlValue::Text(s) => s.parse().ok().map(Cell::Int),
+            _ => None,
+        },
+        CellType::Bool => match &v {
+            SqlValue::Integer(i) => Some(Cell::Bool(*i != 0)),
+            _ => None,
+        },
+        CellType::Decimal => text(&v).and_then(|s| Decimal::from_str(&s).ok()).map(Cell::Decimal),
+        CellType::Date => text(&v).and_then(|s| NaiveDate::parse_from_str(&s, "%Y-%m-%d").ok()).map(Cell::Date),
+        CellType::Timestamp => text(&v).as_deref().and_then(parse_ts).map(Cell::Timestamp),
+        CellType::TextList => text(&v).and_then(|s| serde_json::from_str(&s).ok()).map(Cell::TextList),
+    };
+    cell.ok_or_else(|| bad(&v))
 }
 
 /// The staging row for one change: `change_kind`, then every column of `DEAL_COLUMNS` in order, NULL where the
 /// change says nothing (an un-won change carries only id, stage and version; a deletion only id and time).
-fn staged_row(run_id: &str, change: &DealChange) -> Vec<SqlValue> {
+fn staged_row(run_id: &str, change: &DealChange, custom: &[CustomColumn]) -> Vec<SqlValue> {
+    let (kind, cells) = change_cells(change);
     let mut row = vec![SqlValue::Null; DEAL_COLUMNS.len() + 1];
-    let mut set = |column: &str, value: SqlValue| {
-        if let Some(i) = DEAL_COLUMNS.iter().position(|c| c.name == column) {
-            row[i + 1] = value;
-        }
-    };
-    let text = |v: &Option<String>| v.clone().map_or(SqlValue::Null, SqlValue::Text);
-    let time = |t: DateTime<Utc>| SqlValue::Text(ts(t));
-    set("run_id", SqlValue::Text(run_id.to_owned()));
-    let kind = match change {
-        DealChange::Won(d) => {
-            set("deal_id", SqlValue::Text(d.deal_id.clone()));
-            set("deal_name", text(&d.deal_name));
-            set("stage", text(&d.stage));
-            set("pipeline", text(&d.pipeline));
-            set("amount", text(&dec(&d.amount)));
-            set("currency", text(&d.currency));
-            set("exchange_rate", text(&dec(&d.exchange_rate)));
-            set("probability", d.probability.map_or(SqlValue::Null, SqlValue::Integer));
-            set("expected_revenue", text(&dec(&d.expected_revenue)));
-            set("closing_date", text(&d.closing_date.map(|x| x.format("%Y-%m-%d").to_string())));
-            set("account_id", text(&d.account_id));
-            set("account_name", text(&d.account_name));
-            set("contact_id", text(&d.contact_id));
-            set("contact_name", text(&d.contact_name));
-            set("owner_id", text(&d.owner_id));
-            set("owner_name", text(&d.owner_name));
-            set("owner_email", text(&d.owner_email));
-            set("lead_source", text(&d.lead_source));
-            set("deal_type", text(&d.deal_type));
-            set("created_time", d.created_time.map_or(SqlValue::Null, time));
-            set("modified_time", time(d.modified_time));
-            set("is_closed_won", SqlValue::Integer(1));
-            set("is_deleted", SqlValue::Integer(0));
-            set("raw", SqlValue::Text(d.raw.clone()));
-            // issue #11, part B
-            set("home_currency", text(&d.home.currency));
-            set("amount_home", text(&dec(&d.home.amount)));
-            set("expected_revenue_home", text(&dec(&d.home.expected_revenue)));
-            set("won_at", d.won.at.map_or(SqlValue::Null, time));
-            set("won_at_source", SqlValue::Text(d.won.source.as_str().to_owned()));
-            change_kind::WON
-        }
-        DealChange::Unwon { deal_id, stage, modified_time } => {
-            set("deal_id", SqlValue::Text(deal_id.clone()));
-            set("stage", text(stage));
-            set("modified_time", time(*modified_time));
-            set("is_closed_won", SqlValue::Integer(0));
-            set("is_deleted", SqlValue::Integer(0));
-            change_kind::UNWON
-        }
-        DealChange::Deleted { deal_id, deleted_time } => {
-            set("deal_id", SqlValue::Text(deal_id.clone()));
-            set("deleted_time", time(*deleted_time));
-            set("is_closed_won", SqlValue::Integer(0));
-            set("is_deleted", SqlValue::Integer(1));
-            change_kind::DELETED
-        }
-        DealChange::Vanished { deal_id } => {
-            set("deal_id", SqlValue::Text(deal_id.clone()));
-            set("is_closed_won", SqlValue::Integer(0));
-            set("is_deleted", SqlValue::Integer(1));
-            change_kind::VANISHED
-        }
-    };
+    if let DealChange::Won(d) = change {
+        row.extend(custom_cells(d, custom).into_iter().map(|(_, cell)| encode(cell)));
+    } else {
+        row.extend(custom.iter().map(|_| SqlValue::Null));
+    }
     row[0] = SqlValue::Text(kind.to_owned());
+    for (name, cell) in cells.into_iter().chain([("run_id", Cell::Text(run_id.to_owned()))]) {
+        if let Some(i) = DEAL_COLUMNS.iter().position(|c| c.name == name) {
+            row[i + 1] = encode(cell);
+        }
+    }
     row
 }
 
@@ -452,38 +509,54 @@ src AS (SELECT s.* FROM newest JOIN staging_changes s ON s.rowid = newest.rid)
     };
 }
 
-const MERGE_WON: &str = concat!(
-    newest_staged!("won"),
-    "INSERT INTO closed_won_deals (
-  deal_id, deal_name, stage, pipeline, amount, currency, exchange_rate, probability, expected_revenue,
-  closing_date, account_id, account_name, contact_id, contact_name, owner_id, owner_name, owner_email,
-  lead_source, deal_type, created_time, modified_time, is_closed_won, is_deleted, deleted_time, raw,
-  synced_at, run_id, home_currency, amount_home, expected_revenue_home, won_at, won_at_source)
-SELECT deal_id, deal_name, stage, pipeline, amount, currency, exchange_rate, probability, expected_revenue,
-  closing_date, account_id, account_name, contact_id, contact_name, owner_id, owner_name, owner_email,
-  lead_source, deal_type, created_time, modified_time, 1, 0, NULL, raw, ?2, ?1,
-  home_currency, amount_home, expected_revenue_home, won_at, won_at_source
+/// The merge of won changes, its column lists generated from `DEAL_COLUMNS`: every column inserted, every data
+/// column updated, flags and bookkeeping set here.
+fn merge_won(custom: &[CustomColumn]) -> String {
+    let custom_names = custom.iter().map(|c| c.name.as_str());
+    let columns = DEAL_COLUMNS.iter().map(|c| c.name).chain(custom_names.clone()).collect::<Vec<_>>().join(", ");
+    let values = DEAL_COLUMNS
+        .iter()
+        .map(|c| match c.name {
+            "is_closed_won" => "1",
+            "is_deleted" => "0",
+            "deleted_time" => "NULL",
+            "is_quarantined" => "0",
+            "synced_at" => "?2",
+            "run_id" => "?1",
+            name => name,
+        })
+        .chain(custom_names.clone())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let update = DEAL_COLUMNS
+        .iter()
+        .filter(|c| c.is_data() && !WON_AT_COLUMNS.contains(&c.name))
+        .map(|c| c.name)
+        .chain(custom_names)
+        .map(|c| format!("{c} = excluded.{c}"))
+        // The won date of a row that is already won never moves; a new or re-won row takes the staged one.
+        // (Every right-hand side reads the row as it was before this update.)
+        .chain([
+            "won_at = CASE WHEN closed_won_deals.is_closed_won = 1 THEN closed_won_deals.won_at ELSE excluded.won_at END"
+                .to_owned(),
+            "won_at_source = CASE WHEN closed_won_deals.is_closed_won = 1 \
+             THEN COALESCE(closed_won_deals.won_at_source, 'unknown') ELSE excluded.won_at_source END"
+                .to_owned(),
+        ])
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "{}INSERT INTO closed_won_deals ({columns})
+SELECT {values}
 FROM src WHERE true
 ON CONFLICT (deal_id) DO UPDATE SET
-  deal_name = excluded.deal_name, stage = excluded.stage, pipeline = excluded.pipeline,
-  amount = excluded.amount, currency = excluded.currency, exchange_rate = excluded.exchange_rate,
-  probability = excluded.probability, expected_revenue = excluded.expected_revenue,
-  closing_date = excluded.closing_date, account_id = excluded.account_id, account_name = excluded.account_name,
-  contact_id = excluded.contact_id, contact_name = excluded.contact_name, owner_id = excluded.owner_id,
-  owner_name = excluded.owner_name, owner_email = excluded.owner_email, lead_source = excluded.lead_source,
-  deal_type = excluded.deal_type, created_time = excluded.created_time, modified_time = excluded.modified_time,
-  is_closed_won = 1, is_deleted = 0, deleted_time = NULL, raw = excluded.raw, synced_at = excluded.synced_at,
-  run_id = excluded.run_id,
-  home_currency = excluded.home_currency, amount_home = excluded.amount_home,
-  expected_revenue_home = excluded.expected_revenue_home,
-  -- The won date of a row that is already won never moves; a new or re-won row takes the staged one.
-  -- (Every right-hand side reads the row as it was before this update.)
-  won_at = CASE WHEN closed_won_deals.is_closed_won = 1 THEN closed_won_deals.won_at ELSE excluded.won_at END,
-  won_at_source = CASE WHEN closed_won_deals.is_closed_won = 1
-    THEN COALESCE(closed_won_deals.won_at_source, 'unknown') ELSE excluded.won_at_source END
+  {update},
+  is_closed_won = 1, is_deleted = 0, deleted_time = NULL, synced_at = excluded.synced_at, run_id = excluded.run_id
 WHERE excluded.modified_time >= closed_won_deals.modified_time
-  AND (closed_won_deals.deleted_time IS NULL OR excluded.modified_time > closed_won_deals.deleted_time)"
-);
+  AND (closed_won_deals.deleted_time IS NULL OR excluded.modified_time > closed_won_deals.deleted_time)",
+        newest_staged!("won")
+    )
+}
 
 const MERGE_UNWON: &str = concat!(
     newest_staged!("unwon"),
@@ -523,49 +596,14 @@ fn query_all<T, P: rusqlite::Params>(
     rows
 }
 
-fn read_deal(r: &Row<'_>) -> rusqlite::Result<StoredDeal> {
-    let d = |i: usize| -> rusqlite::Result<Option<Decimal>> {
-        Ok(r.get::<_, Option<String>>(i)?.and_then(|s| Decimal::from_str(&s).ok()))
-    };
-    let t = |i: usize| -> rusqlite::Result<Option<DateTime<Utc>>> {
-        Ok(r.get::<_, Option<String>>(i)?.as_deref().and_then(parse_ts))
-    };
-    let deal = Deal {
-        deal_id: r.get(0)?,
-        deal_name: r.get(1)?,
-        stage: r.get(2)?,
-        pipeline: r.get(3)?,
-        amount: d(4)?,
-        currency: r.get(5)?,
-        exchange_rate: d(6)?,
-        probability: r.get(7)?,
-        expected_revenue: d(8)?,
-        closing_date: r.get::<_, Option<String>>(9)?.and_then(|s| NaiveDate::parse_from_str(&s, "%Y-%m-%d").ok()),
-        account_id: r.get(10)?,
-        account_name: r.get(11)?,
-        contact_id: r.get(12)?,
-        contact_name: r.get(13)?,
-        owner_id: r.get(14)?,
-        owner_name: r.get(15)?,
-        owner_email: r.get(16)?,
-        lead_source: r.get(17)?,
-        deal_type: r.get(18)?,
-        created_time: t(19)?,
-        modified_time: t(20)?.unwrap_or_default(),
-        raw: r.get::<_, Option<String>>(24)?.unwrap_or_default(),
-        home: crate::deal::HomeMoney { currency: r.get(27)?, amount: d(28)?, expected_revenue: d(29)? },
-        won: crate::deal::WonAt {
-            at: t(30)?,
-            source: crate::deal::WonAtSource::parse(r.get::<_, Option<String>>(31)?.as_deref().unwrap_or_default()),
-        },
-    };
-    Ok(StoredDeal {
-        deal,
-        is_closed_won: r.get::<_, i64>(21)? != 0,
-        is_deleted: r.get::<_, i64>(22)? != 0,
-        deleted_time: t(23)?,
-        run_id: r.get::<_, Option<String>>(26)?.unwrap_or_default(),
-    })
+/// One row of `SELECT <DEAL_COLUMNS>` back, by column name.
+fn read_deal(r: &Row<'_>, custom: &[CustomColumn]) -> rusqlite::Result<Result<StoredDeal, Unreadable>> {
+    let mut values: HashMap<&str, SqlValue> = HashMap::new();
+    let names = DEAL_COLUMNS.iter().map(|c| c.name).chain(custom.iter().map(|c| c.name.as_str()));
+    for (i, name) in names.enumerate() {
+        values.insert(name, r.get::<_, SqlValue>(i)?);
+    }
+    Ok(columns::stored_deal(custom, |name, t| decode(name, t, values.remove(name).unwrap_or(SqlValue::Null))))
 }
 
 impl Warehouse for SqliteWarehouse {
@@ -592,6 +630,7 @@ impl Warehouse for SqliteWarehouse {
             .map_err(&err)?;
             tx.execute("CREATE INDEX IF NOT EXISTS closed_won_deals_run ON closed_won_deals (run_id)", [])
                 .map_err(&err)?;
+            tx.execute(DEAL_FIELDS_DDL, []).map_err(&err)?;
             for table in ["closed_won_deals", "staging_changes"] {
                 let added = add_missing_columns(&tx, table).map_err(&err)?;
                 if !added.is_empty() {
@@ -608,6 +647,37 @@ impl Warehouse for SqliteWarehouse {
             tx.commit().map_err(&err)
         })
         .await
+    }
+
+    async fn declare_fields(&self, fields: &[FieldColumn]) -> Result<(), WarehouseError> {
+        let err = self.err();
+        let fields = fields.to_vec();
+        let plan = self
+            .with(move |c| {
+                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(&err)?;
+                let existing = table_columns(&tx, "closed_won_deals").map_err(&err)?;
+                let plan = plan_fields(&fields, &known_fields(&tx).map_err(&err)?, &existing);
+                for col in &plan.add {
+                    let ty = columns::sqlite_type(col.cell_type);
+                    tx.execute(&format!("ALTER TABLE closed_won_deals ADD COLUMN {} {ty}", col.name), [])
+                        .map_err(&err)?;
+                }
+                let staged = table_columns(&tx, "staging_changes").map_err(&err)?;
+                for col in plan.active.iter().filter(|c| !staged.contains(&c.name)) {
+                    let ty = columns::sqlite_type(col.cell_type);
+                    tx.execute(&format!("ALTER TABLE temp.staging_changes ADD COLUMN {} {ty}", col.name), [])
+                        .map_err(&err)?;
+                }
+                upsert_fields(&tx, &fields, &ts(now())).map_err(&err)?;
+                tx.commit().map_err(&err)?;
+                Ok(plan)
+            })
+            .await?;
+        plan.log();
+        if let Ok(mut custom) = self.custom.lock() {
+            *custom = plan.active;
+        }
+        Ok(())
     }
 
     async fn succeeded_windows(&self) -> Result<Vec<CoveredWindow>, WarehouseError> {
@@ -727,18 +797,25 @@ impl Warehouse for SqliteWarehouse {
         let err = self.err();
         let run_id = run.run_id.clone();
         let changes = changes.to_vec();
+        let custom = self.active_custom();
         self.with(move |c| {
             let tx = c.transaction().map_err(&err)?;
             {
-                let placeholders = (1..=DEAL_COLUMNS.len() + 1).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
-                let cols = DEAL_COLUMNS.iter().map(|c| c.name).collect::<Vec<_>>().join(", ");
+                let n = DEAL_COLUMNS.len() + 1 + custom.len();
+                let placeholders = (1..=n).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
+                let cols = DEAL_COLUMNS
+                    .iter()
+                    .map(|c| c.name)
+                    .chain(custom.iter().map(|c| c.name.as_str()))
+                    .collect::<Vec<_>>()
+                    .join(", ");
                 let mut stmt = tx
                     .prepare_cached(&format!(
                         "INSERT INTO staging_changes (change_kind, {cols}) VALUES ({placeholders})"
                     ))
                     .map_err(&err)?;
                 for change in &changes {
-                    stmt.execute(rusqlite::params_from_iter(staged_row(&run_id, change))).map_err(&err)?;
+                    stmt.execute(rusqlite::params_from_iter(staged_row(&run_id, change, &custom))).map_err(&err)?;
                 }
             }
             tx.commit().map_err(&err)
@@ -748,6 +825,7 @@ impl Warehouse for SqliteWarehouse {
 
     async fn commit(&self, run: &RunStart, report: &RunReport) -> Result<MergeCounts, WarehouseError> {
         let err = self.err();
+        let custom = self.active_custom();
         let (run, report) = (run.clone(), report.clone());
         self.with(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(&err)?;
@@ -782,7 +860,7 @@ impl Warehouse for SqliteWarehouse {
                 return Err(WarehouseError::LeaseLost { run_id: run.run_id.clone() });
             }
             let now = ts(now());
-            let upserted = tx.execute(MERGE_WON, params![run.run_id, now]).map_err(&err)? as u64;
+            let upserted = tx.execute(&merge_won(&custom), params![run.run_id, now]).map_err(&err)? as u64;
             let unwon = tx.execute(MERGE_UNWON, params![run.run_id, now]).map_err(&err)? as u64;
             let deleted = tx.execute(MERGE_DELETED, params![run.run_id, now]).map_err(&err)? as u64
                 + tx.execute(MERGE_VANISHED, params![run.run_id, now]).map_err(&err)? as u64;
@@ -796,6 +874,7 @@ impl Warehouse for SqliteWarehouse {
                     insert.execute(params![q.deal_id, q.field, q.reason, q.record, run.run_id, now]).map_err(&err)?;
                 }
             }
+            tx.execute(FLAG_QUARANTINED, []).map_err(&err)?;
             let won_in_window = tx
                 .query_row(COUNT_WON, params![ts(run.window_start), ts(run.window_end)], |r| r.get::<_, i64>(0))
                 .map_err(&err)? as u64;
@@ -901,10 +980,19 @@ impl Warehouse for SqliteWarehouse {
     async fn stored_deals(&self) -> Result<Vec<StoredDeal>, WarehouseError> {
         let err = self.err();
         self.with(move |c| {
-            let cols = DEAL_COLUMNS.iter().map(|c| c.name).collect::<Vec<_>>().join(", ");
+            let custom =
+                readable_custom(&known_fields(c).map_err(&err)?, &table_columns(c, "closed_won_deals").map_err(&err)?);
+            let cols = DEAL_COLUMNS
+                .iter()
+                .map(|c| c.name)
+                .chain(custom.iter().map(|c| c.name.as_str()))
+                .collect::<Vec<_>>()
+                .join(", ");
             let sql = format!("SELECT {cols} FROM closed_won_deals ORDER BY length(deal_id), deal_id");
-            let rows = query_all(c, &sql, [], read_deal).map_err(&err)?;
-            Ok(rows)
+            let rows = query_all(c, &sql, [], |r| read_deal(r, &custom)).map_err(&err)?;
+            rows.into_iter()
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| WarehouseError::Other(format!("closed_won_deals: {e}")))
         })
         .await
     }

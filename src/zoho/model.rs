@@ -11,7 +11,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde_json::{Map, Value};
 
-use crate::deal::Deal;
+use crate::deal::{Cell, CellType, CustomValue, Deal, FieldColumn};
 
 /// The `deal_id` of a quarantined record whose id is unreadable.
 pub const UNKNOWN_ID: &str = "<unknown>";
@@ -57,6 +57,10 @@ pub const STANDARD_FIELDS: &[&str] = &[
 pub struct FieldMeta {
     /// The name queries use (`Deal_Name`, `Region__c`, `Languages_Known`).
     pub api_name: String,
+    /// The label shown in Zoho's UI (`field_label`).
+    pub label: String,
+    /// A formula field's `formula.return_type` (`double`, `text`, `date`, `boolean`, …).
+    pub formula_return: Option<String>,
     /// Zoho's `data_type`: `text`, `picklist`, `formula`, `multiselectlookup`, `fileupload`, `subform`, …
     pub data_type: String,
     /// A custom field (`custom_field: true`).
@@ -120,6 +124,12 @@ pub fn parse_fields(body: &Value) -> Option<Vec<FieldMeta>> {
             .filter_map(|f| {
                 let api_name = f.get("api_name")?.as_str()?.to_owned();
                 Some(FieldMeta {
+                    label: f.get("field_label").and_then(Value::as_str).unwrap_or(&api_name).to_owned(),
+                    formula_return: f
+                        .get("formula")
+                        .and_then(|x| x.get("return_type"))
+                        .and_then(Value::as_str)
+                        .map(str::to_ascii_lowercase),
                     api_name,
                     data_type: f.get("data_type").and_then(Value::as_str).unwrap_or_default().to_ascii_lowercase(),
                     custom: f.get("custom_field").and_then(Value::as_bool).unwrap_or(false),
@@ -150,8 +160,15 @@ fn is_id(s: &str) -> bool {
     !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// Maps one record (an element of a COQL or Get Records `data` array) to a [`Deal`].
+/// Maps one record (an element of a COQL or Get Records `data` array) to a [`Deal`], without custom columns.
 pub fn to_deal(record: &Value) -> Result<Deal, Quarantined> {
+    to_deal_with(record, &[])
+}
+
+/// Maps one record to a [`Deal`] whose [`Deal::custom`] carries a typed value for each of `custom`'s columns
+/// (NULL when the record lacks the field). A value that does not fit its column's type quarantines the record,
+/// naming the field and the value.
+pub fn to_deal_with(record: &Value, custom: &[CustomField]) -> Result<Deal, Quarantined> {
     let Value::Object(obj) = record else {
         return Err(q(UNKNOWN_ID, "(record)", format!("expected a JSON object, got {}", kind(record))));
     };
@@ -193,8 +210,371 @@ pub fn to_deal(record: &Value) -> Result<Deal, Quarantined> {
         // Filled by `currencies::OrgCurrencies::apply` and the won-date step of the sync.
         home: Default::default(),
         won: Default::default(),
+        custom: custom_values(&f, custom)?,
         deal_id,
     })
+}
+
+/// How a custom field's value is read, from its Zoho `data_type` (docs/zoho-api.md §5.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CustomKind {
+    /// text, textarea, email, phone, website, picklist, autonumber, and text formulas → STRING.
+    Text,
+    /// integer → INT64 (a JSON whole number).
+    Int,
+    /// bigint → INT64; Zoho may send it as a string of digits or a number (UNCONFIRMED which), both are read.
+    BigInt,
+    /// currency, decimal, double, percent, rollup summary, number formulas → NUMERIC (exact; never a float).
+    Decimal,
+    /// boolean → BOOL.
+    Bool,
+    /// date → DATE.
+    Date,
+    /// datetime → TIMESTAMP (UTC).
+    DateTime,
+    /// multiselectpicklist → ARRAY<STRING> (JSON text on SQLite).
+    MultiPick,
+    /// lookup, userlookup, ownerlookup → `<col>_id` + `<col>_name`.
+    Lookup,
+    /// Any other type COQL can select: its JSON as text (STRING), so nothing is lost and nothing misfits.
+    Other,
+}
+
+impl CustomKind {
+    /// The kind for a Zoho `data_type` (lower case) and, for formulas, their return type.
+    pub fn of(data_type: &str, formula_return: Option<&str>) -> CustomKind {
+        match data_type {
+            "text" | "textarea" | "email" | "phone" | "website" | "url" | "picklist" | "autonumber" => CustomKind::Text,
+            "integer" => CustomKind::Int,
+            "bigint" => CustomKind::BigInt,
+            "currency" | "decimal" | "double" | "percent" | "rollup_summary" => CustomKind::Decimal,
+            "boolean" => CustomKind::Bool,
+            "date" => CustomKind::Date,
+            "datetime" => CustomKind::DateTime,
+            "multiselectpicklist" => CustomKind::MultiPick,
+            "lookup" | "userlookup" | "ownerlookup" => CustomKind::Lookup,
+            "formula" => match formula_return.unwrap_or("") {
+                "double" | "currency" | "decimal" | "percent" => CustomKind::Decimal,
+                "integer" => CustomKind::Int,
+                "boolean" => CustomKind::Bool,
+                "date" => CustomKind::Date,
+                "datetime" => CustomKind::DateTime,
+                "text" | "string" => CustomKind::Text,
+                _ => CustomKind::Other,
+            },
+            _ => CustomKind::Other,
+        }
+    }
+
+    /// The warehouse-neutral type of its column(s).
+    pub fn cell_type(self) -> CellType {
+        match self {
+            CustomKind::Text | CustomKind::Lookup | CustomKind::Other => CellType::Text,
+            CustomKind::Int | CustomKind::BigInt => CellType::Int,
+            CustomKind::Decimal => CellType::Decimal,
+            CustomKind::Bool => CellType::Bool,
+            CustomKind::Date => CellType::Date,
+            CustomKind::DateTime => CellType::Timestamp,
+            CustomKind::MultiPick => CellType::TextList,
+        }
+    }
+}
+
+/// A selected custom field and the column it lands in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CustomField {
+    pub api_name: String,
+    pub label: String,
+    pub data_type: String,
+    pub kind: CustomKind,
+    /// The column (a lookup's two columns are `<column>_id` and `<column>_name`).
+    pub column: String,
+}
+
+impl CustomField {
+    /// Its columns and their types.
+    pub fn columns(&self) -> Vec<(String, CellType)> {
+        match self.kind {
+            CustomKind::Lookup => {
+                vec![(format!("{}_id", self.column), CellType::Text), (format!("{}_name", self.column), CellType::Text)]
+            }
+            k => vec![(self.column.clone(), k.cell_type())],
+        }
+    }
+}
+
+/// SQL words a column must not be named (they would need quoting in every analyst's query): such a custom
+/// field gets the `cf_` prefix, as a clash with a standard column does.
+const RESERVED_COLUMNS: &[&str] = &[
+    "all",
+    "and",
+    "any",
+    "array",
+    "as",
+    "asc",
+    "between",
+    "by",
+    "case",
+    "cast",
+    "collate",
+    "contains",
+    "create",
+    "cross",
+    "cube",
+    "current",
+    "default",
+    "define",
+    "desc",
+    "distinct",
+    "else",
+    "end",
+    "enum",
+    "escape",
+    "except",
+    "exclude",
+    "exists",
+    "extract",
+    "false",
+    "fetch",
+    "following",
+    "for",
+    "from",
+    "full",
+    "group",
+    "grouping",
+    "groups",
+    "hash",
+    "having",
+    "if",
+    "ignore",
+    "in",
+    "inner",
+    "intersect",
+    "interval",
+    "into",
+    "is",
+    "join",
+    "lateral",
+    "left",
+    "like",
+    "limit",
+    "lookup",
+    "merge",
+    "natural",
+    "new",
+    "no",
+    "not",
+    "null",
+    "nulls",
+    "of",
+    "on",
+    "or",
+    "order",
+    "outer",
+    "over",
+    "partition",
+    "preceding",
+    "primary",
+    "proto",
+    "qualify",
+    "range",
+    "recursive",
+    "references",
+    "respect",
+    "right",
+    "rollup",
+    "rows",
+    "select",
+    "set",
+    "some",
+    "struct",
+    "tablesample",
+    "then",
+    "to",
+    "treat",
+    "true",
+    "union",
+    "unnest",
+    "using",
+    "when",
+    "where",
+    "window",
+    "with",
+    "within",
+    "table",
+    "values",
+    "external",
+    "check",
+    "column",
+    "constraint",
+    "foreign",
+    "unique",
+    "key",
+    "change_kind",
+];
+
+/// The column of a custom field: its API name in lower case (`Deal_Region` → `deal_region`), with `cf_` in
+/// front when that (or a lookup's `_id`/`_name` column) clashes with a standard column (`taken`) or an SQL
+/// reserved word (`Order` → `cf_order`).
+pub fn custom_column_name(api_name: &str, kind: CustomKind, taken: &[&str]) -> String {
+    let base = api_name.to_ascii_lowercase();
+    let names: Vec<String> = match kind {
+        CustomKind::Lookup => vec![format!("{base}_id"), format!("{base}_name")],
+        _ => vec![base.clone()],
+    };
+    let clash = names.iter().any(|n| taken.contains(&n.as_str()) || RESERVED_COLUMNS.contains(&n.as_str()))
+        || RESERVED_COLUMNS.contains(&base.as_str());
+    if clash {
+        format!("cf_{base}")
+    } else {
+        base
+    }
+}
+
+/// The Deals fields that become standard columns, and those columns.
+pub const STANDARD_FIELD_COLUMNS: &[(&str, &[&str])] = &[
+    ("Deal_Name", &["deal_name"]),
+    ("Stage", &["stage"]),
+    ("Pipeline", &["pipeline"]),
+    ("Amount", &["amount"]),
+    ("Currency", &["currency"]),
+    ("Exchange_Rate", &["exchange_rate"]),
+    ("Probability", &["probability"]),
+    ("Expected_Revenue", &["expected_revenue"]),
+    ("Closing_Date", &["closing_date"]),
+    ("Account_Name", &["account_id", "account_name"]),
+    ("Contact_Name", &["contact_id", "contact_name"]),
+    ("Owner", &["owner_id", "owner_name", "owner_email"]),
+    ("Lead_Source", &["lead_source"]),
+    ("Type", &["deal_type"]),
+    ("Created_Time", &["created_time"]),
+    ("Modified_Time", &["modified_time"]),
+];
+
+/// The custom fields of `selected` (the won-deal query's columns, quoted or not) with their columns, named
+/// clear of `standard_columns`; and one [`FieldColumn`] per column of every field in the metadata (a field with
+/// no column gets one row with none), for the warehouse's `deal_fields`.
+pub fn field_columns(
+    fields: &[FieldMeta],
+    selected: &[String],
+    standard_columns: &[&str],
+) -> (Vec<CustomField>, Vec<FieldColumn>) {
+    let selected: Vec<&str> = selected.iter().map(|c| c.trim_matches('\'')).collect();
+    let mut custom = Vec::new();
+    let mut rows = Vec::new();
+    for f in fields {
+        let row = |column: Option<String>, cell_type: Option<CellType>| FieldColumn {
+            api_name: f.api_name.clone(),
+            label: f.label.clone(),
+            data_type: f.data_type.clone(),
+            column,
+            cell_type,
+            custom: f.custom,
+        };
+        if let Some((_, cols)) = STANDARD_FIELD_COLUMNS.iter().find(|(api, _)| *api == f.api_name) {
+            rows.extend(cols.iter().map(|c| row(Some((*c).to_owned()), None)));
+        } else if f.custom && selected.contains(&f.api_name.as_str()) {
+            let kind = CustomKind::of(&f.data_type, f.formula_return.as_deref());
+            let field = CustomField {
+                api_name: f.api_name.clone(),
+                label: f.label.clone(),
+                data_type: f.data_type.clone(),
+                kind,
+                column: custom_column_name(&f.api_name, kind, standard_columns),
+            };
+            rows.extend(field.columns().into_iter().map(|(c, t)| row(Some(c), Some(t))));
+            custom.push(field);
+        } else {
+            rows.push(row(None, None));
+        }
+    }
+    (custom, rows)
+}
+
+/// Replaces the `_name` of every user-lookup custom column (COQL gives the user's last name only, as for
+/// `Owner`) by the full name `full_name` knows for its `_id`.
+pub fn apply_user_names(deal: &mut Deal, custom: &[CustomField], full_name: impl Fn(&str) -> Option<String>) {
+    for c in custom.iter().filter(|c| matches!(c.data_type.as_str(), "userlookup" | "ownerlookup")) {
+        let (id_col, name_col) = (format!("{}_id", c.column), format!("{}_name", c.column));
+        let id = deal.custom.iter().find(|v| v.column == id_col).and_then(|v| match &v.value {
+            Cell::Text(id) => Some(id.clone()),
+            _ => None,
+        });
+        if let Some(full) = id.as_deref().and_then(&full_name) {
+            if let Some(v) = deal.custom.iter_mut().find(|v| v.column == name_col) {
+                v.value = Cell::Text(full);
+            }
+        }
+    }
+}
+
+/// NUMERIC's range: at most 29 digits before the point and 9 after (docs/bigquery.md). A value beyond it
+/// would be rounded or refused by the warehouse, so it does not fit.
+fn fits_numeric(d: &Decimal) -> bool {
+    d.normalize().scale() <= 9
+        && d.trunc().abs() < Decimal::from_str("100000000000000000000000000000").unwrap_or(Decimal::MAX)
+}
+
+fn custom_values(f: &Fields<'_>, custom: &[CustomField]) -> Result<Vec<CustomValue>, Quarantined> {
+    let mut out = Vec::with_capacity(custom.len());
+    for c in custom {
+        let name = c.api_name.as_str();
+        let misfit = |v: &Value, what: &str| {
+            f.err(name, format!("{} {} does not fit {what} (column {})", kind(v), clip(&v.to_string()), c.column))
+        };
+        let value = f.get(name);
+        let cell = match (c.kind, value) {
+            (CustomKind::Lookup, _) => {
+                let (id, label) = f.lookup(name)?;
+                out.push(CustomValue { column: format!("{}_id", c.column), value: id.map_or(Cell::Null, Cell::Text) });
+                out.push(CustomValue {
+                    column: format!("{}_name", c.column),
+                    value: label.map_or(Cell::Null, Cell::Text),
+                });
+                continue;
+            }
+            (_, None) => Cell::Null,
+            (CustomKind::Text, Some(Value::String(s))) => Cell::Text(s.clone()),
+            (CustomKind::Text, Some(v)) => return Err(misfit(v, "text")),
+            (CustomKind::Other, Some(Value::String(s))) => Cell::Text(s.clone()),
+            (CustomKind::Other, Some(v)) => Cell::Text(v.to_string()),
+            (CustomKind::Int | CustomKind::BigInt, Some(v)) => {
+                let n = match v {
+                    Value::Number(n) => n.as_i64(),
+                    Value::String(s) if c.kind == CustomKind::BigInt => s.trim().parse::<i64>().ok(),
+                    _ => None,
+                };
+                Cell::Int(n.ok_or_else(|| misfit(v, "a 64-bit whole number"))?)
+            }
+            (CustomKind::Decimal, Some(v @ Value::Number(n))) => {
+                let text = n.to_string();
+                let d =
+                    Decimal::from_str(&text).or_else(|_| Decimal::from_scientific(&text)).ok().map(|d| d.normalize());
+                match d {
+                    Some(d) if fits_numeric(&d) => Cell::Decimal(d),
+                    _ => return Err(misfit(v, "an exact decimal of at most 29 integer and 9 fractional digits")),
+                }
+            }
+            (CustomKind::Decimal, Some(v)) => return Err(misfit(v, "a number")),
+            (CustomKind::Bool, Some(Value::Bool(b))) => Cell::Bool(*b),
+            (CustomKind::Bool, Some(v)) => return Err(misfit(v, "true/false")),
+            (CustomKind::Date, Some(_)) => f.date(name)?.map_or(Cell::Null, Cell::Date),
+            (CustomKind::DateTime, Some(_)) => f.datetime(name)?.map_or(Cell::Null, Cell::Timestamp),
+            (CustomKind::MultiPick, Some(Value::Array(items))) => {
+                let mut list = Vec::with_capacity(items.len());
+                for item in items {
+                    match item {
+                        Value::String(s) => list.push(s.clone()),
+                        other => return Err(misfit(other, "a list of text values")),
+                    }
+                }
+                Cell::TextList(list)
+            }
+            (CustomKind::MultiPick, Some(v)) => return Err(misfit(v, "a list of text values")),
+        };
+        out.push(CustomValue { column: c.column.clone(), value: cell });
+    }
+    Ok(out)
 }
 
 /// Parses a Zoho datetime (`2026-11-27T10:15:00+05:30`) to UTC.
@@ -403,6 +783,108 @@ mod tests {
         let d = to_deal(&r).expect("maps");
         assert_eq!((d.pipeline, d.currency, d.exchange_rate), (None, None, None));
         assert_eq!(d.amount.map(|a| a.to_string()), Some("12500.1".into()));
+    }
+
+    fn custom(api: &str, data_type: &str) -> CustomField {
+        let kind = CustomKind::of(data_type, None);
+        CustomField {
+            api_name: api.into(),
+            label: api.into(),
+            data_type: data_type.into(),
+            kind,
+            column: custom_column_name(api, kind, &["amount", "stage", "account_id"]),
+        }
+    }
+
+    #[test]
+    fn zoho_types_map_to_exact_column_types_never_float() {
+        for (data_type, cell) in [
+            ("text", CellType::Text),
+            ("picklist", CellType::Text),
+            ("email", CellType::Text),
+            ("phone", CellType::Text),
+            ("website", CellType::Text),
+            ("textarea", CellType::Text),
+            ("integer", CellType::Int),
+            ("bigint", CellType::Int),
+            ("currency", CellType::Decimal),
+            ("decimal", CellType::Decimal),
+            ("double", CellType::Decimal),
+            ("percent", CellType::Decimal),
+            ("boolean", CellType::Bool),
+            ("date", CellType::Date),
+            ("datetime", CellType::Timestamp),
+            ("multiselectpicklist", CellType::TextList),
+            ("lookup", CellType::Text),
+            ("something_new", CellType::Text),
+        ] {
+            assert_eq!(CustomKind::of(data_type, None).cell_type(), cell, "{data_type}");
+        }
+        assert_eq!(CustomKind::of("formula", Some("double")).cell_type(), CellType::Decimal);
+        assert_eq!(CustomKind::of("formula", Some("boolean")).cell_type(), CellType::Bool);
+        assert_eq!(custom("Partner_Account", "userlookup").columns().len(), 2);
+    }
+
+    #[test]
+    fn columns_are_the_lower_case_api_name_with_cf_on_a_clash_or_a_reserved_word() {
+        let taken = ["amount", "stage", "account_id"];
+        assert_eq!(custom_column_name("Deal_Region", CustomKind::Text, &taken), "deal_region");
+        assert_eq!(custom_column_name("Amount", CustomKind::Decimal, &taken), "cf_amount");
+        assert_eq!(custom_column_name("STAGE", CustomKind::Text, &taken), "cf_stage");
+        // A lookup clashes through its _id column.
+        assert_eq!(custom_column_name("Account", CustomKind::Lookup, &taken), "cf_account");
+        assert_eq!(custom_column_name("Order", CustomKind::Int, &taken), "cf_order");
+        assert_eq!(custom_column_name("External", CustomKind::Text, &taken), "cf_external");
+    }
+
+    #[test]
+    fn custom_values_are_typed_and_a_misfit_quarantines_naming_the_field_and_value() {
+        let fields = [
+            custom("Seats", "integer"),
+            custom("Account_Number_Long", "bigint"),
+            custom("List_Price", "currency"),
+            custom("Languages_Known", "multiselectpicklist"),
+            custom("Partner_Account", "lookup"),
+            custom("Kickoff_At", "datetime"),
+            custom("Absent", "text"),
+        ];
+        let mut r = sample();
+        r["Seats"] = json!(12);
+        r["Account_Number_Long"] = json!("9007199254740993");
+        r["List_Price"] = serde_json::from_str("1234567.891").expect("number");
+        r["Languages_Known"] = json!(["English", "Deutsch"]);
+        r["Partner_Account"] = json!({"name": "Partner Co", "id": "77"});
+        r["Kickoff_At"] = json!("2026-11-27T10:15:00+05:30");
+        let d = to_deal_with(&r, &fields).expect("maps");
+        let get = |c: &str| d.custom.iter().find(|v| v.column == c).map(|v| v.value.clone()).expect(c);
+        assert_eq!(get("seats"), Cell::Int(12));
+        assert_eq!(get("account_number_long"), Cell::Int(9_007_199_254_740_993), "beyond 2^53, exact");
+        assert_eq!(get("list_price"), Cell::Decimal(Decimal::from_str("1234567.891").expect("decimal")));
+        assert_eq!(get("languages_known"), Cell::TextList(vec!["English".into(), "Deutsch".into()]));
+        assert_eq!(get("partner_account_id"), Cell::Text("77".into()));
+        assert_eq!(get("partner_account_name"), Cell::Text("Partner Co".into()));
+        assert_eq!(
+            crate::deal::format_utc(&match get("kickoff_at") {
+                Cell::Timestamp(t) => t,
+                c => panic!("{c:?}"),
+            }),
+            "2026-11-27T04:45:00Z"
+        );
+        assert_eq!(get("absent"), Cell::Null);
+
+        for (field, value) in [
+            ("Seats", json!("twelve")),
+            ("Account_Number_Long", json!("99999999999999999999")),
+            ("List_Price", serde_json::from_str("0.0000000001").expect("number")),
+            ("Languages_Known", json!("English")),
+        ] {
+            let mut bad = r.clone();
+            bad[field] = value.clone();
+            let q = to_deal_with(&bad, &fields).expect_err(field);
+            assert_eq!(q.field, field);
+            let shown = value.as_str().map(str::to_owned).unwrap_or_else(|| value.to_string());
+            assert!(q.reason.contains(&shown), "the reason shows the value: {}", q.reason);
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use rust_decimal::Decimal;
-use zoho_deals_sync::deal::{Deal, DealChange};
+use zoho_deals_sync::deal::{Cell, CellType, CustomValue, Deal, DealChange, FieldColumn};
 use zoho_deals_sync::warehouse::bigquery::{BigQueryConfig, BigQueryWarehouse};
 use zoho_deals_sync::warehouse::sqlite::SqliteWarehouse;
 use zoho_deals_sync::warehouse::{
@@ -125,6 +125,7 @@ fn deal(id: &str, modified: i64) -> Deal {
         raw: format!(r#"{{"id":"{id}","Stage":"Closed Won","Custom_Region__c":"EMEA","Nested":{{"a":[1,2]}}}}"#),
         home: Default::default(),
         won: Default::default(),
+        custom: Vec::new(),
     }
 }
 
@@ -635,6 +636,102 @@ async fn quarantined_records_are_kept_until_a_readable_version_is_merged<W: Back
     assert_eq!((ledger[0].run_id.as_str(), ledger[0].status.as_str()), ("r2", "succeeded"));
 }
 
+async fn a_quarantined_deals_stored_row_is_flagged_until_a_readable_version_is_staged<W: Backend>(w: &W, _: &Env) {
+    w.prepare().await.expect("prepare");
+    sync(w, &run("r1", 0, 100), &[won("1", 10), won("2", 10)]).await;
+    assert!(stored(w).await.values().all(|r| !r.is_quarantined), "a fresh row is not quarantined");
+    // r2 cannot read deal 1's newer version: its old row stays, flagged, in the same commit.
+    let r2 = run("r2", 100, 200);
+    w.begin_run(&r2).await.expect("begin_run");
+    w.stage(&r2, &[won("2", 150)]).await.expect("stage");
+    let bad = RunReport { deals_quarantined: 1, quarantined: vec![quarantined("1", "Amount", "lots")], ..report() };
+    w.commit(&r2, &bad).await.expect("commit");
+    let rows = stored(w).await;
+    assert!(rows["1"].is_quarantined && rows["1"].is_closed_won, "the old row stays, flagged");
+    assert!(!rows["2"].is_quarantined);
+    // r3 stages a readable version of deal 1: the flag goes with the quarantine.
+    sync(w, &run("r3", 200, 300), &[won("1", 250)]).await;
+    let rows = stored(w).await;
+    assert!(!rows["1"].is_quarantined, "cleared once a readable version is merged");
+    assert!(w.quarantined().await.expect("quarantined").is_empty());
+}
+
+fn custom_field(api: &str, column: &str, t: CellType) -> FieldColumn {
+    FieldColumn {
+        api_name: api.into(),
+        label: format!("{api} label"),
+        data_type: "test".into(),
+        column: Some(column.into()),
+        cell_type: Some(t),
+        custom: true,
+    }
+}
+
+fn with_custom(id: &str, modified: i64, values: &[(&str, Cell)]) -> DealChange {
+    let mut d = deal(id, modified);
+    d.custom = values.iter().map(|(c, v)| CustomValue { column: (*c).into(), value: v.clone() }).collect();
+    DealChange::Won(d)
+}
+
+fn custom_cell(row: &StoredDeal, column: &str) -> Cell {
+    row.deal
+        .custom
+        .iter()
+        .find(|c| c.column == column)
+        .map(|c| c.value.clone())
+        .unwrap_or_else(|| panic!("{column} not read"))
+}
+
+async fn custom_columns_of_every_type_round_trip_and_a_later_field_adds_a_column<W: Backend>(w: &W, _: &Env) {
+    w.prepare().await.expect("prepare");
+    let fields = vec![
+        custom_field("Region", "region", CellType::Text),
+        custom_field("Seats", "seats", CellType::Int),
+        custom_field("Price", "price", CellType::Decimal),
+        custom_field("Strategic", "strategic", CellType::Bool),
+        custom_field("Go_Live", "go_live", CellType::Date),
+        custom_field("Kickoff", "kickoff", CellType::Timestamp),
+        custom_field("Languages", "languages", CellType::TextList),
+    ];
+    w.declare_fields(&fields).await.expect("declare_fields");
+    let values = [
+        ("region", Cell::Text("EMEA — “Nord”".into())),
+        ("seats", Cell::Int(9_007_199_254_740_993)),
+        ("price", Cell::Decimal(dec("12345678901234567890.123456789"))),
+        ("strategic", Cell::Bool(true)),
+        ("go_live", Cell::Date(NaiveDate::from_ymd_opt(2027, 1, 31).expect("date"))),
+        ("kickoff", Cell::Timestamp(t(42))),
+        ("languages", Cell::TextList(vec!["English".into(), "Deutsch, Österreich".into()])),
+    ];
+    sync(w, &run("r1", 0, 100), &[with_custom("1", 10, &values), with_custom("2", 10, &[])]).await;
+    let rows = stored(w).await;
+    for (column, value) in &values {
+        assert_eq!(&custom_cell(&rows["1"], column), value, "{column}");
+        // BigQuery stores a NULL array as [] (it has no NULL arrays).
+        let none = custom_cell(&rows["2"], column);
+        assert!(none == Cell::Null || none == Cell::TextList(vec![]), "{column} of a deal without it: {none:?}");
+    }
+    // The next run's metadata has a new field: a column, NULL in the old rows, filled for new versions; a
+    // field whose type changed keeps its column, no longer filled.
+    let mut later = fields.clone();
+    later.push(custom_field("Band", "band", CellType::Text));
+    later[1] = custom_field("Seats", "seats", CellType::Text);
+    w.declare_fields(&later).await.expect("declare_fields again");
+    assert!(w.deal_columns().await.iter().any(|c| c == "band"));
+    sync(
+        w,
+        &run("r2", 100, 200),
+        &[with_custom("3", 150, &[("band", Cell::Text("B".into())), ("seats", Cell::Text("many".into()))])],
+    )
+    .await;
+    let rows = stored(w).await;
+    assert_eq!(rows.len(), 3, "no row lost");
+    assert_eq!(custom_cell(&rows["1"], "band"), Cell::Null);
+    assert_eq!(custom_cell(&rows["1"], "seats"), Cell::Int(9_007_199_254_740_993), "old values stay");
+    assert_eq!(custom_cell(&rows["3"], "band"), Cell::Text("B".into()));
+    assert_eq!(custom_cell(&rows["3"], "seats"), Cell::Null, "a retyped field's values go to raw only");
+}
+
 async fn an_incomplete_commit_merges_what_was_fetched_but_records_the_run_failed<W: Backend>(w: &W, _: &Env) {
     w.prepare().await.expect("prepare");
     sync(w, &run("r1", 0, 100), &[won("1", 10)]).await;
@@ -818,6 +915,8 @@ macro_rules! conformance {
 
 conformance!(
     upsert_inserts_won_deals,
+    a_quarantined_deals_stored_row_is_flagged_until_a_readable_version_is_staged,
+    custom_columns_of_every_type_round_trip_and_a_later_field_adds_a_column,
     a_redelivered_batch_writes_no_duplicates,
     an_older_version_never_overwrites_a_newer_one,
     an_equal_version_is_applied_again,

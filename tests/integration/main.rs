@@ -5,6 +5,7 @@ mod bigquery_faults;
 mod bq_proxy;
 mod budget;
 mod conformance;
+mod custom_fields;
 mod dbt;
 mod drills;
 mod exit_codes;

@@ -117,6 +117,7 @@ impl BigQueryWarehouse {
             runs: Mutex::new(HashMap::new()),
             max_bytes_billed: Some(DEFAULT_MAX_BYTES_BILLED),
             run_label: Mutex::new(None),
+            custom: Mutex::new(Vec::new()),
         })
     }
 

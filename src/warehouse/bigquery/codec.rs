@@ -7,73 +7,68 @@ use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde_json::{Map, Value};
 
-use crate::deal::{Deal, DealChange};
-use crate::warehouse::{change_kind, StoredDeal, WarehouseError, DEAL_COLUMNS};
+use crate::deal::{Cell, CellType, DealChange};
+use crate::warehouse::columns::{self, change_cells, custom_cells, CustomColumn, Unreadable};
+use crate::warehouse::{StoredDeal, WarehouseError, DEAL_COLUMNS};
 
 /// BigQuery NUMERIC keeps 9 decimal places.
 pub(super) const NUMERIC_SCALE: u32 = 9;
 
+/// A stored value (as the REST API's text cell; TIMESTAMP selected as `UNIX_MICROS`, JSON and arrays as
+/// `TO_JSON_STRING`) back as a cell of type `t`.
+pub(super) fn decode(column: &str, t: CellType, v: Option<&str>) -> Result<Cell, Unreadable> {
+    let Some(v) = v else { return Ok(Cell::Null) };
+    let cell = match t {
+        CellType::Text => Some(Cell::Text(v.to_owned())),
+        CellType::Json => Some(Cell::Json(v.to_owned())),
+        CellType::Int => v.parse().ok().map(Cell::Int),
+        CellType::Bool => match v {
+            "true" => Some(Cell::Bool(true)),
+            "false" => Some(Cell::Bool(false)),
+            _ => None,
+        },
+        CellType::Decimal => Decimal::from_str(v).or_else(|_| Decimal::from_scientific(v)).ok().map(Cell::Decimal),
+        CellType::Date => NaiveDate::parse_from_str(v, "%Y-%m-%d").ok().map(Cell::Date),
+        CellType::Timestamp => v.parse::<i64>().ok().and_then(DateTime::from_timestamp_micros).map(Cell::Timestamp),
+        // BigQuery has no NULL array (a NULL is stored as []); the emulator answers `null`.
+        CellType::TextList if v == "null" => Some(Cell::Null),
+        CellType::TextList => serde_json::from_str(v).ok().map(Cell::TextList),
+    };
+    cell.ok_or_else(|| Unreadable { column: column.to_owned(), value: v.to_owned() })
+}
+
+/// A cell as the staging row's JSON value (sent as a STRING field of `@rows` and cast in the INSERT).
+pub(super) fn encode(cell: &Cell) -> Value {
+    match cell {
+        Cell::Null => Value::Null,
+        Cell::Text(s) | Cell::Json(s) => Value::String(s.clone()),
+        Cell::Int(i) => Value::from(*i),
+        Cell::Bool(b) => Value::Bool(*b),
+        Cell::Decimal(d) => numeric(d),
+        Cell::Date(d) => Value::String(d.format("%Y-%m-%d").to_string()),
+        Cell::Timestamp(t) => rfc3339(t),
+        Cell::TextList(v) => Value::String(serde_json::to_string(v).unwrap_or_else(|_| "[]".to_owned())),
+    }
+}
+
+/// How a column is selected so that [`decode`] can read it.
+pub(super) fn select_expr(name: &str, t: CellType) -> String {
+    match t {
+        // Integers of microseconds: the REST API's own TIMESTAMP text differs between BigQuery
+        // ("1.7E9") and the emulator ("1700000000.0").
+        CellType::Timestamp => format!("UNIX_MICROS({name}) AS {name}"),
+        CellType::Json | CellType::TextList => format!("TO_JSON_STRING({name}) AS {name}"),
+        _ => name.to_owned(),
+    }
+}
+
 /// One row of `stored_deals`' SELECT (columns in [`DEAL_COLUMNS`] order) as a [`StoredDeal`].
-pub(super) fn stored_deal(row: &[Option<String>]) -> Result<StoredDeal, WarehouseError> {
+pub(super) fn stored_deal(row: &[Option<String>], custom: &[CustomColumn]) -> Result<StoredDeal, WarehouseError> {
+    let names = DEAL_COLUMNS.iter().map(|c| c.name).chain(custom.iter().map(|c| c.name.as_str()));
     let by_name: HashMap<&str, Option<&str>> =
-        DEAL_COLUMNS.iter().enumerate().map(|(i, c)| (c.name, row.get(i).and_then(|v| v.as_deref()))).collect();
-    let get = |name: &str| by_name.get(name).copied().flatten();
-    let text = |name: &str| get(name).map(str::to_owned);
-    let unreadable =
-        |name: &str, v: &str| WarehouseError::Other(format!("BigQuery returned an unreadable {name} {v:?}"));
-    let dec = |name: &str| -> Result<Option<Decimal>, WarehouseError> {
-        get(name)
-            .map(|v| Decimal::from_str(v).or_else(|_| Decimal::from_scientific(v)).map_err(|_| unreadable(name, v)))
-            .transpose()
-    };
-    let ts = |name: &str| -> Result<Option<DateTime<Utc>>, WarehouseError> {
-        get(name)
-            .map(|v| v.parse::<i64>().ok().and_then(DateTime::from_timestamp_micros).ok_or_else(|| unreadable(name, v)))
-            .transpose()
-    };
-    let flag = |name: &str| get(name) == Some("true");
-    let deal = Deal {
-        deal_id: text("deal_id").unwrap_or_default(),
-        deal_name: text("deal_name"),
-        stage: text("stage"),
-        pipeline: text("pipeline"),
-        amount: dec("amount")?,
-        currency: text("currency"),
-        exchange_rate: dec("exchange_rate")?,
-        probability: get("probability").map(|v| v.parse().map_err(|_| unreadable("probability", v))).transpose()?,
-        expected_revenue: dec("expected_revenue")?,
-        closing_date: get("closing_date")
-            .map(|v| NaiveDate::parse_from_str(v, "%Y-%m-%d").map_err(|_| unreadable("closing_date", v)))
-            .transpose()?,
-        account_id: text("account_id"),
-        account_name: text("account_name"),
-        contact_id: text("contact_id"),
-        contact_name: text("contact_name"),
-        owner_id: text("owner_id"),
-        owner_name: text("owner_name"),
-        owner_email: text("owner_email"),
-        lead_source: text("lead_source"),
-        deal_type: text("deal_type"),
-        created_time: ts("created_time")?,
-        modified_time: ts("modified_time")?.unwrap_or_default(),
-        raw: text("raw").unwrap_or_default(),
-        home: crate::deal::HomeMoney {
-            currency: text("home_currency"),
-            amount: dec("amount_home")?,
-            expected_revenue: dec("expected_revenue_home")?,
-        },
-        won: crate::deal::WonAt {
-            at: ts("won_at")?,
-            source: crate::deal::WonAtSource::parse(get("won_at_source").unwrap_or_default()),
-        },
-    };
-    Ok(StoredDeal {
-        deal,
-        is_closed_won: flag("is_closed_won"),
-        is_deleted: flag("is_deleted"),
-        deleted_time: ts("deleted_time")?,
-        run_id: text("run_id").unwrap_or_default(),
-    })
+        names.enumerate().map(|(i, n)| (n, row.get(i).and_then(|v| v.as_deref()))).collect();
+    columns::stored_deal(custom, |name, t| decode(name, t, by_name.get(name).copied().flatten()))
+        .map_err(|e| WarehouseError::Other(format!("BigQuery returned an unreadable value: {e}")))
 }
 
 /// One change as a staging row: JSON values by column name, sent as the STRING fields of `@rows`.
@@ -102,66 +97,22 @@ pub(super) fn numeric(d: &Decimal) -> Value {
     )
 }
 
-pub(super) fn opt<T>(v: &Option<T>, f: impl Fn(&T) -> Value) -> Value {
-    v.as_ref().map(f).unwrap_or(Value::Null)
-}
-
-pub(super) fn staged_row(run_id: &str, change: &DealChange) -> StagedRow {
-    let s = |v: &String| Value::String(v.clone());
+pub(super) fn staged_row(run_id: &str, change: &DealChange, custom: &[CustomColumn]) -> StagedRow {
+    let (kind, cells) = change_cells(change);
     let mut m = Map::new();
-    let (kind, version) = match change {
-        DealChange::Won(d) => {
-            m.insert("deal_id".into(), s(&d.deal_id));
-            m.insert("deal_name".into(), opt(&d.deal_name, s));
-            m.insert("stage".into(), opt(&d.stage, s));
-            m.insert("pipeline".into(), opt(&d.pipeline, s));
-            m.insert("amount".into(), opt(&d.amount, numeric));
-            m.insert("currency".into(), opt(&d.currency, s));
-            m.insert("exchange_rate".into(), opt(&d.exchange_rate, numeric));
-            m.insert("probability".into(), opt(&d.probability, |p| Value::from(*p)));
-            m.insert("expected_revenue".into(), opt(&d.expected_revenue, numeric));
-            m.insert("closing_date".into(), opt(&d.closing_date, |x| Value::String(x.format("%Y-%m-%d").to_string())));
-            m.insert("account_id".into(), opt(&d.account_id, s));
-            m.insert("account_name".into(), opt(&d.account_name, s));
-            m.insert("contact_id".into(), opt(&d.contact_id, s));
-            m.insert("contact_name".into(), opt(&d.contact_name, s));
-            m.insert("owner_id".into(), opt(&d.owner_id, s));
-            m.insert("owner_name".into(), opt(&d.owner_name, s));
-            m.insert("owner_email".into(), opt(&d.owner_email, s));
-            m.insert("lead_source".into(), opt(&d.lead_source, s));
-            m.insert("deal_type".into(), opt(&d.deal_type, s));
-            m.insert("created_time".into(), opt(&d.created_time, rfc3339));
-            m.insert("modified_time".into(), rfc3339(&d.modified_time));
-            m.insert("is_closed_won".into(), Value::Bool(true));
-            m.insert("is_deleted".into(), Value::Bool(false));
-            // The JSON text as received; the staging INSERT parses it (PARSE_JSON).
-            m.insert("raw".into(), Value::String(d.raw.clone()));
-            // issue #11, part B
-            m.insert("home_currency".into(), opt(&d.home.currency, s));
-            m.insert("amount_home".into(), opt(&d.home.amount, numeric));
-            m.insert("expected_revenue_home".into(), opt(&d.home.expected_revenue, numeric));
-            m.insert("won_at".into(), opt(&d.won.at, rfc3339));
-            m.insert("won_at_source".into(), Value::String(d.won.source.as_str().to_owned()));
-            (change_kind::WON, d.modified_time)
+    for (name, cell) in &cells {
+        m.insert((*name).to_owned(), encode(cell));
+    }
+    if let DealChange::Won(d) = change {
+        for (name, cell) in custom_cells(d, custom) {
+            m.insert(name, encode(&cell));
         }
-        DealChange::Unwon { deal_id, stage, modified_time } => {
-            m.insert("deal_id".into(), s(deal_id));
-            m.insert("stage".into(), opt(stage, s));
-            m.insert("modified_time".into(), rfc3339(modified_time));
-            m.insert("is_closed_won".into(), Value::Bool(false));
-            (change_kind::UNWON, *modified_time)
-        }
-        DealChange::Deleted { deal_id, deleted_time } => {
-            m.insert("deal_id".into(), s(deal_id));
-            m.insert("deleted_time".into(), rfc3339(deleted_time));
-            m.insert("is_deleted".into(), Value::Bool(true));
-            (change_kind::DELETED, *deleted_time)
-        }
-        DealChange::Vanished { deal_id } => {
-            m.insert("deal_id".into(), s(deal_id));
-            m.insert("is_deleted".into(), Value::Bool(true));
-            (change_kind::VANISHED, DateTime::<Utc>::UNIX_EPOCH)
-        }
+    }
+    let version = match change {
+        DealChange::Won(d) => d.modified_time,
+        DealChange::Unwon { modified_time, .. } => *modified_time,
+        DealChange::Deleted { deleted_time, .. } => *deleted_time,
+        DealChange::Vanished { .. } => DateTime::<Utc>::UNIX_EPOCH,
     };
     m.insert("run_id".into(), Value::String(run_id.to_owned()));
     m.insert("change_kind".into(), Value::String(kind.to_owned()));

@@ -39,24 +39,26 @@ use chrono::{DateTime, Utc};
 use gcp_bigquery_client::Client;
 use serde_json::Value;
 
+use super::columns::{bigquery_type, plan_fields, readable_custom, CustomColumn, KnownField};
 use super::{
     change_kind, CoveredWindow, LedgerRow, MergeCounts, QuarantinedRecord, QuarantinedRow, RunKind, RunReport,
     RunStart, StoredDeal, Warehouse, WarehouseError, DEAL_COLUMNS,
 };
-use crate::deal::DealChange;
+use crate::deal::{DealChange, FieldColumn};
 use crate::retry::retry;
 
-use codec::{staged_row, stored_deal, StagedRow};
+use codec::{select_expr, staged_row, stored_deal, StagedRow};
 use errors::{classify, policy, Failure};
 use jobs::{cell, cell_i64, cell_ts, cell_u64, missing, p_i64, p_opt_u64, p_str, p_ts, p_u64, param};
 use ledger::label_value;
 use sql::{
-    merge_column_lists, SQL_COUNT_WON, SQL_CREATE_DATASET, SQL_DEALS_TABLE, SQL_LEASE_HOLDER, SQL_LEASE_SEED,
+    deal_columns_ddl, merge_column_lists, string_literal, SQL_COUNT_WON, SQL_CREATE_DATASET, SQL_DEALS_TABLE,
+    SQL_DEAL_FIELDS_TABLE, SQL_DEAL_FIELDS_UPSERT, SQL_FLAG_QUARANTINED, SQL_LEASE_HOLDER, SQL_LEASE_SEED,
     SQL_LEASE_TABLE, SQL_LEASE_TAKE, SQL_LEDGER, SQL_MARK_DELETED, SQL_MARK_VANISHED, SQL_MERGE, SQL_MERGE_COUNTS,
     SQL_MERGE_SOURCE, SQL_QUARANTINE_RESOLVE, SQL_QUARANTINE_TABLE, SQL_RUNS_ABANDONED, SQL_RUNS_TABLE, SQL_RUN_BEGIN,
     SQL_RUN_FAILED, SQL_RUN_SUCCEEDED, SQL_RUN_WINDOW, SQL_SUCCEEDED_WINDOWS, SQL_VIEWS, SQL_WON_IDS,
 };
-use staging::{batches, RunState};
+use staging::{batches, struct_array_param, RunState};
 
 /// How many times `prepare` runs its DDL before giving up (see `prepare`).
 const PREPARE_ATTEMPTS: u32 = 3;
@@ -118,6 +120,8 @@ pub struct BigQueryWarehouse {
     max_bytes_billed: Option<u64>,
     /// `run_id` label of the run this process began, added to every job's `app=zoho-deals-sync` label.
     run_label: Mutex<Option<String>>,
+    /// The custom columns this run fills (set by `declare_fields`).
+    custom: Mutex<Vec<CustomColumn>>,
 }
 
 impl std::fmt::Debug for BigQueryWarehouse {
@@ -143,6 +147,73 @@ impl Warehouse for BigQueryWarehouse {
                 other => return other,
             }
         }
+    }
+
+    async fn declare_fields(&self, fields: &[FieldColumn]) -> Result<(), WarehouseError> {
+        let existing = self.table_columns(DEALS_TABLE).await?;
+        let known = self.known_fields_with_labels().await?;
+        let plan = plan_fields(fields, &known.iter().map(|k| k.field.clone()).collect::<Vec<_>>(), &existing);
+        let description = |f: &FieldColumn| format!("{} (Zoho field {}, {})", f.label, f.api_name, f.data_type);
+        if !plan.add.is_empty() {
+            // ADD COLUMN changes only the schema: existing rows read NULL, nothing is rewritten
+            // (docs/bigquery.md). The label is the new column's description.
+            let adds = plan
+                .add
+                .iter()
+                .map(|c| {
+                    let label = fields.iter().find(|f| f.column.as_deref() == Some(c.name.as_str())).map(description);
+                    let options =
+                        label.map(|l| format!(" OPTIONS (description = {})", string_literal(&l))).unwrap_or_default();
+                    format!("ADD COLUMN IF NOT EXISTS {} {}{options}", c.name, bigquery_type(c.cell_type))
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = self.render(&format!("ALTER TABLE `{{{{dataset}}}}.{DEALS_TABLE}` {adds}"), &[]);
+            self.query("adding columns for new custom fields", sql, vec![]).await?;
+        }
+        plan.log();
+        // A label changed in Zoho: the column's description follows. A failure is only a warning (the emulator,
+        // or a missing permission, must not fail the nightly run).
+        let labels = known_labels(&known);
+        for f in fields.iter().filter(|f| f.custom) {
+            let Some(column) = f.column.as_deref() else { continue };
+            let relabelled = labels.get(column).is_some_and(|l| l.as_deref() != Some(f.label.as_str()));
+            if !relabelled || !plan.active.iter().any(|c| c.name == column) {
+                continue;
+            }
+            let sql = self.render(
+                &format!(
+                    "ALTER TABLE `{{{{dataset}}}}.{DEALS_TABLE}` ALTER COLUMN {column} SET OPTIONS (description = {})",
+                    string_literal(&description(f))
+                ),
+                &[],
+            );
+            if let Err(e) = self.query("setting a column description", sql, vec![]).await {
+                tracing::warn!(column, error = %e, "could not set the column's description (the column is fine)");
+            }
+        }
+        let names = ["api_name", "label", "data_type", "column_name", "column_type", "is_custom"];
+        let rows = fields
+            .iter()
+            .map(|f| {
+                vec![
+                    Some(f.api_name.clone()),
+                    Some(f.label.clone()),
+                    Some(f.data_type.clone()),
+                    f.column.clone(),
+                    f.cell_type.map(|t| t.as_str().to_owned()),
+                    Some(f.custom.to_string()),
+                ]
+            })
+            .collect::<Vec<_>>();
+        if !rows.is_empty() {
+            let param = struct_array_param("fields", &names, rows);
+            self.query("recording deal_fields", self.render(SQL_DEAL_FIELDS_UPSERT, &[]), vec![param]).await?;
+        }
+        if let Ok(mut custom) = self.custom.lock() {
+            *custom = plan.active;
+        }
+        Ok(())
     }
 
     async fn succeeded_windows(&self) -> Result<Vec<CoveredWindow>, WarehouseError> {
@@ -213,10 +284,11 @@ impl Warehouse for BigQueryWarehouse {
             return Ok(());
         }
         let table = Self::staging_table(run);
-        let rows: Vec<StagedRow> = changes.iter().map(|c| staged_row(&run.run_id, c)).collect();
+        let custom = self.active_custom();
+        let rows: Vec<StagedRow> = changes.iter().map(|c| staged_row(&run.run_id, c, &custom)).collect();
         let mut rejected = Vec::new();
         for batch in batches(&rows) {
-            rejected.extend(self.insert_batch(&table, batch).await?);
+            rejected.extend(self.insert_batch(&table, batch, &custom).await?);
         }
         // Every row refused one by one: the statement, not the data, is wrong; quarantining would hide it.
         if rows.len() > 1 && rejected.len() == rows.len() {
@@ -274,7 +346,7 @@ impl Warehouse for BigQueryWarehouse {
         let run_param = || vec![p_str("run_id", &run.run_id)];
         // (1) the MERGE of won and un-won changes (skipped when there are none: every statement bills 10 MB).
         if staged(change_kind::WON) + staged(change_kind::UNWON) > 0 {
-            let (update_won, insert_columns, insert_values) = merge_column_lists();
+            let (update_won, insert_columns, insert_values) = merge_column_lists(&self.active_custom());
             let merge = self.render(
                 SQL_MERGE,
                 &[
@@ -325,6 +397,10 @@ impl Warehouse for BigQueryWarehouse {
         quarantined.extend(state.rejected.iter().cloned());
         counts.refused = state.rejected.len() as u64;
         self.quarantine(run, &quarantined).await?;
+        // (4b) flag the stored rows of quarantined deals, clear the flag of resolved ones.
+        if !quarantined.is_empty() || !state.staged.values().all(HashSet::is_empty) {
+            self.query("flagging quarantined rows", self.render(SQL_FLAG_QUARANTINED, &[]), vec![]).await?;
+        }
         counts.won_in_window = self.count_won_in_window(run.window_start, run.window_end).await?;
         // (5) the ledger, only while this run holds the lease.
         // A run that stopped early (the credit budget) merged what it fetched but is recorded failed.
@@ -411,20 +487,16 @@ impl Warehouse for BigQueryWarehouse {
     }
 
     async fn stored_deals(&self) -> Result<Vec<StoredDeal>, WarehouseError> {
+        let custom = readable_custom(&self.known_fields().await?, &self.table_columns(DEALS_TABLE).await?);
         let select = DEAL_COLUMNS
             .iter()
-            .map(|c| match c.bigquery_type {
-                // Integers of microseconds: the REST API's own TIMESTAMP text differs between BigQuery
-                // ("1.7E9") and the emulator ("1700000000.0").
-                "TIMESTAMP" => format!("UNIX_MICROS({0}) AS {0}", c.name),
-                "JSON" => format!("TO_JSON_STRING({0}) AS {0}", c.name),
-                _ => c.name.to_owned(),
-            })
+            .map(|c| select_expr(c.name, c.cell_type))
+            .chain(custom.iter().map(|c| select_expr(&c.name, c.cell_type)))
             .collect::<Vec<_>>()
             .join(", ");
         let sql = format!("SELECT {select} FROM `{{{{dataset}}}}.{DEALS_TABLE}` ORDER BY LENGTH(deal_id), deal_id");
         let rows = self.query("reading closed_won_deals", self.render(&sql, &[]), vec![]).await?.rows;
-        rows.iter().map(|r| stored_deal(r)).collect()
+        rows.iter().map(|r| stored_deal(r, &custom)).collect()
     }
 
     async fn quarantined(&self) -> Result<Vec<QuarantinedRow>, WarehouseError> {
@@ -444,7 +516,49 @@ impl Warehouse for BigQueryWarehouse {
     }
 }
 
+/// The label each known custom column was last recorded with.
+fn known_labels(known: &[KnownFieldWithLabel]) -> HashMap<String, Option<String>> {
+    known.iter().filter_map(|k| Some((k.field.column_name.clone()?, k.label.clone()))).collect()
+}
+
+/// A `deal_fields` row with its label.
+#[derive(Debug, Clone)]
+pub(super) struct KnownFieldWithLabel {
+    pub(super) field: KnownField,
+    pub(super) label: Option<String>,
+}
+
 impl BigQueryWarehouse {
+    /// The custom columns this run fills.
+    pub(super) fn active_custom(&self) -> Vec<CustomColumn> {
+        self.custom.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// Every `deal_fields` row (empty when the table does not exist yet).
+    pub(super) async fn known_fields_with_labels(&self) -> Result<Vec<KnownFieldWithLabel>, WarehouseError> {
+        if !self.table_exists("deal_fields").await? {
+            return Ok(Vec::new());
+        }
+        let sql = "SELECT api_name, column_name, column_type, is_custom, label FROM `{{dataset}}.deal_fields`";
+        let rows = self.query("reading deal_fields", self.render(sql, &[]), vec![]).await?.rows;
+        Ok(rows
+            .iter()
+            .map(|r| KnownFieldWithLabel {
+                field: KnownField {
+                    api_name: cell(r, 0).unwrap_or_default(),
+                    column_name: cell(r, 1),
+                    column_type: cell(r, 2),
+                    is_custom: cell(r, 3).as_deref() == Some("true"),
+                },
+                label: cell(r, 4),
+            })
+            .collect())
+    }
+
+    pub(super) async fn known_fields(&self) -> Result<Vec<KnownField>, WarehouseError> {
+        Ok(self.known_fields_with_labels().await?.into_iter().map(|k| k.field).collect())
+    }
+
     /// The dataset (in `BQ_LOCATION`), tables, lease row and views, created where missing.
     async fn prepare_once(&self) -> Result<(), WarehouseError> {
         let (project, dataset) = (&self.config.project, &self.config.dataset);
@@ -477,11 +591,17 @@ impl BigQueryWarehouse {
             }
             Err(f) => return Err(f.error),
         }
-        self.query("creating closed_won_deals", self.render(SQL_DEALS_TABLE, &[]), vec![]).await?;
+        self.query(
+            "creating closed_won_deals",
+            self.render(SQL_DEALS_TABLE, &[("columns", &deal_columns_ddl())]),
+            vec![],
+        )
+        .await?;
         self.add_missing_columns().await?;
         self.query("creating sync_runs", self.render(SQL_RUNS_TABLE, &[]), vec![]).await?;
         self.query("creating quarantined_deals", self.render(SQL_QUARANTINE_TABLE, &[]), vec![]).await?;
         self.prepare_history().await?;
+        self.query("creating deal_fields", self.render(SQL_DEAL_FIELDS_TABLE, &[]), vec![]).await?;
         self.query("creating sync_lease", self.render(SQL_LEASE_TABLE, &[]), vec![]).await?;
         self.query("creating the lease row", self.render(SQL_LEASE_SEED, &[]), vec![]).await?;
         for (name, sql) in SQL_VIEWS {

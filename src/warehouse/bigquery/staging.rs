@@ -18,6 +18,8 @@ use super::codec::StagedRow;
 use super::jobs::{cell, cell_u64};
 use super::sql::{SQL_STAGED_COUNTS, SQL_STAGE_INSERT, SQL_STAGING_TABLE};
 use super::BigQueryWarehouse;
+use crate::deal::CellType;
+use crate::warehouse::columns::{bigquery_type, CustomColumn};
 use crate::warehouse::{QuarantinedRecord, RunStart, WarehouseError, DEAL_COLUMNS};
 
 /// Rows per INSERT statement: keeps the query parameters of one statement well under BigQuery's request
@@ -45,8 +47,12 @@ impl BigQueryWarehouse {
     /// Creates the run's staging table (idempotent). Called by `begin_run` only: a staging table is never
     /// created or recreated while the run stages.
     pub(super) async fn create_staging(&self, table: &str) -> Result<(), WarehouseError> {
-        let columns =
-            DEAL_COLUMNS.iter().map(|c| format!("{} {}", c.name, c.bigquery_type)).collect::<Vec<_>>().join(",\n  ");
+        let columns = DEAL_COLUMNS
+            .iter()
+            .map(|c| format!("{} {}", c.name, c.bigquery_type))
+            .chain(self.active_custom().iter().map(|c| format!("{} {}", c.name, bigquery_type(c.cell_type))))
+            .collect::<Vec<_>>()
+            .join(",\n  ");
         let sql = self.render(SQL_STAGING_TABLE, &[("staging", table), ("columns", &columns)]);
         self.query("creating the staging table", sql, vec![]).await?;
         Ok(())
@@ -59,15 +65,24 @@ impl BigQueryWarehouse {
 
     /// Inserts one batch. A batch BigQuery refuses as invalid is split in halves until the refused rows are
     /// found: they come back as [`Rejected`], the others are staged.
-    pub(super) async fn insert_batch(&self, table: &str, batch: &[StagedRow]) -> Result<Vec<Rejected>, WarehouseError> {
+    pub(super) async fn insert_batch(
+        &self,
+        table: &str,
+        batch: &[StagedRow],
+        custom: &[CustomColumn],
+    ) -> Result<Vec<Rejected>, WarehouseError> {
         let mut rejected = Vec::new();
         let mut pending: Vec<&[StagedRow]> = vec![batch];
         while let Some(rows) = pending.pop() {
             let sql = self.render(
                 SQL_STAGE_INSERT,
-                &[("staging", table), ("staging_columns", &staging_columns()), ("staging_values", &staging_values())],
+                &[
+                    ("staging", table),
+                    ("staging_columns", &staging_columns(custom)),
+                    ("staging_values", &staging_values(custom)),
+                ],
             );
-            match self.query("staging changes", sql, vec![rows_param(rows)]).await {
+            match self.query("staging changes", sql, vec![rows_param(rows, custom)]).await {
                 Ok(_) => {}
                 Err(WarehouseError::Other(reason)) if is_invalid_value(&reason) => {
                     if rows.len() == 1 {
@@ -171,28 +186,58 @@ pub(super) fn is_invalid_value(message: &str) -> bool {
 }
 
 /// The staging table's columns in INSERT order.
-pub(super) fn staging_columns() -> String {
-    DEAL_COLUMNS.iter().map(|c| c.name).chain(["change_kind"]).collect::<Vec<_>>().join(", ")
+pub(super) fn staging_columns(custom: &[CustomColumn]) -> String {
+    staged_names(custom).join(", ")
+}
+
+/// The staged fields: every standard column, the custom ones, then `change_kind`.
+pub(super) fn staged_names(custom: &[CustomColumn]) -> Vec<&str> {
+    DEAL_COLUMNS.iter().map(|c| c.name).chain(custom.iter().map(|c| c.name.as_str())).chain(["change_kind"]).collect()
 }
 
 /// Each column read from the STRING field of the same name, cast to its type.
-pub(super) fn staging_values() -> String {
+pub(super) fn staging_values(custom: &[CustomColumn]) -> String {
     DEAL_COLUMNS
         .iter()
-        .map(|c| match c.bigquery_type {
-            "STRING" => format!("r.{}", c.name),
-            "JSON" => format!("PARSE_JSON(r.{})", c.name),
-            ty => format!("CAST(r.{} AS {ty})", c.name),
-        })
+        .map(|c| cast_staged(c.name, c.cell_type))
+        .chain(custom.iter().map(|c| cast_staged(&c.name, c.cell_type)))
         .chain(["r.change_kind".to_owned()])
         .collect::<Vec<_>>()
         .join(", ")
 }
 
+/// The STRING field `name` of a staged row as a value of type `t`.
+pub(super) fn cast_staged(name: &str, t: CellType) -> String {
+    match t {
+        CellType::Text => format!("r.{name}"),
+        CellType::Json => format!("PARSE_JSON(r.{name})"),
+        CellType::TextList => format!("JSON_VALUE_ARRAY(r.{name})"),
+        t => format!("CAST(r.{name} AS {})", bigquery_type(t)),
+    }
+}
+
 /// `@rows`: the batch as an ARRAY<STRUCT<col STRING, …>> query parameter.
-pub(super) fn rows_param(rows: &[StagedRow]) -> QueryParameter {
+pub(super) fn rows_param(rows: &[StagedRow], custom: &[CustomColumn]) -> QueryParameter {
+    let names = staged_names(custom);
+    let values = rows
+        .iter()
+        .map(|row| {
+            names
+                .iter()
+                .map(|n| match row.json.get(*n) {
+                    None | Some(Value::Null) => None,
+                    Some(Value::String(s)) => Some(s.clone()),
+                    Some(other) => Some(other.to_string()),
+                })
+                .collect()
+        })
+        .collect();
+    struct_array_param("rows", &names, values)
+}
+
+/// An ARRAY<STRUCT<name STRING, …>> query parameter `param` with one struct per row (`None` = NULL).
+pub(super) fn struct_array_param(param: &str, names: &[&str], rows: Vec<Vec<Option<String>>>) -> QueryParameter {
     use gcp_bigquery_client::model::query_parameter_type_struct_types::QueryParameterTypeStructTypes;
-    let names: Vec<&str> = DEAL_COLUMNS.iter().map(|c| c.name).chain(["change_kind"]).collect();
     let string = || QueryParameterType { r#type: "STRING".to_owned(), ..Default::default() };
     let struct_type = QueryParameterType {
         r#type: "STRUCT".to_owned(),
@@ -209,24 +254,18 @@ pub(super) fn rows_param(rows: &[StagedRow]) -> QueryParameter {
         ..Default::default()
     };
     let values = rows
-        .iter()
+        .into_iter()
         .map(|row| {
             let fields = names
                 .iter()
-                .map(|n| {
-                    let value = match row.json.get(*n) {
-                        None | Some(Value::Null) => None,
-                        Some(Value::String(s)) => Some(s.clone()),
-                        Some(other) => Some(other.to_string()),
-                    };
-                    ((*n).to_owned(), QueryParameterValue { value, ..Default::default() })
-                })
+                .zip(row)
+                .map(|(n, value)| ((*n).to_owned(), QueryParameterValue { value, ..Default::default() }))
                 .collect();
             QueryParameterValue { struct_values: Some(fields), ..Default::default() }
         })
         .collect();
     QueryParameter {
-        name: Some("rows".to_owned()),
+        name: Some(param.to_owned()),
         parameter_type: Some(QueryParameterType {
             r#type: "ARRAY".to_owned(),
             array_type: Some(Box::new(struct_type)),

@@ -47,6 +47,7 @@ fn deal(id: &str) -> Deal {
         raw: r#"{"id":"1"}"#.into(),
         home: Default::default(),
         won: Default::default(),
+        custom: Vec::new(),
     }
 }
 
@@ -77,15 +78,22 @@ fn ddl_columns(sql: &str) -> Vec<(String, String)> {
 }
 
 #[test]
-fn the_ddl_file_has_exactly_the_deal_columns_in_order() {
+fn the_table_ddl_has_exactly_the_catalogue_columns_in_order_each_with_a_description() {
     let expected: Vec<(String, String)> =
         DEAL_COLUMNS.iter().map(|c| (c.name.to_owned(), c.bigquery_type.to_owned())).collect();
-    assert_eq!(ddl_columns(SQL_DEALS_TABLE), expected);
+    let ddl = SQL_DEALS_TABLE.replace("{{columns}}", &deal_columns_ddl());
+    assert_eq!(ddl_columns(&ddl), expected);
+    assert_eq!(ddl.matches("OPTIONS (description = '").count(), DEAL_COLUMNS.len() + 1, "{ddl}");
+}
+
+#[test]
+fn string_literals_escape_quotes_and_backslashes() {
+    assert_eq!(string_literal(r"Kick-off's \ at"), r"'Kick-off\'s \\ at'");
 }
 
 #[test]
 fn every_template_renders_without_leftover_placeholders() {
-    let (update_won, insert_columns, insert_values) = merge_column_lists();
+    let (update_won, insert_columns, insert_values) = merge_column_lists(&[]);
     let vars = [
         ("staging", "_staging_x"),
         ("columns", "deal_id STRING"),
@@ -128,6 +136,9 @@ fn every_template_renders_without_leftover_placeholders() {
         SQL_RUN_COUNTS,
         SQL_SUCCEEDED_WINDOWS,
         SQL_LEDGER,
+        SQL_FLAG_QUARANTINED,
+        SQL_DEAL_FIELDS_TABLE,
+        SQL_DEAL_FIELDS_UPSERT,
     ];
     for sql in all.iter().chain(SQL_VIEWS.iter().map(|(_, s)| s)) {
         // A multi-line value spliced into a comment would turn its later lines into SQL.
@@ -144,7 +155,7 @@ fn every_template_renders_without_leftover_placeholders() {
 
 #[test]
 fn the_merge_updates_every_data_column_and_inserts_every_column() {
-    let (update_won, insert_columns, insert_values) = merge_column_lists();
+    let (update_won, insert_columns, insert_values) = merge_column_lists(&[]);
     assert!(update_won.contains("amount = s.amount") && update_won.contains("raw = s.raw"));
     assert!(!update_won.contains("deal_id =") && !update_won.contains("run_id ="));
     assert_eq!(insert_columns.split(", ").count(), DEAL_COLUMNS.len());
@@ -154,7 +165,7 @@ fn the_merge_updates_every_data_column_and_inserts_every_column() {
 
 #[test]
 fn a_won_change_stages_every_column_with_exact_money_and_rfc3339_times() {
-    let row = staged_row("run-1", &DealChange::Won(deal("42")));
+    let row = staged_row("run-1", &DealChange::Won(deal("42")), &[]);
     let j = &row.json;
     assert_eq!(j["amount"], "12500.1");
     // NUMERIC keeps 9 places.
@@ -167,7 +178,7 @@ fn a_won_change_stages_every_column_with_exact_money_and_rfc3339_times() {
     assert_eq!(j["is_deleted"], false);
     assert_eq!(j["change_kind"], "won");
     assert_eq!(j["run_id"], "run-1");
-    for c in DEAL_COLUMNS.iter().filter(|c| !["deleted_time", "synced_at"].contains(&c.name)) {
+    for c in DEAL_COLUMNS.iter().filter(|c| !["deleted_time", "synced_at", "is_quarantined"].contains(&c.name)) {
         assert!(j.get(c.name).is_some(), "column {} not staged", c.name);
     }
     assert_eq!(row.insert_id, format!("won:42:{}", t(0).timestamp_micros()));
@@ -175,12 +186,15 @@ fn a_won_change_stages_every_column_with_exact_money_and_rfc3339_times() {
 
 #[test]
 fn unwon_and_deleted_changes_stage_only_what_they_know() {
-    let unwon =
-        staged_row("r", &DealChange::Unwon { deal_id: "7".into(), stage: Some("Lost".into()), modified_time: t(5) });
+    let unwon = staged_row(
+        "r",
+        &DealChange::Unwon { deal_id: "7".into(), stage: Some("Lost".into()), modified_time: t(5) },
+        &[],
+    );
     assert_eq!(unwon.json["is_closed_won"], false);
     assert_eq!(unwon.json["change_kind"], "unwon");
     assert!(unwon.json.get("amount").is_none());
-    let deleted = staged_row("r", &DealChange::Deleted { deal_id: "7".into(), deleted_time: t(9) });
+    let deleted = staged_row("r", &DealChange::Deleted { deal_id: "7".into(), deleted_time: t(9) }, &[]);
     assert_eq!(deleted.json["is_deleted"], true);
     assert_eq!(deleted.json["deleted_time"], "2026-11-01T00:00:09.000000Z");
     assert!(deleted.json.get("modified_time").is_none());
@@ -199,7 +213,7 @@ fn insert_ids_are_stable_and_bounded() {
 
 #[test]
 fn batches_respect_the_row_and_byte_limits() {
-    let row = staged_row("r", &DealChange::Won(deal("1")));
+    let row = staged_row("r", &DealChange::Won(deal("1")), &[]);
     let rows = vec![row.clone(); 1201];
     let sizes: Vec<usize> = batches(&rows).iter().map(|b| b.len()).collect();
     assert_eq!(sizes, vec![500, 500, 201]);
@@ -211,8 +225,8 @@ fn batches_respect_the_row_and_byte_limits() {
 
 #[test]
 fn a_staged_row_becomes_one_struct_of_strings_cast_back_to_the_column_types() {
-    let rows = vec![staged_row("r", &DealChange::Won(deal("42")))];
-    let p = rows_param(&rows);
+    let rows = vec![staged_row("r", &DealChange::Won(deal("42")), &[])];
+    let p = rows_param(&rows, &[]);
     let value = p.parameter_value.expect("value").array_values.expect("array");
     let fields = value[0].struct_values.as_ref().expect("struct");
     assert_eq!(fields["amount"].value.as_deref(), Some("12500.1"));
@@ -220,10 +234,10 @@ fn a_staged_row_becomes_one_struct_of_strings_cast_back_to_the_column_types() {
     assert_eq!(fields["is_closed_won"].value.as_deref(), Some("true"));
     assert_eq!(fields["change_kind"].value.as_deref(), Some("won"));
     assert_eq!(fields["deleted_time"].value, None, "NULL stays NULL");
-    let values = staging_values();
+    let values = staging_values(&[]);
     assert!(values.contains("CAST(r.amount AS NUMERIC)") && values.contains("PARSE_JSON(r.raw)"), "{values}");
     assert!(values.contains("CAST(r.modified_time AS TIMESTAMP)") && values.ends_with("r.change_kind"));
-    assert_eq!(staging_columns().split(", ").count(), DEAL_COLUMNS.len() + 1);
+    assert_eq!(staging_columns(&[]).split(", ").count(), DEAL_COLUMNS.len() + 1);
 }
 
 #[test]

@@ -1,0 +1,227 @@
+//! Custom fields as typed columns (issue 11): on the sandbox's `exotic` org (a custom field of every type), every
+//! selectable custom field lands in its own typed column equal to the sandbox's value, `deal_fields` records
+//! the fields and their columns, and a field added in Zoho between runs becomes a column with no loss. The same
+//! tests run on SQLite and, when `BIGQUERY_EMULATOR_HOST` is set, on the BigQuery emulator.
+
+use std::str::FromStr;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+use zoho_deals_sync::deal::Cell;
+use zoho_deals_sync::warehouse::bigquery::BigQueryWarehouse;
+use zoho_deals_sync::warehouse::StoredDeal;
+use zoho_sandbox::{Profile, SandboxConfig};
+
+use crate::helpers::{modified, next_second, TestApp};
+
+/// One `deal_fields` row: (api_name, label, data_type, column_name, column_type, is_custom).
+type FieldRow = (String, String, String, Option<String>, Option<String>, bool);
+
+async fn exotic(deals: usize) -> TestApp {
+    TestApp::spawn(SandboxConfig { deals, profile: Profile::Exotic, ..SandboxConfig::default() }).await
+}
+
+/// Every `deal_fields` row of whichever warehouse the app writes.
+async fn deal_fields(app: &TestApp) -> Vec<FieldRow> {
+    let sql = "SELECT api_name, label, data_type, column_name, column_type, is_custom FROM {t} ORDER BY api_name, column_name";
+    match &app.bigquery {
+        Some(bq) => {
+            let w = BigQueryWarehouse::connect(bq.clone()).await.expect("emulator reachable");
+            let rows = w.query_text(&sql.replace("{t}", "`{{dataset}}.deal_fields`")).await.expect("read deal_fields");
+            rows.into_iter()
+                .map(|r| {
+                    let text = |i: usize| r.get(i).cloned().flatten();
+                    (
+                        text(0).unwrap_or_default(),
+                        text(1).unwrap_or_default(),
+                        text(2).unwrap_or_default(),
+                        text(3),
+                        text(4),
+                        text(5).as_deref() == Some("true"),
+                    )
+                })
+                .collect()
+        }
+        None => {
+            let conn = rusqlite::Connection::open(&app.db).expect("open the SQLite file");
+            let mut stmt = conn.prepare(&sql.replace("{t}", "deal_fields")).expect("prepare");
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get::<_, i64>(5)? != 0))
+                })
+                .expect("query")
+                .collect::<Result<Vec<FieldRow>, _>>()
+                .expect("read deal_fields");
+            rows
+        }
+    }
+}
+
+fn column_of<'a>(fields: &'a [FieldRow], api_name: &str) -> Vec<(&'a str, &'a str)> {
+    fields
+        .iter()
+        .filter(|f| f.0 == api_name)
+        .filter_map(|f| Some((f.3.as_deref()?, f.4.as_deref().unwrap_or(""))))
+        .collect()
+}
+
+/// Whether a stored cell equals the sandbox's JSON value for it.
+fn same(cell: &Cell, truth: &Value) -> bool {
+    match (cell, truth) {
+        (Cell::Null, Value::Null) => true,
+        (Cell::Text(s), Value::String(t)) => s == t,
+        (Cell::Int(i), Value::Number(n)) => n.as_i64() == Some(*i),
+        (Cell::Int(i), Value::String(t)) => t.parse::<i64>().ok() == Some(*i),
+        (Cell::Decimal(d), Value::Number(n)) => Decimal::from_str(&n.to_string()).ok() == Some(*d),
+        (Cell::Bool(b), Value::Bool(t)) => b == t,
+        (Cell::Date(d), Value::String(t)) => NaiveDate::parse_from_str(t, "%Y-%m-%d").ok() == Some(*d),
+        (Cell::Timestamp(x), Value::String(t)) => {
+            DateTime::parse_from_rfc3339(t).ok().map(|t| t.with_timezone(&Utc)) == Some(*x)
+        }
+        (Cell::TextList(v), Value::Array(t)) => {
+            t.iter().map(Value::as_str).collect::<Vec<_>>() == v.iter().map(|s| Some(s.as_str())).collect::<Vec<_>>()
+        }
+        _ => false,
+    }
+}
+
+fn cell<'a>(row: &'a StoredDeal, column: &str) -> &'a Cell {
+    row.deal
+        .custom
+        .iter()
+        .find(|c| c.column == column)
+        .map(|c| &c.value)
+        .unwrap_or_else(|| panic!("column {column} not read back for {}", row.deal.deal_id))
+}
+
+/// Every custom column of every current won row equals the sandbox's value of its field; returns how many
+/// non-NULL values were compared.
+async fn assert_custom_columns_equal_the_sandbox(app: &TestApp, fields: &[FieldRow]) -> usize {
+    let truth = app.truth().await;
+    let stored = app.stored().await;
+    let mut compared = 0;
+    for row in stored.iter().filter(|r| r.is_closed_won && !r.is_deleted) {
+        let t = truth.deals.iter().find(|d| d["id"] == json!(row.deal.deal_id)).expect("in the sandbox");
+        if modified(t) != row.deal.modified_time {
+            continue; // edited after the run
+        }
+        for f in fields.iter().filter(|f| f.5) {
+            let Some(column) = f.3.as_deref() else { continue };
+            let value = t.get(&f.0).cloned().unwrap_or(Value::Null);
+            let expected = if column.ends_with("_id") && f.2.ends_with("lookup") {
+                value.get("id").cloned().unwrap_or(Value::Null)
+            } else if column.ends_with("_name") && f.2.ends_with("lookup") {
+                value.get("name").cloned().unwrap_or(Value::Null)
+            } else {
+                value
+            };
+            let got = cell(row, column);
+            assert!(
+                same(got, &expected),
+                "deal {} field {} column {column}: stored {got:?}, Zoho {expected}",
+                row.deal.deal_id,
+                f.0
+            );
+            compared += usize::from(*got != Cell::Null);
+        }
+    }
+    compared
+}
+
+async fn every_selectable_custom_field_lands_typed_and_equal_to_the_sandbox(app: TestApp) {
+    let out = app.run(&["sync"]).await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    let fields = deal_fields(&app).await;
+    for (api, column, ty) in [
+        ("Partner_Code", "partner_code", "STRING"),
+        ("Internal_Notes", "internal_notes", "STRING"),
+        ("Billing_Email", "billing_email", "STRING"),
+        ("Deal_Region", "deal_region", "STRING"),
+        ("Languages_Known", "languages_known", "ARRAY<STRING>"),
+        ("Seats", "seats", "INT64"),
+        ("Account_Number_Long", "account_number_long", "INT64"),
+        ("List_Price", "list_price", "NUMERIC"),
+        ("Margin_Double", "margin_double", "NUMERIC"),
+        ("Win_Probability_Pct", "win_probability_pct", "NUMERIC"),
+        ("Is_Strategic", "is_strategic", "BOOL"),
+        ("Go_Live_Date", "go_live_date", "DATE"),
+        ("Kickoff_At", "kickoff_at", "TIMESTAMP"),
+        ("Net_Amount_F", "net_amount_f", "NUMERIC"),
+        ("Deal_Number", "deal_number", "STRING"),
+        // SQL reserved words get the cf_ prefix.
+        ("Order", "cf_order", "INT64"),
+        ("External", "cf_external", "STRING"),
+    ] {
+        assert_eq!(column_of(&fields, api), vec![(column, ty)], "{api}");
+    }
+    assert_eq!(
+        column_of(&fields, "Partner_Account"),
+        vec![("partner_account_id", "STRING"), ("partner_account_name", "STRING")]
+    );
+    assert_eq!(column_of(&fields, "Technical_Owner").len(), 2, "a user lookup has id and name columns");
+    // Standard fields are recorded with their standard columns, fields COQL cannot select with none.
+    assert_eq!(column_of(&fields, "Amount"), vec![("amount", "")]);
+    assert!(fields.iter().any(|f| f.0 == "Line_Items" && f.3.is_none() && f.5), "a subform has no column");
+    assert!(fields.iter().any(|f| f.0 == "Kickoff_At" && f.1 == "Kick-off At"), "labels are recorded");
+    let compared = assert_custom_columns_equal_the_sandbox(&app, &fields).await;
+    assert!(compared > 100, "only {compared} custom values compared");
+}
+
+#[tokio::test]
+async fn every_selectable_custom_field_lands_typed_and_equal_to_the_sandbox_on_sqlite() {
+    every_selectable_custom_field_lands_typed_and_equal_to_the_sandbox(exotic(300).await).await;
+}
+
+#[tokio::test]
+async fn every_selectable_custom_field_lands_typed_and_equal_to_the_sandbox_on_bigquery() {
+    let Some(app) = exotic(120).await.on_bigquery("custom_typed") else { return };
+    every_selectable_custom_field_lands_typed_and_equal_to_the_sandbox(app).await;
+}
+
+async fn a_field_added_between_runs_becomes_a_column_and_old_rows_keep_null(app: TestApp) {
+    let out = app.run(&["sync"]).await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    let before = app.stored().await;
+    app.control(
+        "/__sandbox/add-field",
+        json!({"api_name": "Margin_Band", "data_type": "text", "label": "Margin Band"}),
+    )
+    .await;
+    app.control("/__sandbox/add-field", json!({"api_name": "Renewal_Value", "data_type": "currency"})).await;
+    app.control("/__sandbox/mutate", json!({"edit": 8, "create_won": 3})).await;
+    next_second().await;
+    let out = app.run(&["sync"]).await;
+    assert_eq!(out.code, 0, "{}", out.all());
+
+    let fields = deal_fields(&app).await;
+    assert_eq!(column_of(&fields, "Margin_Band"), vec![("margin_band", "STRING")]);
+    assert_eq!(column_of(&fields, "Renewal_Value"), vec![("renewal_value", "NUMERIC")]);
+    assert_eq!(fields.iter().filter(|f| f.0 == "Seats").count(), 1, "deal_fields is upserted, not appended");
+    let after = app.stored().await;
+    assert!(after.len() >= before.len(), "no row lost");
+    for old in &before {
+        let now = after.iter().find(|r| r.deal.deal_id == old.deal.deal_id).expect("row kept");
+        if now.deal.modified_time == old.deal.modified_time {
+            assert_eq!(cell(now, "margin_band"), &Cell::Null, "an untouched row keeps NULL");
+            assert_eq!(
+                now.deal.custom.iter().find(|c| c.column == "seats"),
+                old.deal.custom.iter().find(|c| c.column == "seats")
+            );
+        }
+    }
+    let filled = after.iter().filter(|r| *cell(r, "margin_band") != Cell::Null).count();
+    assert!(filled > 0, "rows modified after the field was added carry its value");
+    assert_custom_columns_equal_the_sandbox(&app, &fields).await;
+}
+
+#[tokio::test]
+async fn a_field_added_between_runs_becomes_a_column_and_old_rows_keep_null_on_sqlite() {
+    a_field_added_between_runs_becomes_a_column_and_old_rows_keep_null(exotic(200).await).await;
+}
+
+#[tokio::test]
+async fn a_field_added_between_runs_becomes_a_column_and_old_rows_keep_null_on_bigquery() {
+    let Some(app) = exotic(100).await.on_bigquery("custom_added") else { return };
+    a_field_added_between_runs_becomes_a_column_and_old_rows_keep_null(app).await;
+}
