@@ -94,7 +94,9 @@ pub async fn reconcile<W: Warehouse + 'static>(
     let run = RunStart {
         run_id: uuid::Uuid::new_v4().to_string(),
         kind: RunKind::Reconcile,
-        started_at: now,
+        // This machine's clock, as for sync runs (which take the lease before they know Zoho's): the ledger
+        // orders runs by it.
+        started_at: super::window::floor_to_second(Utc::now()),
         window_start: window.start,
         window_end: window.end,
         lease_ttl: chrono::Duration::from_std(settings.lease_ttl).unwrap_or(chrono::Duration::minutes(10)),
