@@ -9,6 +9,7 @@ mod dbt;
 mod drills;
 mod exit_codes;
 mod helpers;
+mod in_flight;
 mod manifests;
 mod monitoring;
 mod orgs;
