@@ -25,6 +25,7 @@ pub mod data;
 pub mod latency;
 pub mod meta;
 pub mod org;
+pub mod reply;
 pub mod rng;
 pub mod routes;
 pub mod server;
