@@ -20,7 +20,8 @@ change, `sync`). Each job run's latency floor is computed from the sandbox's own
 Not a test and not part of `make test`. Environment: BENCH_QUICK=1 (10k only, one run, and a 20k realistic
 run: a smoke run), BENCH_RUNS (override the run count), BENCH_SIZES (e.g. `10000,100000`; empty: no
 zero-latency sizes), BENCH_OVERLAP=0 (skip the overlap scenario), BENCH_REAL=0 (skip the realistic-latency
-part), BENCH_REAL_DEALS, BENCH_REAL_RUNS, BENCH_NIGHTS. Stdlib only; every process it starts is killed on exit,
+part), BENCH_REAL_DEALS, BENCH_REAL_RUNS, BENCH_NIGHTS, BENCH_KEEP_ZERO=1 (measure only the realistic part and
+show the last full run's zero-latency figures, marked as such). Stdlib only; every process it starts is killed on exit,
 and every wait is bounded.
 """
 
@@ -802,7 +803,10 @@ def main():
     real_n = int(os.environ.get("BENCH_REAL_DEALS", 20_000 if quick else REAL_DEALS))
     real_runs = int(os.environ.get("BENCH_REAL_RUNS", 1 if quick else REAL_RUNS))
     real_nights = int(os.environ.get("BENCH_NIGHTS", 1 if quick else REAL_NIGHTS))
-    for exe in (JOB, SANDBOX, FLOOR, OVERLAP):
+    keep_zero = os.environ.get("BENCH_KEEP_ZERO") == "1"
+    if keep_zero:
+        sizes = []
+    for exe in (JOB, SANDBOX) + ((FLOOR, OVERLAP) if sizes else ()):
         if not os.access(exe, os.X_OK):
             sys.exit(f"bench: {exe} is missing; run `make bench` (it builds the binaries and examples)")
 
@@ -833,6 +837,13 @@ def main():
            "dirty": dirty,
            "load_before": load_before[0], "load_after": os.getloadavg()[0], "sizes": results, "overlap": overlap,
            "realistic": realistic}
+    if keep_zero:
+        # The zero-latency figures of the last full run, shown as such (not re-measured).
+        with open(RESULTS_JSON) as f:
+            last = json.load(f)
+        zero = last.get("zero_from") or last
+        raw.update({"sizes": zero["sizes"], "overlap": zero["overlap"],
+                    "zero_from": {k: zero[k] for k in ("started_at", "commit", "sizes", "overlap", "load_before")}})
     with open(RESULTS_JSON, "w") as f:
         json.dump(raw, f, indent=1)
     report(raw)
@@ -903,9 +914,13 @@ the time from the first call to the last answer. The sandbox's peak in flight is
   {SINK_LATENCY_MS} ms sleep in every `stage()` (`examples/bench_overlap.rs` runs the job's pipeline in-process around
   a `Delayed` SQLite warehouse). Source = the floor at that latency; sink = time spent inside warehouse calls (the
   sleeps, SQLite staging and the merge).""" if overlap else "- **Overlap:** not run this time (`BENCH_OVERLAP=0`).")
+        zf = raw.get("zero_from")
+        zero_note = (f"**Not re-measured in this run:** these figures are the last full run's, on "
+                     f"{dt.datetime.fromisoformat(zf['started_at']):%Y-%m-%d %H:%M} UTC at commit `{zf['commit']}` "
+                     f"(`BENCH_KEEP_ZERO=1`).\n\n") if zf else ""
         zero_md = f"""## At zero latency (CPU, memory, credits)
 
-The sandbox answers in microseconds here, so it is itself the bottleneck and wall-time ratios say little about
+{zero_note}The sandbox answers in microseconds here, so it is itself the bottleneck and wall-time ratios say little about
 Zoho; these rows keep the CPU cost per deal, the peak RSS at 1M deals and the credits on record.
 
 {table}
