@@ -836,6 +836,8 @@ def main():
     raw = {"started_at": started_at.isoformat(), "elapsed_s": elapsed, "machine": m, "commit": commit, "quick": quick,
            "dirty": dirty,
            "load_before": load_before[0], "load_after": os.getloadavg()[0], "sizes": results, "overlap": overlap,
+           "invocation": " ".join(f"{k}={v}" for k, v in sorted(os.environ.items())
+                                  if k.startswith("BENCH_") and k != "BENCH_REPORT_ONLY"),
            "realistic": realistic}
     if keep_zero:
         # The zero-latency figures of the last full run, shown as such (not re-measured).
@@ -957,7 +959,7 @@ Zoho; these rows keep the CPU cost per deal, the peak RSS at 1M deals and the cr
     dirty = " (with uncommitted changes to the job or sandbox in the worktree)" if raw.get("dirty") else ""
     md = f"""# Benchmark results
 
-Produced by `{'BENCH_QUICK=1 ' if quick else ''}make bench` (`scripts/bench.sh` → `bench/run.py`) on
+Produced by `{raw.get('invocation') or ('BENCH_QUICK=1' if quick else '')}{' ' if raw.get('invocation') or quick else ''}make bench` (`scripts/bench.sh` → `bench/run.py`) on
 {started_at:%Y-%m-%d %H:%M} UTC at commit `{commit}`{dirty}; the whole bench took {elapsed / 60:.1f} min.
 
 **Machine:** {m['nproc']} CPUs ({m['cpu']}), {m['memory']} RAM, Linux {m['kernel']}, Python {m['python']}. Load
