@@ -381,7 +381,7 @@ mod tests {
         assert_eq!(j["what_to_do"], json!(explain(ExitCode::ZohoUnavailable).1));
         let s = alert.body(AlertFormat::Slack);
         let text = s["text"].as_str().expect("text");
-        assert_eq!(s.as_object().map(|o| o.len()), Some(1));
+        assert_eq!(s.as_object().map(serde_json::Map::len), Some(1));
         assert!(text.contains("exit 5") && text.contains("r-1") && text.contains("HTTP 503"), "{text}");
     }
 

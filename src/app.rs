@@ -32,19 +32,9 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Error> {
     }
 }
 
-/// An error and its causes on one line.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
+/// An error and its causes on one line (see [`crate::error_chain`]).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    crate::error_chain::format(e)
 }
 
 fn zoho_client(

@@ -297,7 +297,7 @@ impl RawEnv {
         let won_stages = self
             .zoho_won_stages
             .map(|s| s.split(',').map(|x| x.trim().to_owned()).filter(|x| !x.is_empty()).collect::<Vec<_>>());
-        if won_stages.as_ref().is_some_and(|w| w.is_empty()) {
+        if won_stages.as_ref().is_some_and(std::vec::Vec::is_empty) {
             return Err(ConfigError::Invalid {
                 var: "ZOHO_WON_STAGES",
                 value: String::new(),

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod deal;
 pub mod error;
+pub mod error_chain;
 pub mod retry;
 pub mod status;
 pub mod sync;

@@ -164,7 +164,7 @@ impl Status {
         ));
         match (&self.last_error, self.consecutive_failures) {
             (Some((run, line)), 0) => {
-                out.push(format!("consecutive failures: 0 (an earlier run {run} failed: {line})"))
+                out.push(format!("consecutive failures: 0 (an earlier run {run} failed: {line})"));
             }
             (Some((run, line)), n) => out.push(format!("consecutive failures: {n}; last error (run {run}): {line}")),
             (None, n) => out.push(format!("consecutive failures: {n}")),

@@ -143,13 +143,7 @@ impl Visit for JsonVisitor<'_> {
         self.0.insert(field.name().into(), value.into());
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        let mut chain = value.to_string();
-        let mut source = value.source();
-        while let Some(s) = source {
-            chain.push_str(": ");
-            chain.push_str(&s.to_string());
-            source = s.source();
-        }
+        let chain = crate::error_chain::format(value);
         self.0.insert(field.name().into(), chain.into());
     }
 }

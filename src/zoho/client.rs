@@ -147,7 +147,7 @@ impl ZohoClient {
                         .map_err(|error| WithToken { error, token: Some(token) })
                 },
                 |e: &WithToken, wait| {
-                    tracing::debug!(endpoint = path, error = %e.error, wait_ms = wait.as_millis() as u64, "retrying a Zoho call")
+                    tracing::debug!(endpoint = path, error = %e.error, wait_ms = wait.as_millis() as u64, "retrying a Zoho call");
                 },
             )
             .await;

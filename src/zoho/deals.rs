@@ -692,7 +692,7 @@ pub async fn current_stages(client: &ZohoClient, ids: &[String]) -> Result<Vec<C
             match model::to_deal(r) {
                 Ok(d) => out.push(CurrentStage { id: d.deal_id, stage: d.stage, modified_time: d.modified_time }),
                 Err(q) => {
-                    tracing::warn!(deal_id = %q.deal_id, field = %q.field, reason = %q.reason, "reconcile: an unreadable record is left as it is")
+                    tracing::warn!(deal_id = %q.deal_id, field = %q.field, reason = %q.reason, "reconcile: an unreadable record is left as it is");
                 }
             }
         }

@@ -99,14 +99,8 @@ pub(super) fn describe_reqwest(e: &reqwest::Error) -> String {
     } else {
         "transport error"
     };
-    let mut chain = String::new();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        chain.push_str(": ");
-        chain.push_str(&s.to_string());
-        source = s.source();
-    }
-    format!("{kind}{chain}")
+    // The causes only: reqwest's own message names the URL.
+    crate::error_chain::with_causes(kind.to_owned(), std::error::Error::source(e))
 }
 
 /// Joins a path onto a base URL that may or may not end in `/`.

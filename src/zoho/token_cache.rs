@@ -117,7 +117,7 @@ impl TokenCache {
     pub fn clear(&self) {
         match std::fs::remove_file(&self.path) {
             Ok(()) => {
-                tracing::debug!(path = %self.path.display(), "removed the rejected token from the Zoho token cache")
+                tracing::debug!(path = %self.path.display(), "removed the rejected token from the Zoho token cache");
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => tracing::warn!(path = %self.path.display(), error = %e, "could not remove the Zoho token cache"),

@@ -419,7 +419,7 @@ fn parse_hcl(rel: &str, text: &str) -> Body {
 
 /// An attribute's expression.
 fn attr<'a>(body: &'a Body, key: &str) -> Option<&'a Expression> {
-    body.attributes().find(|a| a.key() == key).map(|a| a.expr())
+    body.attributes().find(|a| a.key() == key).map(hcl::Attribute::expr)
 }
 
 /// An expression as text: a string literal's value, anything else as written (`var.x`, `"a-${var.b}"`
@@ -441,12 +441,12 @@ fn attr_text(body: &Body, key: &str) -> Option<String> {
 
 /// The bodies of the blocks named `identifier` directly inside `body`.
 fn blocks<'a>(body: &'a Body, identifier: &'a str) -> impl Iterator<Item = &'a Body> + 'a {
-    body.blocks().filter(move |b| b.identifier() == identifier).map(|b| b.body())
+    body.blocks().filter(move |b| b.identifier() == identifier).map(hcl::Block::body)
 }
 
 /// The first block named `identifier` directly inside `body`.
 fn block<'a>(body: &'a Body, identifier: &str) -> Option<&'a Body> {
-    body.blocks().find(|b| b.identifier() == identifier).map(|b| b.body())
+    body.blocks().find(|b| b.identifier() == identifier).map(hcl::Block::body)
 }
 
 /// Whether a block named `identifier` is anywhere inside `body`.
@@ -474,7 +474,7 @@ fn terraform_settings(rel: &str, body: &Body) -> Vec<Setting> {
         for b in body.blocks() {
             path.push(
                 std::iter::once(b.identifier())
-                    .chain(b.labels().iter().map(|l| l.as_str()))
+                    .chain(b.labels().iter().map(hcl::BlockLabel::as_str))
                     .collect::<Vec<_>>()
                     .join("."),
             );
@@ -698,14 +698,14 @@ fn gcp_recipe_problems(files: &[(String, Body)]) -> Vec<String> {
 
     // Inputs and outputs say what they are.
     for v in top("variable") {
-        let name = v.labels().first().map(|l| l.as_str()).unwrap_or("?");
+        let name = v.labels().first().map(hcl::BlockLabel::as_str).unwrap_or("?");
         need(
             attr(v.body(), "description").is_some() && attr(v.body(), "type").is_some(),
             format!("variable {name}: needs a description and a type"),
         );
     }
     for o in top("output") {
-        let name = o.labels().first().map(|l| l.as_str()).unwrap_or("?");
+        let name = o.labels().first().map(hcl::BlockLabel::as_str).unwrap_or("?");
         need(attr(o.body(), "description").is_some(), format!("output {name}: needs a description"));
     }
     problems
@@ -872,7 +872,7 @@ fn zoho_secrets_never_appear_as_literal_values() {
         match s.source {
             Source::Literal => leaks.push(format!("{}: {} is set as a literal value", s.at(), s.name)),
             Source::StoreTemplate if s.value.as_deref().is_some_and(|v| !is_placeholder(v)) => {
-                leaks.push(format!("{}: {} holds a value, not a placeholder", s.at(), s.name))
+                leaks.push(format!("{}: {} holds a value, not a placeholder", s.at(), s.name));
             }
             Source::SecretStore | Source::StoreTemplate => {}
         }

@@ -31,7 +31,7 @@ fn assert_row_matches(row: &StoredDeal, truth: &Value) {
     assert_eq!(d.deal_name, text(&truth["Deal_Name"]), "{id} name");
     assert_eq!(d.stage, text(&truth["Stage"]), "{id} stage");
     // Exact money: the decimal text equals the JSON number's text.
-    let amount = truth["Amount"].as_number().map(|n| n.to_string());
+    let amount = truth["Amount"].as_number().map(std::string::ToString::to_string);
     assert_eq!(d.amount.map(|a| a.to_string()), amount.map(|a| normalise(&a)), "{id} amount");
     assert_eq!(d.currency, text(&truth["Currency"]), "{id} currency");
     assert_eq!(d.probability, truth["Probability"].as_i64(), "{id} probability");
@@ -184,7 +184,7 @@ async fn no_secret_appears_in_any_log_line_even_at_trace_level() {
 fn regex_like_token(text: &str) -> bool {
     text.match_indices("1000.").any(|(i, _)| {
         let rest = &text[i + 5..];
-        let hex: String = rest.chars().take_while(|c| c.is_ascii_hexdigit()).collect();
+        let hex: String = rest.chars().take_while(char::is_ascii_hexdigit).collect();
         hex.len() >= 16 && rest[hex.len()..].starts_with('.')
     })
 }

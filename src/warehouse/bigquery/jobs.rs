@@ -72,7 +72,7 @@ impl BigQueryWarehouse {
                         r.request_id = Some(uuid::Uuid::new_v4().to_string());
                     }
                 }
-                tracing::warn!(what, error = %f.error, ?wait, new_request_id = f.new_request_id, "BigQuery statement failed; retrying")
+                tracing::warn!(what, error = %f.error, ?wait, new_request_id = f.new_request_id, "BigQuery statement failed; retrying");
             },
         )
         .await
