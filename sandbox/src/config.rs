@@ -23,6 +23,32 @@ pub struct SandboxConfig {
     pub faults: Faults,
     /// The org's shape (`default`, `free`, `pipelines`, `exotic`): see [`crate::org`].
     pub profile: Profile,
+    /// How the deals' `Created_Time` / `Modified_Time` are spread over the past: see [`History`].
+    pub history: History,
+}
+
+/// How the generated deals are spread over time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum History {
+    /// Created evenly over the last 120 days; 38% modified in the last day, the rest any time after creation;
+    /// mass updates sharing one second (the default: what the job's tests are written against).
+    #[default]
+    Uniform,
+    /// Like a real org's: five years of history growing toward now (most deals in the last months), a data
+    /// migration that created a fifth of the deals in one afternoon three years ago, and about 1% modified in
+    /// the last day. Equal-length time slices of such an org hold very unequal numbers of deals.
+    Skewed,
+}
+
+impl History {
+    /// `uniform` or `skewed`.
+    pub fn parse(s: &str) -> Option<History> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "uniform" => Some(History::Uniform),
+            "skewed" => Some(History::Skewed),
+            _ => None,
+        }
+    }
 }
 
 impl SandboxConfig {
@@ -53,6 +79,7 @@ impl Default for SandboxConfig {
             initially_deleted: None,
             faults: Faults::default(),
             profile: Profile::Default,
+            history: History::Uniform,
         }
     }
 }
@@ -67,8 +94,17 @@ pub struct Faults {
     pub rate_500: f64,
     /// Fraction of CRM calls whose connection is closed without any response bytes.
     pub rate_drop: f64,
-    /// Extra latency added to every CRM call, in milliseconds (while it counts as in flight).
+    /// Base latency added to every CRM call, in milliseconds (while it counts as in flight; see
+    /// [`crate::latency`]). `/__sandbox/` calls are never delayed.
     pub latency_ms: u64,
+    /// Latency added per record a CRM response carries, in milliseconds (a 2,000-row page is slower than a
+    /// 200-row one): e.g. 0.1 adds 200 ms to a full COQL page.
+    pub latency_per_record_ms: f64,
+    /// Each CRM call's base latency varies uniformly within ± this many milliseconds (never below zero), drawn
+    /// from dice seeded by the sandbox's seed.
+    pub latency_jitter_ms: u64,
+    /// Latency of the accounts server (`/oauth/v2/*`), in milliseconds.
+    pub accounts_latency_ms: u64,
     /// Concurrent CRM calls allowed; the next one gets 429 (Zoho: 5/10/15/20/25 by edition).
     pub max_concurrency: usize,
     /// Concurrent COQL calls allowed ("sub-concurrency" of complex APIs: 10 in every edition).
@@ -106,6 +142,9 @@ impl Default for Faults {
             rate_500: 0.0,
             rate_drop: 0.0,
             latency_ms: 0,
+            latency_per_record_ms: 0.0,
+            latency_jitter_ms: 0,
+            accounts_latency_ms: 0,
             max_concurrency: 25,
             coql_concurrency: 10,
             token_ttl_secs: 3600,
@@ -143,7 +182,8 @@ impl Faults {
         Ok(faults)
     }
 
-    /// Checks the rates are fractions and the token error code is one Zoho uses.
+    /// Checks the rates are fractions, the per-record latency is a finite non-negative number of milliseconds
+    /// and the token error code is one Zoho uses.
     pub fn validate(&self) -> Result<(), String> {
         if !matches!(self.token_error_code.as_str(), "INVALID_TOKEN" | "AUTHENTICATION_FAILURE") {
             return Err(format!(
@@ -155,6 +195,12 @@ impl Faults {
             if !(0.0..=1.0).contains(&r) {
                 return Err(format!("{name} must be within 0..=1, got {r}"));
             }
+        }
+        if !(self.latency_per_record_ms.is_finite() && (0.0..=1000.0).contains(&self.latency_per_record_ms)) {
+            return Err(format!(
+                "latency_per_record_ms must be within 0..=1000 (milliseconds per record), got {}",
+                self.latency_per_record_ms
+            ));
         }
         Ok(())
     }
@@ -177,5 +223,30 @@ mod tests {
         assert!(f.patched(&json!({"rate_42": 1})).is_err());
         assert!(f.patched(&json!({"rate_429": 2.0})).is_err());
         assert!(f.patched(&json!({"latency_ms": "slow"})).is_err());
+    }
+
+    #[test]
+    fn the_latency_model_is_set_through_the_control_patch_and_latency_ms_keeps_its_meaning() {
+        let f = Faults::default();
+        let p = f.patched(&json!({"latency_ms": 300})).expect("the old knob alone still works");
+        assert_eq!((p.latency_ms, p.latency_per_record_ms, p.latency_jitter_ms), (300, 0.0, 0));
+        let p = p
+            .patched(&json!({"latency_per_record_ms": 0.1, "latency_jitter_ms": 30, "accounts_latency_ms": 80}))
+            .expect("valid");
+        assert_eq!(
+            (p.latency_ms, p.latency_per_record_ms, p.latency_jitter_ms, p.accounts_latency_ms),
+            (300, 0.1, 30, 80)
+        );
+        let err = p.patched(&json!({"latency_per_record_ms": -1.0})).expect_err("negative");
+        assert!(err.contains("latency_per_record_ms"), "{err}");
+        assert!(p.patched(&json!({"latency_jitter_ms": -5})).is_err());
+    }
+
+    #[test]
+    fn history_names_parse_and_anything_else_is_refused() {
+        assert_eq!(History::parse("skewed"), Some(History::Skewed));
+        assert_eq!(History::parse(" Uniform "), Some(History::Uniform));
+        assert_eq!(History::parse("recent"), None);
+        assert_eq!(SandboxConfig::default().history, History::Uniform);
     }
 }

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::clock::{fmt_date, fmt_datetime, parse_datetime};
+use crate::config::History;
 use crate::meta::{self, Category, FieldDef, FieldType, FormulaType, Module, ID_BASE, LAYOUT_ID, STAGES};
 use crate::org::{Org, Profile, PARTNER_PIPELINE, STANDARD_PIPELINE};
 use crate::rng::Rng;
@@ -324,6 +325,95 @@ struct Facts {
     modified: DateTime<Utc>,
 }
 
+/// [`History::Uniform`]: created evenly over the last 120 days, 38% modified in the last day, plus mass updates.
+fn uniform_facts(rng: &mut Rng, total: usize, now: DateTime<Utc>) -> Vec<Facts> {
+    // Ids grow with creation time (as Zoho's do) but with gaps, and Modified_Time is unrelated
+    // to id order, so keyset paging on id and windowing on Modified_Time are both exercised.
+    let start = now - Duration::seconds(HORIZON_SECS);
+    let slot = (HORIZON_SECS / total.max(1) as i64).max(1);
+    let latest = now - Duration::seconds(1);
+    let mut facts = Vec::with_capacity(total);
+    let mut id = DEALS_BASE;
+    for i in 0..total {
+        id += rng.range(1, 2500) as u64;
+        let c = start + Duration::seconds(i as i64 * slot + rng.below(slot as u64) as i64);
+        let created = c.min(now - Duration::seconds(2));
+        let modified = if rng.chance(0.38) {
+            // a good share touched within the last day
+            let lo = created.max(now - Duration::seconds(DAY_SECS));
+            lo + Duration::seconds(rng.below((latest - lo).num_seconds().max(0) as u64 + 1) as i64)
+        } else {
+            created + Duration::seconds(rng.below((latest - created).num_seconds().max(0) as u64 + 1) as i64)
+        };
+        facts.push(Facts { id, created, modified });
+    }
+
+    // "Mass updates": batches of 50–300 deals that share one Modified_Time second, half of them
+    // in the last 24 h. Paging on Modified_Time alone with a strict `>` loses these ties.
+    let batches = (total / 700).max(1);
+    for b in 0..batches {
+        let back = if b % 2 == 0 { rng.range(1, DAY_SECS - 1) } else { rng.range(DAY_SECS, HORIZON_SECS / 2) };
+        let t = now - Duration::seconds(back);
+        let size = rng.range(50, 300) as usize;
+        for _ in 0..size.min(total) {
+            let k = rng.index(total);
+            if facts[k].created <= t {
+                facts[k].modified = t;
+            }
+        }
+    }
+    facts
+}
+
+/// [`History::Skewed`]: five years of history, growing toward now (the density of creations rises e^8-fold over
+/// the five years: about 40% of the organic deals fall in the last 120 days, 80% in the last year); a migration
+/// that created 20% of the deals within six hours, three years ago, most of them never touched since; organic
+/// deals are last modified days to weeks after creation; about 1% of all deals were modified in the last day (half
+/// of them old deals touched again, half created in the last days). Ids grow
+/// with creation time, as Zoho's do.
+fn skewed_facts(rng: &mut Rng, total: usize, now: DateTime<Utc>) -> Vec<Facts> {
+    const HISTORY_SECS: f64 = 5.0 * 365.0 * DAY_SECS as f64;
+    const GROWTH: f64 = 8.0;
+    const MIGRATION_SHARE: f64 = 0.2;
+    const MIGRATION_SECS: i64 = 6 * 3600;
+    let migration = now - Duration::days(3 * 365);
+    let latest = now - Duration::seconds(1);
+    let mut created: Vec<DateTime<Utc>> = (0..total)
+        .map(|_| {
+            if rng.chance(MIGRATION_SHARE) {
+                migration + Duration::seconds(rng.range(0, MIGRATION_SECS))
+            } else {
+                // Inverse CDF of a density growing like e^(GROWTH·t) over the history: `age` in (0, 1].
+                let age = 1.0 - (1.0 + rng.unit() * (GROWTH.exp() - 1.0)).ln() / GROWTH;
+                now - Duration::seconds((age * HISTORY_SECS) as i64 + 2)
+            }
+        })
+        .collect();
+    created.sort_unstable();
+    let mut id = DEALS_BASE;
+    created
+        .into_iter()
+        .map(|created| {
+            id += rng.range(1, 2500) as u64;
+            let migrated = created >= migration && created <= migration + Duration::seconds(MIGRATION_SECS);
+            let span = (latest - created).num_seconds().max(0);
+            let modified = if rng.chance(0.005) {
+                // touched in the last day (tonight's changes)
+                let lo = created.max(now - Duration::seconds(DAY_SECS));
+                lo + Duration::seconds(rng.below((latest - lo).num_seconds().max(0) as u64 + 1) as i64)
+            } else if migrated && rng.chance(0.85) {
+                created
+            } else {
+                // worked on for days to weeks after creation (exponential, mean ten days); a recent deal whose
+                // draw lands in the future was last touched any time since it was created
+                let after = (-(1.0 - rng.unit()).ln() * 10.0 * DAY_SECS as f64) as i64;
+                created + Duration::seconds(if after <= span { after } else { rng.range(0, span) })
+            };
+            Facts { id, created, modified: modified.min(latest) }
+        })
+        .collect()
+}
+
 impl Store {
     /// Generates `config.deals` live deals (plus the initially deleted ones) as of `now`, in the default org.
     pub fn generate(
@@ -342,6 +432,19 @@ impl Store {
     /// custom fields.
     pub fn generate_profile(
         profile: Profile,
+        deals: usize,
+        initially_deleted: Option<usize>,
+        seed: u64,
+        tz: FixedOffset,
+        now: DateTime<Utc>,
+    ) -> Store {
+        Self::generate_history(profile, History::Uniform, deals, initially_deleted, seed, tz, now)
+    }
+
+    /// [`Store::generate_profile`] with the deals spread over time as `history` says (see [`History`]).
+    pub fn generate_history(
+        profile: Profile,
+        history: History,
         deals: usize,
         initially_deleted: Option<usize>,
         seed: u64,
@@ -373,42 +476,12 @@ impl Store {
             stage_changes: HashMap::new(),
         };
 
-        // Ids grow with creation time (as Zoho's do) but with gaps, and Modified_Time is unrelated
-        // to id order, so keyset paging on id and windowing on Modified_Time are both exercised.
-        let start = now - Duration::seconds(HORIZON_SECS);
-        let slot = (HORIZON_SECS / total.max(1) as i64).max(1);
+        let facts = match history {
+            History::Uniform => uniform_facts(&mut rng, total, now),
+            History::Skewed => skewed_facts(&mut rng, total, now),
+        };
+        store.next_id = facts.last().map_or(DEALS_BASE, |f| f.id);
         let latest = now - Duration::seconds(1);
-        let mut facts = Vec::with_capacity(total);
-        let mut id = DEALS_BASE;
-        for i in 0..total {
-            id += rng.range(1, 2500) as u64;
-            let c = start + Duration::seconds(i as i64 * slot + rng.below(slot as u64) as i64);
-            let created = c.min(now - Duration::seconds(2));
-            let modified = if rng.chance(0.38) {
-                // a good share touched within the last day
-                let lo = created.max(now - Duration::seconds(DAY_SECS));
-                lo + Duration::seconds(rng.below((latest - lo).num_seconds().max(0) as u64 + 1) as i64)
-            } else {
-                created + Duration::seconds(rng.below((latest - created).num_seconds().max(0) as u64 + 1) as i64)
-            };
-            facts.push(Facts { id, created, modified });
-        }
-        store.next_id = id;
-
-        // "Mass updates": batches of 50–300 deals that share one Modified_Time second, half of them
-        // in the last 24 h. Paging on Modified_Time alone with a strict `>` loses these ties.
-        let batches = (total / 700).max(1);
-        for b in 0..batches {
-            let back = if b % 2 == 0 { rng.range(1, DAY_SECS - 1) } else { rng.range(DAY_SECS, HORIZON_SECS / 2) };
-            let t = now - Duration::seconds(back);
-            let size = rng.range(50, 300) as usize;
-            for _ in 0..size.min(total) {
-                let k = rng.index(total);
-                if facts[k].created <= t {
-                    facts[k].modified = t;
-                }
-            }
-        }
 
         let deleted_at: HashSet<usize> = {
             let mut s = HashSet::new();

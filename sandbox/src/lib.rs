@@ -22,6 +22,7 @@ pub mod clock;
 pub mod config;
 pub mod coql;
 pub mod data;
+pub mod latency;
 pub mod meta;
 pub mod org;
 pub mod reply;
@@ -39,7 +40,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use config::{Faults, SandboxConfig};
+pub use config::{Faults, History, SandboxConfig};
 pub use org::Profile;
 
 use crate::auth::AuthState;
@@ -82,8 +83,15 @@ impl Sandbox {
         let base_url = format!("http://{addr}");
 
         let started = clock::now();
-        let store =
-            Store::generate_profile(config.profile, config.deals, config.initially_deleted, config.seed, tz, started);
+        let store = Store::generate_history(
+            config.profile,
+            config.history,
+            config.deals,
+            config.initially_deleted,
+            config.seed,
+            tz,
+            started,
+        );
         // Tokens must differ between runs (a job caching one must not reuse it on a new sandbox).
         let entropy =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
@@ -98,6 +106,7 @@ impl Sandbox {
             inflight: AtomicUsize::new(0),
             coql_inflight: AtomicUsize::new(0),
             dice: Mutex::new(Rng::new(config.seed ^ 0xFA01_7D1C_E000_0001)),
+            latency_dice: Mutex::new(Rng::new(config.seed ^ 0x1A7E_4C1D_1CE0_0002)),
             token_rng: Mutex::new(Rng::new(entropy.rotate_left(17))),
             page_tokens: Mutex::new(HashMap::new()),
             clock_offset_secs: std::sync::atomic::AtomicI64::new(0),

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
-use zoho_sandbox::{clock, Faults, Profile, Sandbox, SandboxConfig};
+use zoho_sandbox::{clock, Faults, History, Profile, Sandbox, SandboxConfig};
 
 /// A local stand-in for Zoho's accounts server and CRM v8 API.
 #[derive(Debug, Parser)]
@@ -29,6 +29,10 @@ struct Cli {
     /// The org's shape: default, free, pipelines or exotic.
     #[arg(long, default_value = "default")]
     profile: String,
+    /// How deals spread over time: uniform (120 days, the tests' org) or skewed (five years, mostly recent,
+    /// a migration spike).
+    #[arg(long, env = "SANDBOX_HISTORY", default_value = "uniform")]
+    history: String,
     /// Deals deleted before start (default 1% of --deals).
     #[arg(long)]
     deleted: Option<usize>,
@@ -41,9 +45,18 @@ struct Cli {
     /// Fraction of CRM calls whose connection is dropped.
     #[arg(long, default_value_t = 0.0)]
     rate_drop: f64,
-    /// Latency added to each CRM call, in ms.
-    #[arg(long, default_value_t = 0)]
+    /// Base latency added to each CRM call, in ms.
+    #[arg(long, env = "SANDBOX_LATENCY_MS", default_value_t = 0)]
     latency_ms: u64,
+    /// Latency added per record in a CRM response, in ms (0.1: a 2,000-row page takes 200 ms more).
+    #[arg(long, env = "SANDBOX_LATENCY_PER_RECORD_MS", default_value_t = 0.0)]
+    latency_per_record_ms: f64,
+    /// Each CRM call's base latency varies within ± this many ms (seeded by --seed).
+    #[arg(long, env = "SANDBOX_LATENCY_JITTER_MS", default_value_t = 0)]
+    latency_jitter_ms: u64,
+    /// Latency of the accounts server (/oauth/v2/*), in ms.
+    #[arg(long, env = "SANDBOX_ACCOUNTS_LATENCY_MS", default_value_t = 0)]
+    accounts_latency_ms: u64,
     /// Concurrent CRM calls allowed.
     #[arg(long, default_value_t = 25)]
     max_concurrency: usize,
@@ -96,8 +109,13 @@ async fn main() -> ExitCode {
         eprintln!("zoho-sandbox: --profile must be default, free, pipelines or exotic (got {})", cli.profile);
         return ExitCode::from(2);
     };
+    let Some(history) = History::parse(&cli.history) else {
+        eprintln!("zoho-sandbox: --history (SANDBOX_HISTORY) must be uniform or skewed (got {})", cli.history);
+        return ExitCode::from(2);
+    };
     let config = SandboxConfig {
         profile,
+        history,
         deals: cli.deals,
         seed: cli.seed,
         tz_offset_minutes: tz,
@@ -107,6 +125,9 @@ async fn main() -> ExitCode {
             rate_500: cli.rate_500,
             rate_drop: cli.rate_drop,
             latency_ms: cli.latency_ms,
+            latency_per_record_ms: cli.latency_per_record_ms,
+            latency_jitter_ms: cli.latency_jitter_ms,
+            accounts_latency_ms: cli.accounts_latency_ms,
             max_concurrency: cli.max_concurrency,
             coql_concurrency: cli.coql_concurrency,
             token_ttl_secs: cli.token_ttl_secs,

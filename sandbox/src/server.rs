@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
@@ -23,6 +24,7 @@ use tokio::sync::{watch, Notify};
 use tower::ServiceExt;
 
 use crate::auth::Access;
+use crate::latency::{self, CallKind, CallRecord, LatencyModel};
 use crate::reply::{zoho_error, Credits};
 use crate::routes::{control, crm, oauth, related};
 use crate::state::{lock, AppState};
@@ -68,7 +70,8 @@ fn too_many(message: &str) -> Response {
 }
 
 /// Every `/crm/v8/...` call goes through here: count, authenticate, check scope, enforce the daily
-/// credit allowance and concurrency, add latency, roll the fault dice, run, charge credits.
+/// credit allowance and concurrency, add latency (latency.rs) and log the call, roll the fault dice, run, charge
+/// credits.
 async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response {
     let st = &g.st;
     st.stats(|s| s.call(g.key));
@@ -146,13 +149,35 @@ async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response {
         None
     };
 
-    if faults.latency_ms > 0 {
-        tokio::time::sleep(Duration::from_millis(faults.latency_ms)).await;
+    // The latency model (latency.rs): the base part now, the per-record part once the response is known, both
+    // while this call holds its in-flight slot. Every call from here on is logged.
+    let started = Instant::now();
+    let model = LatencyModel::of(&faults);
+    let (req, kind) = match classify(g.key, req).await {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let base = model.base_delay(&mut lock(&st.latency_dice));
+    if !base.is_zero() {
+        tokio::time::sleep(base).await;
     }
+    let log = |status: u16, records: Option<u64>, latency: Duration| {
+        let record = CallRecord {
+            endpoint: g.key,
+            kind,
+            status,
+            records,
+            latency_ms: latency.as_secs_f64() * 1000.0,
+            start_ms: latency::ms_since_epoch(started),
+            end_ms: latency::ms_since_epoch(Instant::now()),
+        };
+        st.stats(|s| s.call_log.push(record));
+    };
 
     let roll = lock(&st.dice).unit();
     if roll < faults.rate_drop {
         st.stats(|s| s.fault("drop"));
+        log(0, None, base);
         if let Some(kill) = req.extensions().get::<ConnKill>() {
             kill.0.notify_one();
             // The connection task drops this future together with the connection.
@@ -163,15 +188,31 @@ async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response {
     }
     if roll < faults.rate_drop + faults.rate_500 {
         st.stats(|s| s.fault("500"));
+        log(500, None, base);
         return zoho_error(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", "Internal Server Error", json!({}));
     }
     if roll < faults.rate_drop + faults.rate_500 + faults.rate_429 {
         st.stats(|s| s.fault("429"));
+        log(429, None, base);
         return too_many("Too many requests");
     }
 
-    let mut resp = next.run(req).await;
+    let resp = next.run(req).await;
+    // Records are counted (the body scanned) only when the per-record part is on.
+    let (mut resp, records, latency) = if model.counts_records() {
+        let (parts, body) = resp.into_parts();
+        let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+        let records = latency::records_in(&bytes);
+        let extra = model.records_delay(records);
+        if !extra.is_zero() {
+            tokio::time::sleep(extra).await;
+        }
+        (Response::from_parts(parts, Body::from(bytes)), Some(records), base + extra)
+    } else {
+        (resp, None, base)
+    };
     let status = resp.status();
+    log(status.as_u16(), records, latency);
     if status.is_success() || status == StatusCode::NOT_MODIFIED {
         let n = resp.extensions().get::<Credits>().map_or(1, |c| c.0);
         let total = st.stats(|s| {
@@ -189,6 +230,48 @@ async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response {
     resp
 }
 
+/// The kind of a CRM call for the call log: a COQL body is read (and put back) to tell a `COUNT` from a page.
+async fn classify(key: &'static str, req: Request) -> Result<(Request, CallKind), Response> {
+    if key != "coql" {
+        return Ok((req, CallKind::of_endpoint(key)));
+    }
+    let (parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(body, COQL_BODY_LIMIT).await.map_err(|_| {
+        zoho_error(StatusCode::PAYLOAD_TOO_LARGE, "INVALID_DATA", "the request body is too large", json!({}))
+    })?;
+    let kind = latency::coql_kind(&bytes);
+    Ok((Request::from_parts(parts, Body::from(bytes)), kind))
+}
+
+/// Largest COQL request body read (axum's default body limit, which the COQL handler's extractor applies too).
+const COQL_BODY_LIMIT: usize = 2 * 1024 * 1024;
+
+/// The accounts server's latency (`accounts_latency_ms`) and call log for `/oauth/v2/*`.
+async fn accounts_latency(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let delay = Duration::from_millis(st.faults().accounts_latency_ms);
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let endpoint = match req.uri().path() {
+        "/oauth/v2/token" => "token",
+        "/oauth/v2/token/revoke" => "revoke",
+        _ => "authorize",
+    };
+    let resp = next.run(req).await;
+    let record = CallRecord {
+        endpoint,
+        kind: CallKind::Accounts,
+        status: resp.status().as_u16(),
+        records: None,
+        latency_ms: delay.as_secs_f64() * 1000.0,
+        start_ms: latency::ms_since_epoch(started),
+        end_ms: latency::ms_since_epoch(Instant::now()),
+    };
+    st.stats(|s| s.call_log.push(record));
+    resp
+}
+
 fn crm_route(
     st: &Arc<AppState>,
     key: &'static str,
@@ -198,12 +281,19 @@ fn crm_route(
     route.layer(middleware::from_fn_with_state(Guard { st: st.clone(), key, scopes }, guard))
 }
 
+fn accounts_route(
+    st: &Arc<AppState>,
+    route: axum::routing::MethodRouter<Arc<AppState>>,
+) -> axum::routing::MethodRouter<Arc<AppState>> {
+    route.layer(middleware::from_fn_with_state(st.clone(), accounts_latency))
+}
+
 /// The whole application.
 pub fn router(st: Arc<AppState>) -> Router {
     Router::new()
-        .route("/oauth/v2/auth", get(oauth::authorize))
-        .route("/oauth/v2/token", post(oauth::token))
-        .route("/oauth/v2/token/revoke", post(oauth::revoke))
+        .route("/oauth/v2/auth", accounts_route(&st, get(oauth::authorize)))
+        .route("/oauth/v2/token", accounts_route(&st, post(oauth::token)))
+        .route("/oauth/v2/token/revoke", accounts_route(&st, post(oauth::revoke)))
         .route("/crm/v8/coql", crm_route(&st, "coql", SCOPE_COQL, post(crm::coql)))
         .route("/crm/v8/settings/fields", crm_route(&st, "fields", SCOPE_FIELDS, get(crm::fields)))
         .route("/crm/v8/settings/pipeline", crm_route(&st, "pipeline", SCOPE_PIPELINE, get(crm::pipeline)))

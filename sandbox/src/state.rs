@@ -44,6 +44,8 @@ pub struct Stats {
     pub rejected_limits: u64,
     /// CRM calls refused with 401 (`INVALID_TOKEN` or `OAUTH_SCOPE_MISMATCH`).
     pub unauthorized: u64,
+    /// Every accounts call and every CRM call that got past authentication, with the latency applied.
+    pub call_log: crate::latency::CallLog,
 }
 
 impl Stats {
@@ -101,6 +103,8 @@ pub struct AppState {
     pub coql_inflight: AtomicUsize,
     /// Fault dice (seeded from the config seed).
     pub dice: Mutex<Rng>,
+    /// Latency jitter dice (seeded from the config seed; apart from the fault dice so faults stay reproducible).
+    pub latency_dice: Mutex<Rng>,
     /// Randomness for page tokens (kept apart from the fault dice so faults stay reproducible).
     pub token_rng: Mutex<Rng>,
     /// Live Get Records page tokens.

@@ -10,6 +10,7 @@ mod dbt;
 mod drills;
 mod exit_codes;
 mod helpers;
+mod in_flight;
 mod manifests;
 mod money_history;
 mod monitoring;

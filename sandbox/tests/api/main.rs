@@ -6,6 +6,7 @@ mod cli;
 mod coql;
 mod faults;
 mod knobs;
+mod latency;
 mod metadata;
 mod oauth;
 mod profiles;
