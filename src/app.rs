@@ -10,6 +10,7 @@ use crate::config::{NeedCredentials, Settings, WarehouseSettings, ZohoCredential
 use crate::error::{Error, ExitCode};
 use crate::retry::RetryPolicy;
 use crate::sync::{self, Outcome, SyncOptions};
+use crate::warehouse::any::AnyWarehouse;
 use crate::warehouse::bigquery::{BigQueryConfig, BigQueryWarehouse};
 use crate::warehouse::sqlite::SqliteWarehouse;
 use crate::warehouse::Warehouse;
@@ -100,20 +101,9 @@ async fn run_sync(args: SyncArgs) -> Result<ExitCode, Error> {
     };
     let max_credits = args.max_credits.or(settings.max_credits);
     let zoho = Arc::new(zoho_client(&settings, credentials(&settings)?, max_credits)?);
-    let (outcome, first_run) = match &settings.warehouse {
-        WarehouseSettings::Sqlite { path } => {
-            let wh = Arc::new(SqliteWarehouse::open(path)?);
-            let outcome = sync::sync(&settings, &options, zoho, wh.clone()).await?;
-            let note = first_run_note(&*wh, &outcome, &settings).await;
-            (outcome, note)
-        }
-        WarehouseSettings::BigQuery { .. } => {
-            let wh = Arc::new(bigquery(&settings).await?);
-            let outcome = sync::sync(&settings, &options, zoho, wh.clone()).await?;
-            let note = first_run_note(&*wh, &outcome, &settings).await;
-            (outcome, note)
-        }
-    };
+    let wh = Arc::new(open_warehouse(&settings).await?);
+    let outcome = sync::sync(&settings, &options, zoho, wh.clone()).await?;
+    let first_run = first_run_note(&*wh, &outcome, &settings).await;
     match outcome {
         Outcome::DryRun(plan) => {
             println!("{}", plan.render());
@@ -147,16 +137,8 @@ async fn run_reconcile(since: Option<&str>) -> Result<ExitCode, Error> {
     let settings = Settings::from_env(NeedCredentials::Yes)?;
     let since = since.map(|v| parse_time("--since", v, chrono::Utc::now())).transpose().map_err(Error::Usage)?;
     let zoho = Arc::new(zoho_client(&settings, credentials(&settings)?, settings.max_credits)?);
-    let summary = match &settings.warehouse {
-        WarehouseSettings::Sqlite { path } => {
-            let wh = Arc::new(SqliteWarehouse::open(path)?);
-            sync::reconcile::reconcile(&settings, since, zoho, wh).await?
-        }
-        WarehouseSettings::BigQuery { .. } => {
-            let wh = Arc::new(bigquery(&settings).await?);
-            sync::reconcile::reconcile(&settings, since, zoho, wh).await?
-        }
-    };
+    let wh = Arc::new(open_warehouse(&settings).await?);
+    let summary = sync::reconcile::reconcile(&settings, since, zoho, wh).await?;
     println!("{}", summary.line());
     Ok(ExitCode::Success)
 }
@@ -172,26 +154,39 @@ async fn first_run_note<W: Warehouse>(w: &W, outcome: &Outcome, settings: &Setti
     crate::status::first_run_note(&ledger, &summary.run_id, settings.lookback)
 }
 
+/// The one place that picks the warehouse the settings name: opens the SQLite file, or connects to BigQuery.
+async fn open_warehouse(settings: &Settings) -> Result<AnyWarehouse, Error> {
+    match &settings.warehouse {
+        WarehouseSettings::Sqlite { path } => Ok(AnyWarehouse::Sqlite(SqliteWarehouse::open(path)?)),
+        WarehouseSettings::BigQuery { project, dataset, location, emulator_host, max_bytes_billed } => {
+            let config = BigQueryConfig {
+                project: project.clone(),
+                dataset: dataset.clone(),
+                location: location.clone(),
+                emulator_host: emulator_host.clone(),
+            };
+            Ok(AnyWarehouse::BigQuery(Box::new(bigquery(config, *max_bytes_billed).await?)))
+        }
+    }
+}
+
+/// The warehouse the settings name, for `check`'s line.
+fn warehouse_name(settings: &Settings) -> String {
+    match &settings.warehouse {
+        WarehouseSettings::Sqlite { path } => format!("SQLite {}", path.display()),
+        WarehouseSettings::BigQuery { project, dataset, .. } => format!("BigQuery {project}.{dataset}"),
+    }
+}
+
 /// Connects to BigQuery (or its emulator when `BIGQUERY_EMULATOR_HOST` is set).
-async fn bigquery(settings: &Settings) -> Result<BigQueryWarehouse, Error> {
-    let WarehouseSettings::BigQuery { project, dataset, location, emulator_host, max_bytes_billed } =
-        &settings.warehouse
-    else {
-        return Err(Error::Internal("not a BigQuery configuration".into()));
-    };
-    if let Some(host) = emulator_host {
+async fn bigquery(config: BigQueryConfig, max_bytes_billed: Option<u64>) -> Result<BigQueryWarehouse, Error> {
+    if let Some(host) = &config.emulator_host {
         tracing::warn!(
             emulator_host = %host,
             "BIGQUERY_EMULATOR_HOST is set: writing to a BigQuery emulator over plain HTTP without Google credentials, not to BigQuery"
         );
     }
-    let config = BigQueryConfig {
-        project: project.clone(),
-        dataset: dataset.clone(),
-        location: location.clone(),
-        emulator_host: emulator_host.clone(),
-    };
-    Ok(BigQueryWarehouse::connect(config).await?.with_max_bytes_billed(*max_bytes_billed))
+    Ok(BigQueryWarehouse::connect(config).await?.with_max_bytes_billed(max_bytes_billed))
 }
 
 /// The grant token: stdin for `-`, a literal argument, or `ZOHO_GRANT_TOKEN`.
@@ -388,15 +383,9 @@ async fn check() -> Result<ExitCode, Error> {
             ),
         }
     }
-    let warehouse = match &settings.warehouse {
-        WarehouseSettings::Sqlite { path } => match SqliteWarehouse::open(path) {
-            Ok(w) => check_warehouse(&w, &settings).await.map(|s| format!("SQLite {}: {s}", path.display())),
-            Err(e) => Err(e.into()),
-        },
-        WarehouseSettings::BigQuery { project, dataset, .. } => match bigquery(&settings).await {
-            Ok(w) => check_warehouse(&w, &settings).await.map(|s| format!("BigQuery {project}.{dataset}: {s}")),
-            Err(e) => Err(e),
-        },
+    let warehouse = match open_warehouse(&settings).await {
+        Ok(w) => check_warehouse(&w, &settings).await.map(|s| format!("{}: {s}", warehouse_name(&settings))),
+        Err(e) => Err(e),
     };
     report("warehouse", warehouse);
     Ok(first_failure.unwrap_or(ExitCode::Success))
@@ -444,8 +433,7 @@ async fn status(args: StatusArgs) -> Result<ExitCode, Error> {
             tracing::info!(path = %path.display(), "no SQLite warehouse at SQLITE_PATH yet: no run has written");
             (Vec::new(), 0)
         }
-        WarehouseSettings::Sqlite { path } => status_inputs(&SqliteWarehouse::open(path)?).await?,
-        WarehouseSettings::BigQuery { .. } => status_inputs(&bigquery(&settings).await?).await?,
+        _ => status_inputs(&open_warehouse(&settings).await?).await?,
     };
     let status = crate::status::Status::from_ledger(&ledger, quarantined, now, args.max_age);
     if args.json {

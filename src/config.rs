@@ -352,7 +352,7 @@ impl RawEnv {
                 });
             }
             let dataset = self.bq_dataset.unwrap_or_else(|| "zoho_crm".into());
-            if !is_bq_identifier(&dataset) {
+            if !crate::warehouse::bigquery::is_identifier(&dataset) {
                 return Err(ConfigError::Invalid {
                     var: "BQ_DATASET",
                     value: dataset,
@@ -536,10 +536,6 @@ fn is_bq_project(s: &str) -> bool {
     !s.is_empty() && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-.:".contains(c))
 }
 
-fn is_bq_identifier(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 1024 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -622,7 +618,15 @@ mod tests {
 
     #[test]
     fn a_malformed_bigquery_setting_names_its_variable() {
-        for (var, value) in [("BQ_PROJECT", "My Project"), ("BQ_LOCATION", "us central"), ("BQ_DATASET", "a-b")] {
+        // The only check of these names: the dataset and location are spliced into SQL.
+        for (var, value) in [
+            ("BQ_PROJECT", "My Project"),
+            ("BQ_PROJECT", "Bad Project"),
+            ("BQ_LOCATION", "us central"),
+            ("BQ_LOCATION", "us'"),
+            ("BQ_DATASET", "a-b"),
+            ("BQ_DATASET", "zoho`; DROP"),
+        ] {
             let mut v = vars(&[("BQ_PROJECT", "acme-analytics")]);
             v.retain(|(k, _)| k != var);
             v.push((var.into(), value.into()));

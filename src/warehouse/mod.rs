@@ -29,6 +29,7 @@
 //!   (deal id, field, reason, the record as received), one row per deal, the latest quarantine wins; the row
 //!   goes once a run stages a readable version of that deal (won, un-won or deleted). Written by [`Warehouse::commit`] from [`RunReport::quarantined`].
 
+pub mod any;
 pub mod bigquery;
 pub mod sqlite;
 

@@ -1,6 +1,22 @@
 //! The HTTP client and its credentials, the statement templates' renderer, and schema lookups.
 
-use super::*;
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gcp_bigquery_client::auth::Authenticator;
+use gcp_bigquery_client::client_builder::ClientBuilder;
+use gcp_bigquery_client::error::BQError;
+use serde_json::Value;
+
+use super::errors::{classify, policy, Failure};
+use super::jobs::CALL_TIMEOUT;
+use super::sql::SQL_DEDUPE;
+use super::{BigQueryConfig, BigQueryWarehouse, DEALS_TABLE, DEFAULT_MAX_BYTES_BILLED};
+use crate::retry::retry;
+use crate::warehouse::{WarehouseError, DEAL_COLUMNS};
 
 /// A TCP connect to Google (or the emulator) that takes longer than this is not going to work.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -65,9 +81,8 @@ impl BigQueryWarehouse {
     /// A client for `config`: Application Default Credentials against Google (a service-account key in
     /// `GOOGLE_APPLICATION_CREDENTIALS`, `gcloud auth application-default login`, or the metadata server on
     /// Cloud Run / GKE), or no credentials and plain HTTP against `config.emulator_host`. Nothing is created
-    /// until [`Warehouse::prepare`]; credentials are first used by the first request.
+    /// until [`Warehouse::prepare`](crate::warehouse::Warehouse::prepare); credentials are first used by the first request.
     pub async fn connect(config: BigQueryConfig) -> Result<Self, WarehouseError> {
-        config.validate()?;
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(HTTP_TIMEOUT)

@@ -1,6 +1,15 @@
 //! Row codec: a `DealChange` as a staged JSON row, and a selected row back as a `StoredDeal`.
 
-use super::*;
+use std::collections::HashMap;
+use std::str::FromStr;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use rust_decimal::{Decimal, RoundingStrategy};
+use serde_json::{Map, Value};
+
+use super::staging::INSERT_ID_MAX;
+use crate::deal::{Deal, DealChange};
+use crate::warehouse::{change_kind, StoredDeal, WarehouseError, DEAL_COLUMNS};
 
 /// BigQuery NUMERIC keeps 9 decimal places.
 pub(super) const NUMERIC_SCALE: u32 = 9;

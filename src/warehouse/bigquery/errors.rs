@@ -1,6 +1,11 @@
 //! Failures classified once: what to report, whether to retry, and the retry schedule.
 
-use super::*;
+use std::time::Duration;
+
+use gcp_bigquery_client::error::BQError;
+
+use crate::retry::{RetryPolicy, Retryable};
+use crate::warehouse::WarehouseError;
 
 /// A classified failure: what to report, and whether trying again could help.
 #[derive(Debug)]

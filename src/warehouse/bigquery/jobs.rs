@@ -1,6 +1,24 @@
 //! Query jobs: `jobs.query`, polling `getQueryResults`, result cells and query parameters.
 
-use super::*;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use gcp_bigquery_client::error::BQError;
+use gcp_bigquery_client::model::get_query_results_parameters::GetQueryResultsParameters;
+use gcp_bigquery_client::model::query_parameter::QueryParameter;
+use gcp_bigquery_client::model::query_parameter_type::QueryParameterType;
+use gcp_bigquery_client::model::query_parameter_value::QueryParameterValue;
+use gcp_bigquery_client::model::query_request::QueryRequest;
+use gcp_bigquery_client::model::table_row::TableRow;
+use serde_json::Value;
+
+use super::errors::{classify, policy, with_context, Failure};
+use super::BigQueryWarehouse;
+use crate::retry::retry;
+use crate::warehouse::WarehouseError;
 
 /// How long BigQuery holds a `jobs.query`/`getQueryResults` call open waiting for the job (it answers
 /// `jobComplete: false` after that and we poll again).

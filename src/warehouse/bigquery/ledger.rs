@@ -1,6 +1,9 @@
 //! The run ledger (`sync_runs`) and the quarantine (`quarantined_deals`) beyond the trait methods.
 
-use super::*;
+use super::jobs::{cell, cell_u64, p_i64, p_str};
+use super::sql::{SQL_LEASE_RELEASE, SQL_LEASE_RENEW, SQL_QUARANTINE_UPSERT, SQL_RUN_COUNTS};
+use super::BigQueryWarehouse;
+use crate::warehouse::{MergeCounts, QuarantinedRecord, RunStart, WarehouseError};
 
 impl BigQueryWarehouse {
     /// Extends the lease by `ttl` if `run` still holds it; [`WarehouseError::LeaseLost`] if another run took it.

@@ -31,39 +31,31 @@ mod staging;
 mod tests;
 
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
-use std::pin::Pin;
-use std::str::FromStr;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveDate, Utc};
-use gcp_bigquery_client::auth::Authenticator;
-use gcp_bigquery_client::client_builder::ClientBuilder;
-use gcp_bigquery_client::error::BQError;
-use gcp_bigquery_client::model::get_query_results_parameters::GetQueryResultsParameters;
-use gcp_bigquery_client::model::query_parameter::QueryParameter;
-use gcp_bigquery_client::model::query_parameter_type::QueryParameterType;
-use gcp_bigquery_client::model::query_parameter_value::QueryParameterValue;
-use gcp_bigquery_client::model::query_request::QueryRequest;
-use gcp_bigquery_client::model::table_row::TableRow;
+use chrono::{DateTime, Utc};
 use gcp_bigquery_client::Client;
-use rust_decimal::{Decimal, RoundingStrategy};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::{
     change_kind, CoveredWindow, LedgerRow, MergeCounts, QuarantinedRecord, QuarantinedRow, RunKind, RunReport,
     RunStart, StoredDeal, Warehouse, WarehouseError, DEAL_COLUMNS,
 };
-use crate::deal::{Deal, DealChange};
-use crate::retry::{retry, RetryPolicy, Retryable};
+use crate::deal::DealChange;
+use crate::retry::retry;
 
-use codec::*;
-use errors::*;
-use jobs::*;
-use ledger::*;
-use sql::*;
-use staging::*;
+use codec::{staged_row, stored_deal, StagedRow};
+use errors::{classify, policy, Failure};
+use jobs::{cell, cell_i64, cell_ts, cell_u64, missing, p_i64, p_opt_u64, p_str, p_ts, p_u64, param};
+use ledger::label_value;
+use sql::{
+    merge_column_lists, SQL_COUNT_WON, SQL_CREATE_DATASET, SQL_DEALS_TABLE, SQL_LEASE_HOLDER, SQL_LEASE_SEED,
+    SQL_LEASE_TABLE, SQL_LEASE_TAKE, SQL_LEDGER, SQL_MARK_DELETED, SQL_MARK_VANISHED, SQL_MERGE, SQL_MERGE_COUNTS,
+    SQL_MERGE_SOURCE, SQL_QUARANTINE_RESOLVE, SQL_QUARANTINE_TABLE, SQL_RUNS_ABANDONED, SQL_RUNS_TABLE, SQL_RUN_BEGIN,
+    SQL_RUN_FAILED, SQL_RUN_SUCCEEDED, SQL_SUCCEEDED_WINDOWS, SQL_VIEWS, SQL_WON_IDS,
+};
+use staging::{batches, RunState};
 
 /// How many times `prepare` runs its DDL before giving up (see `prepare`).
 const PREPARE_ATTEMPTS: u32 = 3;
@@ -76,7 +68,9 @@ pub const DEFAULT_LOCATION: &str = "US";
 /// The table the analysts query.
 const DEALS_TABLE: &str = "closed_won_deals";
 
-/// Where the BigQuery warehouse lives.
+/// Where the BigQuery warehouse lives. The values are taken as valid: `config.rs` is the one place that checks
+/// them (exit 2 naming the variable), and the dataset and location are spliced into SQL, so build one by hand
+/// only from trusted values (tests).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BigQueryConfig {
     /// The Google Cloud project that owns the dataset and runs the jobs (`BQ_PROJECT`).
@@ -105,29 +99,11 @@ impl BigQueryConfig {
             emulator_host: None,
         }
     }
-
-    fn validate(&self) -> Result<(), WarehouseError> {
-        let bad = |what: &str, value: &str, rule: &str| {
-            Err(WarehouseError::Other(format!("invalid BigQuery {what} {value:?}: {rule}")))
-        };
-        // Project ids are lowercase letters, digits and hyphens; legacy domain-scoped ids add `.` and `:`.
-        let project_ok = !self.project.is_empty()
-            && self.project.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-.:".contains(c));
-        if !project_ok {
-            return bad("project", &self.project, "use the project id (lowercase letters, digits, hyphens)");
-        }
-        if !is_identifier(&self.dataset) {
-            return bad("dataset", &self.dataset, "letters, digits and underscores, at most 1024");
-        }
-        if self.location.is_empty() || !self.location.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-            return bad("location", &self.location, "a location such as US, EU or europe-west1");
-        }
-        Ok(())
-    }
 }
 
 /// Dataset and table names we splice into SQL: letters, digits, underscores (BigQuery allows more, we don't).
-fn is_identifier(s: &str) -> bool {
+/// `config.rs` checks `BQ_DATASET` with it; staging table names are built to pass it.
+pub fn is_identifier(s: &str) -> bool {
     !s.is_empty() && s.len() <= 1024 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 

@@ -1,6 +1,6 @@
 //! The statement templates of `sql/`, compiled in, and the column lists generated from `DEAL_COLUMNS`.
 
-use super::*;
+use crate::warehouse::DEAL_COLUMNS;
 
 pub(super) const SQL_CREATE_DATASET: &str = include_str!("../../../sql/create_dataset.sql");
 pub(super) const SQL_DEALS_TABLE: &str = include_str!("../../../sql/closed_won_deals.sql");

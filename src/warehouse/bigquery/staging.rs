@@ -6,7 +6,19 @@
 //! without billing. A DML INSERT is visible to the next statement, works on every project, and costs at least
 //! 10 MB per statement (≈ $0.00006), which at 500 rows per statement is nothing next to the MERGE.
 
-use super::*;
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use gcp_bigquery_client::model::query_parameter::QueryParameter;
+use gcp_bigquery_client::model::query_parameter_type::QueryParameterType;
+use gcp_bigquery_client::model::query_parameter_value::QueryParameterValue;
+use serde_json::Value;
+
+use super::codec::StagedRow;
+use super::jobs::{cell, cell_u64};
+use super::sql::{SQL_STAGED_COUNTS, SQL_STAGE_INSERT, SQL_STAGING_TABLE};
+use super::BigQueryWarehouse;
+use crate::warehouse::{QuarantinedRecord, RunStart, WarehouseError, DEAL_COLUMNS};
 
 /// Rows per INSERT statement: keeps the query parameters of one statement well under BigQuery's request
 /// size limit (10 MB) …
