@@ -24,6 +24,7 @@ pub mod coql;
 pub mod data;
 pub mod meta;
 pub mod org;
+pub mod reply;
 pub mod rng;
 pub mod routes;
 pub mod server;

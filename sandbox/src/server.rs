@@ -14,30 +14,22 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 use tower::ServiceExt;
 
 use crate::auth::Access;
+use crate::reply::{zoho_error, Credits};
 use crate::routes::{control, crm, oauth};
 use crate::state::{lock, AppState};
 
 /// Fired by a handler to close its connection without a response.
 #[derive(Clone, Debug)]
 pub struct ConnKill(pub Arc<Notify>);
-
-/// API credits a handler's response costs (default 1), read by the guard.
-#[derive(Clone, Copy, Debug)]
-pub struct Credits(pub u64);
-
-/// Zoho's CRM error envelope `{"code","details","message","status":"error"}`.
-pub fn zoho_error(status: StatusCode, code: &str, message: &str, details: Value) -> Response {
-    (status, Json(json!({"code": code, "details": details, "message": message, "status": "error"}))).into_response()
-}
 
 /// Scopes each CRM endpoint needs.
 const SCOPE_COQL: &[&str] = &["ZohoCRM.coql.READ", "ZohoCRM.modules.deals.READ"];

@@ -19,6 +19,7 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 use url::Url;
 
+use super::http::{describe_reqwest, join, read_capped, refuse_redirect};
 use super::Error;
 use crate::config::{is_loopback, ZohoCredentials};
 use crate::retry::{retry, RetryPolicy};
@@ -249,12 +250,16 @@ impl TokenProvider {
         retry(
             self.retry,
             || async {
-                let resp = self.http.post(self.token_url.clone()).form(form).send().await.map_err(|e| {
-                    Error::Transient { endpoint: "token".into(), detail: super::client::describe_reqwest(&e) }
-                })?;
+                let resp = self
+                    .http
+                    .post(self.token_url.clone())
+                    .form(form)
+                    .send()
+                    .await
+                    .map_err(|e| Error::Transient { endpoint: "token".into(), detail: describe_reqwest(&e) })?;
                 let status = resp.status();
-                super::client::refuse_redirect("token", &resp)?;
-                let text = super::client::read_capped("token", resp).await?;
+                refuse_redirect("token", &resp)?;
+                let text = read_capped("token", resp).await?;
                 if status.is_server_error() || status.as_u16() == 429 && !is_throttle_body(&text) {
                     return Err(Error::Transient { endpoint: "token".into(), detail: format!("HTTP {status}") });
                 }
@@ -280,13 +285,16 @@ impl TokenProvider {
     /// blindly, and the caller can run it again.
     pub async fn revoke(&self, refresh_token: &SecretString) -> Result<(), Error> {
         let url = join(&self.token_url, "revoke")?;
-        let resp =
-            self.http.post(url).form(&[("token", refresh_token.expose_secret())]).send().await.map_err(|e| {
-                Error::Transient { endpoint: "revoke".into(), detail: super::client::describe_reqwest(&e) }
-            })?;
+        let resp = self
+            .http
+            .post(url)
+            .form(&[("token", refresh_token.expose_secret())])
+            .send()
+            .await
+            .map_err(|e| Error::Transient { endpoint: "revoke".into(), detail: describe_reqwest(&e) })?;
         let status = resp.status();
-        super::client::refuse_redirect("revoke", &resp)?;
-        let text = super::client::read_capped("revoke", resp).await?;
+        refuse_redirect("revoke", &resp)?;
+        let text = read_capped("revoke", resp).await?;
         let body: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
         if status.is_success() && body["status"] == "success" {
             return Ok(());
@@ -329,14 +337,6 @@ fn classify_token_error(body: &TokenResponse, what: &str) -> Error {
         other => format!("the accounts server answered {other:?}; check ZOHO_CLIENT_ID, ZOHO_CLIENT_SECRET, ZOHO_REFRESH_TOKEN and ZOHO_DC"),
     };
     Error::InvalidCredentials(format!("{error}: {advice}"))
-}
-
-/// Joins a path onto a base URL that may or may not end in `/`.
-pub(crate) fn join(base: &Url, path: &str) -> Result<Url, Error> {
-    let mut s = base.as_str().trim_end_matches('/').to_owned();
-    s.push('/');
-    s.push_str(path.trim_start_matches('/'));
-    Url::parse(&s).map_err(|e| Error::Malformed { endpoint: path.into(), detail: e.to_string() })
 }
 
 #[cfg(test)]

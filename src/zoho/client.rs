@@ -15,31 +15,12 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
-use super::auth::{join, AccessToken, TokenProvider};
+use super::auth::{AccessToken, TokenProvider};
+use super::http::{describe_reqwest, join, read_capped, refuse_redirect};
+// The transport's settings, still reachable here where callers have always found them.
+pub use super::http::{http_client, CONNECT_TIMEOUT, MAX_RESPONSE_BYTES, REQUEST_TIMEOUT};
 use super::Error;
 use crate::retry::{retry, RetryPolicy};
-
-/// A TCP connect that takes longer than this is a network problem, not a slow server.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// A COQL page of 2000 deals takes Zoho a few seconds; a minute means something is stuck.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// No Zoho response body is read past this. A 2,000-row COQL page with every custom field filled in is a
-/// few MiB; 64 MiB leaves room for orgs with very large records while keeping a hostile or broken answer
-/// (an endless body) from taking the job's memory (the Kubernetes recipe allows 128 MiB).
-pub const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
-
-/// Builds the HTTP client every Zoho call uses. It follows no redirect: reqwest would re-send the form body
-/// (client secret, refresh token) or the `Authorization` header to whatever host a 307/308 names.
-pub fn http_client() -> Result<reqwest::Client, Error> {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(REQUEST_TIMEOUT)
-        .user_agent(concat!("zoho-deals-sync/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| Error::Malformed { endpoint: "client".into(), detail: e.to_string() })
-}
 
 /// Calls and credits spent, as Zoho counts them.
 #[derive(Debug, Default)]
@@ -338,83 +319,6 @@ fn names_daily_allowance(message: &str) -> bool {
     let m = message.to_ascii_lowercase();
     let daily = ["24 hour", "24-hour", "24hour", "24 hrs", "per day", "daily", "credit"].iter().any(|k| m.contains(k));
     daily && !m.contains("concurren")
-}
-
-/// A 3xx (other than 304 Not Modified, which Get Records uses) is an error naming the host that answered and
-/// the host it pointed to; nothing is sent there.
-pub(crate) fn refuse_redirect(endpoint: &str, resp: &reqwest::Response) -> Result<(), Error> {
-    let status = resp.status();
-    if !status.is_redirection() || status == reqwest::StatusCode::NOT_MODIFIED {
-        return Ok(());
-    }
-    let from = resp.url().host_str().unwrap_or("?").to_owned();
-    let from = match resp.url().port() {
-        Some(port) => format!("{from}:{port}"),
-        None => from,
-    };
-    let to = resp
-        .headers()
-        .get(reqwest::header::LOCATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|l| resp.url().join(l).ok())
-        .and_then(|u| u.host_str().map(str::to_owned))
-        .unwrap_or_else(|| "an unreadable location".into());
-    Err(Error::Untrusted {
-        endpoint: endpoint.to_owned(),
-        detail: format!(
-            "{from} answered HTTP {} (a redirect to {to}); Zoho calls follow no redirect, so nothing was sent there. Check ZOHO_DC, ZOHO_ACCOUNTS_URL and ZOHO_API_DOMAIN",
-            status.as_u16()
-        ),
-    })
-}
-
-/// Reads a body as text, at most [`MAX_RESPONSE_BYTES`]: a declared `Content-Length` over the cap is refused
-/// before reading, and a body without one is streamed and dropped at the cap.
-pub(crate) async fn read_capped(endpoint: &str, mut resp: reqwest::Response) -> Result<String, Error> {
-    let too_large = || Error::TooLarge { endpoint: endpoint.to_owned(), limit: MAX_RESPONSE_BYTES };
-    if resp.content_length().is_some_and(|n| n > MAX_RESPONSE_BYTES as u64) {
-        return Err(too_large());
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = resp
-        .chunk()
-        .await
-        .map_err(|e| Error::Transient { endpoint: endpoint.to_owned(), detail: describe_reqwest(&e) })?
-    {
-        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-            return Err(too_large());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    // Zoho answers UTF-8 JSON; a stray invalid byte is replaced rather than failing the page here (the JSON
-    // parser then judges the text).
-    Ok(match String::from_utf8(body) {
-        Ok(s) => s,
-        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-    })
-}
-
-/// Describes a transport error without its URL's query (which never holds secrets here, but stay safe).
-pub fn describe_reqwest(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "could not connect"
-    } else if e.is_body() || e.is_decode() {
-        "the connection dropped while reading the response"
-    } else if e.is_request() {
-        "the request failed (connection dropped?)"
-    } else {
-        "transport error"
-    };
-    let mut chain = String::new();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        chain.push_str(": ");
-        chain.push_str(&s.to_string());
-        source = s.source();
-    }
-    format!("{kind}{chain}")
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod client;
 pub mod deals;
+pub mod http;
 pub mod model;
 pub mod oauth;
 pub mod token_cache;

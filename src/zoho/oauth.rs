@@ -12,7 +12,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use url::Url;
 
-use super::auth::{join, TokenProvider};
+use super::auth::TokenProvider;
+use super::http::join;
 
 /// The scopes the job needs: read deals, run COQL, read the Stage pick list (won-stage discovery).
 pub const SCOPES: &str = "ZohoCRM.modules.deals.READ,ZohoCRM.coql.READ,ZohoCRM.settings.fields.READ";

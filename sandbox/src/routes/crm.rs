@@ -22,7 +22,7 @@ use crate::coql::exec::{credits_for, run_with};
 use crate::coql::Options;
 use crate::data::Store;
 use crate::meta::{self, FieldType, LAYOUT_ID};
-use crate::server::{zoho_error, Credits};
+use crate::reply::{zoho_error, Credits};
 use crate::state::{lock, read, AppState, PageCursor};
 
 /// Records one Get Records page may hold (default and maximum).
@@ -257,6 +257,32 @@ fn sort_key(m: &Map<String, Value>, by: SortBy) -> (i64, u64) {
 /// A record and its sort key.
 type Row<'a> = (&'a Map<String, Value>, (i64, u64));
 
+/// A Get Records request, read and checked.
+struct RecordsQuery {
+    /// The fields asked for, in order, without repeats.
+    fields: Vec<String>,
+    per_page: u64,
+    sort_by: SortBy,
+    asc: bool,
+    /// `If-Modified-Since`: only records modified after it.
+    ims: Option<DateTime<chrono::Utc>>,
+    /// `page_token`, when one was given.
+    token: Option<String>,
+    /// What a page token is bound to: every parameter except the paging ones, plus the header.
+    bound: String,
+}
+
+impl RecordsQuery {
+    /// The order of the rows: ascending or descending sort key.
+    fn order(&self, a: &(i64, u64), b: &(i64, u64)) -> Ordering {
+        if self.asc {
+            a.cmp(b)
+        } else {
+            b.cmp(a)
+        }
+    }
+}
+
 /// `GET /crm/v8/{module}`: Get Records (docs/zoho-api.md §3a).
 pub async fn get_records(
     State(st): State<Arc<AppState>>,
@@ -268,6 +294,73 @@ pub async fn get_records(
         return invalid_module(&module);
     }
     let pairs = query_pairs(q.as_deref());
+    let query = match records_query(&st, &pairs, &headers) {
+        Ok(query) => query,
+        Err(r) => return *r,
+    };
+    let now = Instant::now();
+    let (cursor, page) = match page_position(&st, &pairs, &query, now) {
+        Ok(position) => position,
+        Err(r) => return *r,
+    };
+
+    let store = read(&st.store);
+    let rows = sorted_rows(&store, &query);
+    if rows.is_empty() && query.ims.is_some() {
+        // Nothing modified since the header's time: 304 with no body (D-GR7, D-STAT8).
+        return StatusCode::NOT_MODIFIED.into_response();
+    }
+    let (start, served_before) = match &cursor {
+        Some(c) => (rows.partition_point(|r| query.order(&r.1, &c.after) != Ordering::Greater), c.served),
+        None => {
+            let s = ((page - 1) * query.per_page) as usize;
+            (s.min(rows.len()), s as u64)
+        }
+    };
+    let end = (start + query.per_page as usize).min(rows.len());
+    if start >= end {
+        return no_content();
+    }
+    let more = end < rows.len();
+    let data: Vec<Value> = rows[start..end].iter().map(|(m, _)| project(&store, m, &query.fields)).collect();
+    let count = data.len();
+    let (next_token, expiry) = if more {
+        let after = rows[end - 1].1;
+        let (t, expiry_text) = issue_page_token(&st, &store, &query, served_before + count as u64, after, now);
+        (json!(t), json!(expiry_text))
+    } else {
+        (Value::Null, Value::Null)
+    };
+    let sort_by_name = match query.sort_by {
+        SortBy::Id => "id",
+        SortBy::Created => "Created_Time",
+        SortBy::Modified => "Modified_Time",
+    };
+    (
+        StatusCode::OK,
+        Json(json!({
+            "data": data,
+            "info": {
+                "call": false,
+                "per_page": query.per_page,
+                "next_page_token": next_token,
+                "count": count,
+                "sort_by": sort_by_name,
+                "page": page,
+                "previous_page_token": query.token,
+                "page_token_expiry": expiry,
+                "sort_order": if query.asc { "asc" } else { "desc" },
+                "email": false,
+                "more_records": more,
+            }
+        })),
+    )
+        .into_response()
+}
+
+/// Reads and checks Get Records' parameters and header, refusing the first bad one as Zoho does.
+fn records_query(st: &AppState, pairs: &[(String, String)], headers: &HeaderMap) -> Result<RecordsQuery, Reject> {
+    let reject = |code: &str, message: &str, details: Value| Box::new(bad_request(code, message, details));
     // Repeated `fields` parameters are comma-joined, as the SDK does.
     let fields_param: Vec<&str> = pairs.iter().filter(|(k, _)| k == "fields").map(|(_, v)| v.as_str()).collect();
     let p: HashMap<String, String> = pairs.iter().cloned().collect();
@@ -279,18 +372,18 @@ pub async fn get_records(
         }
     }
     if fields.is_empty() {
-        return bad_request(
+        return Err(reject(
             "REQUIRED_PARAM_MISSING",
             "One of the expected parameter is missing",
             json!({"param_name": "fields"}),
-        );
+        ));
     }
     if fields.len() > MAX_FIELDS {
-        return bad_request(
+        return Err(reject(
             "LIMIT_EXCEEDED",
             "the number of fields exceeds the limit",
             json!({"param_name": "fields", "limit": MAX_FIELDS}),
-        );
+        ));
     }
     // Unknown field names are refused (Zoho may silently drop them: UNCONFIRMED; refusing
     // catches misspelt API names early). Fields this org lacks or hides from the user are unknown.
@@ -299,55 +392,50 @@ pub async fn get_records(
         fields.iter().find(|f| *f != "id" && store.org.field(f).is_none()).cloned()
     };
     if let Some(bad) = unknown {
-        return bad_request(
+        return Err(reject(
             "INVALID_DATA",
             "invalid field api name given",
             json!({"param_name": "fields", "api_name": bad}),
-        );
+        ));
     }
-    let per_page = match parse_count(&p, "per_page", MAX_PER_PAGE) {
-        Ok(n) if n <= MAX_PER_PAGE => n,
-        Ok(_) => {
-            return bad_request(
+    let per_page = match parse_count(&p, "per_page", MAX_PER_PAGE)? {
+        n if n <= MAX_PER_PAGE => n,
+        _ => {
+            return Err(reject(
                 "INVALID_DATA",
                 "per_page may be at most 200",
                 json!({"param_name": "per_page", "maximum": MAX_PER_PAGE}),
-            )
+            ))
         }
-        Err(r) => return *r,
     };
     let sort_by = match p.get("sort_by").map(String::as_str) {
         None | Some("id") => SortBy::Id,
         Some("Created_Time") => SortBy::Created,
         Some("Modified_Time") => SortBy::Modified,
         Some(_) => {
-            return bad_request(
+            return Err(reject(
                 "INVALID_DATA",
                 "sort_by must be id, Created_Time or Modified_Time",
                 json!({"param_name": "sort_by"}),
-            )
+            ))
         }
     };
     let asc = match p.get("sort_order").map(String::as_str) {
         None | Some("desc") => false,
         Some("asc") => true,
         Some(_) => {
-            return bad_request("INVALID_DATA", "sort_order must be asc or desc", json!({"param_name": "sort_order"}))
+            return Err(reject("INVALID_DATA", "sort_order must be asc or desc", json!({"param_name": "sort_order"})))
         }
     };
-    let ims = match if_modified_since(&headers) {
-        Ok(t) => t,
-        Err(r) => return *r,
-    };
+    let ims = if_modified_since(headers)?;
     let token = p.get("page_token").filter(|t| !t.is_empty()).cloned();
     if token.is_some() && p.contains_key("page") {
-        return bad_request(
+        return Err(reject(
             "AMBIGUITY_DURING_PROCESSING",
             "page and page_token cannot be given together",
             json!({"param_names": ["page", "page_token"]}),
-        );
+        ));
     }
-    // What a page token is bound to: every parameter except the paging ones, plus the header.
     let mut bound_parts: Vec<String> = pairs
         .iter()
         .filter(|(k, _)| k != "page" && k != "page_token" && k != "fields")
@@ -356,140 +444,112 @@ pub async fn get_records(
     bound_parts.push(format!("fields={}", fields.join(",")));
     bound_parts.push(format!("ims={:?}", ims.map(|t| t.timestamp())));
     bound_parts.sort();
-    let bound = bound_parts.join("&");
+    Ok(RecordsQuery { fields, per_page, sort_by, asc, ims, token, bound: bound_parts.join("&") })
+}
 
-    let now = Instant::now();
-    let (cursor, page) = match &token {
+/// Where the page starts: the cursor of a live page token issued for the same request, or the `page` number
+/// (within the first [`DISCRETE_LIMIT`] records); with the page number either way.
+fn page_position(
+    st: &AppState,
+    pairs: &[(String, String)],
+    query: &RecordsQuery,
+    now: Instant,
+) -> Result<(Option<PageCursor>, u64), Reject> {
+    let reject = |code: &str, message: &str, details: Value| Box::new(bad_request(code, message, details));
+    match &query.token {
         Some(t) => {
             let cur = lock(&st.page_tokens).get(t).cloned();
             let Some(cur) = cur else {
-                return bad_request("INVALID_DATA", "invalid page token", json!({"param_name": "page_token"}));
+                return Err(reject("INVALID_DATA", "invalid page token", json!({"param_name": "page_token"})));
             };
             if now >= cur.expires {
-                return bad_request("EXPIRED_VALUE", "the page token has expired", json!({"param_name": "page_token"}));
+                return Err(reject("EXPIRED_VALUE", "the page token has expired", json!({"param_name": "page_token"})));
             }
-            if cur.bound != bound {
-                return bad_request(
+            if cur.bound != query.bound {
+                return Err(reject(
                     "TOKEN_BOUND_DATA_MISMATCH",
                     "the parameters do not match those the page token was issued for",
                     json!({"param_name": "page_token"}),
-                );
+                ));
             }
             if cur.served >= TOKEN_LIMIT {
-                return bad_request(
+                return Err(reject(
                     "PAGINATION_LIMIT_EXCEEDED",
                     "at most 100000 records can be fetched through page tokens",
                     json!({"limit": TOKEN_LIMIT}),
-                );
+                ));
             }
-            let page = cur.served / per_page + 1;
-            (Some(cur), page)
+            let page = cur.served / query.per_page + 1;
+            Ok((Some(cur), page))
         }
         None => {
-            let page = match parse_count(&p, "page", 1) {
-                Ok(n) => n,
-                Err(r) => return *r,
-            };
-            if page.saturating_mul(per_page) > DISCRETE_LIMIT {
-                return bad_request(
+            let p: HashMap<String, String> = pairs.iter().cloned().collect();
+            let page = parse_count(&p, "page", 1)?;
+            if page.saturating_mul(query.per_page) > DISCRETE_LIMIT {
+                return Err(reject(
                     "DISCRETE_PAGINATION_LIMIT_EXCEEDED",
                     "use page_token to fetch records beyond the first 2000",
                     json!({"limit": DISCRETE_LIMIT}),
-                );
+                ));
             }
-            (None, page)
+            Ok((None, page))
         }
-    };
+    }
+}
 
-    let store = read(&st.store);
-    let mut rows: Vec<Row<'_>> = store
+/// The records the request selects (modified after `If-Modified-Since`, if given), in its order.
+fn sorted_rows<'a>(store: &'a Store, query: &RecordsQuery) -> Vec<Row<'a>> {
+    let mut rows: Vec<Row<'a>> = store
         .deals
         .values()
-        .filter(|m| match ims {
+        .filter(|m| match query.ims {
             Some(t) => Store::modified_time(m).is_some_and(|mt| mt > t),
             None => true,
         })
-        .map(|m| (m, sort_key(m, sort_by)))
+        .map(|m| (m, sort_key(m, query.sort_by)))
         .collect();
-    if rows.is_empty() && ims.is_some() {
-        // Nothing modified since the header's time: 304 with no body (D-GR7, D-STAT8).
-        return StatusCode::NOT_MODIFIED.into_response();
-    }
-    let ord = |a: &(i64, u64), b: &(i64, u64)| if asc { a.cmp(b) } else { b.cmp(a) };
-    rows.sort_by(|a, b| ord(&a.1, &b.1));
-    let (start, served_before) = match &cursor {
-        Some(c) => (rows.partition_point(|r| ord(&r.1, &c.after) != Ordering::Greater), c.served),
-        None => {
-            let s = ((page - 1) * per_page) as usize;
-            (s.min(rows.len()), s as u64)
+    rows.sort_by(|a, b| query.order(&a.1, &b.1));
+    rows
+}
+
+/// A record with the `id` and the fields asked for (absent ones as null).
+fn project(store: &Store, m: &Map<String, Value>, fields: &[String]) -> Value {
+    let mut out = Map::new();
+    out.insert("id".into(), m.get("id").cloned().unwrap_or(Value::Null));
+    for f in fields {
+        // Subforms and multi-select lookups come only with a single record (D-GR7, docs/zoho-api.md §3a).
+        let single_record_only =
+            store.org.field(f).is_some_and(|d| matches!(d.ftype, FieldType::Subform | FieldType::MultiSelectLookup));
+        if !single_record_only {
+            out.insert(f.clone(), m.get(f).cloned().unwrap_or(Value::Null));
         }
-    };
-    let end = (start + per_page as usize).min(rows.len());
-    if start >= end {
-        return no_content();
     }
-    let more = end < rows.len();
-    let data: Vec<Value> = rows[start..end]
-        .iter()
-        .map(|(m, _)| {
-            let mut out = Map::new();
-            out.insert("id".into(), m.get("id").cloned().unwrap_or(Value::Null));
-            for f in &fields {
-                // Subforms and multi-select lookups come only with a single record (D-GR7, docs/zoho-api.md §3a).
-                let single_record_only = store
-                    .org
-                    .field(f)
-                    .is_some_and(|d| matches!(d.ftype, FieldType::Subform | FieldType::MultiSelectLookup));
-                if !single_record_only {
-                    out.insert(f.clone(), m.get(f).cloned().unwrap_or(Value::Null));
-                }
-            }
-            Value::Object(out)
-        })
-        .collect();
-    let count = data.len();
-    let (next_token, expiry) = if more {
-        let t = lock(&st.token_rng).hex(16);
-        let expiry_text = fmt_datetime(st.now() + chrono::Duration::seconds(PAGE_TOKEN_TTL.as_secs() as i64), store.tz);
-        lock(&st.page_tokens).insert(
-            t.clone(),
-            PageCursor {
-                bound,
-                served: served_before + count as u64,
-                after: rows[end - 1].1,
-                expires: now + PAGE_TOKEN_TTL,
-                expiry_text: expiry_text.clone(),
-            },
-        );
-        (json!(t), json!(expiry_text))
-    } else {
-        (Value::Null, Value::Null)
-    };
-    let sort_by_name = match sort_by {
-        SortBy::Id => "id",
-        SortBy::Created => "Created_Time",
-        SortBy::Modified => "Modified_Time",
-    };
-    (
-        StatusCode::OK,
-        Json(json!({
-            "data": data,
-            "info": {
-                "call": false,
-                "per_page": per_page,
-                "next_page_token": next_token,
-                "count": count,
-                "sort_by": sort_by_name,
-                "page": page,
-                "previous_page_token": token,
-                "page_token_expiry": expiry,
-                "sort_order": if asc { "asc" } else { "desc" },
-                "email": false,
-                "more_records": more,
-            }
-        })),
-    )
-        .into_response()
+    Value::Object(out)
+}
+
+/// Issues a page token for the page after this one (bound to the request, valid [`PAGE_TOKEN_TTL`]); returns
+/// the token and its expiry as Zoho writes it.
+fn issue_page_token(
+    st: &AppState,
+    store: &Store,
+    query: &RecordsQuery,
+    served: u64,
+    after: (i64, u64),
+    now: Instant,
+) -> (String, String) {
+    let t = lock(&st.token_rng).hex(16);
+    let expiry_text = fmt_datetime(st.now() + chrono::Duration::seconds(PAGE_TOKEN_TTL.as_secs() as i64), store.tz);
+    lock(&st.page_tokens).insert(
+        t.clone(),
+        PageCursor {
+            bound: query.bound.clone(),
+            served,
+            after,
+            expires: now + PAGE_TOKEN_TTL,
+            expiry_text: expiry_text.clone(),
+        },
+    );
+    (t, expiry_text)
 }
 
 /// `GET /crm/v8/{module}/deleted?type=all|recycle|permanent&page&per_page` (docs/zoho-api.md §3e),

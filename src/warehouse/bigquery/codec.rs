@@ -7,7 +7,6 @@ use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde_json::{Map, Value};
 
-use super::staging::INSERT_ID_MAX;
 use crate::deal::{Deal, DealChange};
 use crate::warehouse::{change_kind, StoredDeal, WarehouseError, DEAL_COLUMNS};
 
@@ -161,6 +160,9 @@ pub(super) fn staged_row(run_id: &str, change: &DealChange) -> StagedRow {
         size,
     }
 }
+
+/// insertAll's `insertId` was at most 128 characters; the same bound keeps our change keys short.
+pub(super) const INSERT_ID_MAX: usize = 128;
 
 /// The change's key: the same change of the same deal version maps to the same key, so the verification
 /// before the merge counts distinct changes (a redelivered batch counts once). Keys that would exceed 128

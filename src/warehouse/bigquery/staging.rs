@@ -25,8 +25,6 @@ use crate::warehouse::{QuarantinedRecord, RunStart, WarehouseError, DEAL_COLUMNS
 pub(super) const INSERT_MAX_ROWS: usize = 500;
 /// … and at most this many bytes of parameter values; `raw` can be large.
 pub(super) const INSERT_MAX_BYTES: usize = 8 * 1024 * 1024;
-/// insertAll's `insertId` was at most 128 characters; the same bound keeps our change keys short.
-pub(super) const INSERT_ID_MAX: usize = 128;
 
 /// What one run staged through this process: the distinct change keys per kind (to verify the staging table
 /// before the merge) and the rows BigQuery refused (quarantined at commit).

@@ -1,11 +1,11 @@
 //! Unit tests of the BigQuery warehouse that need no server.
 
-use super::codec::insert_id;
+use super::codec::{insert_id, INSERT_ID_MAX};
 use super::sql::{
     SQL_DEDUPE, SQL_LEASE_RELEASE, SQL_LEASE_RENEW, SQL_QUARANTINE_UPSERT, SQL_RUN_COUNTS, SQL_STAGED_COUNTS,
     SQL_STAGE_INSERT, SQL_STAGING_TABLE,
 };
-use super::staging::{is_invalid_value, rows_param, staging_columns, staging_values, INSERT_ID_MAX, INSERT_MAX_BYTES};
+use super::staging::{is_invalid_value, rows_param, staging_columns, staging_values, INSERT_MAX_BYTES};
 use crate::deal::Deal;
 use chrono::NaiveDate;
 use gcp_bigquery_client::error::BQError;
