@@ -76,7 +76,8 @@ pub(crate) async fn fetch_and_stage<W: Warehouse + 'static>(
     plan: FetchPlan<'_>,
     progress: &Arc<Progress>,
 ) -> Result<Quarantine, Error> {
-    let FetchPlan { window, won_stages, columns, concurrency, flag_unwon, deleted, counts, owners, enrich, custom } = plan;
+    let FetchPlan { window, won_stages, columns, concurrency, flag_unwon, deleted, counts, owners, enrich, custom } =
+        plan;
     let (tx, mut rx) = mpsc::channel::<Batch>(CHANNEL_BATCHES);
     let loader = {
         let (warehouse, run) = (Arc::clone(warehouse), run.clone());

@@ -34,8 +34,8 @@ pub mod bigquery;
 pub mod columns;
 pub mod sqlite;
 
-pub use columns::{Column, DEAL_COLUMNS};
 use crate::deal::CellType;
+pub use columns::{Column, DEAL_COLUMNS};
 
 use std::future::Future;
 
@@ -64,7 +64,11 @@ pub const HISTORY_TABLE: &str = "closed_won_deals_history";
 /// The history table's own columns, before the deal columns.
 pub const HISTORY_META_COLUMNS: &[Column] = &[
     Column::merge("deal_id", CellType::Text, "Zoho record id (19 digits, as text)"),
-    Column::merge("valid_from", CellType::Timestamp, "Zoho's time of this version: modified_time, or deleted_time for a deletion"),
+    Column::merge(
+        "valid_from",
+        CellType::Timestamp,
+        "Zoho's time of this version: modified_time, or deleted_time for a deletion",
+    ),
     Column::merge("valid_to", CellType::Timestamp, "When the next version replaced this one (NULL while current)"),
     Column::merge("is_current", CellType::Bool, "True for the deal's newest version"),
     Column::merge("change", CellType::Text, "won | edited | unwon | deleted: what this version changed"),

@@ -15,8 +15,9 @@ use url::Url;
 use super::auth::TokenProvider;
 use super::http::join;
 
-/// The scopes the job needs: read deals, run COQL, read the Stage pick list (won-stage discovery).
-pub const SCOPES: &str = "ZohoCRM.modules.deals.READ,ZohoCRM.coql.READ,ZohoCRM.settings.fields.READ";
+/// The scopes the job needs, the same list `exchange-grant`'s instructions name ([`super::SCOPES`]): a token
+/// from `authorize` reads everything a run reads (layouts, pipelines, users, currencies included).
+pub const SCOPES: &str = super::SCOPES;
 
 /// The redirect path on the loopback listener.
 pub const CALLBACK_PATH: &str = "/callback";
