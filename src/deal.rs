@@ -200,7 +200,7 @@ mod tests {
     }
 }
 /// The type of one stored value, independent of any warehouse: each warehouse maps it to its own column type
-/// (BigQuery: STRING, INT64, NUMERIC, BOOL, DATE, TIMESTAMP, JSON, ARRAY<STRING>; SQLite: TEXT or INTEGER).
+/// (BigQuery: STRING, INT64, NUMERIC, BOOL, DATE, TIMESTAMP, JSON, `ARRAY<STRING>`; SQLite: TEXT or INTEGER).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CellType {
     Text,

@@ -12,7 +12,7 @@ pub fn format(e: &(dyn Error + 'static)) -> String {
     with_causes(e.to_string(), e.source())
 }
 
-/// `head` followed by `source` and its own causes, each once, as in [`format`].
+/// `head` followed by `source` and its own causes, each once, as in [`format()`].
 pub fn with_causes(head: String, source: Option<&(dyn Error + 'static)>) -> String {
     let mut out = head;
     let mut source = source;

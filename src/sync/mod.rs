@@ -2,7 +2,7 @@
 //! while loading into the warehouse's staging through a bounded channel, merge, reconcile, report.
 //!
 //! A run reads like its runbook: [`sync`] plans it (`plan.rs`), takes the lease and fetches while staging
-//! (`fetch.rs`), then commits or records the failure and reports (`finish.rs`); one [`RunContext`] carries what
+//! (`fetch.rs`), then commits or records the failure and reports (`finish.rs`); one `RunContext` carries what
 //! every step needs. This module only orchestrates: Zoho specifics live in `zoho/`, storage in `warehouse/`.
 
 pub mod budget;

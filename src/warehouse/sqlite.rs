@@ -206,13 +206,18 @@ fn views_ddl() -> Vec<String> {
             "CREATE VIEW current_won_deals AS SELECT {current_cols} FROM closed_won_deals
              WHERE is_closed_won = 1 AND is_deleted = 0"
         ),
-        // Won revenue per closing month, owner and currency. SQLite has no decimal type: the sum is a REAL
-        // rounded to the cent (the stored amounts themselves are exact text).
-        "CREATE VIEW won_revenue_by_month_owner AS
-         SELECT substr(closing_date, 1, 7) || '-01' AS closing_month, owner_id, MAX(owner_name) AS owner_name,
-                currency, COUNT(*) AS deals, ROUND(SUM(CAST(amount AS REAL)), 2) AS revenue
-         FROM current_won_deals GROUP BY closing_month, owner_id, currency"
-            .into(),
+        // Won revenue per closing month, owner and currency, summed exactly as decimal text (SQLite has no
+        // decimal type; see `decimal_sum`).
+        format!(
+            "CREATE VIEW won_revenue_by_month_owner AS
+             SELECT closing_month, owner_id, MAX(owner_name) AS owner_name, currency, COUNT(*) AS deals,
+                    {} AS revenue
+             FROM (SELECT substr(closing_date, 1, 7) || '-01' AS closing_month, owner_id, owner_name, currency, {}
+                   FROM current_won_deals)
+             GROUP BY closing_month, owner_id, currency",
+            decimal_sum("a"),
+            decimal_parts("amount", "a"),
+        ),
         // Days from creation to closing date.
         "CREATE VIEW time_to_close AS
          SELECT deal_id, deal_name, owner_id, owner_name, pipeline, date(created_time) AS created_date, closing_date,

@@ -232,7 +232,7 @@ pub enum CustomKind {
     Date,
     /// datetime → TIMESTAMP (UTC).
     DateTime,
-    /// multiselectpicklist → ARRAY<STRING> (JSON text on SQLite).
+    /// multiselectpicklist → `ARRAY<STRING>` (JSON text on SQLite).
     MultiPick,
     /// lookup, userlookup, ownerlookup → `<col>_id` + `<col>_name`.
     Lookup,

@@ -55,7 +55,8 @@ async fn sqlite_and_bigquery_hold_the_same_deals_and_the_views_agree() {
                 r.get(1)?,
                 r.get(2)?,
                 r.get(3)?,
-                r.get::<_, Option<f64>>(4)?.map(|f| (f * 100.0).round() as i64),
+                // Exact decimal text (no float on the way), compared in cents like BigQuery's NUMERIC below.
+                cents(r.get::<_, Option<String>>(4)?),
             ))
         })
         .expect("rows")

@@ -118,6 +118,7 @@ impl BigQueryWarehouse {
             max_bytes_billed: Some(DEFAULT_MAX_BYTES_BILLED),
             run_label: Mutex::new(None),
             custom: Mutex::new(Vec::new()),
+            staging: Mutex::new(None),
         })
     }
 

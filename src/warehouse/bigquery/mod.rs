@@ -122,6 +122,8 @@ pub struct BigQueryWarehouse {
     run_label: Mutex<Option<String>>,
     /// The custom columns this run fills (set by `declare_fields`).
     custom: Mutex<Vec<CustomColumn>>,
+    /// The staging table of the run this process began (set by `begin_run`).
+    staging: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for BigQueryWarehouse {
@@ -210,6 +212,20 @@ impl Warehouse for BigQueryWarehouse {
             let param = struct_array_param("fields", &names, rows);
             self.query("recording deal_fields", self.render(SQL_DEAL_FIELDS_UPSERT, &[]), vec![param]).await?;
         }
+        // The run takes its lease, and creates its staging table, before it reads Zoho's field metadata (no Zoho
+        // call before the lease): the custom columns are added to that staging table here, before anything is
+        // staged. A table created later (a retried begin_run) has them from the start.
+        let staging = self.staging.lock().ok().and_then(|s| s.clone());
+        if let (Some(table), false) = (staging, plan.active.is_empty()) {
+            let adds = plan
+                .active
+                .iter()
+                .map(|c| format!("ADD COLUMN IF NOT EXISTS {} {}", c.name, bigquery_type(c.cell_type)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = self.render(&format!("ALTER TABLE `{{{{dataset}}}}.{table}` {adds}"), &[]);
+            self.query("adding the custom columns to the staging table", sql, vec![]).await?;
+        }
         if let Ok(mut custom) = self.custom.lock() {
             *custom = plan.active;
         }
@@ -258,6 +274,9 @@ impl Warehouse for BigQueryWarehouse {
         ];
         self.query("recording the run", self.render(SQL_RUN_BEGIN, &[]), params).await?;
         self.create_staging(&Self::staging_table(run)).await?;
+        if let Ok(mut staging) = self.staging.lock() {
+            *staging = Some(Self::staging_table(run));
+        }
         if let Ok(mut label) = self.run_label.lock() {
             *label = Some(label_value(&run.run_id));
         }
