@@ -89,7 +89,14 @@ pub(crate) async fn plan<W: Warehouse + 'static>(
             not_won_deals: counts.not_won,
             estimated_credits,
             max_credits: zoho.max_credits(),
-            tables: vec!["closed_won_deals", "sync_runs", "quarantined_deals", "staging (dropped after the run)"],
+            tables: vec![
+                "closed_won_deals",
+                "closed_won_deals_history",
+                "deal_fields",
+                "sync_runs",
+                "quarantined_deals",
+                "staging (dropped after the run)",
+            ],
         }));
     }
 

@@ -368,7 +368,7 @@ async fn the_dry_run_lists_every_table_a_run_writes_including_the_quarantine() {
     let out = app.run(&["sync", "--dry-run"]).await;
     assert_eq!(out.code, 0, "{}", out.all());
     let tables = out.stdout.lines().find(|l| l.starts_with("tables:")).unwrap_or_else(|| panic!("{}", out.stdout));
-    for table in ["closed_won_deals", "sync_runs", "quarantined_deals"] {
+    for table in ["closed_won_deals", "closed_won_deals_history", "deal_fields", "sync_runs", "quarantined_deals"] {
         assert!(tables.contains(table), "{tables}");
     }
 }
