@@ -215,8 +215,13 @@ impl Warehouse for BigQueryWarehouse {
         // The run takes its lease, and creates its staging table, before it reads Zoho's field metadata (no Zoho
         // call before the lease): the custom columns are added to that staging table here, before anything is
         // staged. A table created later (a retried begin_run) has them from the start.
+        // (A table of an earlier run of this process that has since committed is gone: nothing to add to.)
         let staging = self.staging.lock().ok().and_then(|s| s.clone());
-        if let (Some(table), false) = (staging, plan.active.is_empty()) {
+        let live = match (&staging, plan.active.is_empty()) {
+            (Some(table), false) => self.table_exists(table).await?,
+            _ => false,
+        };
+        if let (Some(table), true) = (staging, live) {
             let adds = plan
                 .active
                 .iter()
