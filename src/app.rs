@@ -66,7 +66,8 @@ fn zoho_client(
 
 /// The data centre's API host, for token responses that name no `api_domain`.
 fn api_domain_fallback(settings: &Settings) -> Result<url::Url, Error> {
-    url::Url::parse(settings.zoho.dc.api_domain()).map_err(|e| Error::Internal(format!("the data-centre table: {e}")))
+    url::Url::parse(settings.zoho.dc.api_domain())
+        .map_err(|e| Error::internal_from("the data-centre table holds an API host that is not a URL", e))
 }
 
 fn credentials(settings: &Settings) -> Result<ZohoCredentials, Error> {
@@ -185,7 +186,7 @@ fn read_grant(arg: Option<&str>) -> Result<SecretString, Error> {
         Some("-") => {
             let mut text = String::new();
             std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
-                .map_err(|e| Error::Usage(format!("could not read the grant token from stdin: {e}")))?;
+                .map_err(|source| Error::Stdin { what: "the grant token", source })?;
             text
         }
         Some(literal) => literal.to_owned(),
@@ -264,7 +265,7 @@ async fn revoke(arg: Option<&str>, yes: bool) -> Result<ExitCode, Error> {
         Some("-") => {
             let mut text = String::new();
             std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
-                .map_err(|e| Error::Usage(format!("could not read the token from stdin: {e}")))?;
+                .map_err(|source| Error::Stdin { what: "the token", source })?;
             text
         }
         Some(_) => {

@@ -2,6 +2,7 @@
 //! scheduler acts on the code (README has the runbook: what each means and what to do).
 
 use crate::config::ConfigError;
+use crate::error_chain::BoxError;
 use crate::warehouse::WarehouseError;
 use crate::zoho;
 
@@ -50,9 +51,17 @@ impl ExitCode {
 pub enum Error {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// A bad command-line value.
+    /// A bad command-line value: a usage mistake, with no underlying error, so a message saying what to write
+    /// instead.
     #[error("{0}")]
     Usage(String),
+    /// What the command reads from stdin could not be read.
+    #[error("could not read {what} from stdin")]
+    Stdin {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Zoho(#[from] zoho::Error),
     #[error(transparent)]
@@ -60,21 +69,36 @@ pub enum Error {
     /// `authorize` failed (port, timeout, state, consent, or the exchange).
     #[error(transparent)]
     Authorize(#[from] zoho::oauth::AuthorizeError),
-    /// A bug: a task panicked or was lost.
-    #[error("internal error: {0}")]
-    Internal(String),
-    /// The credit budget stopped the run (the message says what was kept and what to do).
+    /// A bug: a task panicked or was lost (`source`: how), or the program contradicted itself (no cause).
+    #[error("internal error: {what}")]
+    Internal {
+        what: String,
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// The credit budget stopped the run: a message saying what was kept and what to do, with no underlying
+    /// error.
     #[error("stopped at the credit budget: {0}")]
     CreditBudget(String),
 }
 
 impl Error {
+    /// [`Error::Internal`] with no underlying error: the program contradicted itself.
+    pub fn internal(what: impl Into<String>) -> Self {
+        Error::Internal { what: what.into(), source: None }
+    }
+
+    /// [`Error::Internal`] caused by `source` (a task that panicked or was cancelled).
+    pub fn internal_from(what: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Error::Internal { what: what.into(), source: Some(source.into()) }
+    }
+
     /// The exit code a scheduler sees for this error.
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            Error::Config(_) | Error::Usage(_) => ExitCode::Config,
+            Error::Config(_) | Error::Usage(_) | Error::Stdin { .. } => ExitCode::Config,
             Error::CreditBudget(_) => ExitCode::CreditBudget,
-            Error::Internal(_) => ExitCode::Unexpected,
+            Error::Internal { .. } => ExitCode::Unexpected,
             Error::Authorize(e) => match e {
                 zoho::oauth::AuthorizeError::Listen { .. } => ExitCode::Config,
                 zoho::oauth::AuthorizeError::Zoho(e) => zoho_exit_code(e),
@@ -87,9 +111,9 @@ impl Error {
             Error::Warehouse(e) => match e {
                 WarehouseError::Busy { .. } | WarehouseError::LeaseLost { .. } => ExitCode::Overlap,
                 WarehouseError::Config(_) => ExitCode::Config,
-                WarehouseError::Unavailable(_) | WarehouseError::PermissionDenied(_) => ExitCode::Warehouse,
+                WarehouseError::Unavailable { .. } | WarehouseError::PermissionDenied { .. } => ExitCode::Warehouse,
                 WarehouseError::Sqlite { .. } => ExitCode::Warehouse,
-                WarehouseError::RowRejected { .. } | WarehouseError::Other(_) => ExitCode::Unexpected,
+                WarehouseError::RowRejected { .. } | WarehouseError::Other { .. } => ExitCode::Unexpected,
             },
         }
     }
@@ -110,5 +134,31 @@ fn zoho_exit_code(e: &zoho::Error) -> ExitCode {
         }
         zoho::Error::CreditBudget { .. } => ExitCode::CreditBudget,
         zoho::Error::Rejected { .. } | zoho::Error::Malformed { .. } => ExitCode::Unexpected,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error_chain::testing::chain_without;
+
+    #[test]
+    fn what_could_not_be_read_from_stdin_is_named_then_why_with_exit_2() {
+        let e = Error::Stdin {
+            what: "the grant token",
+            source: std::io::Error::other("stream did not contain valid UTF-8"),
+        };
+        assert_eq!(
+            chain_without(&e, "s3cr3t"),
+            "could not read the grant token from stdin: stream did not contain valid UTF-8"
+        );
+        assert_eq!(e.exit_code(), ExitCode::Config);
+    }
+
+    #[test]
+    fn a_lost_task_is_an_internal_error_naming_the_task_then_how_it_ended() {
+        let e = Error::internal_from("the loader task failed", std::io::Error::other("task 7 panicked"));
+        assert_eq!(chain_without(&e, "s3cr3t"), "internal error: the loader task failed: task 7 panicked");
+        assert_eq!(e.exit_code(), ExitCode::Unexpected);
     }
 }

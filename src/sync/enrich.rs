@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use chrono::{DateTime, Utc};
 
 use crate::deal::{DealChange, WonAt, WonAtSource};
+use crate::error_chain::Chain;
 use crate::warehouse::{RunKind, Warehouse};
 use crate::zoho::client::ZohoClient;
 use crate::zoho::currencies::OrgCurrencies;
@@ -64,7 +65,7 @@ impl Enrichment {
             _ => match warehouse.won_ids_in_window(DateTime::<Utc>::UNIX_EPOCH, DateTime::<Utc>::MAX_UTC).await {
                 Ok(ids) => ids.into_iter().collect(),
                 Err(e) => {
-                    tracing::warn!(error = %e, "could not list the stored won deals: no stage history this run, new wins get won_at_source = observed");
+                    tracing::warn!(error = %Chain(&e), "could not list the stored won deals: no stage history this run, new wins get won_at_source = observed");
                     return Enrichment::new(currencies, won_stages, HashSet::new(), fallback, 0);
                 }
             },
@@ -135,7 +136,7 @@ impl Enrichment {
                 ) {
                     self.reads_left.store(0, Ordering::SeqCst);
                 }
-                tracing::warn!(deal_id, error = %e, "could not read the deal's stage history: won_at_source = observed");
+                tracing::warn!(deal_id, error = %Chain(&e), "could not read the deal's stage history: won_at_source = observed");
                 None
             }
         }

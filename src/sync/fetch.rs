@@ -197,12 +197,12 @@ pub(crate) async fn fetch_and_stage<W: Warehouse + 'static>(
             }
             Err(join) if join.is_cancelled() => {}
             Err(join) => {
-                fetch_error.get_or_insert(Error::Internal(format!("a fetch task failed: {join}")));
+                fetch_error.get_or_insert(Error::internal_from("a fetch task failed", join));
             }
         }
     }
     // All senders are gone now, so the loader drains the channel and ends.
-    let loaded = loader.await.map_err(|e| Error::Internal(format!("the loader task failed: {e}")))?;
+    let loaded = loader.await.map_err(|e| Error::internal_from("the loader task failed", e))?;
     match (loaded, fetch_error) {
         // A warehouse failure explains a fetcher's "channel closed", so it comes first.
         (Err(e), _) => Err(e),

@@ -8,6 +8,7 @@ use super::plan::RunPlan;
 use super::{Outcome, RunContext, Summary};
 use crate::deal::{format_utc, Window};
 use crate::error::Error;
+use crate::error_chain::{self, Chain};
 use crate::warehouse::{MergeCounts, RunKind, RunReport, RunStart, Warehouse};
 use crate::zoho::client::ZohoClient;
 use crate::zoho::deals::{self, DealQuery, StageFilter, PAGE_SIZE};
@@ -109,7 +110,7 @@ async fn commit_or_fail<W: Warehouse + 'static>(
             // Reconciliation: Zoho's own count of won deals in the window, compared after the merge.
             match deals::count_deals(zoho, won_stages, window).await {
                 Ok(n) => report.zoho_won_count = Some(n),
-                Err(e) => tracing::warn!(error = %e, "could not count won deals in Zoho for reconciliation"),
+                Err(e) => tracing::warn!(error = %Chain(&e), "could not count won deals in Zoho for reconciliation"),
             }
             report.api_calls = usage.calls();
             report.api_credits = usage.credits();
@@ -119,8 +120,8 @@ async fn commit_or_fail<W: Warehouse + 'static>(
                 Err(e) => {
                     // Release the lease now rather than after its TTL; the staged rows go with it and the
                     // watermark stays, so the next run redoes this window.
-                    if let Err(fe) = warehouse.fail_run(run, report, &e.to_string()).await {
-                        tracing::warn!(error = %fe, "could not record the failed run in sync_runs");
+                    if let Err(fe) = warehouse.fail_run(run, report, &error_chain::format(&e)).await {
+                        tracing::warn!(error = %Chain(&fe), "could not record the failed run in sync_runs");
                     }
                     Err(e.into())
                 }
@@ -142,8 +143,8 @@ async fn commit_or_fail<W: Warehouse + 'static>(
             }
         }
         Err(e) => {
-            if let Err(fe) = warehouse.fail_run(run, report, &e.to_string()).await {
-                tracing::warn!(error = %fe, "could not record the failed run in sync_runs");
+            if let Err(fe) = warehouse.fail_run(run, report, &error_chain::format(&e)).await {
+                tracing::warn!(error = %Chain(&fe), "could not record the failed run in sync_runs");
             }
             Err(e)
         }
@@ -204,7 +205,7 @@ async fn log_missing_ids<W: Warehouse>(zoho: &ZohoClient, warehouse: &W, stages:
     })
     .await;
     if let Err(e) = res {
-        tracing::debug!(error = %e, "could not list Zoho ids for reconciliation");
+        tracing::debug!(error = %Chain(&e), "could not list Zoho ids for reconciliation");
         return;
     }
     match warehouse.won_ids_in_window(window.start, window.end).await {
@@ -213,6 +214,6 @@ async fn log_missing_ids<W: Warehouse>(zoho: &ZohoClient, warehouse: &W, stages:
             let missing: Vec<&String> = zoho_ids.iter().filter(|id| !have.contains(*id)).take(1000).collect();
             tracing::debug!(missing = ?missing, "won deal ids in Zoho but not in the warehouse for this window");
         }
-        Err(e) => tracing::debug!(error = %e, "could not list warehouse ids for reconciliation"),
+        Err(e) => tracing::debug!(error = %Chain(&e), "could not list warehouse ids for reconciliation"),
     }
 }

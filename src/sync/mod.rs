@@ -24,6 +24,7 @@ use tracing::Instrument;
 use crate::config::Settings;
 use crate::deal::{format_utc, Window};
 use crate::error::Error;
+use crate::error_chain::{self, Chain};
 use crate::warehouse::{MergeCounts, RunKind, RunReport, RunStart, Warehouse, WarehouseError};
 use crate::zoho::client::ZohoClient;
 use budget::BudgetStop;
@@ -168,7 +169,7 @@ pub async fn sync<W: Warehouse + 'static>(
         let watermark = ctx.warehouse.watermark().await.ok().flatten();
         return match plan::plan(&ctx, watermark).await? {
             Planned::DryRun(p) => Ok(Outcome::DryRun(p)),
-            Planned::Run(_) => Err(Error::Internal("a dry run planned a run".into())),
+            Planned::Run(_) => Err(Error::internal("a dry run planned a run")),
         };
     }
     ctx.warehouse.prepare().await?;
@@ -201,7 +202,7 @@ pub async fn sync<W: Warehouse + 'static>(
         };
         let plan = match planned {
             Ok(Planned::Run(plan)) => Ok(plan),
-            Ok(Planned::DryRun(_)) => Err(Error::Internal("a run planned a dry run".into())),
+            Ok(Planned::DryRun(_)) => Err(Error::internal("a run planned a dry run")),
             Err(e) => Err(e),
         };
         let plan = match plan {
@@ -227,7 +228,7 @@ pub async fn sync<W: Warehouse + 'static>(
 fn lease_lost(ended: Result<WarehouseError, tokio::task::JoinError>) -> Error {
     match ended {
         Ok(e) => Error::Warehouse(e),
-        Err(e) => Error::Internal(format!("the heartbeat task failed: {e}")),
+        Err(e) => Error::internal_from("the heartbeat task failed", e),
     }
 }
 
@@ -241,8 +242,8 @@ async fn fail_before_fetch<W: Warehouse + 'static>(
     heartbeat.abort();
     let usage = ctx.zoho.usage();
     let report = RunReport { api_calls: usage.calls(), api_credits: usage.credits(), ..RunReport::default() };
-    if let Err(fe) = ctx.warehouse.fail_run(run, &report, &error.to_string()).await {
-        tracing::warn!(error = %fe, "could not record the failed run in sync_runs");
+    if let Err(fe) = ctx.warehouse.fail_run(run, &report, &error_chain::format(&error)).await {
+        tracing::warn!(error = %Chain(&fe), "could not record the failed run in sync_runs");
     }
     error
 }
@@ -324,10 +325,10 @@ pub(crate) fn spawn_heartbeat<W: Warehouse + 'static>(
             match warehouse.heartbeat(&run).await {
                 Ok(()) => {}
                 Err(e @ WarehouseError::LeaseLost { .. }) => {
-                    tracing::error!(error = %e, "the run lost its lease; stopping without merging");
+                    tracing::error!(error = %Chain(&e), "the run lost its lease; stopping without merging");
                     return e;
                 }
-                Err(e) => tracing::warn!(error = %e, "could not renew the run's lease"),
+                Err(e) => tracing::warn!(error = %Chain(&e), "could not renew the run's lease"),
             }
         }
     })

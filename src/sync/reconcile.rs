@@ -20,6 +20,7 @@ use crate::config::Settings;
 use crate::deal::Window;
 use crate::deal::{format_utc, DealChange};
 use crate::error::Error;
+use crate::error_chain::{self, Chain};
 use crate::warehouse::{MergeCounts, RunKind, RunReport, RunStart, Warehouse};
 use crate::zoho::client::ZohoClient;
 use crate::zoho::deals;
@@ -112,14 +113,14 @@ pub async fn reconcile<W: Warehouse + 'static>(
             match warehouse.commit(&run, &report).await {
                 Ok(counts) => Ok((found, counts)),
                 Err(e) => {
-                    let _ = warehouse.fail_run(&run, &report, &e.to_string()).await;
+                    let _ = warehouse.fail_run(&run, &report, &error_chain::format(&e)).await;
                     Err(e.into())
                 }
             }
         }
         Err(e) => {
-            if let Err(fe) = warehouse.fail_run(&run, &report, &e.to_string()).await {
-                tracing::warn!(error = %fe, "could not record the failed reconcile in sync_runs");
+            if let Err(fe) = warehouse.fail_run(&run, &report, &error_chain::format(&e)).await {
+                tracing::warn!(error = %Chain(&fe), "could not record the failed reconcile in sync_runs");
             }
             Err(e)
         }

@@ -195,7 +195,7 @@ where
         split_for_idle(&mut ready, &mut states, streams.saturating_sub(in_flight.len()), &mut stats);
         launch(&mut ready, &mut states, &mut in_flight, streams, &source, &mut stats);
         let Some(joined) = in_flight.join_next().await else { break };
-        let (mut slice, page) = joined.map_err(|e| Error::Internal(format!("a page task failed: {e}")))?;
+        let (mut slice, page) = joined.map_err(|e| Error::internal_from("a page task failed", e))?;
         // An error drops `in_flight`, which aborts the other pages.
         let page = page?;
         let pass = slice.pass;
@@ -268,7 +268,7 @@ fn next_cursor(page: &Page, after: &str, page_size: u32) -> Result<Option<String
 }
 
 fn malformed(detail: &str) -> Error {
-    Error::Zoho(crate::zoho::Error::Malformed { endpoint: "coql".into(), detail: detail.into() })
+    Error::Zoho(crate::zoho::Error::malformed("coql", detail))
 }
 
 /// The `Modified_Time`s (epoch seconds) of a page's records that lie in `window`, sorted.
@@ -406,7 +406,7 @@ mod tests {
             tokio::time::sleep(LATENCY + Duration::from_millis(jitter)).await;
             self.in_flight.fetch_sub(1, Ordering::SeqCst);
             if self.fail_at_page == Some(asked) {
-                return Err(crate::zoho::Error::Transient { endpoint: "coql".into(), detail: "scripted".into() });
+                return Err(crate::zoho::Error::transient("coql", "scripted"));
             }
             let after: u64 = req.after.parse().expect("a numeric cursor");
             let (from, to) = (req.window.start.timestamp(), req.window.end.timestamp());

@@ -42,6 +42,7 @@ use std::future::Future;
 use chrono::{DateTime, Utc};
 
 use crate::deal::DealChange;
+use crate::error_chain::BoxError;
 
 /// Columns the merge does not copy from a staged won version when the stored row is already won: the won date
 /// is set when a row is inserted or an un-won row is won again, and never moved by an edit.
@@ -202,28 +203,58 @@ pub enum WarehouseError {
     /// merging or recording success; the run that took over, or the next one, covers its window.
     #[error("run {run_id} lost its lease on the warehouse (it expired and another run took over); it stopped without merging, and the next run covers its window")]
     LeaseLost { run_id: String },
-    /// The warehouse's configuration contradicts itself (e.g. the dataset lives in another location).
+    /// The warehouse's configuration contradicts itself (e.g. the dataset lives in another location), or a
+    /// setting stopped a statement. A message naming the setting and what to do, with no underlying error.
     #[error("warehouse configuration: {0}")]
     Config(String),
-    /// The warehouse could not be reached, or refused us.
-    #[error("warehouse unavailable: {0}")]
-    Unavailable(String),
+    /// The warehouse could not be reached, or refused us: `what` says what we were doing, `source` why.
+    #[error("warehouse unavailable: {what}")]
+    Unavailable {
+        what: String,
+        #[source]
+        source: Option<BoxError>,
+    },
     /// The credentials lack a permission.
-    #[error("warehouse permission denied: {0}. Grant BigQuery Data Editor on the dataset and BigQuery Job User on the project")]
-    PermissionDenied(String),
+    #[error("warehouse permission denied: {what} (grant BigQuery Data Editor on the dataset and BigQuery Job User on the project)")]
+    PermissionDenied {
+        what: String,
+        #[source]
+        source: Option<BoxError>,
+    },
     /// Rows were refused by the warehouse.
     #[error("the warehouse rejected deal {deal_id}: {reason}")]
     RowRejected { deal_id: String, reason: String },
     /// SQLite failed.
-    #[error("SQLite error on {path}: {source}")]
+    #[error("SQLite error on {path}")]
     Sqlite {
         path: String,
         #[source]
         source: rusqlite::Error,
     },
-    /// Anything else, with its cause.
-    #[error("{0}")]
-    Other(String),
+    /// Anything else: what failed, and the error that made it fail when there is one.
+    #[error("{what}")]
+    Other {
+        what: String,
+        #[source]
+        source: Option<BoxError>,
+    },
+}
+
+impl WarehouseError {
+    /// [`WarehouseError::Unavailable`] with no underlying error (a wait that ran out, a check that failed).
+    pub fn unavailable(what: impl Into<String>) -> Self {
+        WarehouseError::Unavailable { what: what.into(), source: None }
+    }
+
+    /// [`WarehouseError::Other`] with no underlying error (an answer that breaks an invariant).
+    pub fn other(what: impl Into<String>) -> Self {
+        WarehouseError::Other { what: what.into(), source: None }
+    }
+
+    /// [`WarehouseError::Other`] caused by `source`.
+    pub fn other_from(what: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        WarehouseError::Other { what: what.into(), source: Some(source.into()) }
+    }
 }
 
 /// A place to store deals. See the module docs for the contract every implementation keeps.
@@ -456,5 +487,27 @@ mod tests {
     #[test]
     fn with_only_backfills_the_chain_starts_at_the_earliest() {
         assert_eq!(covered_until(vec![backfill(0, 24), backfill(30, 40)]), Some(t(24)));
+    }
+
+    #[test]
+    fn a_sqlite_file_that_cannot_be_created_names_it_then_the_reason_once() {
+        let e =
+            sqlite::SqliteWarehouse::open(std::path::Path::new("/nonexistent-dir/deals.sqlite3")).expect_err("no dir");
+        let shown = crate::error_chain::testing::chain_without(&e, "s3cr3t");
+        assert!(
+            shown.starts_with(
+                "warehouse unavailable: could not create the SQLite file /nonexistent-dir/deals.sqlite3: "
+            ),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn a_sqlite_failure_names_the_file_then_sqlites_reason_once() {
+        let conn = rusqlite::Connection::open_in_memory().expect("in memory");
+        let source = conn.execute("DELETE FROM missing", []).expect_err("no such table");
+        let e = WarehouseError::Sqlite { path: "a.db".into(), source };
+        let shown = crate::error_chain::testing::chain_without(&e, "s3cr3t");
+        assert!(shown.starts_with("SQLite error on a.db: no such table: missing"), "{shown}");
     }
 }

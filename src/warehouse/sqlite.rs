@@ -62,8 +62,9 @@ impl SqliteWarehouse {
     /// Opens (creating if needed) the file. Tables are created by [`Warehouse::prepare`].
     pub fn open(path: &Path) -> Result<Self, WarehouseError> {
         let err = |source| WarehouseError::Sqlite { path: path.display().to_string(), source };
-        create_private(path).map_err(|e| {
-            WarehouseError::Unavailable(format!("could not create the SQLite file {}: {e}", path.display()))
+        create_private(path).map_err(|e| WarehouseError::Unavailable {
+            what: format!("could not create the SQLite file {}", path.display()),
+            source: Some(e.into()),
         })?;
         let conn = Connection::open(path).map_err(err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
@@ -95,12 +96,11 @@ impl SqliteWarehouse {
     {
         let conn = Arc::clone(&self.conn);
         tokio::task::spawn_blocking(move || {
-            let mut guard =
-                conn.lock().map_err(|_| WarehouseError::Other("the SQLite connection is poisoned".into()))?;
+            let mut guard = conn.lock().map_err(|_| WarehouseError::other("the SQLite connection is poisoned"))?;
             f(&mut guard)
         })
         .await
-        .map_err(|e| WarehouseError::Other(format!("SQLite task failed: {e}")))?
+        .map_err(|e| WarehouseError::other_from("the SQLite task failed", e))?
     }
 
     fn active_custom(&self) -> Vec<CustomColumn> {
@@ -997,7 +997,7 @@ impl Warehouse for SqliteWarehouse {
             let rows = query_all(c, &sql, [], |r| read_deal(r, &custom)).map_err(&err)?;
             rows.into_iter()
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| WarehouseError::Other(format!("closed_won_deals: {e}")))
+                .map_err(|e| WarehouseError::other_from("closed_won_deals", e))
         })
         .await
     }

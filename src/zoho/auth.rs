@@ -19,9 +19,10 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 use url::Url;
 
-use super::http::{describe_reqwest, join, read_capped, refuse_redirect};
+use super::http::{join, read_capped, refuse_redirect};
 use super::Error;
 use crate::config::{is_loopback, ZohoCredentials};
+use crate::error_chain::Chain;
 use crate::retry::{retry, RetryPolicy};
 
 /// A token is refreshed this long before Zoho says it expires: a page request that starts with a token
@@ -181,10 +182,7 @@ impl TokenProvider {
             (None, None) => match &self.api_domain_fallback {
                 Some(url) => url.clone(),
                 None => {
-                    return Err(Error::Malformed {
-                        endpoint: "token".into(),
-                        detail: "the token response has no api_domain; set ZOHO_API_DOMAIN".into(),
-                    })
+                    return Err(Error::malformed("token", "the token response has no api_domain; set ZOHO_API_DOMAIN"))
                 }
             },
         };
@@ -201,9 +199,8 @@ impl TokenProvider {
     /// The token response's `api_domain`, if it may receive our access token: https and one of Zoho's API
     /// hosts, or any loopback host when the accounts server itself is on loopback (a local sandbox).
     fn checked_api_domain(&self, d: &str) -> Result<Url, Error> {
-        let url = Url::parse(d).map_err(|e| Error::Malformed {
-            endpoint: "token".into(),
-            detail: format!("api_domain {d:?} is not a URL ({e}); set ZOHO_API_DOMAIN"),
+        let url = Url::parse(d).map_err(|e| {
+            Error::malformed_from("token", format!("api_domain {d:?} is not a URL (set ZOHO_API_DOMAIN)"), e)
         })?;
         if self.local_accounts && is_loopback(&url) {
             return Ok(url);
@@ -256,23 +253,23 @@ impl TokenProvider {
                     .form(form)
                     .send()
                     .await
-                    .map_err(|e| Error::Transient { endpoint: "token".into(), detail: describe_reqwest(&e) })?;
+                    .map_err(|e| Error::no_answer("token", e))?;
                 let status = resp.status();
                 refuse_redirect("token", &resp)?;
                 let text = read_capped("token", resp).await?;
                 if status.is_server_error() || status.as_u16() == 429 && !is_throttle_body(&text) {
-                    return Err(Error::Transient { endpoint: "token".into(), detail: format!("HTTP {status}") });
+                    return Err(Error::transient("token", format!("HTTP {status}")));
                 }
                 match serde_json::from_str::<TokenResponse>(&text) {
                     Ok(body) => Ok(body),
                     // Never echo the body: on success it holds a token.
-                    Err(_) => Err(Error::Malformed {
-                        endpoint: "token".into(),
-                        detail: format!("HTTP {status} with a body that is not Zoho's token JSON"),
-                    }),
+                    Err(_) => Err(Error::malformed(
+                        "token",
+                        format!("HTTP {status} with a body that is not Zoho's token JSON"),
+                    )),
                 }
             },
-            |e, wait| tracing::warn!(error = %e, wait_ms = wait.as_millis() as u64, "retrying the token request"),
+            |e, wait| tracing::warn!(error = %Chain(e), wait_ms = wait.as_millis() as u64, "retrying the token request"),
         )
         .await
     }
@@ -291,7 +288,7 @@ impl TokenProvider {
             .form(&[("token", refresh_token.expose_secret())])
             .send()
             .await
-            .map_err(|e| Error::Transient { endpoint: "revoke".into(), detail: describe_reqwest(&e) })?;
+            .map_err(|e| Error::no_answer("revoke", e))?;
         let status = resp.status();
         refuse_redirect("revoke", &resp)?;
         let text = read_capped("revoke", resp).await?;
@@ -300,7 +297,7 @@ impl TokenProvider {
             return Ok(());
         }
         if status.is_server_error() {
-            return Err(Error::Transient { endpoint: "revoke".into(), detail: format!("HTTP {status}") });
+            return Err(Error::transient("revoke", format!("HTTP {status}")));
         }
         Err(Error::InvalidCredentials(format!(
             "the accounts server refused to revoke the token (HTTP {}): it is not a valid refresh token of this data centre, or it was already revoked",

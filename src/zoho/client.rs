@@ -16,10 +16,11 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 
 use super::auth::{AccessToken, TokenProvider};
-use super::http::{describe_reqwest, join, read_capped, refuse_redirect};
+use super::http::{join, read_capped, refuse_redirect};
 // The transport's settings, still reachable here where callers have always found them.
 pub use super::http::{http_client, CONNECT_TIMEOUT, MAX_RESPONSE_BYTES, REQUEST_TIMEOUT};
 use super::Error;
+use crate::error_chain::Chain;
 use crate::retry::{retry, RetryPolicy};
 
 /// Calls and credits spent, as Zoho counts them.
@@ -147,7 +148,7 @@ impl ZohoClient {
                         .map_err(|error| WithToken { error, token: Some(token) })
                 },
                 |e: &WithToken, wait| {
-                    tracing::debug!(endpoint = path, error = %e.error, wait_ms = wait.as_millis() as u64, "retrying a Zoho call");
+                    tracing::debug!(endpoint = path, error = %Chain(&e.error), wait_ms = wait.as_millis() as u64, "retrying a Zoho call");
                 },
             )
             .await;
@@ -192,20 +193,13 @@ impl ZohoClient {
         }
         let url = join(&token.api_domain, &format!("crm/v8/{path}"))?;
         let endpoint = path.split('?').next().unwrap_or(path).to_owned();
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| Error::Transient { endpoint: endpoint.clone(), detail: "client closed".into() })?;
+        let _permit = self.permits.acquire().await.map_err(|_| Error::transient(endpoint.as_str(), "client closed"))?;
         let mut req = build(&self.http, url).header(reqwest::header::AUTHORIZATION, token.header_value());
         for (k, v) in headers {
             req = req.header(*k, v.as_str());
         }
         self.usage.calls.fetch_add(1, Ordering::Relaxed);
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| Error::Transient { endpoint: endpoint.clone(), detail: describe_reqwest(&e) })?;
+        let resp = req.send().await.map_err(|e| Error::no_answer(endpoint.as_str(), e))?;
         let status = resp.status().as_u16();
         if let Some(server) = resp
             .headers()
@@ -271,7 +265,7 @@ pub fn classify(endpoint: &str, status: u16, text: &str, retry_after: Option<Dur
             }
             serde_json::from_str(text)
                 .map(Some)
-                .map_err(|e| Error::Malformed { endpoint, detail: format!("HTTP {status}: {e}") })
+                .map_err(|e| Error::malformed_from(endpoint, format!("HTTP {status} with a body that is not JSON"), e))
         }
         _ => {
             let env: Envelope = serde_json::from_str(text).unwrap_or_default();
@@ -302,7 +296,7 @@ pub fn classify(endpoint: &str, status: u16, text: &str, retry_after: Option<Dur
                     Err(Error::CreditsExhausted { endpoint, message: env.message })
                 }
                 (429, _) => Err(Error::RateLimited { endpoint, detail: code, retry_after }),
-                (500..=599, _) => Err(Error::Transient { endpoint, detail: format!("HTTP {status} {code}") }),
+                (500..=599, _) => Err(Error::transient(endpoint, format!("HTTP {status} {code}").trim_end())),
                 _ => Err(Error::Rejected { endpoint, status, code, message: env.message }),
             }
         }
@@ -436,5 +430,32 @@ mod tests {
             .expect_err("refused")
             .to_string();
         assert!(err.contains("rolling 24") && err.contains("24 hours after"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_call_without_an_answer_says_where_and_why_once_and_never_its_url() {
+        let e = crate::error_chain::testing::refused_request("crm/v8/users?type=CurrentUser&access_token=s3cr3t").await;
+        let err = Error::no_answer("users", e);
+        assert!(err.is_retryable());
+        let shown = crate::error_chain::testing::chain_without(&err, "s3cr3t");
+        assert!(
+            shown.starts_with(
+                "Zoho unavailable at users (no answer; retries exhausted, retry later): could not connect: "
+            ),
+            "{shown}"
+        );
+        assert!(!shown.contains("127.0.0.1"), "{shown}");
+    }
+
+    #[test]
+    fn a_body_that_is_not_json_keeps_the_parsers_error_and_not_the_body() {
+        let err = classify("coql", 200, "<html>s3cr3t</html>", None).expect_err("not JSON");
+        let shown = crate::error_chain::testing::chain_without(&err, "s3cr3t");
+        assert!(
+            shown.starts_with(
+                "unreadable response from Zoho at coql: HTTP 200 with a body that is not JSON: expected value"
+            ),
+            "{shown}"
+        );
     }
 }

@@ -25,6 +25,7 @@ use serde_json::Value;
 use super::client::ZohoClient;
 use super::Error;
 use crate::deal::{Deal, HomeMoney};
+use crate::error_chain::Chain;
 
 /// The endpoint, relative to `/crm/v8/`. One call per run, one credit (docs/zoho-api.md §5.5).
 pub const ENDPOINT: &str = "org/currencies";
@@ -81,7 +82,7 @@ impl OrgCurrencies {
                 | Error::Malformed { .. }),
             ) => {
                 tracing::warn!(
-                    error = %e,
+                    error = %Chain(&e),
                     "could not read the org's currencies: home_currency, amount_home and expected_revenue_home stay \
                      empty; add the scope ZohoCRM.settings.currencies.READ to the refresh token to fill them"
                 );
@@ -150,7 +151,7 @@ fn is_not_enabled(code: &str) -> bool {
 
 /// Parses `GET /org/currencies`: the currency with `is_base: true` is home.
 pub fn parse(body: &Value) -> Result<OrgCurrencies, Error> {
-    let malformed = |detail: &str| Error::Malformed { endpoint: ENDPOINT.into(), detail: detail.into() };
+    let malformed = |detail: &str| Error::malformed(ENDPOINT, detail);
     let list = body.get("currencies").and_then(Value::as_array).ok_or_else(|| malformed("no `currencies` array"))?;
     let base = list
         .iter()

@@ -5,6 +5,7 @@
 //! 100,000 rows and skips or repeats rows when deals change under it. The window's upper bound is fixed for
 //! the whole run, so a deal modified during the run leaves this window and lands in the next one.
 
+use crate::error_chain::Chain;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
@@ -347,7 +348,7 @@ pub async fn metadata(client: &ZohoClient) -> Result<DealsMetadata, Error> {
             // Without the pipeline scope or permission, the Stage pick list still gives the won stages of the
             // standard pipeline; a won stage used only elsewhere can be named in ZOHO_WON_STAGES.
             Err(e @ (Error::ScopeMismatch { .. } | Error::PermissionDenied { .. } | Error::Rejected { .. })) => {
-                tracing::warn!(error = %e, "could not read the Deals pipelines; won stages come from the Stage pick list only (add the scopes ZohoCRM.settings.layouts.READ and ZohoCRM.settings.pipeline.READ, or set ZOHO_WON_STAGES)");
+                tracing::warn!(error = %Chain(&e), "could not read the Deals pipelines; won stages come from the Stage pick list only (add the scopes ZohoCRM.settings.layouts.READ and ZohoCRM.settings.pipeline.READ, or set ZOHO_WON_STAGES)");
                 Vec::new()
             }
             Err(e) => return Err(e),
@@ -561,7 +562,7 @@ pub async fn count_matching(
             }
             Err(e @ Error::Rejected { .. }) => match strategy.next() {
                 Some(next) => {
-                    tracing::info!(error = %e, ?strategy, ?next, "Zoho refused this way of counting deals; counting another way for the rest of the run");
+                    tracing::info!(error = %Chain(&e), ?strategy, ?next, "Zoho refused this way of counting deals; counting another way for the rest of the run");
                     strategy = next;
                 }
                 None => return Err(e),
@@ -710,7 +711,7 @@ pub async fn probe_deleted(client: &ZohoClient) -> Result<usize, Error> {
 }
 
 fn malformed(endpoint: &str, detail: &str) -> Error {
-    Error::Malformed { endpoint: endpoint.to_owned(), detail: detail.to_owned() }
+    Error::malformed(endpoint, detail)
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! The transport every Zoho call shares (the accounts server's token endpoints and the CRM): the HTTP client,
 //! its timeouts and the rules for reading an answer: no redirect is followed, no body is read past
-//! [`MAX_RESPONSE_BYTES`], and a transport error is described without its URL.
+//! [`MAX_RESPONSE_BYTES`], and a transport error is kept without its URL ([`Transport`]).
 //!
 //! Not here: what an answer means (`client::classify` and `auth.rs` classify the bodies).
 
@@ -9,6 +9,7 @@ use std::time::Duration;
 use url::Url;
 
 use super::Error;
+use crate::error_chain::Transport;
 
 /// A TCP connect that takes longer than this is a network problem, not a slow server.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -29,7 +30,7 @@ pub fn http_client() -> Result<reqwest::Client, Error> {
         .timeout(REQUEST_TIMEOUT)
         .user_agent(concat!("zoho-deals-sync/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map_err(|e| Error::Malformed { endpoint: "client".into(), detail: e.to_string() })
+        .map_err(|e| Error::malformed_from("client", "could not build the HTTP client", Transport::new(e)))
 }
 
 /// A 3xx (other than 304 Not Modified, which Get Records uses) is an error naming the host that answered and
@@ -68,11 +69,7 @@ pub(super) async fn read_capped(endpoint: &str, mut resp: reqwest::Response) -> 
         return Err(too_large());
     }
     let mut body = Vec::new();
-    while let Some(chunk) = resp
-        .chunk()
-        .await
-        .map_err(|e| Error::Transient { endpoint: endpoint.to_owned(), detail: describe_reqwest(&e) })?
-    {
+    while let Some(chunk) = resp.chunk().await.map_err(|e| Error::no_answer(endpoint, e))? {
         if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
             return Err(too_large());
         }
@@ -86,27 +83,10 @@ pub(super) async fn read_capped(endpoint: &str, mut resp: reqwest::Response) -> 
     })
 }
 
-/// Describes a transport error without its URL's query (which never holds secrets here, but stay safe).
-pub(super) fn describe_reqwest(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "could not connect"
-    } else if e.is_body() || e.is_decode() {
-        "the connection dropped while reading the response"
-    } else if e.is_request() {
-        "the request failed (connection dropped?)"
-    } else {
-        "transport error"
-    };
-    // The causes only: reqwest's own message names the URL.
-    crate::error_chain::with_causes(kind.to_owned(), std::error::Error::source(e))
-}
-
 /// Joins a path onto a base URL that may or may not end in `/`.
 pub(super) fn join(base: &Url, path: &str) -> Result<Url, Error> {
     let mut s = base.as_str().trim_end_matches('/').to_owned();
     s.push('/');
     s.push_str(path.trim_start_matches('/'));
-    Url::parse(&s).map_err(|e| Error::Malformed { endpoint: path.into(), detail: e.to_string() })
+    Url::parse(&s).map_err(|e| Error::malformed_from(path, format!("{s:?} is not a URL"), e))
 }

@@ -14,6 +14,7 @@ pub mod users;
 
 use std::time::Duration;
 
+use crate::error_chain::{BoxError, Transport};
 use crate::retry::Retryable;
 
 /// The scopes this job asks for (README, Setup). `users.READ` (owners' full names) and the layouts/pipeline
@@ -26,21 +27,28 @@ ZohoCRM.settings.currencies.READ";
 /// Every Zoho failure, classified once at the boundary. `main` maps these kinds to exit codes.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The accounts server or the CRM refused our credentials: a human must act.
+    /// The accounts server or the CRM refused our credentials: a human must act. A message saying which
+    /// credential and what to do, built from Zoho's answer (no underlying error).
     #[error("Zoho rejected the credentials: {0}")]
     InvalidCredentials(String),
     /// The token lacks a scope this job needs.
     #[error("Zoho refused {endpoint}: the refresh token lacks a scope ({detail}). Generate a new grant token with the scopes {scopes} and run exchange-grant", scopes = SCOPES)]
     ScopeMismatch { endpoint: String, detail: String },
-    /// The accounts server throttles token mints (10 per refresh token per 10 minutes).
+    /// The accounts server throttles token mints (10 per refresh token per 10 minutes). Holds Zoho's
+    /// description of the throttle (an answer, not an error).
     #[error("Zoho's accounts server is throttling token requests for this refresh token ({0}). Do not retry for 10 minutes; check that nothing else mints tokens with the same refresh token")]
     TokenThrottled(String),
     /// 429 Too Many Requests (concurrency or daily credits).
     #[error("Zoho rate-limited {endpoint} (HTTP 429 {detail}) beyond the retry budget; retry later, or lower ZOHO_CONCURRENCY")]
     RateLimited { endpoint: String, detail: String, retry_after: Option<Duration> },
-    /// 5xx, timeouts, refused or dropped connections.
-    #[error("Zoho unavailable at {endpoint}: {detail} (retries exhausted); retry later")]
-    Transient { endpoint: String, detail: String },
+    /// 5xx (`detail`: the status), or no answer at all (`source`: the timeout, refused or dropped connection).
+    #[error("Zoho unavailable at {endpoint} ({detail}; retries exhausted, retry later)")]
+    Transient {
+        endpoint: String,
+        detail: String,
+        #[source]
+        source: Option<Transport>,
+    },
     /// 401 INVALID_TOKEN / AUTHENTICATION_FAILURE: the access token expired or was revoked. The client re-mints
     /// once.
     #[error("Zoho answered 401 INVALID_TOKEN at {endpoint}")]
@@ -62,9 +70,15 @@ pub enum Error {
     /// Any other refusal (a 4xx we did not expect): a bug or an org setting, not worth retrying.
     #[error("Zoho refused {endpoint}: HTTP {status} {code}: {message}")]
     Rejected { endpoint: String, status: u16, code: String, message: String },
-    /// A response we cannot read.
+    /// A response we cannot read: `detail` says what is wrong with it, `source` the parser's error when one
+    /// said so (never the body: on the token endpoint it holds a token).
     #[error("unreadable response from Zoho at {endpoint}: {detail}")]
-    Malformed { endpoint: String, detail: String },
+    Malformed {
+        endpoint: String,
+        detail: String,
+        #[source]
+        source: Option<BoxError>,
+    },
     /// An answer we refuse to act on: a redirect (Zoho calls follow none: a redirect would re-send the client
     /// secret or the access token to another host), or a token response naming an `api_domain` that is not
     /// https or not one of Zoho's API hosts. A human must look; retrying cannot help.
@@ -76,6 +90,28 @@ pub enum Error {
     /// The run would spend more API credits than allowed.
     #[error("credit budget reached: {spent} of {limit} Zoho API credits spent, the next call needs {next}")]
     CreditBudget { spent: u64, limit: u64, next: u64 },
+}
+
+impl Error {
+    /// [`Error::Transient`] for a call that got no answer.
+    pub fn no_answer(endpoint: impl Into<String>, e: reqwest::Error) -> Self {
+        Error::Transient { endpoint: endpoint.into(), detail: "no answer".into(), source: Some(Transport::new(e)) }
+    }
+
+    /// [`Error::Transient`] for an answer that says "later" (a 5xx) or a client that cannot send any more.
+    pub fn transient(endpoint: impl Into<String>, detail: impl Into<String>) -> Self {
+        Error::Transient { endpoint: endpoint.into(), detail: detail.into(), source: None }
+    }
+
+    /// [`Error::Malformed`] with no underlying error (a body whose shape is wrong).
+    pub fn malformed(endpoint: impl Into<String>, detail: impl Into<String>) -> Self {
+        Error::Malformed { endpoint: endpoint.into(), detail: detail.into(), source: None }
+    }
+
+    /// [`Error::Malformed`] caused by `source` (the JSON or URL parser's error).
+    pub fn malformed_from(endpoint: impl Into<String>, detail: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Error::Malformed { endpoint: endpoint.into(), detail: detail.into(), source: Some(source.into()) }
+    }
 }
 
 /// What the API user's profile lacks when `endpoint` answers `NO_PERMISSION`, and how to give it.

@@ -44,9 +44,11 @@ pub async fn read(client: &ZohoClient, deal_id: &str) -> Result<Vec<StageChange>
     for page in 1..=MAX_PAGES {
         let query = [("fields", FIELDS.to_owned()), ("page", page.to_string()), ("per_page", PER_PAGE.to_string())];
         let Some(body) = client.get(&path, &query, &[]).await? else { break };
-        let (rows, more) = parse_page(&body).ok_or_else(|| Error::Malformed {
-            endpoint: "Deals/{id}/Stage_History".into(),
-            detail: format!("no `data` array in the stage history of deal {deal_id}"),
+        let (rows, more) = parse_page(&body).ok_or_else(|| {
+            Error::malformed(
+                "Deals/{id}/Stage_History",
+                format!("no `data` array in the stage history of deal {deal_id}"),
+            )
         })?;
         out.extend(rows);
         if !more {

@@ -15,6 +15,7 @@ use serde_json::Value;
 use super::client::ZohoClient;
 use super::Error;
 use crate::deal::Deal;
+use crate::error_chain::Chain;
 
 /// Users per page (the users API's maximum).
 const PER_PAGE: u32 = 200;
@@ -44,7 +45,7 @@ impl OwnerNames {
                 | Error::Malformed { .. }),
             ) => {
                 tracing::warn!(
-                    error = %e,
+                    error = %Chain(&e),
                     "could not read the users' full names: owner_name holds the owner's last name only (COQL gives no \
                      more); add the scope ZohoCRM.users.READ to the refresh token to store full names"
                 );
@@ -70,10 +71,8 @@ impl OwnerNames {
 
     /// Adds one page of `GET /users`; returns whether Zoho says there are more.
     pub fn add_page(&mut self, body: &Value) -> Result<bool, Error> {
-        let users = body
-            .get("users")
-            .and_then(Value::as_array)
-            .ok_or_else(|| Error::Malformed { endpoint: "users".into(), detail: "no `users` array".into() })?;
+        let users =
+            body.get("users").and_then(Value::as_array).ok_or_else(|| Error::malformed("users", "no `users` array"))?;
         for u in users {
             let Some(id) = u.get("id").and_then(Value::as_str) else { continue };
             if let Some(name) = full_name(u) {

@@ -15,6 +15,8 @@ use super::errors::{classify, policy, Failure};
 use super::jobs::CALL_TIMEOUT;
 use super::sql::SQL_DEDUPE;
 use super::{BigQueryConfig, BigQueryWarehouse, DEALS_TABLE, DEFAULT_MAX_BYTES_BILLED};
+use crate::error_chain::Chain;
+use crate::error_chain::Transport;
 use crate::retry::retry;
 use crate::warehouse::{WarehouseError, DEAL_COLUMNS};
 
@@ -87,7 +89,7 @@ impl BigQueryWarehouse {
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(HTTP_TIMEOUT)
             .build()
-            .map_err(|e| WarehouseError::Other(format!("could not build the HTTP client: {e}")))?;
+            .map_err(|e| WarehouseError::other_from("could not build the HTTP client", Transport::new(e)))?;
         let mut builder = ClientBuilder::new();
         builder.with_client(http);
         let client = match &config.emulator_host {
@@ -102,7 +104,7 @@ impl BigQueryWarehouse {
                 match tokio::time::timeout(CALL_TIMEOUT, builder.build_from_application_default_credentials()).await {
                     Ok(built) => built,
                     Err(_) => {
-                        return Err(WarehouseError::Unavailable(format!(
+                        return Err(WarehouseError::unavailable(format!(
                             "looking up Google credentials took longer than {} s (a hung metadata server?)",
                             CALL_TIMEOUT.as_secs()
                         )))
@@ -110,7 +112,7 @@ impl BigQueryWarehouse {
                 }
             }
         }
-        .map_err(|e| classify(&e, "connecting to BigQuery").error)?;
+        .map_err(|e| classify(e, "connecting to BigQuery").error)?;
         Ok(BigQueryWarehouse {
             client,
             config,
@@ -151,7 +153,7 @@ impl BigQueryWarehouse {
     pub async fn table_columns(&self, table: &str) -> Result<Vec<String>, WarehouseError> {
         self.table_schema(table)
             .await?
-            .ok_or_else(|| WarehouseError::Other(format!("table {}.{table} does not exist", self.dataset_ref())))
+            .ok_or_else(|| WarehouseError::other(format!("table {}.{table} does not exist", self.dataset_ref())))
     }
 
     /// The column names of `table`, or `None` when it does not exist.
@@ -160,8 +162,8 @@ impl BigQueryWarehouse {
         let (project, dataset) = (&self.config.project, &self.config.dataset);
         let found = retry(
             policy(),
-            || async { self.client.table().get(project, dataset, table, None).await.map_err(|e| classify(&e, &what)) },
-            |f: &Failure, wait| tracing::warn!(error = %f.error, ?wait, "BigQuery call failed; retrying"),
+            || async { self.client.table().get(project, dataset, table, None).await.map_err(|e| classify(e, &what)) },
+            |f: &Failure, wait| tracing::warn!(error = %Chain(&f.error), ?wait, "BigQuery call failed; retrying"),
         )
         .await;
         match found {

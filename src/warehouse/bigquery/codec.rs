@@ -68,7 +68,7 @@ pub(super) fn stored_deal(row: &[Option<String>], custom: &[CustomColumn]) -> Re
     let by_name: HashMap<&str, Option<&str>> =
         names.enumerate().map(|(i, n)| (n, row.get(i).and_then(|v| v.as_deref()))).collect();
     columns::stored_deal(custom, |name, t| decode(name, t, by_name.get(name).copied().flatten()))
-        .map_err(|e| WarehouseError::Other(format!("BigQuery returned an unreadable value: {e}")))
+        .map_err(|e| WarehouseError::other_from("BigQuery returned an unreadable value", e))
 }
 
 /// One change as a staging row: JSON values by column name, sent as the STRING fields of `@rows`.

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use gcp_bigquery_client::error::BQError;
 
+use crate::error_chain::{BoxError, Transport};
 use crate::retry::{RetryPolicy, Retryable};
 use crate::warehouse::WarehouseError;
 
@@ -26,35 +27,49 @@ impl Retryable for Failure {
 }
 
 impl Failure {
+    /// Not retried, not a missing table.
+    fn new(error: WarehouseError) -> Self {
+        Failure { error, retryable: false, not_found: false, new_request_id: false }
+    }
+
     pub(super) fn other(message: impl Into<String>) -> Self {
-        Failure {
-            error: WarehouseError::Other(message.into()),
-            retryable: false,
-            not_found: false,
-            new_request_id: false,
-        }
+        Failure::new(WarehouseError::other(message))
     }
 
     /// No answer (a timeout, a dropped connection): retryable, with the same `requestId`.
     pub(super) fn transport(message: impl Into<String>) -> Self {
-        Failure {
-            error: WarehouseError::Unavailable(message.into()),
-            retryable: true,
-            not_found: false,
-            new_request_id: false,
-        }
+        Failure { retryable: true, ..Failure::new(WarehouseError::unavailable(message)) }
     }
 }
 
-/// Prefixes what we were doing, keeping the kind.
-pub(super) fn with_context(e: WarehouseError, what: &str) -> WarehouseError {
+/// Prefixes what we were doing, keeping the kind and the cause.
+pub(super) fn with_context(e: WarehouseError, context: &str) -> WarehouseError {
+    let prefixed = |what: String| format!("{context}: {what}");
     match e {
-        WarehouseError::Unavailable(m) => WarehouseError::Unavailable(format!("{what}: {m}")),
-        WarehouseError::PermissionDenied(m) => WarehouseError::PermissionDenied(format!("{what}: {m}")),
-        WarehouseError::Other(m) => WarehouseError::Other(format!("{what}: {m}")),
+        WarehouseError::Unavailable { what, source } => WarehouseError::Unavailable { what: prefixed(what), source },
+        WarehouseError::PermissionDenied { what, source } => {
+            WarehouseError::PermissionDenied { what: prefixed(what), source }
+        }
+        WarehouseError::Other { what, source } => WarehouseError::Other { what: prefixed(what), source },
         other => other,
     }
 }
+
+/// BigQuery's answer to a call it refused, as a cause: its message, HTTP status and error reasons.
+#[derive(Debug, thiserror::Error)]
+#[error("{message} (HTTP {code}, {})", reasons.join(", "))]
+pub struct Refusal {
+    pub message: String,
+    pub code: i64,
+    pub reasons: Vec<String>,
+}
+
+/// What the BigQuery client crate said, as a cause. Its messages already print their own cause ("Invalid
+/// service account key (error: …)"), so the chain stops here. Never a transport error: those name their URL
+/// and are kept as a [`Transport`] instead.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ClientError(BQError);
 
 /// The retry schedule for BigQuery calls: 1 s doubling to 20 s, at most 6 retries within 2 minutes: enough to
 /// ride out a rate limit, a concurrent-DML conflict or a failed job,
@@ -82,91 +97,86 @@ pub(super) const RETRYABLE_REASONS: &[&str] = &[
 
 /// Classifies the crate's errors once: connection failures, timeouts, 5xx, 429 and rate limits are
 /// `Unavailable` and retryable; a DML conflict with a concurrent statement is retryable; 401/403 are
-/// `PermissionDenied`; 404 is `Other` marked not-found; the rest is `Other`.
-pub(super) fn classify(e: &BQError, what: &str) -> Failure {
-    let prefix = if what.is_empty() { String::new() } else { format!("{what}: ") };
-    let unavailable = |m: String| Failure::transport(m);
-    let denied = |m: String| Failure {
-        error: WarehouseError::PermissionDenied(m),
-        retryable: false,
-        not_found: false,
-        new_request_id: false,
-    };
+/// `PermissionDenied`; 404 is `Other` marked not-found; the rest is `Other`. `what` (what we were doing) heads
+/// the message; the crate's error is kept as the cause.
+pub(super) fn classify(e: BQError, what: &str) -> Failure {
+    let what = if what.is_empty() { "calling BigQuery" } else { what };
+    let context = |m: &str| if m.is_empty() { what.to_owned() } else { format!("{what}: {m}") };
+    let denied =
+        |m: String, source: BoxError| Failure::new(WarehouseError::PermissionDenied { what: m, source: Some(source) });
     match e {
-        BQError::RequestError(r) => {
-            let kind = if r.is_timeout() {
-                "timed out"
-            } else if r.is_connect() {
-                "could not connect"
-            } else if r.is_decode() {
-                // The crate reads error bodies as JSON; a gateway's HTML 502/503 page ends up here.
-                "unreadable response"
-            } else {
-                "request failed"
-            };
-            unavailable(format!("{prefix}{kind}: {r}"))
-        }
+        BQError::RequestError(r) => Failure {
+            retryable: true,
+            ..Failure::new(WarehouseError::Unavailable { what: context(""), source: Some(Transport::new(r).into()) })
+        },
         BQError::ResponseError { error } => {
-            let nested = &error.error;
-            let reasons: Vec<&str> = nested.errors.iter().filter_map(|m| m.get("reason").map(String::as_str)).collect();
-            let message = format!("{prefix}{} (HTTP {}, {})", nested.message, nested.code, reasons.join(", "));
-            let has = |r: &str| reasons.contains(&r);
+            let nested = error.error;
+            let reasons: Vec<String> = nested.errors.iter().filter_map(|m| m.get("reason").cloned()).collect();
+            let has = |r: &str| reasons.iter().any(|x| x == r);
             let lower = nested.message.to_ascii_lowercase();
-            // BigQuery answered: whatever we retry needs a new requestId (see `Failure::new_request_id`).
-            let answered = |m: String| Failure { new_request_id: true, ..Failure::transport(m) };
+            let code = nested.code;
             if has("bytesBilledLimitExceeded") {
                 // Our own cost guard stopped the statement: a setting to look at, not an outage.
-                Failure {
-                    error: WarehouseError::Config(format!(
-                        "{message}; a statement would bill more than BQ_MAX_BYTES_BILLED allows: raise it (or set \
-                         it to `off`) if the table really grew that large"
-                    )),
-                    ..Failure::other("")
-                }
-            } else if RETRYABLE_REASONS.iter().any(|r| has(r)) {
-                answered(message)
-            } else if lower.contains("concurrent update") || lower.contains("could not serialize access") {
+                return Failure::new(WarehouseError::Config(format!(
+                    "{what}: {} (HTTP {code}, {}); a statement would bill more than BQ_MAX_BYTES_BILLED allows: \
+                     raise it (or set it to `off`) if the table really grew that large",
+                    nested.message,
+                    reasons.join(", ")
+                )));
+            }
+            let retry = RETRYABLE_REASONS.iter().any(|r| has(r))
                 // Two DML statements on the same table collided; BigQuery asks for a retry.
-                answered(message)
-            } else {
-                match nested.code {
-                    401 | 403 => denied(message),
-                    404 => Failure {
-                        error: WarehouseError::Other(message),
-                        retryable: false,
-                        not_found: true,
-                        new_request_id: false,
-                    },
-                    408 | 429 | 500..=599 => answered(message),
-                    _ => Failure::other(message),
+                || lower.contains("concurrent update")
+                || lower.contains("could not serialize access")
+                || matches!(code, 408 | 429 | 500..=599);
+            let refusal: BoxError = Box::new(Refusal { message: nested.message, code, reasons });
+            let what = context("");
+            if retry {
+                // BigQuery answered: whatever we retry needs a new requestId (see `Failure::new_request_id`).
+                return Failure {
+                    retryable: true,
+                    new_request_id: true,
+                    ..Failure::new(WarehouseError::Unavailable { what, source: Some(refusal) })
+                };
+            }
+            match code {
+                401 | 403 => denied(what, refusal),
+                404 => {
+                    Failure { not_found: true, ..Failure::new(WarehouseError::Other { what, source: Some(refusal) }) }
                 }
+                _ => Failure::new(WarehouseError::Other { what, source: Some(refusal) }),
             }
         }
-        BQError::YupAuthError(y) => match y {
-            gcp_bigquery_client::yup_oauth2::Error::HttpError(_)
+        BQError::YupAuthError(
+            y @ (gcp_bigquery_client::yup_oauth2::Error::HttpError(_)
             | gcp_bigquery_client::yup_oauth2::Error::HttpClientError(_)
-            | gcp_bigquery_client::yup_oauth2::Error::LowLevelError(_) => Failure {
-                // Not retried: without a key file or gcloud login, ADC falls back to the metadata server,
-                // which only exists on Google Cloud; a laptop would otherwise wait out the whole retry budget.
-                error: WarehouseError::Unavailable(format!(
-                    "{prefix}could not reach Google's token endpoint ({y}); outside Google Cloud, set \
-                     GOOGLE_APPLICATION_CREDENTIALS to a service-account key or run `gcloud auth application-default login`"
-                )),
-                retryable: false,
-                not_found: false,
-                new_request_id: false,
-            },
-            _ => denied(format!("{prefix}could not obtain Google credentials: {y}")),
-        },
-        BQError::AuthError(_)
+            | gcp_bigquery_client::yup_oauth2::Error::LowLevelError(_)),
+        ) => {
+            // Not retried: without a key file or gcloud login, ADC falls back to the metadata server, which only
+            // exists on Google Cloud; a laptop would otherwise wait out the whole retry budget.
+            Failure::new(WarehouseError::Unavailable {
+                what: context(
+                    "could not reach Google's token endpoint (outside Google Cloud, set \
+                     GOOGLE_APPLICATION_CREDENTIALS to a service-account key or run `gcloud auth \
+                     application-default login`)",
+                ),
+                source: Some(Box::new(y)),
+            })
+        }
+        BQError::YupAuthError(y) => denied(context("could not obtain Google credentials"), Box::new(y)),
+        e @ (BQError::AuthError(_)
         | BQError::NoToken
         | BQError::InvalidServiceAccountKey(_)
         | BQError::InvalidServiceAccountAuthenticator(_)
         | BQError::InvalidApplicationDefaultCredentialsAuthenticator(_)
         | BQError::InvalidAuthorizedUserAuthenticator(_)
-        | BQError::InvalidInstalledFlowAuthenticator(_) => denied(format!(
-            "{prefix}could not obtain Google credentials ({e}); set GOOGLE_APPLICATION_CREDENTIALS to a service-account key, run `gcloud auth application-default login`, or run where a metadata server provides them"
-        )),
-        other => Failure::other(format!("{prefix}{other}")),
+        | BQError::InvalidInstalledFlowAuthenticator(_)) => denied(
+            context(
+                "could not obtain Google credentials (set GOOGLE_APPLICATION_CREDENTIALS to a service-account key, \
+                 run `gcloud auth application-default login`, or run where a metadata server provides them)",
+            ),
+            Box::new(ClientError(e)),
+        ),
+        other => Failure::new(WarehouseError::Other { what: context(""), source: Some(Box::new(ClientError(other))) }),
     }
 }

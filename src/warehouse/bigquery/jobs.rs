@@ -17,6 +17,7 @@ use serde_json::Value;
 
 use super::errors::{classify, policy, with_context, Failure};
 use super::BigQueryWarehouse;
+use crate::error_chain::Chain;
 use crate::retry::retry;
 use crate::warehouse::WarehouseError;
 
@@ -72,7 +73,7 @@ impl BigQueryWarehouse {
                         r.request_id = Some(uuid::Uuid::new_v4().to_string());
                     }
                 }
-                tracing::warn!(what, error = %f.error, ?wait, new_request_id = f.new_request_id, "BigQuery statement failed; retrying");
+                tracing::warn!(what, error = %Chain(&f.error), ?wait, new_request_id = f.new_request_id, "BigQuery statement failed; retrying");
             },
         )
         .await
@@ -90,7 +91,7 @@ impl BigQueryWarehouse {
     /// One HTTP call under [`CALL_TIMEOUT`], token fetch included.
     async fn call<T>(&self, what: &str, fut: impl Future<Output = Result<T, BQError>>) -> Result<T, Failure> {
         match tokio::time::timeout(CALL_TIMEOUT, fut).await {
-            Ok(r) => r.map_err(|e| classify(&e, what)),
+            Ok(r) => r.map_err(|e| classify(e, what)),
             Err(_) => Err(Failure::transport(format!(
                 "{what}: no answer within {} s (BigQuery or the credential server hung)",
                 CALL_TIMEOUT.as_secs()
@@ -120,7 +121,7 @@ impl BigQueryWarehouse {
                 // A job outlives its caller: cancel it, or it keeps running (and billing) after we gave up.
                 let cancel = self.client.job().cancel_job(project, &job_id, location.as_deref());
                 if let Err(e) = self.call("cancelling the job", cancel).await {
-                    tracing::warn!(job_id, error = %e.error, "could not cancel a job past its deadline");
+                    tracing::warn!(job_id, error = %Chain(&e.error), "could not cancel a job past its deadline");
                 }
                 return Err(Failure::other(format!(
                     "job {job_id} did not finish within {} minutes and was cancelled",
@@ -198,12 +199,12 @@ pub(super) fn cell_ts(row: &[Option<String>], i: usize) -> Result<Option<DateTim
             .ok()
             .and_then(DateTime::from_timestamp_micros)
             .map(Some)
-            .ok_or_else(|| WarehouseError::Other(format!("BigQuery returned an unreadable timestamp {s:?}"))),
+            .ok_or_else(|| WarehouseError::other(format!("BigQuery returned an unreadable timestamp {s:?}"))),
     }
 }
 
 pub(super) fn missing(column: &str) -> WarehouseError {
-    WarehouseError::Other(format!("BigQuery returned NULL for {column}, which is never written NULL"))
+    WarehouseError::other(format!("BigQuery returned NULL for {column}, which is never written NULL"))
 }
 
 pub(super) fn param(name: &str, ty: &str, value: Option<String>) -> QueryParameter {

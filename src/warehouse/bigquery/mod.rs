@@ -45,6 +45,7 @@ use super::{
     RunStart, StoredDeal, Warehouse, WarehouseError, DEAL_COLUMNS,
 };
 use crate::deal::{DealChange, FieldColumn};
+use crate::error_chain::Chain;
 use crate::retry::retry;
 
 use codec::{select_expr, staged_row, stored_deal, StagedRow};
@@ -141,8 +142,8 @@ impl Warehouse for BigQueryWarehouse {
         let mut attempt = 1;
         loop {
             match self.prepare_once().await {
-                Err(WarehouseError::Other(m)) if attempt < PREPARE_ATTEMPTS => {
-                    tracing::warn!(attempt, error = %m, "preparing the dataset failed; trying again");
+                Err(e @ WarehouseError::Other { .. }) if attempt < PREPARE_ATTEMPTS => {
+                    tracing::warn!(attempt, error = %Chain(&e), "preparing the dataset failed; trying again");
                     tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
                     attempt += 1;
                 }
@@ -191,7 +192,7 @@ impl Warehouse for BigQueryWarehouse {
                 &[],
             );
             if let Err(e) = self.query("setting a column description", sql, vec![]).await {
-                tracing::warn!(column, error = %e, "could not set the column's description (the column is fine)");
+                tracing::warn!(column, error = %Chain(&e), "could not set the column's description (the column is fine)");
             }
         }
         let names = ["api_name", "label", "data_type", "column_name", "column_type", "is_custom"];
@@ -317,7 +318,7 @@ impl Warehouse for BigQueryWarehouse {
         // Every row refused one by one: the statement, not the data, is wrong; quarantining would hide it.
         if rows.len() > 1 && rejected.len() == rows.len() {
             let reason = rejected.into_iter().next().map(|r| r.reason).unwrap_or_default();
-            return Err(WarehouseError::Other(format!("BigQuery refused every staged row: {reason}")));
+            return Err(WarehouseError::other(format!("BigQuery refused every staged row: {reason}")));
         }
         let refused: HashSet<&str> = rejected.iter().map(|r| r.row.insert_id.as_str()).collect();
         let staged: Vec<StagedRow> = rows.iter().filter(|r| !refused.contains(r.insert_id.as_str())).cloned().collect();
@@ -345,7 +346,7 @@ impl Warehouse for BigQueryWarehouse {
         // wrote.
         if let Some(recorded) = self.recorded_counts(run).await? {
             if let Err(e) = self.drop_staging(&table).await {
-                tracing::warn!(table, error = %e, "could not drop the staging table; it expires within a day");
+                tracing::warn!(table, error = %Chain(&e), "could not drop the staging table; it expires within a day");
             }
             return Ok(recorded);
         }
@@ -356,7 +357,7 @@ impl Warehouse for BigQueryWarehouse {
         // The staging table is created by begin_run; without it this run's changes are gone (expired, dropped):
         // fail rather than record success over data that never arrived.
         if !self.table_exists(&table).await? {
-            return Err(WarehouseError::Other(format!(
+            return Err(WarehouseError::other(format!(
                 "the staging table {table} of run {} is missing (expired or dropped); nothing was merged and the \
                  watermark stays, so the next run redoes this window",
                 run.run_id
@@ -452,10 +453,10 @@ impl Warehouse for BigQueryWarehouse {
         // (6) the lease and the staging table. The lease expires and the table within a day by themselves, so
         // failing to release or drop them is only logged.
         if let Err(e) = self.release_lease(run).await {
-            tracing::warn!(error = %e, "could not release the lease; it expires by itself");
+            tracing::warn!(error = %Chain(&e), "could not release the lease; it expires by itself");
         }
         if let Err(e) = self.drop_staging(&table).await {
-            tracing::warn!(table, error = %e, "could not drop the staging table; it expires within a day");
+            tracing::warn!(table, error = %Chain(&e), "could not drop the staging table; it expires within a day");
         }
         Ok(counts)
     }
@@ -589,9 +590,9 @@ impl BigQueryWarehouse {
         let exists = retry(
             policy(),
             || async {
-                self.client.dataset().get(project, dataset).await.map_err(|e| classify(&e, "looking up the dataset"))
+                self.client.dataset().get(project, dataset).await.map_err(|e| classify(e, "looking up the dataset"))
             },
-            |f: &Failure, wait| tracing::warn!(error = %f.error, ?wait, "BigQuery call failed; retrying"),
+            |f: &Failure, wait| tracing::warn!(error = %Chain(&f.error), ?wait, "BigQuery call failed; retrying"),
         )
         .await;
         match exists {

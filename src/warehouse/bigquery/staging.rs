@@ -19,6 +19,7 @@ use super::jobs::{cell, cell_u64};
 use super::sql::{SQL_STAGED_COUNTS, SQL_STAGE_INSERT, SQL_STAGING_TABLE};
 use super::BigQueryWarehouse;
 use crate::deal::CellType;
+use crate::error_chain;
 use crate::warehouse::columns::{bigquery_type, CustomColumn};
 use crate::warehouse::{QuarantinedRecord, RunStart, WarehouseError, DEAL_COLUMNS};
 
@@ -84,9 +85,9 @@ impl BigQueryWarehouse {
             );
             match self.query("staging changes", sql, vec![rows_param(rows, custom)]).await {
                 Ok(_) => {}
-                Err(WarehouseError::Other(reason)) if is_invalid_value(&reason) => {
+                Err(e @ WarehouseError::Other { .. }) if is_invalid_value(&error_chain::format(&e)) => {
                     if rows.len() == 1 {
-                        rejected.push(Rejected { row: rows[0].clone(), reason });
+                        rejected.push(Rejected { row: rows[0].clone(), reason: error_chain::format(&e) });
                     } else {
                         let (a, b) = rows.split_at(rows.len() / 2);
                         pending.push(b);
@@ -133,7 +134,7 @@ impl BigQueryWarehouse {
                 return Ok(());
             }
             if started.elapsed() + delay > VERIFY_WAIT {
-                return Err(WarehouseError::Unavailable(format!(
+                return Err(WarehouseError::unavailable(format!(
                     "the staging table {table} holds fewer changes than this run staged ({}) after waiting {} s; \
                      nothing was merged and the watermark stays, so the next run redoes this window",
                     short.join(", "),

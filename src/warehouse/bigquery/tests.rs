@@ -253,19 +253,19 @@ fn a_transport_failure_keeps_the_request_id_and_a_failed_job_gets_a_new_one() {
     let t = Failure::transport("timed out");
     assert!(t.retryable && !t.new_request_id);
     for reason in ["backendError", "internalError", "rateLimitExceeded", "jobBackendError", "jobInternalError"] {
-        let f = classify(&response_error(400, reason, "The job encountered an error"), "merging");
+        let f = classify(response_error(400, reason, "The job encountered an error"), "merging");
         assert!(f.retryable, "{reason} is retried");
         assert!(f.new_request_id, "{reason} is retried with a new requestId");
     }
     let f = classify(
-        &response_error(400, "invalidQuery", "Could not serialize access to table p:d.t due to concurrent update"),
+        response_error(400, "invalidQuery", "Could not serialize access to table p:d.t due to concurrent update"),
         "merging",
     );
     assert!(f.retryable && f.new_request_id);
-    let f = classify(&response_error(503, "", "Service unavailable"), "merging");
+    let f = classify(response_error(503, "", "Service unavailable"), "merging");
     assert!(f.retryable && f.new_request_id);
     for reason in ["invalidQuery", "accessDenied", "quotaExceeded", "notFound"] {
-        let f = classify(&response_error(400, reason, "no"), "merging");
+        let f = classify(response_error(400, reason, "no"), "merging");
         assert!(!f.retryable, "{reason} is not retried");
     }
 }
@@ -273,7 +273,7 @@ fn a_transport_failure_keeps_the_request_id_and_a_failed_job_gets_a_new_one() {
 #[test]
 fn a_statement_stopped_by_the_cost_guard_is_a_configuration_error_naming_the_variable() {
     let f =
-        classify(&response_error(400, "bytesBilledLimitExceeded", "Query exceeded limit for bytes billed"), "merging");
+        classify(response_error(400, "bytesBilledLimitExceeded", "Query exceeded limit for bytes billed"), "merging");
     assert!(!f.retryable);
     match f.error {
         WarehouseError::Config(m) => assert!(m.contains("BQ_MAX_BYTES_BILLED"), "{m}"),
@@ -289,24 +289,24 @@ fn job_labels_are_valid_label_values() {
 
 #[test]
 fn errors_are_classified_once() {
-    let f = classify(&response_error(403, "accessDenied", "Access Denied: Table x"), "merging");
-    assert!(matches!(f.error, WarehouseError::PermissionDenied(_)) && !f.retryable);
-    let f = classify(&response_error(403, "rateLimitExceeded", "Exceeded rate limits"), "merging");
-    assert!(matches!(f.error, WarehouseError::Unavailable(_)) && f.retryable);
-    let f = classify(&response_error(503, "backendError", "Backend error"), "merging");
-    assert!(matches!(f.error, WarehouseError::Unavailable(_)) && f.retryable);
+    let f = classify(response_error(403, "accessDenied", "Access Denied: Table x"), "merging");
+    assert!(matches!(f.error, WarehouseError::PermissionDenied { .. }) && !f.retryable);
+    let f = classify(response_error(403, "rateLimitExceeded", "Exceeded rate limits"), "merging");
+    assert!(matches!(f.error, WarehouseError::Unavailable { .. }) && f.retryable);
+    let f = classify(response_error(503, "backendError", "Backend error"), "merging");
+    assert!(matches!(f.error, WarehouseError::Unavailable { .. }) && f.retryable);
     let f = classify(
-        &response_error(400, "invalidQuery", "Could not serialize access to table t due to concurrent update"),
+        response_error(400, "invalidQuery", "Could not serialize access to table t due to concurrent update"),
         "merging",
     );
     assert!(f.retryable);
-    let f = classify(&response_error(404, "notFound", "Not found: Table p:d.t"), "reading");
+    let f = classify(response_error(404, "notFound", "Not found: Table p:d.t"), "reading");
     assert!(f.not_found && !f.retryable);
-    assert!(matches!(&f.error, WarehouseError::Other(_)));
-    let f = classify(&response_error(400, "invalidQuery", "Syntax error"), "merging");
-    assert!(matches!(f.error, WarehouseError::Other(_)) && !f.retryable);
-    let f = classify(&BQError::NoToken, "connecting");
-    assert!(matches!(f.error, WarehouseError::PermissionDenied(_)));
+    assert!(matches!(&f.error, WarehouseError::Other { .. }));
+    let f = classify(response_error(400, "invalidQuery", "Syntax error"), "merging");
+    assert!(matches!(f.error, WarehouseError::Other { .. }) && !f.retryable);
+    let f = classify(BQError::NoToken, "connecting");
+    assert!(matches!(f.error, WarehouseError::PermissionDenied { .. }));
 }
 
 #[test]
@@ -357,4 +357,20 @@ fn tempfile_dir() -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("zds-bq-test-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).expect("create the scratch dir");
     dir
+}
+
+#[tokio::test]
+async fn a_classified_failure_says_what_failed_then_each_cause_once_and_never_a_url() {
+    use crate::error_chain::testing::{chain_without, refused_request};
+    let e = refused_request("bigquery/v2/projects/p/queries?access_token=s3cr3t").await;
+    let f = classify(BQError::RequestError(e), "merging");
+    let shown = chain_without(&f.error, "s3cr3t");
+    assert!(shown.starts_with("warehouse unavailable: merging: could not connect: "), "{shown}");
+    assert!(!shown.contains("127.0.0.1"), "{shown}");
+    let f = classify(response_error(403, "accessDenied", "Access Denied: Table x"), "merging");
+    assert_eq!(
+        chain_without(&f.error, "s3cr3t"),
+        "warehouse permission denied: merging (grant BigQuery Data Editor on the dataset and BigQuery Job User on \
+         the project): Access Denied: Table x (HTTP 403, accessDenied)"
+    );
 }
