@@ -25,7 +25,6 @@ use serde_json::Value;
 use super::client::ZohoClient;
 use super::Error;
 use crate::deal::{Deal, HomeMoney};
-use crate::error_chain::Chain;
 
 /// The endpoint, relative to `/crm/v8/`. One call per run, one credit (docs/zoho-api.md §5.5).
 pub const ENDPOINT: &str = "org/currencies";
@@ -75,20 +74,12 @@ impl OrgCurrencies {
             }
             Err(Error::PermissionDenied { code, .. }) if is_not_enabled(&code) => Ok(OrgCurrencies::Single),
             Err(Error::Rejected { code, .. }) if is_not_enabled(&code) => Ok(OrgCurrencies::Single),
-            Err(
-                e @ (Error::ScopeMismatch { .. }
-                | Error::PermissionDenied { .. }
-                | Error::Rejected { .. }
-                | Error::Malformed { .. }),
-            ) => {
-                tracing::warn!(
-                    error = %Chain(&e),
-                    "could not read the org's currencies: home_currency, amount_home and expected_revenue_home stay \
-                     empty; add the scope ZohoCRM.settings.currencies.READ to the refresh token to fill them"
-                );
-                Ok(OrgCurrencies::Unknown)
-            }
-            Err(e) => Err(e),
+            Err(e) => super::without_optional(
+                e,
+                "could not read the org's currencies: home_currency, amount_home and expected_revenue_home stay \
+                 empty; add the scope ZohoCRM.settings.currencies.READ to the refresh token to fill them",
+                OrgCurrencies::Unknown,
+            ),
         }
     }
 

@@ -114,6 +114,23 @@ impl Error {
     }
 }
 
+/// What an optional read (owners' full names, the org's currencies) does with its failure: a refusal for this
+/// user or app (a missing scope or permission, a request Zoho rejects) or an answer we cannot read is
+/// `fallback`, after one warning saying `what_is_lost`; any other failure (credentials, throttling, no answer,
+/// the credit budget) stops the run anyway, so it is returned.
+pub(crate) fn without_optional<T>(e: Error, what_is_lost: &str, fallback: T) -> Result<T, Error> {
+    match e {
+        Error::ScopeMismatch { .. }
+        | Error::PermissionDenied { .. }
+        | Error::Rejected { .. }
+        | Error::Malformed { .. } => {
+            tracing::warn!(error = %crate::error_chain::Chain(&e), "{what_is_lost}");
+            Ok(fallback)
+        }
+        e => Err(e),
+    }
+}
+
 /// What the API user's profile lacks when `endpoint` answers `NO_PERMISSION`, and how to give it.
 pub fn missing_permission(endpoint: &str) -> String {
     let fix = "an administrator gives it in Zoho CRM under Setup → Users and Control → Security Control → Profiles";
@@ -143,6 +160,45 @@ impl Retryable for Error {
         match self {
             Error::RateLimited { retry_after, .. } => *retry_after,
             _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_optional_read_refused_or_unreadable_falls_back_and_any_other_failure_stops_the_run() {
+        let refused = [
+            Error::ScopeMismatch { endpoint: "users".into(), detail: "users.READ".into() },
+            Error::PermissionDenied {
+                endpoint: "users".into(),
+                code: "NO_PERMISSION".into(),
+                message: String::new(),
+                missing: String::new(),
+            },
+            Error::Rejected {
+                endpoint: "users".into(),
+                status: 400,
+                code: "INVALID_DATA".into(),
+                message: String::new(),
+            },
+            Error::malformed("users", "no `users` array"),
+        ];
+        for e in refused {
+            let shown = e.to_string();
+            assert_eq!(without_optional(e, "owners keep their last name", 7).ok(), Some(7), "{shown}");
+        }
+        let stopping = [
+            Error::InvalidCredentials("invalid_client".into()),
+            Error::TokenThrottled("too many requests".into()),
+            Error::transient("users", "HTTP 503"),
+            Error::CreditBudget { spent: 10, limit: 10, next: 1 },
+        ];
+        for e in stopping {
+            let shown = e.to_string();
+            assert_eq!(without_optional(e, "owners keep their last name", 7).map_err(|e| e.to_string()), Err(shown));
         }
     }
 }

@@ -15,7 +15,6 @@ use serde_json::Value;
 use super::client::ZohoClient;
 use super::Error;
 use crate::deal::Deal;
-use crate::error_chain::Chain;
 
 /// Users per page (the users API's maximum).
 const PER_PAGE: u32 = 200;
@@ -38,20 +37,12 @@ impl OwnerNames {
                 tracing::debug!(users = names.by_id.len(), "read the users' full names");
                 Ok(names)
             }
-            Err(
-                e @ (Error::ScopeMismatch { .. }
-                | Error::PermissionDenied { .. }
-                | Error::Rejected { .. }
-                | Error::Malformed { .. }),
-            ) => {
-                tracing::warn!(
-                    error = %Chain(&e),
-                    "could not read the users' full names: owner_name holds the owner's last name only (COQL gives no \
-                     more); add the scope ZohoCRM.users.READ to the refresh token to store full names"
-                );
-                Ok(OwnerNames::default())
-            }
-            Err(e) => Err(e),
+            Err(e) => super::without_optional(
+                e,
+                "could not read the users' full names: owner_name holds the owner's last name only (COQL gives no \
+                 more); add the scope ZohoCRM.users.READ to the refresh token to store full names",
+                OwnerNames::default(),
+            ),
         }
     }
 
