@@ -349,13 +349,10 @@ pub async fn serve(listener: TcpListener, app: Router, mut shutdown: watch::Rece
             a = listener.accept() => a,
             _ = shutdown.changed() => break,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            Err(_) => {
-                // e.g. too many open files: back off briefly instead of spinning
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                continue;
-            }
+        let Ok((stream, _)) = accepted else {
+            // e.g. too many open files: back off briefly instead of spinning
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
         };
         let _ = stream.set_nodelay(true);
         let kill = Arc::new(Notify::new());
