@@ -335,15 +335,15 @@ fn uniform_facts(rng: &mut Rng, total: usize, now: DateTime<Utc>) -> Vec<Facts> 
     let mut facts = Vec::with_capacity(total);
     let mut id = DEALS_BASE;
     for i in 0..total {
-        id += rng.range(1, 2500) as u64;
-        let c = start + Duration::seconds(i as i64 * slot + rng.below(slot as u64) as i64);
+        id += rng.range_u64(1, 2500);
+        let c = start + Duration::seconds(i as i64 * slot + rng.below_i64(slot));
         let created = c.min(now - Duration::seconds(2));
         let modified = if rng.chance(0.38) {
             // a good share touched within the last day
             let lo = created.max(now - Duration::seconds(DAY_SECS));
-            lo + Duration::seconds(rng.below((latest - lo).num_seconds().max(0) as u64 + 1) as i64)
+            lo + Duration::seconds(rng.below_i64((latest - lo).num_seconds().max(0) + 1))
         } else {
-            created + Duration::seconds(rng.below((latest - created).num_seconds().max(0) as u64 + 1) as i64)
+            created + Duration::seconds(rng.below_i64((latest - created).num_seconds().max(0) + 1))
         };
         facts.push(Facts { id, created, modified });
     }
@@ -354,7 +354,7 @@ fn uniform_facts(rng: &mut Rng, total: usize, now: DateTime<Utc>) -> Vec<Facts> 
     for b in 0..batches {
         let back = if b % 2 == 0 { rng.range(1, DAY_SECS - 1) } else { rng.range(DAY_SECS, HORIZON_SECS / 2) };
         let t = now - Duration::seconds(back);
-        let size = rng.range(50, 300) as usize;
+        let size = 50 + rng.index(251);
         for _ in 0..size.min(total) {
             let k = rng.index(total);
             if facts[k].created <= t {
@@ -394,13 +394,13 @@ fn skewed_facts(rng: &mut Rng, total: usize, now: DateTime<Utc>) -> Vec<Facts> {
     created
         .into_iter()
         .map(|created| {
-            id += rng.range(1, 2500) as u64;
+            id += rng.range_u64(1, 2500);
             let migrated = created >= migration && created <= migration + Duration::seconds(MIGRATION_SECS);
             let span = (latest - created).num_seconds().max(0);
             let modified = if rng.chance(0.005) {
                 // touched in the last day (tonight's changes)
                 let lo = created.max(now - Duration::seconds(DAY_SECS));
-                lo + Duration::seconds(rng.below((latest - lo).num_seconds().max(0) as u64 + 1) as i64)
+                lo + Duration::seconds(rng.below_i64((latest - lo).num_seconds().max(0) + 1))
             } else if migrated && rng.chance(0.85) {
                 created
             } else {
@@ -494,8 +494,8 @@ impl Store {
             let mut deal = store.build_deal(&mut rng, fact);
             store.shape(&mut deal, &mut shape_rng);
             if deleted_at.contains(&k) {
-                let after = (now - fact.modified).num_seconds().max(1) as u64;
-                let deleted_time = fact.modified + Duration::seconds(rng.range(1, after as i64 - 1).max(1));
+                let after = (now - fact.modified).num_seconds().max(1);
+                let deleted_time = fact.modified + Duration::seconds(rng.range(1, after - 1).max(1));
                 store.deleted.push(Deleted {
                     id: fact.id,
                     deleted_time: deleted_time.min(latest),
@@ -1164,7 +1164,7 @@ impl Store {
         }
 
         for _ in 0..req.create_won {
-            self.next_id += self.rng.range(1, 2500) as u64;
+            self.next_id += self.rng.range_u64(1, 2500);
             let id = self.next_id;
             let facts = Facts { id, created: now, modified: now };
             let mut rng = self.rng.clone();

@@ -58,7 +58,7 @@ impl LatencyModel {
         }
         let j = self.jitter_ms as i64;
         let ms = (self.base_ms as i64).saturating_add(dice.range(-j, j)).max(0);
-        Duration::from_millis(ms as u64)
+        Duration::from_millis(ms.unsigned_abs())
     }
 
     /// The part that grows with the response: `per_record_ms` for each of `records`.

@@ -39,6 +39,21 @@ impl Rng {
         lo.wrapping_add_unsigned(self.below(span))
     }
 
+    /// A number in `lo..=hi` (`lo` when the range is empty): [`Rng::range`] for ids and counts, the same draw.
+    pub fn range_u64(&mut self, lo: u64, hi: u64) -> u64 {
+        if hi <= lo {
+            return lo;
+        }
+        lo + self.below(hi - lo + 1)
+    }
+
+    /// A number in `0..n` (0 when `n <= 0`): [`Rng::below`] for signed spans such as seconds, the same draw.
+    pub fn below_i64(&mut self, n: i64) -> i64 {
+        let drawn = self.below(n.max(0).unsigned_abs());
+        // drawn < n <= i64::MAX, so the conversion never fails.
+        i64::try_from(drawn).unwrap_or(i64::MAX)
+    }
+
     /// A float in `[0, 1)`.
     pub fn unit(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
@@ -81,5 +96,16 @@ mod tests {
         }
         assert_eq!(a.hex(16).len(), 32);
         assert_eq!(Rng::new(1).range(5, 5), 5);
+    }
+
+    #[test]
+    fn the_unsigned_and_signed_helpers_draw_what_range_and_below_draw() {
+        let (mut a, mut b) = (Rng::new(11), Rng::new(11));
+        for _ in 0..1000 {
+            assert_eq!(a.range_u64(1, 2500), u64::try_from(b.range(1, 2500)).expect("positive"));
+            assert_eq!(a.below_i64(86_400), i64::try_from(b.below(86_400)).expect("small"));
+            assert_eq!(a.below_i64(0), 0);
+            assert_eq!(a.range_u64(5, 5), 5);
+        }
     }
 }

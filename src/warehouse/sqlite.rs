@@ -842,10 +842,10 @@ impl Warehouse for SqliteWarehouse {
                     params![run.run_id],
                     |r| {
                         Ok(MergeCounts {
-                            upserted: r.get::<_, i64>(0)? as u64,
-                            unwon: r.get::<_, i64>(1)? as u64,
-                            deleted: r.get::<_, i64>(2)? as u64,
-                            won_in_window: r.get::<_, Option<i64>>(3)?.unwrap_or(0) as u64,
+                            upserted: r.get(0)?,
+                            unwon: r.get(1)?,
+                            deleted: r.get(2)?,
+                            won_in_window: r.get::<_, Option<u64>>(3)?.unwrap_or(0),
                             refused: 0,
                         })
                     },
@@ -881,8 +881,8 @@ impl Warehouse for SqliteWarehouse {
             }
             tx.execute(FLAG_QUARANTINED, []).map_err(&err)?;
             let won_in_window = tx
-                .query_row(COUNT_WON, params![ts(run.window_start), ts(run.window_end)], |r| r.get::<_, i64>(0))
-                .map_err(&err)? as u64;
+                .query_row(COUNT_WON, params![ts(run.window_start), ts(run.window_end)], |r| r.get::<_, u64>(0))
+                .map_err(&err)?;
             tx.execute(
                 "UPDATE sync_runs SET status = ?11, finished_at = ?2, deals_upserted = ?3, deals_unwon = ?4,
                    deals_deleted = ?5, deals_quarantined = ?6, api_calls = ?7, api_credits = ?8,
@@ -937,10 +937,8 @@ impl Warehouse for SqliteWarehouse {
 
     async fn count_won_in_window(&self, start: DateTime<Utc>, end: DateTime<Utc>) -> Result<u64, WarehouseError> {
         let err = self.err();
-        self.with(move |c| {
-            c.query_row(COUNT_WON, params![ts(start), ts(end)], |r| r.get::<_, i64>(0)).map(|n| n as u64).map_err(&err)
-        })
-        .await
+        self.with(move |c| c.query_row(COUNT_WON, params![ts(start), ts(end)], |r| r.get::<_, u64>(0)).map_err(&err))
+            .await
     }
 
     async fn won_ids_in_window(&self, start: DateTime<Utc>, end: DateTime<Utc>) -> Result<Vec<String>, WarehouseError> {
@@ -968,7 +966,7 @@ impl Warehouse for SqliteWarehouse {
                         status: r.get(2)?,
                         window_start: parse_ts(&r.get::<_, String>(3)?).unwrap_or_default(),
                         window_end: parse_ts(&r.get::<_, String>(4)?).unwrap_or_default(),
-                        deals_upserted: r.get::<_, i64>(5)? as u64,
+                        deals_upserted: r.get(5)?,
                         error: r.get(6)?,
                         started_at: r.get::<_, Option<String>>(7)?.as_deref().and_then(parse_ts),
                         finished_at: r.get::<_, Option<String>>(8)?.as_deref().and_then(parse_ts),
