@@ -171,7 +171,7 @@ impl Window {
     /// Splits the window into at most `n` consecutive slices of equal length (whole seconds).
     pub fn slices(&self, n: usize) -> Vec<Window> {
         let total = (self.end - self.start).num_seconds().max(0);
-        let n = (n.max(1) as i64).min(total.max(1));
+        let n = i64::try_from(n.max(1)).unwrap_or(i64::MAX).min(total.max(1));
         let step = total / n;
         (0..n)
             .map(|i| Window {

@@ -330,13 +330,14 @@ fn uniform_facts(rng: &mut Rng, total: usize, now: DateTime<Utc>) -> Vec<Facts> 
     // Ids grow with creation time (as Zoho's do) but with gaps, and Modified_Time is unrelated
     // to id order, so keyset paging on id and windowing on Modified_Time are both exercised.
     let start = now - Duration::seconds(HORIZON_SECS);
-    let slot = (HORIZON_SECS / total.max(1) as i64).max(1);
+    let slot = (HORIZON_SECS / i64::try_from(total.max(1)).unwrap_or(i64::MAX)).max(1);
     let latest = now - Duration::seconds(1);
     let mut facts = Vec::with_capacity(total);
     let mut id = DEALS_BASE;
     for i in 0..total {
         id += rng.range_u64(1, 2500);
-        let c = start + Duration::seconds(i as i64 * slot + rng.below_i64(slot));
+        let i = i64::try_from(i).unwrap_or(i64::MAX);
+        let c = start + Duration::seconds(i * slot + rng.below_i64(slot));
         let created = c.min(now - Duration::seconds(2));
         let modified = if rng.chance(0.38) {
             // a good share touched within the last day

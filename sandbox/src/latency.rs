@@ -56,8 +56,8 @@ impl LatencyModel {
         if self.jitter_ms == 0 {
             return Duration::from_millis(self.base_ms);
         }
-        let j = self.jitter_ms as i64;
-        let ms = (self.base_ms as i64).saturating_add(dice.range(-j, j)).max(0);
+        let j = i64::try_from(self.jitter_ms).unwrap_or(i64::MAX);
+        let ms = i64::try_from(self.base_ms).unwrap_or(i64::MAX).saturating_add(dice.range(-j, j)).max(0);
         Duration::from_millis(ms.unsigned_abs())
     }
 

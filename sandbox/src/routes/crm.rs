@@ -538,7 +538,10 @@ fn issue_page_token(
     now: Instant,
 ) -> (String, String) {
     let t = lock(&st.token_rng).hex(16);
-    let expiry_text = fmt_datetime(st.now() + chrono::Duration::seconds(PAGE_TOKEN_TTL.as_secs() as i64), store.tz);
+    let expiry_text = fmt_datetime(
+        st.now() + chrono::Duration::seconds(i64::try_from(PAGE_TOKEN_TTL.as_secs()).unwrap_or(i64::MAX)),
+        store.tz,
+    );
     lock(&st.page_tokens).insert(
         t.clone(),
         PageCursor {
