@@ -40,7 +40,8 @@ async fn the_sandbox_never_sees_more_calls_in_flight_than_zoho_concurrency_at_re
     let app =
         TestApp::spawn(SandboxConfig { deals: 30_000, history: History::Skewed, faults, ..SandboxConfig::default() })
             .await;
-    for concurrency in [1usize, 3] {
+    // Concurrency 3 first, into the empty table: only the won pass runs, so its pages can be counted.
+    for concurrency in [3usize, 1] {
         app.control("/__sandbox/reset-stats", json!({})).await;
         let mut env = app.env();
         env.push(("ZOHO_CONCURRENCY".into(), concurrency.to_string()));
@@ -64,6 +65,19 @@ async fn the_sandbox_never_sees_more_calls_in_flight_than_zoho_concurrency_at_re
         }
         let stored = app.stored().await.len();
         assert!(stored > 8_000, "the won deals were stored: {stored}");
+        if concurrency == 3 {
+            // The window was cut by one-row probes into slices of whole pages: every won deal came in a page of
+            // 2,000 but the last, no slice ended on a short page, and the probes were 2 one-row answers.
+            let coql: Vec<u64> = log
+                .iter()
+                .filter(|e| e["kind"] == "page" && e["endpoint"] == "coql")
+                .map(|e| e["records"].as_u64().expect("records"))
+                .collect();
+            let (probes, pages): (Vec<u64>, Vec<u64>) = coql.iter().partition(|r| **r <= 1);
+            assert_eq!(pages.iter().sum::<u64>(), stored as u64, "every won deal read once: {coql:?}");
+            assert_eq!(pages.len() as u64, (stored as u64).div_ceil(2000), "whole pages per slice: {coql:?}");
+            assert_eq!(probes.len(), 2, "one probe per cut: {coql:?}");
+        }
     }
 }
 

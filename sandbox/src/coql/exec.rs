@@ -8,6 +8,7 @@
 //! case-insensitively. A null field fails every test except `is null` (SQL semantics, including `!=`
 //! and `not in`; Zoho's behaviour there is UNCONFIRMED).
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -196,13 +197,16 @@ fn lookup_id(rec: &Map<String, Value>, lookup: FieldDef) -> Option<u64> {
     rec.get(lookup.api_name)?.get("id")?.as_str()?.parse().ok()
 }
 
-fn raw(t: Target, rec: &Map<String, Value>, store: &Store) -> Value {
+/// A record's value for `t`: borrowed from the record (a filter reads every row of a scan, so no copy), or
+/// looked up through a join.
+fn raw<'a>(t: Target, rec: &'a Map<String, Value>, store: &Store) -> Cow<'a, Value> {
+    static NULL: Value = Value::Null;
     match t {
-        Target::Id => rec.get("id").cloned().unwrap_or(Value::Null),
-        Target::Field(f) => rec.get(f.api_name).cloned().unwrap_or(Value::Null),
+        Target::Id => Cow::Borrowed(rec.get("id").unwrap_or(&NULL)),
+        Target::Field(f) => Cow::Borrowed(rec.get(f.api_name).unwrap_or(&NULL)),
         Target::Join { lookup, module, field } => match lookup_id(rec, lookup) {
-            Some(id) => store.join_value(module, id, field),
-            None => Value::Null,
+            Some(id) => Cow::Owned(store.join_value(module, id, field)),
+            None => Cow::Borrowed(&NULL),
         },
     }
 }
@@ -408,7 +412,7 @@ fn project(t: Target, rec: &Map<String, Value>, store: &Store) -> Value {
             Some(v) if v.is_object() => json!({"name": v.get("name"), "id": v.get("id")}),
             _ => Value::Null,
         },
-        _ => raw(t, rec, store),
+        _ => raw(t, rec, store).into_owned(),
     }
 }
 
