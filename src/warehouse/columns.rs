@@ -285,6 +285,17 @@ pub fn stored_deal(
     Ok(StoredDeal { deal, is_closed_won, is_deleted, deleted_time, run_id, is_quarantined })
 }
 
+/// Every column of a `closed_won_deals` row: the standard ones ([`DEAL_COLUMNS`], in order), then `custom`.
+/// The one list behind the staging tables, the merge's INSERT and the readers on both warehouses.
+pub fn all_columns<'a>(custom: &'a [CustomColumn]) -> impl Iterator<Item = (&'a str, CellType)> + Clone + 'a {
+    DEAL_COLUMNS.iter().map(|c| (c.name, c.cell_type)).chain(custom.iter().map(|c| (c.name.as_str(), c.cell_type)))
+}
+
+/// The names of [`all_columns`], in the same order.
+pub fn column_names<'a>(custom: &'a [CustomColumn]) -> impl Iterator<Item = &'a str> + Clone + 'a {
+    all_columns(custom).map(|(name, _)| name)
+}
+
 /// A custom column of `closed_won_deals` (discovered from the source's field metadata), with its type.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CustomColumn {

@@ -518,7 +518,7 @@ src AS (SELECT s.* FROM newest JOIN staging_changes s ON s.rowid = newest.rid)
 /// column updated, flags and bookkeeping set here.
 fn merge_won(custom: &[CustomColumn]) -> String {
     let custom_names = custom.iter().map(|c| c.name.as_str());
-    let columns = DEAL_COLUMNS.iter().map(|c| c.name).chain(custom_names.clone()).collect::<Vec<_>>().join(", ");
+    let columns = columns::column_names(custom).collect::<Vec<_>>().join(", ");
     let values = DEAL_COLUMNS
         .iter()
         .map(|c| match c.name {
@@ -808,12 +808,7 @@ impl Warehouse for SqliteWarehouse {
             {
                 let n = DEAL_COLUMNS.len() + 1 + custom.len();
                 let placeholders = (1..=n).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
-                let cols = DEAL_COLUMNS
-                    .iter()
-                    .map(|c| c.name)
-                    .chain(custom.iter().map(|c| c.name.as_str()))
-                    .collect::<Vec<_>>()
-                    .join(", ");
+                let cols = columns::column_names(&custom).collect::<Vec<_>>().join(", ");
                 let mut stmt = tx
                     .prepare_cached(&format!(
                         "INSERT INTO staging_changes (change_kind, {cols}) VALUES ({placeholders})"
@@ -987,12 +982,7 @@ impl Warehouse for SqliteWarehouse {
         self.with(move |c| {
             let custom =
                 readable_custom(&known_fields(c).map_err(&err)?, &table_columns(c, "closed_won_deals").map_err(&err)?);
-            let cols = DEAL_COLUMNS
-                .iter()
-                .map(|c| c.name)
-                .chain(custom.iter().map(|c| c.name.as_str()))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let cols = columns::column_names(&custom).collect::<Vec<_>>().join(", ");
             let sql = format!("SELECT {cols} FROM closed_won_deals ORDER BY length(deal_id), deal_id");
             let rows = query_all(c, &sql, [], |r| read_deal(r, &custom)).map_err(&err)?;
             rows.into_iter()

@@ -39,10 +39,10 @@ use chrono::{DateTime, Utc};
 use gcp_bigquery_client::Client;
 use serde_json::Value;
 
-use super::columns::{bigquery_type, plan_fields, readable_custom, CustomColumn, KnownField};
+use super::columns::{all_columns, bigquery_type, plan_fields, readable_custom, CustomColumn, KnownField};
 use super::{
     change_kind, CoveredWindow, LedgerRow, MergeCounts, QuarantinedRecord, QuarantinedRow, RunKind, RunReport,
-    RunStart, StoredDeal, Warehouse, WarehouseError, DEAL_COLUMNS,
+    RunStart, StoredDeal, Warehouse, WarehouseError,
 };
 use crate::deal::{DealChange, FieldColumn};
 use crate::retry::retry;
@@ -512,12 +512,7 @@ impl Warehouse for BigQueryWarehouse {
 
     async fn stored_deals(&self) -> Result<Vec<StoredDeal>, WarehouseError> {
         let custom = readable_custom(&self.known_fields().await?, &self.table_columns(DEALS_TABLE).await?);
-        let select = DEAL_COLUMNS
-            .iter()
-            .map(|c| select_expr(c.name, c.cell_type))
-            .chain(custom.iter().map(|c| select_expr(&c.name, c.cell_type)))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let select = all_columns(&custom).map(|(name, t)| select_expr(name, t)).collect::<Vec<_>>().join(", ");
         let sql = format!("SELECT {select} FROM `{{{{dataset}}}}.{DEALS_TABLE}` ORDER BY LENGTH(deal_id), deal_id");
         let rows = self.query("reading closed_won_deals", self.render(&sql, &[]), vec![]).await?.rows;
         rows.iter().map(|r| stored_deal(r, &custom)).collect()

@@ -7,6 +7,7 @@ use super::sql::{
 };
 use super::staging::{is_invalid_value, rows_param, staging_columns, staging_values, INSERT_MAX_BYTES};
 use crate::deal::Deal;
+use crate::warehouse::DEAL_COLUMNS;
 use chrono::NaiveDate;
 use gcp_bigquery_client::error::BQError;
 use rust_decimal::Decimal;
