@@ -426,6 +426,19 @@ pub fn readable_custom(known: &[KnownField], existing: &[String]) -> Vec<CustomC
     out
 }
 
+/// The custom columns a history version copies: those this run fills (`active`), then every other custom column
+/// `deal_fields` knows with a type that `closed_won_deals` has (a retyped or vanished field's column still holds
+/// the values the row had, and a version is a copy of the row).
+pub fn history_custom(active: &[CustomColumn], known: &[KnownField], deal_columns: &[String]) -> Vec<CustomColumn> {
+    let mut out = active.to_vec();
+    for c in readable_custom(known, deal_columns) {
+        if !out.iter().any(|o| o.name == c.name) {
+            out.push(c);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -39,7 +39,9 @@ use chrono::{DateTime, Utc};
 use gcp_bigquery_client::Client;
 use serde_json::Value;
 
-use super::columns::{all_columns, bigquery_type, plan_fields, readable_custom, CustomColumn, KnownField};
+use super::columns::{
+    all_columns, bigquery_type, history_custom, plan_fields, readable_custom, CustomColumn, KnownField,
+};
 use super::{
     change_kind, CoveredWindow, LedgerRow, MergeCounts, QuarantinedRecord, QuarantinedRow, RunKind, RunReport,
     RunStart, StoredDeal, Warehouse, WarehouseError,
@@ -124,6 +126,8 @@ pub struct BigQueryWarehouse {
     custom: Mutex<Vec<CustomColumn>>,
     /// The staging table of the run this process began (set by `begin_run`).
     staging: Mutex<Option<String>>,
+    /// The custom columns a history version copies (set by `declare_fields`, see [`columns::history_custom`]).
+    history_custom: Mutex<Vec<CustomColumn>>,
 }
 
 impl std::fmt::Debug for BigQueryWarehouse {
@@ -173,6 +177,10 @@ impl Warehouse for BigQueryWarehouse {
             let sql = self.render(&format!("ALTER TABLE `{{{{dataset}}}}.{DEALS_TABLE}` {adds}"), &[]);
             self.query("adding columns for new custom fields", sql, vec![]).await?;
         }
+        // The history copies the custom columns too: every one it lacks is added the same way.
+        let history =
+            history_custom(&plan.active, &known.iter().map(|k| k.field.clone()).collect::<Vec<_>>(), &existing);
+        self.add_history_columns(&history).await?;
         plan.log();
         // A label changed in Zoho: the column's description follows. A failure is only a warning (the emulator,
         // or a missing permission, must not fail the nightly run).
@@ -233,6 +241,9 @@ impl Warehouse for BigQueryWarehouse {
         }
         if let Ok(mut custom) = self.custom.lock() {
             *custom = plan.active;
+        }
+        if let Ok(mut custom) = self.history_custom.lock() {
+            *custom = history;
         }
         Ok(())
     }
