@@ -225,3 +225,68 @@ async fn a_field_added_between_runs_becomes_a_column_and_old_rows_keep_null_on_b
     let Some(app) = exotic(100).await.on_bigquery("custom_added") else { return };
     a_field_added_between_runs_becomes_a_column_and_old_rows_keep_null(app).await;
 }
+
+/// A deal's history versions: (change, the `column` value as text), oldest first.
+async fn history_of(app: &TestApp, id: &str, column: &str) -> Vec<(String, Option<String>)> {
+    let sql = format!("SELECT change, {column} FROM {{t}} WHERE deal_id = '{id}' ORDER BY valid_from");
+    match &app.bigquery {
+        Some(bq) => {
+            let w = BigQueryWarehouse::connect(bq.clone()).await.expect("emulator reachable");
+            let rows = w
+                .query_text(&sql.replace("{t}", "`{{dataset}}.closed_won_deals_history`"))
+                .await
+                .expect("read the history");
+            rows.into_iter().map(|r| (r[0].clone().unwrap_or_default(), r[1].clone())).collect()
+        }
+        None => {
+            let conn = rusqlite::Connection::open(&app.db).expect("open the SQLite file");
+            let mut stmt = conn.prepare(&sql.replace("{t}", "closed_won_deals_history")).expect("prepare");
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .expect("query")
+                .collect::<Result<Vec<(String, Option<String>)>, _>>()
+                .expect("read the history");
+            rows
+        }
+    }
+}
+
+async fn a_reconcile_after_a_field_was_added_declares_it_and_keeps_the_custom_values(app: TestApp) {
+    let out = app.run(&["sync"]).await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    // Zoho gains a field, and a won deal with a region is un-won; reconcile runs before any sync.
+    app.control("/__sandbox/add-field", json!({"api_name": "Margin_Band", "data_type": "text"})).await;
+    let stored = app.stored().await;
+    let x = stored
+        .iter()
+        .find(|r| r.is_closed_won && !r.is_deleted && matches!(cell(r, "deal_region"), Cell::Text(_)))
+        .expect("a won deal with a region");
+    let (id, region) = (x.deal.deal_id.clone(), cell(x, "deal_region").clone());
+    app.control("/__sandbox/mutate", json!({"unwin": 1, "only": [id]})).await;
+    next_second().await;
+    let out = app.run(&["reconcile"]).await;
+    assert_eq!(out.code, 0, "the reconcile succeeds: {}", out.all());
+
+    let fields = deal_fields(&app).await;
+    assert_eq!(column_of(&fields, "Margin_Band"), vec![("margin_band", "STRING")], "the new field is declared");
+    let row = app.stored().await.into_iter().find(|r| r.deal.deal_id == id).expect("the row stays");
+    assert!(!row.is_closed_won, "the reconcile un-won it");
+    assert_eq!(cell(&row, "deal_region"), &region, "the row keeps its custom value");
+    let Cell::Text(region) = region else { unreachable!("matched above") };
+    assert_eq!(
+        history_of(&app, &id, "deal_region").await,
+        vec![("won".to_owned(), Some(region.clone())), ("unwon".to_owned(), Some(region))],
+        "the un-won version copies the custom values"
+    );
+}
+
+#[tokio::test]
+async fn a_reconcile_after_a_field_was_added_declares_it_and_keeps_the_custom_values_on_sqlite() {
+    a_reconcile_after_a_field_was_added_declares_it_and_keeps_the_custom_values(exotic(120).await).await;
+}
+
+#[tokio::test]
+async fn a_reconcile_after_a_field_was_added_declares_it_and_keeps_the_custom_values_on_bigquery() {
+    let Some(app) = exotic(80).await.on_bigquery("custom_reconcile") else { return };
+    a_reconcile_after_a_field_was_added_declares_it_and_keeps_the_custom_values(app).await;
+}
