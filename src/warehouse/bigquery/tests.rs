@@ -359,3 +359,12 @@ fn tempfile_dir() -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).expect("create the scratch dir");
     dir
 }
+
+#[test]
+fn a_timestamp_parameter_beyond_bigquerys_range_is_clamped_to_it() {
+    use super::jobs::timestamp_text;
+    assert_eq!(timestamp_text(&DateTime::<Utc>::MAX_UTC), "9999-12-31T23:59:59.999999Z");
+    assert_eq!(timestamp_text(&DateTime::<Utc>::MIN_UTC), "0001-01-01T00:00:00.000000Z");
+    let t = Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).single().expect("valid");
+    assert_eq!(timestamp_text(&t), "2026-11-01T00:00:00.000000Z");
+}
