@@ -52,12 +52,15 @@ pub struct Counts {
 impl Counts {
     /// Counts the window (one credit per pass).
     pub async fn of(zoho: &ZohoClient, stages: &[String], window: Window, flag_unwon: bool) -> Result<Self, Error> {
-        let won = deals::count_matching(zoho, StageFilter::Won, stages, window).await?;
-        let not_won = match flag_unwon {
-            true => Some(deals::count_matching(zoho, StageFilter::NotWon, stages, window).await?),
-            false => None,
+        // Both counts at once: neither waits for the other.
+        let not_won = async {
+            match flag_unwon {
+                true => deals::count_matching(zoho, StageFilter::NotWon, stages, window).await.map(Some),
+                false => Ok(None),
+            }
         };
-        Ok(Counts { won, not_won })
+        let (won, not_won) = tokio::join!(deals::count_matching(zoho, StageFilter::Won, stages, window), not_won);
+        Ok(Counts { won: won?, not_won: not_won? })
     }
 }
 

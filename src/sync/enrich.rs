@@ -16,8 +16,11 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use crate::deal::{DealChange, WonAt, WonAtSource};
 use crate::warehouse::{RunKind, Warehouse};
@@ -89,20 +92,37 @@ impl Enrichment {
         }
     }
 
-    /// Adds the home-currency amounts and the candidate won date to every won change of a page.
-    pub async fn apply(&self, zoho: &ZohoClient, changes: &mut [DealChange]) {
-        for change in changes.iter_mut() {
+    /// Adds the home-currency amounts and the candidate won date to every won change of a page. The page's
+    /// stage-history reads are made all at once (the client's `ZOHO_CONCURRENCY` limit bounds them), so a
+    /// nightly run's reads take `reads / concurrency` round trips, not one each.
+    pub async fn apply(self: &Arc<Self>, zoho: &Arc<ZohoClient>, changes: &mut [DealChange]) {
+        let mut reads = JoinSet::new();
+        for (i, change) in changes.iter_mut().enumerate() {
             let DealChange::Won(deal) = change else { continue };
             self.currencies.apply(deal);
-            let observed = match self.fallback {
+            // The candidate until (and unless) the stage history answers.
+            deal.won = match self.fallback {
                 WonAtSource::Observed => WonAt { at: Some(deal.modified_time), source: WonAtSource::Observed },
                 _ => WonAt { at: None, source: WonAtSource::Unknown },
             };
-            deal.won = match self.stored_won.contains(&deal.deal_id) {
-                // Already won in the warehouse: the merge keeps its won date whatever is staged.
-                true => observed,
-                false => self.won_at_from_history(zoho, &deal.deal_id).await.unwrap_or(observed),
-            };
+            // Already won in the warehouse: the merge keeps its won date whatever is staged.
+            if self.stored_won.contains(&deal.deal_id) || self.reads_left.load(Ordering::SeqCst) == 0 {
+                continue;
+            }
+            let (this, zoho, deal_id) = (Arc::clone(self), Arc::clone(zoho), deal.deal_id.clone());
+            reads.spawn(async move { (i, this.won_at_from_history(&zoho, &deal_id).await) }.in_current_span());
+        }
+        while let Some(joined) = reads.join_next().await {
+            match joined {
+                Ok((i, Some(won))) => {
+                    if let Some(DealChange::Won(deal)) = changes.get_mut(i) {
+                        deal.won = won;
+                    }
+                }
+                Ok((_, None)) => {}
+                // A read that panicked leaves its deal `observed`, as a failed read does.
+                Err(e) => tracing::warn!(error = %e, "a stage-history read failed: won_at_source = observed"),
+            }
         }
     }
 

@@ -110,7 +110,7 @@ pub(crate) async fn fetch_and_stage<W: Warehouse + 'static>(
             async move {
                 let deleted = match deleted {
                     Some(read) => read,
-                    None => deals::deleted_since(&zoho, window.start).await?,
+                    None => deals::deleted_since(&zoho, window.start, (concurrency / 2).max(1)).await?,
                 };
                 let changes: Vec<DealChange> = deleted
                     .into_iter()

@@ -50,7 +50,17 @@ pub(crate) async fn plan<W: Warehouse + 'static>(
 ) -> Result<Planned, Error> {
     let RunContext { settings, options, zoho, warehouse, .. } = ctx;
     let (settings, options) = (*settings, *options);
-    let meta = deals::metadata(zoho).await?;
+    // With a credit budget every call is planned in turn (the users call only once the counts say there are won
+    // deals to store); without one, the calls that do not wait for each other are made together: the users
+    // call alongside the field metadata, the currencies alongside the counts.
+    let budgeted = options.dry_run || zoho.max_credits().is_some();
+    let (meta, early_owners) = match budgeted {
+        true => (deals::metadata(zoho).await?, None),
+        false => {
+            let (meta, owners) = tokio::join!(deals::stage_metadata(zoho), OwnerNames::load(zoho));
+            (meta?, Some(owners?))
+        }
+    };
     // The window ends at Zoho's "now" (its Date header), the clock that stamps Modified_Time.
     let now = window::floor_to_second(zoho.server_now().unwrap_or_else(Utc::now));
     let (kind, window) = window::choose(options, watermark, now, settings.lookback, settings.overlap)?;
@@ -111,7 +121,8 @@ pub(crate) async fn plan<W: Warehouse + 'static>(
                 )),
                 other => other.into(),
             };
-            let deleted = deals::deleted_since(zoho, window.start).await.map_err(too_small)?;
+            // One page at a time: under a budget, no page is asked for past the end of the list.
+            let deleted = deals::deleted_since(zoho, window.start, 1).await.map_err(too_small)?;
             // A scheduled run makes progress only past the watermark (its window starts an overlap before it).
             let progress_after = match kind {
                 RunKind::Scheduled => watermark,
@@ -137,14 +148,29 @@ pub(crate) async fn plan<W: Warehouse + 'static>(
     };
     // Owners' full names (COQL gives last names only): one users call, counted in the credit budget's plan and
     // skipped when the plan knows there is no won deal to store.
-    let owners = match counts {
-        Some(c) if c.won == 0 => OwnerNames::default(),
-        _ => OwnerNames::load(zoho).await?,
+    let owners = match (early_owners, counts) {
+        (Some(owners), _) => owners,
+        (None, Some(c)) if c.won == 0 => OwnerNames::default(),
+        (None, _) => OwnerNames::load(zoho).await?,
     };
     let owners = Arc::new(owners);
+    // Without a budget: the counts that size the passes, and the currencies, together.
+    let (counts, currencies) = match counts {
+        Some(counts) => (Some(counts), meta.currencies),
+        None => {
+            let currencies = async {
+                match meta.needs_currencies() {
+                    true => crate::zoho::currencies::OrgCurrencies::load(zoho).await,
+                    false => Ok(meta.currencies.clone()),
+                }
+            };
+            let (counts, currencies) =
+                tokio::join!(budget::Counts::of(zoho, &won_stages, window, flag_unwon), currencies);
+            (Some(counts?), currencies?)
+        }
+    };
 
     let columns = meta.select.columns;
-    let currencies = meta.currencies;
     let fields = meta.fields;
     Ok(Planned::Run(RunPlan {
         kind,

@@ -2,12 +2,28 @@
 //! window's deals, without spending more credits than the pass's bound.
 //!
 //! Keyset paging (`… and id > {cursor} order by id asc`) is sequential within one query, so concurrency comes
-//! from cutting the window by `Modified_Time` into slices, each paged on its own. Equal-length slices leave
-//! streams idle when the data is skewed (recent months, migrations), so slices are cut where the rows are: each
-//! pass starts as one slice over the whole window, and whenever a page comes back while streams are idle, its
-//! slice is split at the quantiles of the `Modified_Time`s that page carried (the rows just read are a sample of
-//! the slice), as many ways as there are idle streams and the credit bound allows. A slice whose page is in
-//! flight is never split; it is split when its page returns, before its next page is asked for.
+//! from cutting the window into slices, each paged on its own. Equal-length time slices leave streams idle when
+//! the data is skewed (recent months, migrations), so slices are cut where the rows are:
+//!
+//! 1. **Probed cuts.** Zoho has counted the pass's rows (`N`). Each pass starts as `k` slices (its share of
+//!    the streams) holding whole pages each: the cut before row `2000·j` is found by a one-row probe,
+//!    `order by Modified_Time, id limit 1 offset 2000·j` (1 credit; all probes of a round at once). A slice is
+//!    then a part of the window in its `(Modified_Time, id)` order: from one probed key (inclusive) to the next
+//!    (exclusive), which inside one second divides the deals by id ([`Ties`]). Every stream reads the same
+//!    number of full pages and no slice ends on a page of a few rows, so the pass costs what one stream would
+//!    (`credits(L)` per page) plus `k − 1` probes. COQL's OFFSET reaches 100,000 rows, so cuts deeper than that
+//!    are probed from the window's end (descending) or from a key an earlier round found (see [`MAX_PROBE_ROUNDS`]).
+//! 2. **Idle-stream splits.** Whenever a page comes back while streams are idle (a probe was refused, a cut
+//!    lay out of reach, the count was stale), its slice is split at the quantiles of the `Modified_Time`s that
+//!    page carried (the rows just read are a sample of the slice), as many ways as there are idle streams and the
+//!    credit bound allows. A slice whose page is in flight is never split; it is split when its page returns,
+//!    before its next page is asked for.
+//!
+//! **Why a probed cut neither skips nor repeats a row.** Rows are ordered by `(Modified_Time, id)`, a total
+//! order. Keys `K₁ < … < Kₖ₋₁` (sorted, whatever the probes returned) cut it into `[start, K₁)`, `[K₁, K₂)`, …,
+//! `[Kₖ₋₁, end)`: every row of the window falls in exactly one, whether or not deals moved while the probes were
+//! made (a moved deal only makes the parts uneven). Within a part, keyset paging by id reads each of its rows
+//! once, as for a whole window. So the probes decide the balance, never which rows are read.
 //!
 //! **Why a split neither skips nor repeats a row.** A slice is a time range `[s, e)` and a cursor `c`: the rows
 //! it still has to read are `{r : s ≤ t(r) < e, id(r) > c}` (the rows with `id ≤ c` in that range were read by
@@ -20,7 +36,8 @@
 //! next run's window. (A `Modified_Time` Zoho writes late, inside the window, may move a deal between slices, as
 //! it could between the equal-length slices before; the next window's overlap covers that case.)
 //!
-//! **Credits.** A page costs by its LIMIT (`coql_credits`). A slice reads full pages, then one page that is not
+//! **Credits.** A probed cut costs its probe (1 credit) and saves the partial page a slice would end on. A page
+//! costs by its LIMIT (`coql_credits`). A slice reads full pages, then one page that is not
 //! full: over its life it costs `credits(L) · (full pages + 1)`. Full pages hold `L` distinct rows each, so
 //! the full pages of all slices together number at most `⌊R / L⌋` for `R` rows left; so whatever is spent next
 //! is at most `credits(L) · (⌊R / L⌋ + slices alive)` (pages in flight counted as spent, their rows still in
@@ -43,7 +60,7 @@ use tracing::Instrument;
 use crate::deal::Window;
 use crate::error::Error;
 use crate::zoho::client::{coql_credits, ZohoClient};
-use crate::zoho::deals::{self, DealQuery, Page, StageFilter, PAGE_SIZE};
+use crate::zoho::deals::{self, DealQuery, Key, Page, StageFilter, Ties, MAX_PROBE_OFFSET, PAGE_SIZE};
 use crate::zoho::model;
 
 /// One page's request: which pass, which time range, after which id, how many rows at most.
@@ -51,6 +68,8 @@ use crate::zoho::model;
 pub struct PageRequest {
     pub filter: StageFilter,
     pub window: Window,
+    /// Where the part of `window` begins and ends inside a second (see [`Ties`]).
+    pub ties: Ties,
     /// The keyset cursor: rows with a larger id (`"0"` for the first page).
     pub after: String,
     pub page_size: u32,
@@ -61,6 +80,17 @@ pub trait PageSource: Send + Sync + 'static {
     /// The rows of `request.filter` with `Modified_Time` in `request.window` and id above `request.after`, in id
     /// order, at most `request.page_size` of them.
     fn page(&self, request: PageRequest) -> impl Future<Output = Result<Page, crate::zoho::Error>> + Send;
+
+    /// The key of the row at `offset` in the `(Modified_Time, id)` order (from the end when `descending`) of the
+    /// rows of `filter` in the part of `window` that `ties` bounds; `None` past the end.
+    fn key_at(
+        &self,
+        filter: StageFilter,
+        window: Window,
+        ties: Ties,
+        offset: u64,
+        descending: bool,
+    ) -> impl Future<Output = Result<Option<Key>, crate::zoho::Error>> + Send;
 }
 
 /// Pages from Zoho: the won pass selects the run's columns, the not-won pass only what flags a row.
@@ -85,10 +115,21 @@ impl PageSource for ZohoSource {
             window: request.window,
             page_size: request.page_size,
         };
-        let page =
-            deals::parse_page("coql", self.client.coql(&deals::page_query(&q, &request.after), q.page_size).await?)?;
+        let query = deals::page_query_in(&q, &request.ties, &request.after);
+        let page = deals::parse_page("coql", self.client.coql(&query, q.page_size).await?)?;
         tracing::debug!(records = page.records.len(), more = page.more, after = %request.after, "COQL page");
         Ok(page)
+    }
+
+    async fn key_at(
+        &self,
+        filter: StageFilter,
+        window: Window,
+        ties: Ties,
+        offset: u64,
+        descending: bool,
+    ) -> Result<Option<Key>, crate::zoho::Error> {
+        deals::key_at(&self.client, filter, &self.won_stages, window, &ties, offset, descending).await
     }
 }
 
@@ -124,17 +165,31 @@ pub struct Stats {
     pub credits: u64,
     /// Slices ever made, first ones included.
     pub slices: u64,
+    /// One-row probes that found where the first slices begin (1 credit each, in `credits`).
+    pub probes: u64,
     /// Pages in flight at once, at most.
     pub max_in_flight: usize,
 }
 
-/// A time range still being read, with its cursor and the `Modified_Time`s (epoch seconds) of its last page.
+/// A part of the window still being read (a time range, cut inside a second by `ties`), with its cursor and
+/// the `Modified_Time`s (epoch seconds) of its last page.
 #[derive(Debug)]
 struct Slice {
     pass: usize,
     window: Window,
+    ties: Ties,
     after: String,
     sample: Vec<i64>,
+    /// Rows a probed cut put in this slice (whole pages), when it was cut that way.
+    planned: Option<u64>,
+    /// Rows read so far.
+    read: u64,
+}
+
+impl Slice {
+    fn whole(pass: usize, window: Window) -> Slice {
+        Slice { pass, window, ties: Ties::default(), after: "0".into(), sample: Vec::new(), planned: None, read: 0 }
+    }
 }
 
 /// A pass's accounts, for the credit bound.
@@ -186,8 +241,25 @@ where
             cap: pass_cap(p.expected, streams),
         })
         .collect();
-    let mut ready: VecDeque<Slice> =
-        (0..states.len()).map(|pass| Slice { pass, window, after: "0".into(), sample: Vec::new() }).collect();
+    // The passes' first slices, cut where whole pages fall (their probes all at once).
+    let mut cuts = JoinSet::new();
+    for (pass, pieces) in pieces_per_pass(&states, streams).into_iter().enumerate() {
+        let (source, state) = (Arc::clone(&source), &states[pass]);
+        let (filter, expected, page_size) = (state.filter, state.expected, state.page_size);
+        cuts.spawn(
+            async move { cut(&source, window, pass, filter, expected, page_size, pieces).await }.in_current_span(),
+        );
+    }
+    let mut first: Vec<Vec<Slice>> = (0..states.len()).map(|_| Vec::new()).collect();
+    while let Some(joined) = cuts.join_next().await {
+        let (pass, slices, probes) = joined.map_err(|e| Error::Internal(format!("a probe task failed: {e}")))?;
+        states[pass].spent += probes * coql_credits(1);
+        states[pass].alive = slices.len() as u64;
+        stats.credits += probes * coql_credits(1);
+        stats.probes += probes;
+        first[pass] = slices;
+    }
+    let mut ready: VecDeque<Slice> = first.into_iter().flatten().collect();
     stats.slices = ready.len() as u64;
     let mut in_flight: JoinSet<(Slice, Result<Page, crate::zoho::Error>)> = JoinSet::new();
 
@@ -201,7 +273,8 @@ where
         let pass = slice.pass;
         let state = &mut states[pass];
         state.read += page.records.len() as u64;
-        match next_cursor(&page, &slice.after, state.page_size)? {
+        slice.read += page.records.len() as u64;
+        match next_cursor(&page, &slice, state.page_size)? {
             Some(next) => {
                 slice.after = next;
                 slice.sample = sample_times(&page.records, slice.window);
@@ -222,6 +295,175 @@ where
     Ok(stats)
 }
 
+/// How many slices each pass starts with: the streams shared in proportion to the passes' pages (at least one
+/// each), never more slices than pages, and never more than the pass's cap pays the probes for: the cut pages
+/// cost what the pass's pages cost anyway (`credits(L)` per page of `L` rows, the last one included), and each
+/// probe 1 credit more.
+fn pieces_per_pass(states: &[PassState], streams: usize) -> Vec<usize> {
+    let pages: Vec<u64> = states.iter().map(|s| s.expected.div_ceil(u64::from(s.page_size)).max(1)).collect();
+    let total: u64 = pages.iter().sum();
+    states
+        .iter()
+        .zip(&pages)
+        .map(|(state, &pages)| {
+            let share = (streams as u64 * pages / total).max(1);
+            let paid = (state.cap + 1).saturating_sub(coql_credits(state.page_size) * pages);
+            share.min(pages).min(paid).max(1) as usize
+        })
+        .collect()
+}
+
+/// Probe rounds at most: the first reaches 100,000 rows from either end of the window, each further one 100,000
+/// rows beyond a key found before.
+const MAX_PROBE_ROUNDS: usize = 4;
+
+/// A pass's first slices: `pieces` parts of the window in its `(Modified_Time, id)` order, each holding whole
+/// pages (the larger shares first, the last part the rest), so that every stream reads its part in full pages and
+/// none ends on a page of a few rows. Where each part begins is found by a one-row probe at that row's offset in
+/// that order (1 credit); COQL reaches 100,000 rows by offset, so a cut is probed from the window's start, from
+/// its end (descending), or from a key an earlier round found. A cut that cannot be probed (too far from every
+/// key after [`MAX_PROBE_ROUNDS`], past the end because deals left the window, or probes refused) is left out:
+/// its neighbours form one slice, which the idle-stream splitting may cut later.
+///
+/// The cuts only balance the streams. Whatever keys the probes return (even if deals move while they are
+/// made), the slices between consecutive keys partition the window (see the module doc), so no row is skipped or
+/// read twice.
+///
+/// Returns the pass, its slices and the probes made.
+async fn cut<S: PageSource>(
+    source: &Arc<S>,
+    window: Window,
+    pass: usize,
+    filter: StageFilter,
+    expected: u64,
+    page_size: u32,
+    pieces: usize,
+) -> (usize, Vec<Slice>, u64) {
+    if pieces < 2 {
+        return (pass, vec![Slice { planned: Some(expected), ..Slice::whole(pass, window) }], 0);
+    }
+    let page = u64::from(page_size);
+    let pages = expected.div_ceil(page);
+    let (base, extra) = (pages / pieces as u64, pages % pieces as u64);
+    let mut targets = Vec::with_capacity(pieces - 1);
+    let mut at = 0;
+    for j in 0..pieces as u64 - 1 {
+        at += (base + u64::from(j < extra)) * page;
+        targets.push(at);
+    }
+    let (found, probes) = probe(source, window, filter, expected, &targets).await;
+    let mut keys: Vec<(u64, Key)> = found.into_iter().collect();
+    keys.sort_by(|a, b| a.1.at.cmp(&b.1.at).then_with(|| deals::cmp_ids(&a.1.id, &b.1.id)));
+    keys.dedup_by(|a, b| a.1 == b.1);
+    // Rows per slice as planned, when the keys came back in the order of their offsets (deals that moved while
+    // probing can break that; the slices are then read without a plan).
+    let in_order = keys.windows(2).all(|w| w[0].0 < w[1].0);
+    let mut slices = Vec::with_capacity(keys.len() + 1);
+    let mut from: Option<(u64, &Key)> = None;
+    // Each key ends one slice and begins the next; `None` stands for the window's end.
+    for (position, key) in keys.iter().map(|(p, k)| (*p, Some(k))).chain(std::iter::once((expected, None))) {
+        let slice_window =
+            Window { start: from.map_or(window.start, |(_, k)| k.at), end: key.map_or(window.end, |k| k.at) };
+        let ties = Ties { from_id: from.map(|(_, k)| k.id.clone()), to_id: key.map(|k| k.id.clone()) };
+        // The last slice is planned to hold the rest of the count.
+        let planned = in_order.then(|| position.saturating_sub(from.map_or(0, |(p, _)| p)));
+        slices.push(Slice {
+            pass,
+            window: slice_window,
+            ties,
+            after: "0".into(),
+            sample: Vec::new(),
+            planned,
+            read: 0,
+        });
+        if let Some(key) = key {
+            from = Some((position, key));
+        }
+    }
+    tracing::debug!(pass, pieces, cuts = keys.len(), probes, "first slices cut");
+    (pass, slices, probes)
+}
+
+/// The keys at `targets` (offsets in the `(Modified_Time, id)` order of the pass's `expected` rows), in rounds
+/// of concurrent one-row probes; returns those found and how many probes were made. A refused or failed probe
+/// ends the probing (the pages that follow meet any lasting error themselves).
+async fn probe<S: PageSource>(
+    source: &Arc<S>,
+    window: Window,
+    filter: StageFilter,
+    expected: u64,
+    targets: &[u64],
+) -> (std::collections::BTreeMap<u64, Key>, u64) {
+    let mut found = std::collections::BTreeMap::new();
+    let mut probes = 0;
+    let mut left = targets.to_vec();
+    for _ in 0..MAX_PROBE_ROUNDS {
+        let mut calls = JoinSet::new();
+        let mut unreachable = Vec::new();
+        for &target in &left {
+            let below = found.range(..=target).next_back().map(|(p, k): (&u64, &Key)| (*p, k.clone()));
+            let above = found.range(target + 1..).next().map(|(p, k): (&u64, &Key)| (*p, k.clone()));
+            let (low, high) = (below.as_ref().map_or(0, |b| b.0), above.as_ref().map_or(expected, |a| a.0));
+            let request = if target - low <= MAX_PROBE_OFFSET {
+                // Ascending from the window's start, or from the key below (that key's row is offset 0).
+                Some(match below {
+                    Some((_, k)) => (Window { start: k.at, end: window.end }, Ties::from_key(&k), target - low, false),
+                    None => (window, Ties::default(), target, false),
+                })
+            } else if high > target && high - 1 - target <= MAX_PROBE_OFFSET {
+                // Descending from the window's end, or from the key above (the row before it is offset 0).
+                Some(match above {
+                    Some((_, k)) => {
+                        let ties = Ties { from_id: None, to_id: Some(k.id.clone()) };
+                        (Window { start: window.start, end: k.at }, ties, high - 1 - target, true)
+                    }
+                    None => (window, Ties::default(), high - 1 - target, true),
+                })
+            } else {
+                None
+            };
+            match request {
+                Some((part, ties, offset, descending)) => {
+                    probes += 1;
+                    let source = Arc::clone(source);
+                    calls.spawn(
+                        async move { (target, source.key_at(filter, part, ties, offset, descending).await) }
+                            .in_current_span(),
+                    );
+                }
+                None => unreachable.push(target),
+            }
+        }
+        if calls.is_empty() {
+            break;
+        }
+        let mut failed = false;
+        // Every probe of the round is awaited (none is left running behind the pages).
+        while let Some(joined) = calls.join_next().await {
+            match joined {
+                Ok((target, Ok(Some(key)))) => {
+                    found.insert(target, key);
+                }
+                // Past the end: deals left the window since it was counted.
+                Ok((_, Ok(None))) => {}
+                Ok((_, Err(e))) => {
+                    tracing::warn!(error = %e, "a probe for where to cut the window failed: paging without the remaining cuts");
+                    failed = true;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "a probe task failed: paging without the remaining cuts");
+                    failed = true;
+                }
+            }
+        }
+        left = unreachable;
+        if failed || left.is_empty() {
+            break;
+        }
+    }
+    (found, probes)
+}
+
 /// Asks for the next page of waiting slices while streams are free.
 fn launch<S: PageSource>(
     ready: &mut VecDeque<Slice>,
@@ -237,6 +479,7 @@ fn launch<S: PageSource>(
         let request = PageRequest {
             filter: state.filter,
             window: slice.window,
+            ties: slice.ties.clone(),
             after: slice.after.clone(),
             page_size: state.page_size,
         };
@@ -250,13 +493,17 @@ fn launch<S: PageSource>(
     }
 }
 
-/// The cursor for a slice's next page, or `None` when this page was its last (not full, and Zoho says no more).
-/// The next key is the largest id of the page; a page whose ids cannot be read cannot be paged past.
-fn next_cursor(page: &Page, after: &str, page_size: u32) -> Result<Option<String>, Error> {
+/// The cursor for a slice's next page, or `None` when this page was its last: not full and Zoho says no more, or
+/// full and Zoho says no more while the slice has read all the rows its probed cut put in it. (A full page with
+/// no more rows is otherwise asked past once: an answer's `more_records` is trusted only with the count behind
+/// it.) The next key is the largest id of the page; a page whose ids cannot be read cannot be paged past.
+fn next_cursor(page: &Page, slice: &Slice, page_size: u32) -> Result<Option<String>, Error> {
+    let after = slice.after.as_str();
     let n = page.records.len();
+    let all_planned_read = slice.planned.is_some_and(|planned| slice.read >= planned);
     let last = page.records.iter().filter_map(model::record_id).max_by(|a, b| deals::cmp_ids(a, b));
     match last {
-        Some(id) if page.more || n as u32 >= page_size => {
+        Some(id) if page.more || (n as u32 >= page_size && !all_planned_read) => {
             if deals::cmp_ids(&id, after) != std::cmp::Ordering::Greater {
                 return Err(malformed("keyset paging did not advance (ids not ascending)"));
             }
@@ -317,12 +564,27 @@ fn split_for_idle(ready: &mut VecDeque<Slice>, states: &mut [PassState], free: u
         stats.slices += points.len() as u64;
         let bounds: Vec<DateTime<Utc>> =
             std::iter::once(slice.window.start).chain(points).chain(std::iter::once(slice.window.end)).collect();
-        for pair in bounds.windows(2).rev() {
+        let last = bounds.len() - 2;
+        for (i, pair) in bounds.windows(2).enumerate().rev() {
             let window = Window { start: pair[0], end: pair[1] };
             let (from, to) = (window.start.timestamp(), window.end.timestamp());
             let sample = slice.sample.iter().copied().filter(|t| *t >= from && *t < to).collect();
+            // The first piece keeps where the slice began inside its first second, the last where it ended
+            // inside its last; the points between are whole seconds.
+            let ties = Ties {
+                from_id: if i == 0 { slice.ties.from_id.clone() } else { None },
+                to_id: if i == last { slice.ties.to_id.clone() } else { None },
+            };
             // Every piece keeps the slice's cursor: see the module doc for why nothing is skipped or repeated.
-            ready.push_front(Slice { pass: slice.pass, window, after: slice.after.clone(), sample });
+            ready.push_front(Slice {
+                pass: slice.pass,
+                window,
+                ties,
+                after: slice.after.clone(),
+                sample,
+                planned: None,
+                read: 0,
+            });
         }
     }
 }
@@ -374,6 +636,8 @@ mod tests {
         grow: Mutex<Option<(u64, Vec<Row>)>>,
         jitter: Mutex<Option<fastrand::Rng>>,
         fail_at_page: Option<u64>,
+        refuse_probes: bool,
+        probes: AtomicU64,
         in_flight: AtomicUsize,
         max_in_flight: AtomicUsize,
         pages: AtomicU64,
@@ -409,11 +673,11 @@ mod tests {
                 return Err(crate::zoho::Error::Transient { endpoint: "coql".into(), detail: "scripted".into() });
             }
             let after: u64 = req.after.parse().expect("a numeric cursor");
-            let (from, to) = (req.window.start.timestamp(), req.window.end.timestamp());
             let rows = self.rows.lock().expect("lock");
             let first = rows.partition_point(|r| r.id <= after);
-            let mut matching =
-                rows[first..].iter().filter(|r| r.t >= from && r.t < to && r.won == (req.filter == StageFilter::Won));
+            let mut matching = rows[first..]
+                .iter()
+                .filter(|r| in_part(r, req.window, &req.ties) && r.won == (req.filter == StageFilter::Won));
             let records: Vec<Value> = matching
                 .by_ref()
                 .take(req.page_size as usize)
@@ -422,6 +686,57 @@ mod tests {
             let more = matching.next().is_some();
             Ok(Page { records, more })
         }
+
+        async fn key_at(
+            &self,
+            filter: StageFilter,
+            window: Window,
+            ties: Ties,
+            offset: u64,
+            descending: bool,
+        ) -> Result<Option<Key>, crate::zoho::Error> {
+            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+            self.probes.fetch_add(1, Ordering::SeqCst);
+            self.credits.fetch_add(coql_credits(1), Ordering::SeqCst);
+            let jitter = self.jitter.lock().expect("lock").as_mut().map_or(0, |rng| rng.u64(0..200));
+            tokio::time::sleep(LATENCY + Duration::from_millis(jitter)).await;
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            if self.refuse_probes {
+                return Err(crate::zoho::Error::Rejected {
+                    endpoint: "coql".into(),
+                    status: 400,
+                    code: "SYNTAX_ERROR".into(),
+                    message: "scripted".into(),
+                });
+            }
+            let rows = self.rows.lock().expect("lock");
+            let mut matching: Vec<&Row> =
+                rows.iter().filter(|r| in_part(r, window, &ties) && r.won == (filter == StageFilter::Won)).collect();
+            matching.sort_by_key(|r| (r.t, r.id));
+            if descending {
+                matching.reverse();
+            }
+            Ok(matching
+                .get(offset as usize)
+                .map(|r| Key { at: DateTime::<Utc>::from_timestamp(r.t, 0).expect("in range"), id: r.id.to_string() }))
+        }
+    }
+
+    /// Whether `row` lies in the part of `window` that `ties` bounds (what the COQL of `deals::page_query_in`
+    /// selects).
+    fn in_part(row: &Row, window: Window, ties: &Ties) -> bool {
+        let (start, end) = (window.start.timestamp(), window.end.timestamp());
+        let id = |bound: &String| bound.parse::<u64>().expect("a numeric id");
+        let lower = match &ties.from_id {
+            None => row.t >= start,
+            Some(from) => row.t > start || (row.t == start && row.id >= id(from)),
+        };
+        let upper = match &ties.to_id {
+            None => row.t < end,
+            Some(to) => row.t < end || (row.t == end && row.id < id(to)),
+        };
+        lower && upper
     }
 
     fn window() -> Window {
@@ -487,6 +802,63 @@ mod tests {
         let pages = out.stats.pages as f64;
         assert!(out.rounds <= 1.0 + (pages / 4.0).ceil() + 2.0, "{} rounds for {pages} pages", out.rounds);
         assert_eq!(out.stats.max_in_flight, 4, "all four streams were used");
+    }
+
+    /// Most of `n` deals on a few seconds (a migration), the rest crowding towards the window's end, ids falling
+    /// with time (as after an import of old deals): what equal-length slices and page samples both get wrong.
+    fn migrated(n: u64) -> Vec<Row> {
+        (0..n)
+            .map(|i| {
+                let t = match i % 3 {
+                    0 => secs(1000.0 + (i % 5) as f64 / 86_400.0),
+                    _ => secs(3649.0 - 3600.0 * ((i as f64) / n as f64).powi(4)),
+                };
+                Row { id: 10_000_000 - i, t, won: true }
+            })
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn probed_cuts_give_every_stream_the_same_number_of_full_pages() {
+        for streams in [4, 10] {
+            let n = 70_001;
+            let rows = migrated(n);
+            let source = Arc::new(Scripted::new(rows.clone()));
+            let out = schedule(&source, &[Pass { filter: StageFilter::Won, expected: n }], streams).await;
+            assert_each_row_read_once(&out, &rows);
+            let pages = n.div_ceil(2000);
+            assert_eq!(out.stats.pages, pages, "{streams} streams: no slice ends on an extra page: {:?}", out.stats);
+            assert_eq!(out.stats.probes, streams as u64 - 1, "one probe per cut");
+            assert_eq!(out.stats.credits, pages * 3 + out.stats.probes, "pages and probes, nothing else");
+            assert!(out.stats.credits <= pages * 3 + streams as u64 + 10, "within the issue's bound");
+            // One round of probes, then every stream reads its share of whole pages.
+            let ideal = 1.0 + (pages as f64 / streams as f64).ceil();
+            assert!(out.rounds <= ideal + 0.01, "{streams} streams: {} rounds, ideal {ideal}", out.rounds);
+            assert_eq!(source.max_in_flight.load(Ordering::SeqCst), streams);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cuts_beyond_what_an_offset_reaches_are_probed_from_keys_found_before() {
+        // 230,000 deals: the middle cut (row 116,000) is more than 100,000 rows from either end of the window.
+        let n = 230_000;
+        let rows = migrated(n);
+        let source = Arc::new(Scripted::new(rows.clone()));
+        let out = schedule(&source, &[Pass { filter: StageFilter::Won, expected: n }], 4).await;
+        assert_each_row_read_once(&out, &rows);
+        assert_eq!((out.stats.slices, out.stats.probes), (4, 3), "{:?}", out.stats);
+        assert_eq!(out.stats.pages, n.div_ceil(2000), "every slice read in whole pages: {:?}", out.stats);
+        assert!(out.rounds <= 2.0 + (115.0f64 / 4.0).ceil() + 0.01, "two probe rounds: {}", out.rounds);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refused_probes_leave_the_window_to_the_idle_stream_splitting() {
+        let n = 30_000;
+        let rows = migrated(n);
+        let source = Arc::new(Scripted { refuse_probes: true, ..Scripted::new(rows.clone()) });
+        let out = schedule(&source, &[Pass { filter: StageFilter::Won, expected: n }], 4).await;
+        assert_each_row_read_once(&out, &rows);
+        assert!(out.stats.credits <= pass_cap(n, 4), "{:?}", out.stats);
     }
 
     #[tokio::test(start_paused = true)]
@@ -646,8 +1018,10 @@ mod tests {
                 passes.push(Pass { filter: StageFilter::NotWon, expected: expected(rows.len() as u64 - won_rows) });
             }
             let streams = rng.usize(1..=10);
+            let refuse_probes = rng.u8(0..6) == 0;
             let source = Arc::new(Scripted {
                 jitter: Mutex::new(Some(fastrand::Rng::with_seed(seed))),
+                refuse_probes,
                 ..Scripted::new(rows.clone())
             });
 
@@ -657,7 +1031,9 @@ mod tests {
                 .build()
                 .expect("a runtime");
             let out = runtime.block_on(schedule(&source, &passes, streams));
-            let case = format!("seed {seed}: {n} rows, shape {shape}, ids {ids_by}, {passes:?}, {streams} streams");
+            let case = format!(
+                "seed {seed}: {n} rows, shape {shape}, ids {ids_by}, {passes:?}, {streams} streams, refused probes {refuse_probes}"
+            );
             for r in &rows {
                 assert_eq!(out.read.get(&(r.won, r.id)), Some(&1), "{case}: row {r:?} read once");
             }

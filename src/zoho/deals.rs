@@ -2,8 +2,11 @@
 //! the count used for reconciliation, and deleted records.
 //!
 //! Paging is keyset on `id` (`… and id > {last} order by id asc limit 2000`), never OFFSET: OFFSET stops at
-//! 100,000 rows and skips or repeats rows when deals change under it. The window's upper bound is fixed for
+//! 100,000 rows and skips or repeats rows when deals change under it. (One-row OFFSET probes, [`key_at`], only
+//! choose where the scheduler's slices begin; they never decide which rows are read.) The window's upper bound is fixed for
 //! the whole run, so a deal modified during the run leaves this window and lands in the next one.
+
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -41,6 +44,12 @@ pub struct DealsMetadata {
 }
 
 impl DealsMetadata {
+    /// Whether the org's currencies must still be read (one call): the Deals have a `Currency` field, so the
+    /// org has multi-currency (home currency, issue #11; part of the metadata, so the credit budget counts it).
+    pub fn needs_currencies(&self) -> bool {
+        self.currencies == super::currencies::OrgCurrencies::Unknown
+    }
+
     /// Builds the select list and the won-stage union from the field metadata and the pipelines API's stage maps
     /// (`pipelines`: empty when not read).
     pub fn new(fields: Vec<FieldMeta>, pipelines: &[PickListValue]) -> DealsMetadata {
@@ -335,6 +344,16 @@ pub enum StageFilter {
 /// the field metadata does not carry, the pipelines (two calls: layouts, then the pipelines of the first
 /// layout that has any).
 pub async fn metadata(client: &ZohoClient) -> Result<DealsMetadata, Error> {
+    let mut meta = stage_metadata(client).await?;
+    if meta.needs_currencies() {
+        meta.currencies = super::currencies::OrgCurrencies::load(client).await?;
+    }
+    Ok(meta)
+}
+
+/// [`metadata`] without the currencies call: a caller that has other calls to make once the won stages are
+/// known makes it alongside them (see [`DealsMetadata::needs_currencies`]).
+pub async fn stage_metadata(client: &ZohoClient) -> Result<DealsMetadata, Error> {
     let body = client
         .get("settings/fields", &[("module", "Deals".to_owned())], &[])
         .await?
@@ -353,12 +372,8 @@ pub async fn metadata(client: &ZohoClient) -> Result<DealsMetadata, Error> {
             Err(e) => return Err(e),
         },
     };
-    let mut meta = DealsMetadata::new(fields, &pipelines);
+    let meta = DealsMetadata::new(fields, &pipelines);
     meta.select.log();
-    // Home currency (issue #11): one call, part of the metadata so the credit budget counts it as spent.
-    if meta.currencies == super::currencies::OrgCurrencies::Unknown {
-        meta.currencies = super::currencies::OrgCurrencies::load(client).await?;
-    }
     Ok(meta)
 }
 
@@ -426,15 +441,106 @@ pub struct DealQuery<'a> {
 
 /// The keyset page query. Zoho wants more than two criteria parenthesised in pairs: `((A and B) and (C and D))`.
 pub fn page_query(q: &DealQuery<'_>, after_id: &str) -> String {
+    page_query_in(q, &Ties::default(), after_id)
+}
+
+/// The keyset page query over the part of `q.window` that `ties` bounds (see [`Ties`]).
+pub fn page_query_in(q: &DealQuery<'_>, ties: &Ties, after_id: &str) -> String {
+    let (lower, upper) = range_clauses(q.window, ties);
     format!(
-        "select {} from Deals where (({} and Modified_Time >= {}) and (Modified_Time < {} and id > {})) order by id asc limit {}",
+        "select {} from Deals where (({} and {lower}) and ({upper} and id > {})) order by id asc limit {}",
         q.columns.join(", "),
         stage_clause(q.filter, q.stages),
-        instant(q.window.start),
-        instant(q.window.end),
         after_id,
         q.page_size
     )
+}
+
+/// Where a part of a window starts and ends in the window's `(Modified_Time, id)` order, when a boundary falls
+/// inside one second: the deals of that second are divided by id. With both `None` the part is the whole
+/// window, `Modified_Time >= start and Modified_Time < end`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ties {
+    /// At `window.start`, only the deals with an id at or above this one.
+    pub from_id: Option<String>,
+    /// At `window.end`, also the deals with an id below this one.
+    pub to_id: Option<String>,
+}
+
+/// A deal's place in a window's `(Modified_Time, id)` order: where a probe says a part of the window begins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Key {
+    pub at: DateTime<Utc>,
+    pub id: String,
+}
+
+impl Ties {
+    /// The part of a window that begins at `key` (inclusive): `(key.at, key.id)` and after.
+    pub fn from_key(key: &Key) -> Ties {
+        Ties { from_id: Some(key.id.clone()), to_id: None }
+    }
+}
+
+/// The lower and upper conditions of a window's part (each one criterion, or a parenthesised `or`).
+fn range_clauses(window: Window, ties: &Ties) -> (String, String) {
+    let (start, end) = (instant(window.start), instant(window.end));
+    let lower = match &ties.from_id {
+        None => format!("Modified_Time >= {start}"),
+        Some(id) => format!("(Modified_Time > {start} or (Modified_Time = {start} and id >= {id}))"),
+    };
+    let upper = match &ties.to_id {
+        None => format!("Modified_Time < {end}"),
+        Some(id) => format!("(Modified_Time < {end} or (Modified_Time = {end} and id < {id}))"),
+    };
+    (lower, upper)
+}
+
+/// COQL reaches at most this many rows with LIMIT and OFFSET: the largest offset of a one-row probe
+/// (docs/zoho-api.md §3c).
+pub const MAX_PROBE_OFFSET: u64 = 99_999;
+
+/// The query for the deal at `offset` in a window part's `(Modified_Time, id)` order (from the end when
+/// `descending`): one row, `limit 1` (1 credit).
+///
+/// The `limit … offset …` spelling is one of the two seen in public code (docs/zoho-api.md §3c: Zoho's grammar
+/// line is UNCONFIRMED). If Zoho refuses it, [`key_at`]'s error is `Rejected` and the scheduler pages without
+/// probes: the probes only balance the streams, they never decide which rows are read.
+pub fn key_query(
+    filter: StageFilter,
+    stages: &[String],
+    window: Window,
+    ties: &Ties,
+    offset: u64,
+    descending: bool,
+) -> String {
+    let (lower, upper) = range_clauses(window, ties);
+    let dir = if descending { "desc" } else { "asc" };
+    format!(
+        "select id, Modified_Time from Deals where (({} and {lower}) and {upper}) order by Modified_Time {dir}, id {dir} limit 1 offset {offset}",
+        stage_clause(filter, stages),
+    )
+}
+
+/// The key of the deal at `offset` in a window part's `(Modified_Time, id)` order, or `None` past its end.
+pub async fn key_at(
+    client: &ZohoClient,
+    filter: StageFilter,
+    stages: &[String],
+    window: Window,
+    ties: &Ties,
+    offset: u64,
+    descending: bool,
+) -> Result<Option<Key>, Error> {
+    let query = key_query(filter, stages, window, ties, offset, descending);
+    let page = parse_page("coql", client.coql(&query, 1).await?)?;
+    let Some(record) = page.records.first() else { return Ok(None) };
+    let id = model::record_id(record);
+    let at = record.get("Modified_Time").and_then(Value::as_str).and_then(model::parse_datetime);
+    match (id, at) {
+        // The id goes into later queries unquoted, as the keyset cursor does: only digits are accepted.
+        (Some(id), Some(at)) if !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) => Ok(Some(Key { at, id })),
+        _ => Err(malformed("coql", "a probe's row has no readable id or Modified_Time")),
+    }
 }
 
 /// One page of records and whether Zoho says there are more.
@@ -616,32 +722,59 @@ pub struct DeletedDeal {
 }
 
 /// Deals deleted since `since` (recycle bin and permanent), via `GET /Deals/deleted` with `If-Modified-Since`.
-pub async fn deleted_since(client: &ZohoClient, since: DateTime<Utc>) -> Result<Vec<DeletedDeal>, Error> {
-    let mut out = Vec::new();
+///
+/// The list is paged by page number, so pages need not wait for each other: they are asked for in waves of
+/// 1, 2, 4 … up to `parallel` pages at once, and the first page that is not followed by more ends the list. A
+/// wave can ask for up to `parallel - 1` pages past the end (1 credit each, answered 204); `parallel = 1` pages
+/// one after another and asks for nothing past the end (what a run under `--max-credits` needs). An entry seen
+/// twice (a deletion during the run can shift the list by one) is kept once.
+pub async fn deleted_since(
+    client: &Arc<ZohoClient>,
+    since: DateTime<Utc>,
+    parallel: usize,
+) -> Result<Vec<DeletedDeal>, Error> {
     let header = since.format("%Y-%m-%dT%H:%M:%S+00:00").to_string();
-    for page in 1.. {
-        let body = client
-            .get(
-                "Deals/deleted",
-                &[("type", "all".into()), ("page", page.to_string()), ("per_page", DELETED_PAGE_SIZE.to_string())],
-                &[("If-Modified-Since", header.clone())],
-            )
-            .await?;
-        let page = parse_page("Deals/deleted", body)?;
-        for r in &page.records {
-            let id = model::record_id(r);
-            let at = r.get("deleted_time").and_then(Value::as_str).and_then(model::parse_datetime);
-            match (id, at) {
-                (Some(id), Some(deleted_time)) if deleted_time >= since => out.push(DeletedDeal { id, deleted_time }),
-                (Some(_), Some(_)) => {}
-                _ => tracing::warn!(record = %format!("{r:.200}"), "skipping an unreadable deleted-record entry"),
+    let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let (mut next, mut wave) = (1u32, 1usize);
+    loop {
+        let mut calls = tokio::task::JoinSet::new();
+        for page in next..next + wave as u32 {
+            let (client, header) = (Arc::clone(client), header.clone());
+            calls.spawn(async move {
+                let query =
+                    [("type", "all".into()), ("page", page.to_string()), ("per_page", DELETED_PAGE_SIZE.to_string())];
+                let body = client.get("Deals/deleted", &query, &[("If-Modified-Since", header)]).await;
+                (page, body)
+            });
+        }
+        let mut pages = Vec::with_capacity(wave);
+        while let Some(joined) = calls.join_next().await {
+            let (number, body) = joined.map_err(|e| malformed("Deals/deleted", &format!("a page task failed: {e}")))?;
+            pages.push((number, parse_page("Deals/deleted", body?)?));
+        }
+        pages.sort_by_key(|(number, _)| *number);
+        for (_, page) in pages {
+            for r in &page.records {
+                let id = model::record_id(r);
+                let at = r.get("deleted_time").and_then(Value::as_str).and_then(model::parse_datetime);
+                match (id, at) {
+                    (Some(id), Some(deleted_time)) if deleted_time >= since => {
+                        if seen.insert(id.clone()) {
+                            out.push(DeletedDeal { id, deleted_time });
+                        }
+                    }
+                    (Some(_), Some(_)) => {}
+                    _ => tracing::warn!(record = %format!("{r:.200}"), "skipping an unreadable deleted-record entry"),
+                }
+            }
+            if !page.more || page.records.is_empty() {
+                return Ok(out);
             }
         }
-        if !page.more || page.records.is_empty() {
-            break;
-        }
+        next += wave as u32;
+        wave = (wave * 2).min(parallel.max(1));
     }
-    Ok(out)
 }
 
 /// `reconcile`: the ids of every won deal whose `Modified_Time` lies in `window`, paged by id with the cheapest

@@ -567,14 +567,16 @@ fn execute(q: &Query, store: &Store) -> Result<Outcome, CoqlError> {
         // Keys are extracted once per row, then a stable sort over id order: ties fall back to
         // id ascending (Zoho leaves them unspecified). Rows already come in id order, so
         // `order by id asc` needs no sort at all.
-        let mut keyed: Vec<(Vec<Scalar>, &Map<String, Value>)> = rows
+        // The row's place in id order is the last key, so the order is total and an unstable sort is stable.
+        let mut keyed: Vec<(Vec<Scalar>, usize, &Map<String, Value>)> = rows
             .into_iter()
-            .map(|r| {
+            .enumerate()
+            .map(|(i, r)| {
                 let keys = order.iter().map(|(t, kind, _)| scalar(*kind, &raw(*t, r, store))).collect();
-                (keys, r)
+                (keys, i, r)
             })
             .collect();
-        keyed.sort_by(|a, b| {
+        let cmp = |a: &(Vec<Scalar>, usize, &Map<String, Value>), b: &(Vec<Scalar>, usize, &Map<String, Value>)| {
             for (i, (_, _, asc)) in order.iter().enumerate() {
                 let o = sort_cmp(&a.0[i], &b.0[i]);
                 let o = if *asc { o } else { o.reverse() };
@@ -582,9 +584,17 @@ fn execute(q: &Query, store: &Store) -> Result<Outcome, CoqlError> {
                     return o;
                 }
             }
-            Ordering::Equal
-        });
-        rows = keyed.into_iter().map(|(_, r)| r).collect();
+            a.1.cmp(&b.1)
+        };
+        // Only the page (and one row more, for more_records) needs its place: the rest is left unsorted, so a
+        // one-row probe deep into a large result costs a selection, not a sort.
+        let wanted = q.offset.saturating_add(limit).saturating_add(1);
+        if (wanted as usize) < keyed.len() {
+            keyed.select_nth_unstable_by(wanted as usize, cmp);
+            keyed.truncate(wanted as usize);
+        }
+        keyed.sort_unstable_by(cmp);
+        rows = keyed.into_iter().map(|(_, _, r)| r).collect();
     }
     Ok(page(rows, q.offset, limit, &selected, store))
 }
