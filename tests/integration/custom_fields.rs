@@ -290,3 +290,77 @@ async fn a_reconcile_after_a_field_was_added_declares_it_and_keeps_the_custom_va
     let Some(app) = exotic(80).await.on_bigquery("custom_reconcile") else { return };
     a_reconcile_after_a_field_was_added_declares_it_and_keeps_the_custom_values(app).await;
 }
+
+/// Every row of `quarantined_deals` of whichever warehouse the app writes.
+async fn quarantined(app: &TestApp) -> Vec<zoho_deals_sync::warehouse::QuarantinedRow> {
+    use zoho_deals_sync::warehouse::Warehouse;
+    match &app.bigquery {
+        Some(bq) => BigQueryWarehouse::connect(bq.clone())
+            .await
+            .expect("emulator reachable")
+            .quarantined()
+            .await
+            .expect("read quarantined_deals"),
+        None => app.warehouse().quarantined().await.expect("read quarantined_deals"),
+    }
+}
+
+async fn a_custom_value_that_does_not_fit_its_column_quarantines_the_deal_until_a_readable_version(app: TestApp) {
+    let out = app.run(&["sync"]).await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    // One stored won deal gets an Account_Number_Long (bigint → INT64) beyond 64 bits; three others are edited.
+    let won: Vec<String> =
+        app.stored().await.into_iter().filter(|r| r.is_closed_won && !r.is_deleted).map(|r| r.deal.deal_id).collect();
+    let m = app.control("/__sandbox/mutate", json!({"misfit": 1, "edit": 3, "only": won})).await;
+    let bad = m["misfit"][0].as_str().expect("a deal given a misfit value").to_owned();
+    let edited: Vec<&str> = m["edit"].as_array().expect("ids").iter().filter_map(Value::as_str).collect();
+    assert_eq!(edited.len(), 3);
+    let at = DateTime::parse_from_rfc3339(m["modified_time"].as_str().expect("time")).expect("rfc3339");
+    next_second().await;
+    let out = app.run(&["sync"]).await;
+    assert_eq!(out.code, 8, "exit 8: a record was quarantined: {}", out.all());
+
+    let line = out
+        .stderr
+        .lines()
+        .find(|l| l.contains(&bad) && l.contains("quarantined"))
+        .unwrap_or_else(|| panic!("no quarantine line for {bad}: {}", out.stderr));
+    let log: Value = serde_json::from_str(line).expect("a JSON log line");
+    assert_eq!(log["field"].as_str(), Some("Account_Number_Long"), "the log names the field: {log}");
+    let kept = quarantined(&app).await;
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!((kept[0].deal_id.as_str(), kept[0].field.as_str()), (bad.as_str(), "Account_Number_Long"));
+    assert!(kept[0].reason.contains("18446744073709551617"), "the reason shows the value: {}", kept[0].reason);
+
+    // The other deals of the run landed; the misfit deal keeps its older version, flagged.
+    let stored = app.stored().await;
+    for id in &edited {
+        let row = stored.iter().find(|r| r.deal.deal_id == *id).expect("stored");
+        assert_eq!(row.deal.modified_time, at, "the edit of {id} landed");
+    }
+    let row = stored.iter().find(|r| r.deal.deal_id == bad).expect("the misfit deal's row stays");
+    assert!(row.is_quarantined && row.deal.modified_time < at, "an older version, flagged: {row:?}");
+
+    // Zoho's next version of the deal is readable: the quarantine is over.
+    let m = app.control("/__sandbox/mutate", json!({"refit": 1, "only": [bad]})).await;
+    assert_eq!(m["refit"], json!([bad]));
+    next_second().await;
+    let out = app.run(&["sync"]).await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(quarantined(&app).await.is_empty(), "the quarantine is cleared");
+    let stored = app.stored().await;
+    let row = stored.iter().find(|r| r.deal.deal_id == bad).expect("stored");
+    assert!(!row.is_quarantined);
+    assert_eq!(cell(row, "account_number_long"), &Cell::Int(9_007_199_254_740_993));
+}
+
+#[tokio::test]
+async fn a_custom_value_that_does_not_fit_its_column_quarantines_the_deal_until_a_readable_version_on_sqlite() {
+    a_custom_value_that_does_not_fit_its_column_quarantines_the_deal_until_a_readable_version(exotic(120).await).await;
+}
+
+#[tokio::test]
+async fn a_custom_value_that_does_not_fit_its_column_quarantines_the_deal_until_a_readable_version_on_bigquery() {
+    let Some(app) = exotic(80).await.on_bigquery("custom_misfit") else { return };
+    a_custom_value_that_does_not_fit_its_column_quarantines_the_deal_until_a_readable_version(app).await;
+}
