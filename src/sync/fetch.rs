@@ -40,6 +40,16 @@ impl Quarantine {
     }
 }
 
+/// What fetching hands to the finish.
+#[derive(Debug, Default)]
+pub(crate) struct Fetched {
+    /// The records it could not map.
+    pub(crate) quarantine: Quarantine,
+    /// Zoho's count of the window's won deals for reconciliation, taken while the last pages downloaded
+    /// (`None`: not taken, the finish takes it).
+    pub(crate) zoho_won: Option<Result<u64, crate::zoho::Error>>,
+}
+
 /// One message from a fetcher to the loader.
 struct Batch {
     changes: Vec<DealChange>,
@@ -63,7 +73,8 @@ pub(crate) struct FetchPlan<'a> {
     pub(crate) custom: Arc<Vec<model::CustomField>>,
 }
 
-/// Fetches everything the window needs and stages it; returns the records it could not map.
+/// Fetches everything the window needs and stages it; returns the records it could not map and Zoho's
+/// reconciliation count.
 ///
 /// Two fetchers, deletions and the scheduler (which pages the won and not-won passes over at most `concurrency`
 /// streams), send batches through a bounded channel to one loader task, so pages are staged while the next
@@ -75,7 +86,7 @@ pub(crate) async fn fetch_and_stage<W: Warehouse + 'static>(
     run: &RunStart,
     plan: FetchPlan<'_>,
     progress: &Arc<Progress>,
-) -> Result<Quarantine, Error> {
+) -> Result<Fetched, Error> {
     let FetchPlan { window, won_stages, columns, concurrency, flag_unwon, deleted, counts, owners, enrich, custom } =
         plan;
     let (tx, mut rx) = mpsc::channel::<Batch>(CHANNEL_BATCHES);
@@ -137,6 +148,19 @@ pub(crate) async fn fetch_and_stage<W: Warehouse + 'static>(
             None => deals::count_matching(zoho, filter, won_stages, window).await,
         }
     };
+    // Zoho's count for reconciliation is taken as soon as the last pages are asked for, while they download
+    // (a COUNT round trip less after the fetch). The scheduler tells when; if it fails, nothing is counted.
+    let (all_asked, asked) = tokio::sync::oneshot::channel::<()>();
+    let reconcile = {
+        let (zoho, stages) = (Arc::clone(zoho), won_stages.to_vec());
+        tokio::spawn(
+            async move {
+                asked.await.ok()?;
+                Some(deals::count_deals(&zoho, &stages, window).await)
+            }
+            .in_current_span(),
+        )
+    };
     let won = count(StageFilter::Won, counts.map(|c| c.won));
     let not_won = async {
         match flag_unwon {
@@ -161,17 +185,18 @@ pub(crate) async fn fetch_and_stage<W: Warehouse + 'static>(
             fetchers.spawn(
                 async move {
                     let mut quarantined = Quarantine::default();
-                    let stats = scheduler::run(source, window, &passes, concurrency, |filter, records| {
-                        progress.page(records.len());
-                        let (mut changes, bad) = to_changes(filter, &stages, records, &owners, &custom);
-                        quarantined.add(bad);
-                        let (tx, zoho, enrich) = (tx.clone(), Arc::clone(&zoho), Arc::clone(&enrich));
-                        async move {
-                            enrich.apply(&zoho, &mut changes).await;
-                            tx.send(Batch { changes }).await.is_ok()
-                        }
-                    })
-                    .await?;
+                    let stats =
+                        scheduler::run(source, window, &passes, concurrency, Some(all_asked), |filter, records| {
+                            progress.page(records.len());
+                            let (mut changes, bad) = to_changes(filter, &stages, records, &owners, &custom);
+                            quarantined.add(bad);
+                            let (tx, zoho, enrich) = (tx.clone(), Arc::clone(&zoho), Arc::clone(&enrich));
+                            async move {
+                                enrich.apply(&zoho, &mut changes).await;
+                                tx.send(Batch { changes }).await.is_ok()
+                            }
+                        })
+                        .await?;
                     tracing::debug!(?stats, "passes paged");
                     Ok(quarantined)
                 }
@@ -205,11 +230,14 @@ pub(crate) async fn fetch_and_stage<W: Warehouse + 'static>(
     let loaded = loader.await.map_err(|e| Error::Internal(format!("the loader task failed: {e}")))?;
     match (loaded, fetch_error) {
         // A warehouse failure explains a fetcher's "channel closed", so it comes first.
-        (Err(e), _) => Err(e),
-        (Ok(_), Some(e)) => Err(e),
+        (Err(e), _) | (Ok(_), Some(e)) => {
+            reconcile.abort();
+            Err(e)
+        }
         (Ok(staged), None) => {
             tracing::debug!(staged, "all changes staged");
-            Ok(quarantined)
+            let zoho_won = reconcile.await.ok().flatten();
+            Ok(Fetched { quarantine: quarantined, zoho_won })
         }
     }
 }

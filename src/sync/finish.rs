@@ -3,7 +3,7 @@
 //!
 //! Not here: planning (`plan`) and fetching (`fetch`).
 
-use super::fetch::Quarantine;
+use super::fetch::Fetched;
 use super::plan::RunPlan;
 use super::{Outcome, RunContext, Summary};
 use crate::deal::{format_utc, Window};
@@ -19,14 +19,14 @@ pub(crate) async fn finish<W: Warehouse + 'static>(
     ctx: &RunContext<'_, W>,
     run: &RunStart,
     plan: RunPlan,
-    result: Result<Quarantine, Error>,
+    result: Result<Fetched, Error>,
 ) -> Result<Outcome, Error> {
     let RunContext { zoho, started, .. } = ctx;
     let RunPlan { kind, window, won_stages, budget_stop, .. } = plan;
     let usage = zoho.usage();
-    let (result, quarantine) = match result {
-        Ok(q) => (Ok(()), q),
-        Err(e) => (Err(e), Quarantine::default()),
+    let (result, Fetched { quarantine, zoho_won }) = match result {
+        Ok(fetched) => (Ok(()), fetched),
+        Err(e) => (Err(e), Fetched::default()),
     };
     let mut report = RunReport {
         api_calls: usage.calls(),
@@ -36,7 +36,7 @@ pub(crate) async fn finish<W: Warehouse + 'static>(
         ..RunReport::default()
     };
 
-    let counts = commit_or_fail(ctx, run, &won_stages, window, result, &mut report).await?;
+    let counts = commit_or_fail(ctx, run, &won_stages, window, (result, zoho_won), &mut report).await?;
 
     warn_if_short(ctx, &report, counts, &won_stages, window).await;
     let summary = Summary {
@@ -99,15 +99,20 @@ async fn commit_or_fail<W: Warehouse + 'static>(
     run: &RunStart,
     won_stages: &[String],
     window: Window,
-    result: Result<(), Error>,
+    (result, zoho_won): (Result<(), Error>, Option<Result<u64, crate::zoho::Error>>),
     report: &mut RunReport,
 ) -> Result<MergeCounts, Error> {
     let RunContext { zoho, warehouse, .. } = ctx;
     let usage = zoho.usage();
     match result {
         Ok(_) => {
-            // Reconciliation: Zoho's own count of won deals in the window, compared after the merge.
-            match deals::count_deals(zoho, won_stages, window).await {
+            // Reconciliation: Zoho's own count of won deals in the window (taken while the last pages
+            // downloaded, or now), compared after the merge.
+            let zoho_won = match zoho_won {
+                Some(counted) => counted,
+                None => deals::count_deals(zoho, won_stages, window).await,
+            };
+            match zoho_won {
                 Ok(n) => report.zoho_won_count = Some(n),
                 Err(e) => tracing::warn!(error = %e, "could not count won deals in Zoho for reconciliation"),
             }

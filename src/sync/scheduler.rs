@@ -202,6 +202,8 @@ struct PassState {
     spent: u64,
     alive: u64,
     cap: u64,
+    /// Pages in flight.
+    in_flight: u64,
 }
 
 impl PassState {
@@ -215,11 +217,16 @@ impl PassState {
 
 /// Pages every pass over `window` with at most `streams` pages in flight, handing each page to `on_page` (which
 /// returns `false` to stop: the receiver is gone). A page error stops everything and is returned.
+///
+/// `all_asked` is told once the pages in flight are expected to be the last ones (every pass's count is
+/// covered by what was read and what is being read, and no slice waits): what comes after paging can start
+/// while they download.
 pub async fn run<S, F, Fut>(
     source: Arc<S>,
     window: Window,
     passes: &[Pass],
     streams: usize,
+    mut all_asked: Option<tokio::sync::oneshot::Sender<()>>,
     mut on_page: F,
 ) -> Result<Stats, Error>
 where
@@ -239,6 +246,7 @@ where
             spent: 0,
             alive: 1,
             cap: pass_cap(p.expected, streams),
+            in_flight: 0,
         })
         .collect();
     // The passes' first slices, cut where whole pages fall (their probes all at once).
@@ -266,12 +274,14 @@ where
     loop {
         split_for_idle(&mut ready, &mut states, streams.saturating_sub(in_flight.len()), &mut stats);
         launch(&mut ready, &mut states, &mut in_flight, streams, &source, &mut stats);
+        tell_if_all_asked(&mut all_asked, &ready, &states);
         let Some(joined) = in_flight.join_next().await else { break };
         let (mut slice, page) = joined.map_err(|e| Error::Internal(format!("a page task failed: {e}")))?;
         // An error drops `in_flight`, which aborts the other pages.
         let page = page?;
         let pass = slice.pass;
         let state = &mut states[pass];
+        state.in_flight -= 1;
         state.read += page.records.len() as u64;
         slice.read += page.records.len() as u64;
         match next_cursor(&page, &slice, state.page_size)? {
@@ -285,14 +295,32 @@ where
         }
         split_for_idle(&mut ready, &mut states, streams.saturating_sub(in_flight.len()), &mut stats);
         launch(&mut ready, &mut states, &mut in_flight, streams, &source, &mut stats);
+        tell_if_all_asked(&mut all_asked, &ready, &states);
         // Handed over after the next pages are asked for: Zoho's time to answer overlaps with mapping and loading.
         if !on_page(states[pass].filter, page.records).await {
             in_flight.abort_all();
             return Ok(stats);
         }
     }
+    if let Some(tx) = all_asked {
+        let _ = tx.send(());
+    }
     tracing::debug!(pages = stats.pages, credits = stats.credits, slices = stats.slices, "paging done");
     Ok(stats)
+}
+
+/// Tells `all_asked` (once) when no slice waits and the pages in flight cover every pass's count.
+fn tell_if_all_asked(
+    all_asked: &mut Option<tokio::sync::oneshot::Sender<()>>,
+    ready: &VecDeque<Slice>,
+    states: &[PassState],
+) {
+    let covered = states.iter().all(|s| s.read + s.in_flight * u64::from(s.page_size) >= s.expected);
+    if ready.is_empty() && covered {
+        if let Some(tx) = all_asked.take() {
+            let _ = tx.send(());
+        }
+    }
 }
 
 /// How many slices each pass starts with: the streams shared in proportion to the passes' pages (at least one
@@ -485,6 +513,7 @@ fn launch<S: PageSource>(
         };
         let credits = coql_credits(state.page_size);
         state.spent += credits;
+        state.in_flight += 1;
         stats.credits += credits;
         stats.pages += 1;
         let source = Arc::clone(source);
@@ -754,7 +783,7 @@ mod tests {
     async fn schedule(source: &Arc<Scripted>, passes: &[Pass], streams: usize) -> Outcome {
         let started = tokio::time::Instant::now();
         let mut read: HashMap<(bool, u64), u32> = HashMap::new();
-        let stats = run(Arc::clone(source), window(), passes, streams, |filter, records| {
+        let stats = run(Arc::clone(source), window(), passes, streams, None, |filter, records| {
             for r in &records {
                 let id = r["id"].as_str().and_then(|s| s.parse().ok()).expect("an id");
                 *read.entry((filter == StageFilter::Won, id)).or_default() += 1;
@@ -836,6 +865,22 @@ mod tests {
             assert!(out.rounds <= ideal + 0.01, "{streams} streams: {} rounds, ideal {ideal}", out.rounds);
             assert_eq!(source.max_in_flight.load(Ordering::SeqCst), streams);
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_caller_is_told_all_pages_are_asked_while_the_last_ones_download() {
+        let n = 10_000;
+        let rows = won(n, |i| secs(i as f64 * 0.3));
+        let source = Arc::new(Scripted::new(rows));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let started = tokio::time::Instant::now();
+        let told = tokio::spawn(async move { rx.await.map(|()| started.elapsed()) });
+        let passes = [Pass { filter: StageFilter::Won, expected: n }];
+        run(Arc::clone(&source), window(), &passes, 4, Some(tx), |_, _| async { true }).await.expect("paged");
+        let done = started.elapsed();
+        let told = told.await.expect("joined").expect("told before the sender was dropped");
+        // Told when the last pages were asked for: one page's latency before the end, not after it.
+        assert_eq!(done - told, LATENCY, "told {told:?}, done {done:?}");
     }
 
     #[tokio::test(start_paused = true)]
@@ -942,6 +987,7 @@ mod tests {
             window(),
             &[Pass { filter: StageFilter::Won, expected: 20_000 }],
             4,
+            None,
             |_, _| async { true },
         )
         .await;
@@ -957,6 +1003,7 @@ mod tests {
             window(),
             &[Pass { filter: StageFilter::Won, expected: 20_000 }],
             4,
+            None,
             |_, _| async { false },
         )
         .await
