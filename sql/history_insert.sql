@@ -2,7 +2,8 @@
 -- version, unless a current version with that state exists (so a rerun after a crash anywhere in the commit, or
 -- an overlapping window, writes no version twice). change: deleted / unwon from the row's flags; won when the
 -- deal had no version yet or its previous one was not won (a re-win); edited otherwise.
--- Placeholders: columns and t_columns are the copied closed_won_deals columns (DEAL_COLUMNS but deal_id and raw).
+-- Placeholders: columns and t_columns are the copied closed_won_deals columns (DEAL_COLUMNS but deal_id and raw,
+-- then the custom columns declare_fields chose: see history_column_names in src/warehouse/mod.rs).
 INSERT INTO `{{dataset}}.closed_won_deals_history` (deal_id, valid_from, valid_to, is_current, change, {{columns}})
 SELECT
   t.deal_id,

@@ -140,6 +140,11 @@ pub struct MutationRequest {
     /// Won deals given a malformed value (a text Amount, an impossible Closing_Date, a numeric Stage), as a
     /// misbehaving integration might write them; the job must quarantine them and store the rest.
     pub corrupt: usize,
+    /// Won deals given a custom value that does not fit its column: an `Account_Number_Long` (bigint) beyond 64
+    /// bits. Only on orgs with that field (the exotic profile); the job must quarantine them, naming the field.
+    pub misfit: usize,
+    /// Won deals given a misfit value by `misfit` get a fitting one back (a later, readable version).
+    pub refit: usize,
     /// When not empty, only these deal ids are picked (a test moving given deals between runs: win a deal it
     /// un-won before, edit one it just won).
     pub only: Vec<String>,
@@ -160,9 +165,17 @@ pub struct MutationResult {
     pub create_won: Vec<String>,
     /// Deals given a malformed field.
     pub corrupt: Vec<String>,
+    /// Deals given a custom value beyond its column's type.
+    pub misfit: Vec<String>,
+    /// Deals whose misfit value was replaced by a fitting one.
+    pub refit: Vec<String>,
     /// The `Modified_Time` (and `deleted_time`) given to every touched record.
     pub modified_time: String,
 }
+
+/// The custom field `misfit` breaks, and the value it gives it: 2^64 + 1, beyond any 64-bit integer column.
+const MISFIT_FIELD: &str = "Account_Number_Long";
+const MISFIT_VALUE: &str = "18446744073709551617";
 
 const USERS_BASE: u64 = ID_BASE + 10_001;
 const ACCOUNTS_BASE: u64 = ID_BASE + 300_000;
@@ -1162,6 +1175,32 @@ impl Store {
             self.touch(id, now);
             touched.insert(id);
             out.corrupt.push(id.to_string());
+        }
+
+        let has_misfit_field = self.org.fields.iter().any(|f| f.api_name == MISFIT_FIELD);
+        let pool = if has_misfit_field { restrict(self.ids_where(won, &touched)) } else { Vec::new() };
+        for id in self.pick(pool, req.misfit) {
+            if let Some(m) = self.deals.get_mut(&id) {
+                m.insert(MISFIT_FIELD.into(), json!(MISFIT_VALUE));
+            }
+            self.touch(id, now);
+            touched.insert(id);
+            out.misfit.push(id.to_string());
+        }
+        let misfits: Vec<u64> = self
+            .deals
+            .iter()
+            .filter(|(_, m)| m.get(MISFIT_FIELD) == Some(&json!(MISFIT_VALUE)))
+            .map(|(id, _)| *id)
+            .collect();
+        let pool = restrict(misfits.into_iter().filter(|id| !touched.contains(id)).collect());
+        for id in self.pick(pool, req.refit) {
+            if let Some(m) = self.deals.get_mut(&id) {
+                m.insert(MISFIT_FIELD.into(), json!("9007199254740993"));
+            }
+            self.touch(id, now);
+            touched.insert(id);
+            out.refit.push(id.to_string());
         }
 
         for _ in 0..req.create_won {

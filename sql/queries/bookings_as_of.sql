@@ -1,3 +1,4 @@
+-- Runs on: both (portable: only standard SQL the two dialects share; the test writes @as_of in as a literal).
 -- Bookings as of a moment: every deal that was won (and not deleted) at @as_of, as its version at that moment
 -- said — for "what were Q3 bookings as of Oct 1" and commission statements that must not move afterwards. Time
 -- is Zoho's: a version is valid from its Modified_Time (a deletion from its deletion time) until the next version.

@@ -1,3 +1,4 @@
+-- Runs on: both (portable, as bookings_as_of.sql).
 -- Clawbacks: deals un-won or deleted after being won, since @since — the won version they left (its home
 -- amount is what a commission paid on) and when they left it. A deal won again later appears once per clawback.
 --

@@ -1,3 +1,4 @@
+-- Runs on: bigquery. APPROX_QUANTILES has no SQLite counterpart.
 -- Example: median and 90th percentile days to close per owner, for deals closed this year.
 SELECT
   owner_name,

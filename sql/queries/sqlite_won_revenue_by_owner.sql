@@ -1,3 +1,5 @@
+-- Runs on: sqlite. It sums decimal text exactly by hand; on BigQuery SUM(amount) over NUMERIC is exact already
+-- (see the view won_revenue_by_month_owner).
 -- Won revenue per owner and currency, over the deals that are won now, in SQLite's dialect: the query
 -- `make demo` prints from demo.sqlite3 (run it yourself with
 -- `cargo run --release --example sqlite_query -- demo.sqlite3 sql/queries/sqlite_won_revenue_by_owner.sql`,

@@ -104,7 +104,14 @@ pub async fn reconcile<W: Warehouse + 'static>(
     };
     warehouse.begin_run(&run).await?;
     let heartbeat = super::spawn_heartbeat(Arc::clone(&warehouse), run.clone(), settings.lease_ttl);
-    let outcome = compare_and_stage(&zoho, warehouse.as_ref(), &run, &won_stages, window).await;
+    // The field metadata is declared as a sync declares it: a field added in Zoho since the last sync gets its
+    // column, and the history versions this run writes copy every custom column the stored rows hold.
+    let standard: Vec<&str> = crate::warehouse::DEAL_COLUMNS.iter().map(|c| c.name).collect();
+    let (_, fields) = crate::zoho::model::field_columns(&meta.fields, &meta.select.columns, &standard);
+    let outcome = match warehouse.declare_fields(&fields).await {
+        Ok(()) => compare_and_stage(&zoho, warehouse.as_ref(), &run, &won_stages, window).await,
+        Err(e) => Err(e.into()),
+    };
     let usage = zoho.usage();
     let mut report = RunReport { api_calls: usage.calls(), api_credits: usage.credits(), ..RunReport::default() };
     let result = match outcome {

@@ -285,6 +285,17 @@ pub fn stored_deal(
     Ok(StoredDeal { deal, is_closed_won, is_deleted, deleted_time, run_id, is_quarantined })
 }
 
+/// Every column of a `closed_won_deals` row: the standard ones ([`DEAL_COLUMNS`], in order), then `custom`.
+/// The one list behind the staging tables, the merge's INSERT and the readers on both warehouses.
+pub fn all_columns<'a>(custom: &'a [CustomColumn]) -> impl Iterator<Item = (&'a str, CellType)> + Clone + 'a {
+    DEAL_COLUMNS.iter().map(|c| (c.name, c.cell_type)).chain(custom.iter().map(|c| (c.name.as_str(), c.cell_type)))
+}
+
+/// The names of [`all_columns`], in the same order.
+pub fn column_names<'a>(custom: &'a [CustomColumn]) -> impl Iterator<Item = &'a str> + Clone + 'a {
+    all_columns(custom).map(|(name, _)| name)
+}
+
 /// A custom column of `closed_won_deals` (discovered from the source's field metadata), with its type.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CustomColumn {
@@ -410,6 +421,19 @@ pub fn readable_custom(known: &[KnownField], existing: &[String]) -> Vec<CustomC
         };
         if is_safe_custom_column(name) && existing.iter().any(|e| e == name) && !out.iter().any(|c| &c.name == name) {
             out.push(CustomColumn { name: name.clone(), cell_type: t });
+        }
+    }
+    out
+}
+
+/// The custom columns a history version copies: those this run fills (`active`), then every other custom column
+/// `deal_fields` knows with a type that `closed_won_deals` has (a retyped or vanished field's column still holds
+/// the values the row had, and a version is a copy of the row).
+pub fn history_custom(active: &[CustomColumn], known: &[KnownField], deal_columns: &[String]) -> Vec<CustomColumn> {
+    let mut out = active.to_vec();
+    for c in readable_custom(known, deal_columns) {
+        if !out.iter().any(|o| o.name == c.name) {
+            out.push(c);
         }
     }
     out

@@ -80,6 +80,12 @@ pub fn history_deal_columns() -> impl Iterator<Item = &'static Column> {
     DEAL_COLUMNS.iter().filter(|c| c.name != "deal_id" && c.name != "raw")
 }
 
+/// The names of the deal columns a history version copies: [`history_deal_columns`], then `custom` (see
+/// [`columns::history_custom`]).
+pub fn history_column_names<'a>(custom: &'a [columns::CustomColumn]) -> impl Iterator<Item = &'a str> + 'a {
+    history_deal_columns().map(|c| c.name).chain(custom.iter().map(|c| c.name.as_str()))
+}
+
 /// How a staged change row is tagged (`change_kind` column of the staging tables).
 pub mod change_kind {
     pub const WON: &str = "won";

@@ -36,6 +36,8 @@ pub struct SqliteWarehouse {
     path: PathBuf,
     /// The custom columns this run fills (set by `declare_fields`).
     custom: Arc<Mutex<Vec<CustomColumn>>>,
+    /// The custom columns a history version copies (set by `declare_fields`, see [`columns::history_custom`]).
+    history_custom: Arc<Mutex<Vec<CustomColumn>>>,
 }
 
 impl std::fmt::Debug for SqliteWarehouse {
@@ -80,7 +82,12 @@ impl SqliteWarehouse {
             std::thread::sleep(Duration::from_millis(50));
         }
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
-        Ok(SqliteWarehouse { conn: Arc::new(Mutex::new(conn)), path: path.to_owned(), custom: Arc::default() })
+        Ok(SqliteWarehouse {
+            conn: Arc::new(Mutex::new(conn)),
+            path: path.to_owned(),
+            custom: Arc::default(),
+            history_custom: Arc::default(),
+        })
     }
 
     /// The file this warehouse writes.
@@ -105,6 +112,10 @@ impl SqliteWarehouse {
 
     fn active_custom(&self) -> Vec<CustomColumn> {
         self.custom.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    fn history_custom(&self) -> Vec<CustomColumn> {
+        self.history_custom.lock().map(|c| c.clone()).unwrap_or_default()
     }
 
     fn err(&self) -> impl Fn(rusqlite::Error) -> WarehouseError + Send + Clone + 'static {
@@ -336,8 +347,9 @@ WHERE t.deal_id = h.deal_id AND t.run_id = ?1 AND h.is_current = 1 AND NOT ({SAM
 }
 
 /// History step 2: the stored state of each deal this run wrote becomes its current version, unless it is.
-fn history_insert() -> String {
-    let cols = super::history_deal_columns().map(|c| c.name).collect::<Vec<_>>();
+/// `custom`: the custom columns copied with the standard ones.
+fn history_insert(custom: &[CustomColumn]) -> String {
+    let cols = super::history_column_names(custom).collect::<Vec<_>>();
     let (names, values) = (cols.join(", "), cols.iter().map(|c| format!("t.{c}")).collect::<Vec<_>>().join(", "));
     format!(
         "INSERT INTO {HISTORY_TABLE} (deal_id, valid_from, valid_to, is_current, change, {names})
@@ -518,7 +530,7 @@ src AS (SELECT s.* FROM newest JOIN staging_changes s ON s.rowid = newest.rid)
 /// column updated, flags and bookkeeping set here.
 fn merge_won(custom: &[CustomColumn]) -> String {
     let custom_names = custom.iter().map(|c| c.name.as_str());
-    let columns = DEAL_COLUMNS.iter().map(|c| c.name).chain(custom_names.clone()).collect::<Vec<_>>().join(", ");
+    let columns = columns::column_names(custom).collect::<Vec<_>>().join(", ");
     let values = DEAL_COLUMNS
         .iter()
         .map(|c| match c.name {
@@ -657,14 +669,23 @@ impl Warehouse for SqliteWarehouse {
     async fn declare_fields(&self, fields: &[FieldColumn]) -> Result<(), WarehouseError> {
         let err = self.err();
         let fields = fields.to_vec();
-        let plan = self
+        let (plan, history) = self
             .with(move |c| {
                 let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(&err)?;
                 let existing = table_columns(&tx, "closed_won_deals").map_err(&err)?;
-                let plan = plan_fields(&fields, &known_fields(&tx).map_err(&err)?, &existing);
+                let known = known_fields(&tx).map_err(&err)?;
+                let plan = plan_fields(&fields, &known, &existing);
                 for col in &plan.add {
                     let ty = columns::sqlite_type(col.cell_type);
                     tx.execute(&format!("ALTER TABLE closed_won_deals ADD COLUMN {} {ty}", col.name), [])
+                        .map_err(&err)?;
+                }
+                // The history copies the custom columns too (`ADD COLUMN`: older versions read NULL).
+                let history = columns::history_custom(&plan.active, &known, &existing);
+                let in_history = table_columns(&tx, HISTORY_TABLE).map_err(&err)?;
+                for col in history.iter().filter(|c| !in_history.contains(&c.name)) {
+                    let ty = columns::sqlite_type(col.cell_type);
+                    tx.execute(&format!("ALTER TABLE {HISTORY_TABLE} ADD COLUMN {} {ty}", col.name), [])
                         .map_err(&err)?;
                 }
                 let staged = table_columns(&tx, "staging_changes").map_err(&err)?;
@@ -675,12 +696,15 @@ impl Warehouse for SqliteWarehouse {
                 }
                 upsert_fields(&tx, &fields, &ts(now())).map_err(&err)?;
                 tx.commit().map_err(&err)?;
-                Ok(plan)
+                Ok((plan, history))
             })
             .await?;
         plan.log();
         if let Ok(mut custom) = self.custom.lock() {
             *custom = plan.active;
+        }
+        if let Ok(mut custom) = self.history_custom.lock() {
+            *custom = history;
         }
         Ok(())
     }
@@ -808,12 +832,7 @@ impl Warehouse for SqliteWarehouse {
             {
                 let n = DEAL_COLUMNS.len() + 1 + custom.len();
                 let placeholders = (1..=n).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
-                let cols = DEAL_COLUMNS
-                    .iter()
-                    .map(|c| c.name)
-                    .chain(custom.iter().map(|c| c.name.as_str()))
-                    .collect::<Vec<_>>()
-                    .join(", ");
+                let cols = columns::column_names(&custom).collect::<Vec<_>>().join(", ");
                 let mut stmt = tx
                     .prepare_cached(&format!(
                         "INSERT INTO staging_changes (change_kind, {cols}) VALUES ({placeholders})"
@@ -831,6 +850,7 @@ impl Warehouse for SqliteWarehouse {
     async fn commit(&self, run: &RunStart, report: &RunReport) -> Result<MergeCounts, WarehouseError> {
         let err = self.err();
         let custom = self.active_custom();
+        let history_custom = self.history_custom();
         let (run, report) = (run.clone(), report.clone());
         self.with(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(&err)?;
@@ -871,7 +891,7 @@ impl Warehouse for SqliteWarehouse {
                 + tx.execute(MERGE_VANISHED, params![run.run_id, now]).map_err(&err)? as u64;
             // The history of what this merge changed, in the same transaction (issue #11).
             tx.execute(&history_close(), params![run.run_id]).map_err(&err)?;
-            tx.execute(&history_insert(), params![run.run_id]).map_err(&err)?;
+            tx.execute(&history_insert(&history_custom), params![run.run_id]).map_err(&err)?;
             tx.execute(RESOLVE_QUARANTINE, params![run.run_id]).map_err(&err)?;
             {
                 let mut insert = tx.prepare(QUARANTINE).map_err(&err)?;
@@ -985,12 +1005,7 @@ impl Warehouse for SqliteWarehouse {
         self.with(move |c| {
             let custom =
                 readable_custom(&known_fields(c).map_err(&err)?, &table_columns(c, "closed_won_deals").map_err(&err)?);
-            let cols = DEAL_COLUMNS
-                .iter()
-                .map(|c| c.name)
-                .chain(custom.iter().map(|c| c.name.as_str()))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let cols = columns::column_names(&custom).collect::<Vec<_>>().join(", ");
             let sql = format!("SELECT {cols} FROM closed_won_deals ORDER BY length(deal_id), deal_id");
             let rows = query_all(c, &sql, [], |r| read_deal(r, &custom)).map_err(&err)?;
             rows.into_iter()

@@ -33,6 +33,8 @@ trait Backend: Warehouse {
     fn create_legacy_deals_table(&self, missing: &str) -> impl Future<Output = ()>;
     /// The column names of `closed_won_deals`.
     fn deal_columns(&self) -> impl Future<Output = Vec<String>>;
+    /// Runs `sql` (`{{dataset}}.` before table names) and returns every cell as text.
+    fn rows(&self, sql: &str) -> impl Future<Output = Vec<Vec<Option<String>>>>;
 }
 
 impl Backend for SqliteWarehouse {
@@ -60,6 +62,31 @@ impl Backend for SqliteWarehouse {
             stmt.query_map([], |r| r.get::<_, String>(0)).expect("query").collect::<Result<Vec<_>, _>>().expect("read");
         names
     }
+
+    async fn rows(&self, sql: &str) -> Vec<Vec<Option<String>>> {
+        let conn = rusqlite::Connection::open(self.path()).expect("open the SQLite file");
+        let sql = sql.replace("`{{dataset}}.", "`");
+        let mut stmt = conn.prepare(&sql).unwrap_or_else(|e| panic!("{e}\n{sql}"));
+        let n = stmt.column_count();
+        let rows = stmt
+            .query_map([], |r| {
+                (0..n)
+                    .map(|i| {
+                        Ok(match r.get_ref(i)? {
+                            rusqlite::types::ValueRef::Null => None,
+                            rusqlite::types::ValueRef::Integer(v) => Some(v.to_string()),
+                            rusqlite::types::ValueRef::Real(v) => Some(v.to_string()),
+                            rusqlite::types::ValueRef::Text(t) => Some(String::from_utf8_lossy(t).into_owned()),
+                            rusqlite::types::ValueRef::Blob(_) => Some("<blob>".to_owned()),
+                        })
+                    })
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .expect("query")
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .expect("rows");
+        rows
+    }
 }
 
 impl Backend for BigQueryWarehouse {
@@ -84,6 +111,10 @@ impl Backend for BigQueryWarehouse {
 
     async fn deal_columns(&self) -> Vec<String> {
         self.table_columns("closed_won_deals").await.expect("read the schema")
+    }
+
+    async fn rows(&self, sql: &str) -> Vec<Vec<Option<String>>> {
+        self.query_text(sql).await.unwrap_or_else(|e| panic!("{e}\n{sql}"))
     }
 }
 
@@ -732,6 +763,38 @@ async fn custom_columns_of_every_type_round_trip_and_a_later_field_adds_a_column
     assert_eq!(custom_cell(&rows["3"], "seats"), Cell::Null, "a retyped field's values go to raw only");
 }
 
+async fn history_keeps_each_versions_custom_values_including_a_field_added_later<W: Backend>(w: &W, _: &Env) {
+    w.prepare().await.expect("prepare");
+    let region = custom_field("Region", "region", CellType::Text);
+    w.declare_fields(std::slice::from_ref(&region)).await.expect("declare_fields");
+    sync(w, &run("r1", 0, 100), &[with_custom("1", 10, &[("region", Cell::Text("EMEA".into()))])]).await;
+    // Zoho gains a field; the deal is edited, then un-won.
+    w.declare_fields(&[region, custom_field("Seats", "seats", CellType::Int)]).await.expect("declare_fields again");
+    let edited = [("region", Cell::Text("APAC".into())), ("seats", Cell::Int(12))];
+    sync(w, &run("r2", 100, 200), &[with_custom("1", 150, &edited)]).await;
+    sync(w, &run("r3", 200, 300), &[unwon("1", 250)]).await;
+    let versions = w
+        .rows(
+            "SELECT change, region, seats FROM `{{dataset}}.closed_won_deals_history` WHERE deal_id = '1' \
+             ORDER BY valid_from",
+        )
+        .await;
+    let text = |v: &[&str]| v.iter().map(|s| (!s.is_empty()).then(|| (*s).to_owned())).collect::<Vec<_>>();
+    assert_eq!(
+        versions,
+        vec![text(&["won", "EMEA", ""]), text(&["edited", "APAC", "12"]), text(&["unwon", "APAC", "12"])],
+        "each version keeps the custom values the row had then (NULL before the field existed)"
+    );
+    // As of the first version, the earlier value is what the history says.
+    let as_of = w
+        .rows(
+            "SELECT region FROM `{{dataset}}.closed_won_deals_history` WHERE deal_id = '1' AND NOT is_current \
+             AND change = 'won'",
+        )
+        .await;
+    assert_eq!(as_of, vec![text(&["EMEA"])]);
+}
+
 async fn an_incomplete_commit_merges_what_was_fetched_but_records_the_run_failed<W: Backend>(w: &W, _: &Env) {
     w.prepare().await.expect("prepare");
     sync(w, &run("r1", 0, 100), &[won("1", 10)]).await;
@@ -917,6 +980,7 @@ conformance!(
     upsert_inserts_won_deals,
     a_quarantined_deals_stored_row_is_flagged_until_a_readable_version_is_staged,
     custom_columns_of_every_type_round_trip_and_a_later_field_adds_a_column,
+    history_keeps_each_versions_custom_values_including_a_field_added_later,
     a_redelivered_batch_writes_no_duplicates,
     an_older_version_never_overwrites_a_newer_one,
     an_equal_version_is_applied_again,

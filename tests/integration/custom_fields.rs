@@ -225,3 +225,142 @@ async fn a_field_added_between_runs_becomes_a_column_and_old_rows_keep_null_on_b
     let Some(app) = exotic(100).await.on_bigquery("custom_added") else { return };
     a_field_added_between_runs_becomes_a_column_and_old_rows_keep_null(app).await;
 }
+
+/// A deal's history versions: (change, the `column` value as text), oldest first.
+async fn history_of(app: &TestApp, id: &str, column: &str) -> Vec<(String, Option<String>)> {
+    let sql = format!("SELECT change, {column} FROM {{t}} WHERE deal_id = '{id}' ORDER BY valid_from");
+    match &app.bigquery {
+        Some(bq) => {
+            let w = BigQueryWarehouse::connect(bq.clone()).await.expect("emulator reachable");
+            let rows = w
+                .query_text(&sql.replace("{t}", "`{{dataset}}.closed_won_deals_history`"))
+                .await
+                .expect("read the history");
+            rows.into_iter().map(|r| (r[0].clone().unwrap_or_default(), r[1].clone())).collect()
+        }
+        None => {
+            let conn = rusqlite::Connection::open(&app.db).expect("open the SQLite file");
+            let mut stmt = conn.prepare(&sql.replace("{t}", "closed_won_deals_history")).expect("prepare");
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .expect("query")
+                .collect::<Result<Vec<(String, Option<String>)>, _>>()
+                .expect("read the history");
+            rows
+        }
+    }
+}
+
+async fn a_reconcile_after_a_field_was_added_declares_it_and_keeps_the_custom_values(app: TestApp) {
+    let out = app.run(&["sync"]).await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    // Zoho gains a field, and a won deal with a region is un-won; reconcile runs before any sync.
+    app.control("/__sandbox/add-field", json!({"api_name": "Margin_Band", "data_type": "text"})).await;
+    let stored = app.stored().await;
+    let x = stored
+        .iter()
+        .find(|r| r.is_closed_won && !r.is_deleted && matches!(cell(r, "deal_region"), Cell::Text(_)))
+        .expect("a won deal with a region");
+    let (id, region) = (x.deal.deal_id.clone(), cell(x, "deal_region").clone());
+    app.control("/__sandbox/mutate", json!({"unwin": 1, "only": [id]})).await;
+    next_second().await;
+    let out = app.run(&["reconcile"]).await;
+    assert_eq!(out.code, 0, "the reconcile succeeds: {}", out.all());
+
+    let fields = deal_fields(&app).await;
+    assert_eq!(column_of(&fields, "Margin_Band"), vec![("margin_band", "STRING")], "the new field is declared");
+    let row = app.stored().await.into_iter().find(|r| r.deal.deal_id == id).expect("the row stays");
+    assert!(!row.is_closed_won, "the reconcile un-won it");
+    assert_eq!(cell(&row, "deal_region"), &region, "the row keeps its custom value");
+    let Cell::Text(region) = region else { unreachable!("matched above") };
+    assert_eq!(
+        history_of(&app, &id, "deal_region").await,
+        vec![("won".to_owned(), Some(region.clone())), ("unwon".to_owned(), Some(region))],
+        "the un-won version copies the custom values"
+    );
+}
+
+#[tokio::test]
+async fn a_reconcile_after_a_field_was_added_declares_it_and_keeps_the_custom_values_on_sqlite() {
+    a_reconcile_after_a_field_was_added_declares_it_and_keeps_the_custom_values(exotic(120).await).await;
+}
+
+#[tokio::test]
+async fn a_reconcile_after_a_field_was_added_declares_it_and_keeps_the_custom_values_on_bigquery() {
+    let Some(app) = exotic(80).await.on_bigquery("custom_reconcile") else { return };
+    a_reconcile_after_a_field_was_added_declares_it_and_keeps_the_custom_values(app).await;
+}
+
+/// Every row of `quarantined_deals` of whichever warehouse the app writes.
+async fn quarantined(app: &TestApp) -> Vec<zoho_deals_sync::warehouse::QuarantinedRow> {
+    use zoho_deals_sync::warehouse::Warehouse;
+    match &app.bigquery {
+        Some(bq) => BigQueryWarehouse::connect(bq.clone())
+            .await
+            .expect("emulator reachable")
+            .quarantined()
+            .await
+            .expect("read quarantined_deals"),
+        None => app.warehouse().quarantined().await.expect("read quarantined_deals"),
+    }
+}
+
+async fn a_custom_value_that_does_not_fit_its_column_quarantines_the_deal_until_a_readable_version(app: TestApp) {
+    let out = app.run(&["sync"]).await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    // One stored won deal gets an Account_Number_Long (bigint → INT64) beyond 64 bits; three others are edited.
+    let won: Vec<String> =
+        app.stored().await.into_iter().filter(|r| r.is_closed_won && !r.is_deleted).map(|r| r.deal.deal_id).collect();
+    let m = app.control("/__sandbox/mutate", json!({"misfit": 1, "edit": 3, "only": won})).await;
+    let bad = m["misfit"][0].as_str().expect("a deal given a misfit value").to_owned();
+    let edited: Vec<&str> = m["edit"].as_array().expect("ids").iter().filter_map(Value::as_str).collect();
+    assert_eq!(edited.len(), 3);
+    let at = DateTime::parse_from_rfc3339(m["modified_time"].as_str().expect("time")).expect("rfc3339");
+    next_second().await;
+    let out = app.run(&["sync"]).await;
+    assert_eq!(out.code, 8, "exit 8: a record was quarantined: {}", out.all());
+
+    let line = out
+        .stderr
+        .lines()
+        .find(|l| l.contains(&bad) && l.contains("quarantined"))
+        .unwrap_or_else(|| panic!("no quarantine line for {bad}: {}", out.stderr));
+    let log: Value = serde_json::from_str(line).expect("a JSON log line");
+    assert_eq!(log["field"].as_str(), Some("Account_Number_Long"), "the log names the field: {log}");
+    let kept = quarantined(&app).await;
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!((kept[0].deal_id.as_str(), kept[0].field.as_str()), (bad.as_str(), "Account_Number_Long"));
+    assert!(kept[0].reason.contains("18446744073709551617"), "the reason shows the value: {}", kept[0].reason);
+
+    // The other deals of the run landed; the misfit deal keeps its older version, flagged.
+    let stored = app.stored().await;
+    for id in &edited {
+        let row = stored.iter().find(|r| r.deal.deal_id == *id).expect("stored");
+        assert_eq!(row.deal.modified_time, at, "the edit of {id} landed");
+    }
+    let row = stored.iter().find(|r| r.deal.deal_id == bad).expect("the misfit deal's row stays");
+    assert!(row.is_quarantined && row.deal.modified_time < at, "an older version, flagged: {row:?}");
+
+    // Zoho's next version of the deal is readable: the quarantine is over.
+    let m = app.control("/__sandbox/mutate", json!({"refit": 1, "only": [bad]})).await;
+    assert_eq!(m["refit"], json!([bad]));
+    next_second().await;
+    let out = app.run(&["sync"]).await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(quarantined(&app).await.is_empty(), "the quarantine is cleared");
+    let stored = app.stored().await;
+    let row = stored.iter().find(|r| r.deal.deal_id == bad).expect("stored");
+    assert!(!row.is_quarantined);
+    assert_eq!(cell(row, "account_number_long"), &Cell::Int(9_007_199_254_740_993));
+}
+
+#[tokio::test]
+async fn a_custom_value_that_does_not_fit_its_column_quarantines_the_deal_until_a_readable_version_on_sqlite() {
+    a_custom_value_that_does_not_fit_its_column_quarantines_the_deal_until_a_readable_version(exotic(120).await).await;
+}
+
+#[tokio::test]
+async fn a_custom_value_that_does_not_fit_its_column_quarantines_the_deal_until_a_readable_version_on_bigquery() {
+    let Some(app) = exotic(80).await.on_bigquery("custom_misfit") else { return };
+    a_custom_value_that_does_not_fit_its_column_quarantines_the_deal_until_a_readable_version(app).await;
+}

@@ -17,6 +17,7 @@ mod monitoring;
 mod orgs;
 mod overlap;
 mod parity;
+mod queries;
 mod resilience;
 mod security;
 mod sync;

@@ -157,9 +157,9 @@ async fn amount_home_equals_the_hand_computed_value_for_every_currency_on_bigque
 // ---------------------------------------------------------------------------------------------------------
 // won_at
 
-#[tokio::test]
-async fn won_at_comes_from_the_stage_history_for_deals_won_after_the_first_run_and_is_observed_when_capped() {
-    let app = app(300).await;
+async fn won_at_comes_from_the_stage_history_for_deals_won_after_the_first_run_and_is_observed_when_capped(
+    app: TestApp,
+) {
     sync(&app, &[]).await;
 
     // Two deals are won; one of them is edited later, before the next run.
@@ -198,6 +198,19 @@ async fn won_at_comes_from_the_stage_history_for_deals_won_after_the_first_run_a
     let w = stored[&won[1]].deal.won;
     assert_eq!((w.at, w.source), (Some(won_at), WonAtSource::StageHistory), "unchanged by the edit");
     assert!(stored[&won[1]].deal.modified_time > won_at);
+}
+
+#[tokio::test]
+async fn won_at_comes_from_the_stage_history_for_deals_won_after_the_first_run_and_is_observed_when_capped_on_sqlite() {
+    won_at_comes_from_the_stage_history_for_deals_won_after_the_first_run_and_is_observed_when_capped(app(300).await)
+        .await;
+}
+
+#[tokio::test]
+async fn won_at_comes_from_the_stage_history_for_deals_won_after_the_first_run_and_is_observed_when_capped_on_bigquery()
+{
+    let Some(app) = app(100).await.on_bigquery("won_at") else { return };
+    won_at_comes_from_the_stage_history_for_deals_won_after_the_first_run_and_is_observed_when_capped(app).await;
 }
 
 // ---------------------------------------------------------------------------------------------------------

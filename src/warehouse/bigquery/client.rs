@@ -121,6 +121,7 @@ impl BigQueryWarehouse {
             run_label: Mutex::new(None),
             custom: Mutex::new(Vec::new()),
             staging: Mutex::new(None),
+            history_custom: Mutex::new(Vec::new()),
         })
     }
 

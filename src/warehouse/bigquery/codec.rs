@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 
 use crate::deal::{Cell, CellType, DealChange};
 use crate::warehouse::columns::{self, change_cells, custom_cells, CustomColumn, Unreadable};
-use crate::warehouse::{StoredDeal, WarehouseError, DEAL_COLUMNS};
+use crate::warehouse::{StoredDeal, WarehouseError};
 
 /// BigQuery NUMERIC keeps 9 decimal places.
 pub(super) const NUMERIC_SCALE: u32 = 9;
@@ -64,7 +64,7 @@ pub(super) fn select_expr(name: &str, t: CellType) -> String {
 
 /// One row of `stored_deals`' SELECT (columns in [`DEAL_COLUMNS`] order) as a [`StoredDeal`].
 pub(super) fn stored_deal(row: &[Option<String>], custom: &[CustomColumn]) -> Result<StoredDeal, WarehouseError> {
-    let names = DEAL_COLUMNS.iter().map(|c| c.name).chain(custom.iter().map(|c| c.name.as_str()));
+    let names = columns::column_names(custom);
     let by_name: HashMap<&str, Option<&str>> =
         names.enumerate().map(|(i, n)| (n, row.get(i).and_then(|v| v.as_deref()))).collect();
     columns::stored_deal(custom, |name, t| decode(name, t, by_name.get(name).copied().flatten()))

@@ -11,7 +11,10 @@ use std::collections::HashSet;
 
 use super::jobs::p_str;
 use super::BigQueryWarehouse;
-use crate::warehouse::{history_deal_columns, RunStart, WarehouseError, HISTORY_META_COLUMNS, HISTORY_TABLE};
+use crate::warehouse::columns::{bigquery_type, CustomColumn};
+use crate::warehouse::{
+    history_column_names, history_deal_columns, RunStart, WarehouseError, HISTORY_META_COLUMNS, HISTORY_TABLE,
+};
 
 pub(super) const SQL_HISTORY_TABLE: &str = include_str!("../../../sql/closed_won_deals_history.sql");
 pub(super) const SQL_HISTORY_CLOSE: &str = include_str!("../../../sql/history_close.sql");
@@ -40,9 +43,34 @@ impl BigQueryWarehouse {
         Ok(())
     }
 
-    /// Commit step 2c: closes the versions this run's merge replaced, then inserts the new ones.
+    /// Adds the custom columns `custom` the history table lacks (`ADD COLUMN`: older versions read NULL).
+    pub(super) async fn add_history_columns(&self, custom: &[CustomColumn]) -> Result<(), WarehouseError> {
+        if custom.is_empty() {
+            return Ok(());
+        }
+        let existing: HashSet<String> = self.table_columns(HISTORY_TABLE).await?.into_iter().collect();
+        let adds = custom
+            .iter()
+            .filter(|c| !existing.contains(&c.name))
+            .map(|c| format!("ADD COLUMN IF NOT EXISTS {} {}", c.name, bigquery_type(c.cell_type)))
+            .collect::<Vec<_>>();
+        if !adds.is_empty() {
+            let sql = self.render(&format!("ALTER TABLE `{{{{dataset}}}}.{HISTORY_TABLE}` {}", adds.join(", ")), &[]);
+            self.query("adding custom columns to closed_won_deals_history", sql, vec![]).await?;
+        }
+        Ok(())
+    }
+
+    /// The custom columns a history version copies.
+    fn history_custom(&self) -> Vec<CustomColumn> {
+        self.history_custom.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// Commit step 2c: closes the versions this run's merge replaced, then inserts the new ones (the standard
+    /// columns and the custom ones `declare_fields` chose).
     pub(super) async fn record_history(&self, run: &RunStart) -> Result<(), WarehouseError> {
-        let cols: Vec<&str> = history_deal_columns().map(|c| c.name).collect();
+        let custom = self.history_custom();
+        let cols: Vec<&str> = history_column_names(&custom).collect();
         let t_cols = cols.iter().map(|c| format!("t.{c}")).collect::<Vec<_>>().join(", ");
         let params = || vec![p_str("run_id", &run.run_id)];
         let close = self.render(SQL_HISTORY_CLOSE, &[]);

@@ -219,8 +219,22 @@ pub(super) fn p_str(name: &str, v: &str) -> QueryParameter {
     param(name, "STRING", Some(v.to_owned()))
 }
 
+/// A TIMESTAMP parameter. BigQuery's TIMESTAMP ends at 9999-12-31 23:59:59.999999 UTC (and begins at year 1):
+/// a time outside is clamped to the range (e.g. `DateTime::MAX_UTC` as an open upper bound), which BigQuery
+/// would otherwise refuse as an invalid parameter.
 pub(super) fn p_ts(name: &str, t: &DateTime<Utc>) -> QueryParameter {
-    param(name, "TIMESTAMP", Some(t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)))
+    param(name, "TIMESTAMP", Some(timestamp_text(t)))
+}
+
+/// `t` as a TIMESTAMP parameter's text, clamped to BigQuery's range.
+pub(super) fn timestamp_text(t: &DateTime<Utc>) -> String {
+    let lowest = DateTime::parse_from_rfc3339("0001-01-01T00:00:00Z").map(|t| t.with_timezone(&Utc));
+    let highest = DateTime::parse_from_rfc3339("9999-12-31T23:59:59.999999Z").map(|t| t.with_timezone(&Utc));
+    let t = match (lowest, highest) {
+        (Ok(lo), Ok(hi)) => (*t).clamp(lo, hi),
+        _ => *t,
+    };
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
 pub(super) fn p_i64(name: &str, v: i64) -> QueryParameter {

@@ -39,10 +39,12 @@ use chrono::{DateTime, Utc};
 use gcp_bigquery_client::Client;
 use serde_json::Value;
 
-use super::columns::{bigquery_type, plan_fields, readable_custom, CustomColumn, KnownField};
+use super::columns::{
+    all_columns, bigquery_type, history_custom, plan_fields, readable_custom, CustomColumn, KnownField,
+};
 use super::{
     change_kind, CoveredWindow, LedgerRow, MergeCounts, QuarantinedRecord, QuarantinedRow, RunKind, RunReport,
-    RunStart, StoredDeal, Warehouse, WarehouseError, DEAL_COLUMNS,
+    RunStart, StoredDeal, Warehouse, WarehouseError,
 };
 use crate::deal::{DealChange, FieldColumn};
 use crate::error_chain::Chain;
@@ -125,6 +127,8 @@ pub struct BigQueryWarehouse {
     custom: Mutex<Vec<CustomColumn>>,
     /// The staging table of the run this process began (set by `begin_run`).
     staging: Mutex<Option<String>>,
+    /// The custom columns a history version copies (set by `declare_fields`, see [`columns::history_custom`]).
+    history_custom: Mutex<Vec<CustomColumn>>,
 }
 
 impl std::fmt::Debug for BigQueryWarehouse {
@@ -174,6 +178,10 @@ impl Warehouse for BigQueryWarehouse {
             let sql = self.render(&format!("ALTER TABLE `{{{{dataset}}}}.{DEALS_TABLE}` {adds}"), &[]);
             self.query("adding columns for new custom fields", sql, vec![]).await?;
         }
+        // The history copies the custom columns too: every one it lacks is added the same way.
+        let history =
+            history_custom(&plan.active, &known.iter().map(|k| k.field.clone()).collect::<Vec<_>>(), &existing);
+        self.add_history_columns(&history).await?;
         plan.log();
         // A label changed in Zoho: the column's description follows. A failure is only a warning (the emulator,
         // or a missing permission, must not fail the nightly run).
@@ -234,6 +242,9 @@ impl Warehouse for BigQueryWarehouse {
         }
         if let Ok(mut custom) = self.custom.lock() {
             *custom = plan.active;
+        }
+        if let Ok(mut custom) = self.history_custom.lock() {
+            *custom = history;
         }
         Ok(())
     }
@@ -513,12 +524,7 @@ impl Warehouse for BigQueryWarehouse {
 
     async fn stored_deals(&self) -> Result<Vec<StoredDeal>, WarehouseError> {
         let custom = readable_custom(&self.known_fields().await?, &self.table_columns(DEALS_TABLE).await?);
-        let select = DEAL_COLUMNS
-            .iter()
-            .map(|c| select_expr(c.name, c.cell_type))
-            .chain(custom.iter().map(|c| select_expr(&c.name, c.cell_type)))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let select = all_columns(&custom).map(|(name, t)| select_expr(name, t)).collect::<Vec<_>>().join(", ");
         let sql = format!("SELECT {select} FROM `{{{{dataset}}}}.{DEALS_TABLE}` ORDER BY LENGTH(deal_id), deal_id");
         let rows = self.query("reading closed_won_deals", self.render(&sql, &[]), vec![]).await?.rows;
         rows.iter().map(|r| stored_deal(r, &custom)).collect()

@@ -1,6 +1,6 @@
 //! The statement templates of `sql/`, compiled in, and the column lists generated from `DEAL_COLUMNS`.
 
-use crate::warehouse::columns::CustomColumn;
+use crate::warehouse::columns::{column_names, CustomColumn};
 use crate::warehouse::{DEAL_COLUMNS, WON_AT_COLUMNS};
 
 pub(super) const SQL_CREATE_DATASET: &str = include_str!("../../../sql/create_dataset.sql");
@@ -89,7 +89,7 @@ pub(super) fn merge_column_lists(custom: &[CustomColumn]) -> (String, String, St
         ])
         .collect::<Vec<_>>()
         .join(", ");
-    let columns = DEAL_COLUMNS.iter().map(|c| c.name).chain(custom_names.clone()).collect::<Vec<_>>().join(", ");
+    let columns = column_names(custom).collect::<Vec<_>>().join(", ");
     let values = DEAL_COLUMNS
         .iter()
         .map(|c| match c.name {

@@ -20,8 +20,8 @@ use super::sql::{SQL_STAGED_COUNTS, SQL_STAGE_INSERT, SQL_STAGING_TABLE};
 use super::BigQueryWarehouse;
 use crate::deal::CellType;
 use crate::error_chain;
-use crate::warehouse::columns::{bigquery_type, CustomColumn};
-use crate::warehouse::{QuarantinedRecord, RunStart, WarehouseError, DEAL_COLUMNS};
+use crate::warehouse::columns::{all_columns, bigquery_type, column_names, CustomColumn};
+use crate::warehouse::{QuarantinedRecord, RunStart, WarehouseError};
 
 /// Rows per INSERT statement: keeps the query parameters of one statement well under BigQuery's request
 /// size limit (10 MB) …
@@ -48,10 +48,9 @@ impl BigQueryWarehouse {
     /// Creates the run's staging table (idempotent). Called by `begin_run` only: a staging table is never
     /// created or recreated while the run stages.
     pub(super) async fn create_staging(&self, table: &str) -> Result<(), WarehouseError> {
-        let columns = DEAL_COLUMNS
-            .iter()
-            .map(|c| format!("{} {}", c.name, c.bigquery_type))
-            .chain(self.active_custom().iter().map(|c| format!("{} {}", c.name, bigquery_type(c.cell_type))))
+        let custom = self.active_custom();
+        let columns = all_columns(&custom)
+            .map(|(name, t)| format!("{name} {}", bigquery_type(t)))
             .collect::<Vec<_>>()
             .join(",\n  ");
         let sql = self.render(SQL_STAGING_TABLE, &[("staging", table), ("columns", &columns)]);
@@ -193,15 +192,13 @@ pub(super) fn staging_columns(custom: &[CustomColumn]) -> String {
 
 /// The staged fields: every standard column, the custom ones, then `change_kind`.
 pub(super) fn staged_names(custom: &[CustomColumn]) -> Vec<&str> {
-    DEAL_COLUMNS.iter().map(|c| c.name).chain(custom.iter().map(|c| c.name.as_str())).chain(["change_kind"]).collect()
+    column_names(custom).chain(["change_kind"]).collect()
 }
 
 /// Each column read from the STRING field of the same name, cast to its type.
 pub(super) fn staging_values(custom: &[CustomColumn]) -> String {
-    DEAL_COLUMNS
-        .iter()
-        .map(|c| cast_staged(c.name, c.cell_type))
-        .chain(custom.iter().map(|c| cast_staged(&c.name, c.cell_type)))
+    all_columns(custom)
+        .map(|(name, t)| cast_staged(name, t))
         .chain(["r.change_kind".to_owned()])
         .collect::<Vec<_>>()
         .join(", ")

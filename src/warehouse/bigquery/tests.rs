@@ -7,6 +7,7 @@ use super::sql::{
 };
 use super::staging::{is_invalid_value, rows_param, staging_columns, staging_values, INSERT_MAX_BYTES};
 use crate::deal::Deal;
+use crate::warehouse::DEAL_COLUMNS;
 use chrono::NaiveDate;
 use gcp_bigquery_client::error::BQError;
 use rust_decimal::Decimal;
@@ -373,4 +374,13 @@ async fn a_classified_failure_says_what_failed_then_each_cause_once_and_never_a_
         "warehouse permission denied: merging (grant BigQuery Data Editor on the dataset and BigQuery Job User on \
          the project): Access Denied: Table x (HTTP 403, accessDenied)"
     );
+}
+
+#[test]
+fn a_timestamp_parameter_beyond_bigquerys_range_is_clamped_to_it() {
+    use super::jobs::timestamp_text;
+    assert_eq!(timestamp_text(&DateTime::<Utc>::MAX_UTC), "9999-12-31T23:59:59.999999Z");
+    assert_eq!(timestamp_text(&DateTime::<Utc>::MIN_UTC), "0001-01-01T00:00:00.000000Z");
+    let t = Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).single().expect("valid");
+    assert_eq!(timestamp_text(&t), "2026-11-01T00:00:00.000000Z");
 }
