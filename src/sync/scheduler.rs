@@ -12,7 +12,7 @@
 //!    (exclusive), which inside one second divides the deals by id ([`Ties`]). Every stream reads the same
 //!    number of full pages and no slice ends on a page of a few rows, so the pass costs what one stream would
 //!    (`credits(L)` per page) plus `k − 1` probes. COQL's OFFSET reaches 100,000 rows, so cuts deeper than that
-//!    are probed from the window's end (descending) or from a key an earlier round found (see [`MAX_PROBE_ROUNDS`]).
+//!    are probed from the window's end (descending) or from a key an earlier round found (at most `MAX_PROBE_ROUNDS` rounds).
 //! 2. **Idle-stream splits.** Whenever a page comes back while streams are idle (a probe was refused, a cut
 //!    lay out of reach, the count was stale), its slice is split at the quantiles of the `Modified_Time`s that
 //!    page carried (the rows just read are a sample of the slice), as many ways as there are idle streams and the

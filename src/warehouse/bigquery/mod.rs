@@ -15,7 +15,7 @@
 //! (rows in and out), `sql` (templates), `errors` (classification once, retry policy).
 //!
 //! The SQL lives in `sql/` (included at compile time; `sql/README.md` explains the schema, costs and the
-//! emulator's quirks). Column lists that must follow [`DEAL_COLUMNS`] are generated here, so a column added
+//! emulator's quirks). Column lists that must follow [`DEAL_COLUMNS`](crate::warehouse::DEAL_COLUMNS) are generated here, so a column added
 //! there is created, staged, merged and read back without editing SQL.
 //!
 //! Not here: anything about Zoho, and the schedule of heartbeats (the sync pipeline calls them).
