@@ -64,28 +64,7 @@ impl Backend for SqliteWarehouse {
     }
 
     async fn rows(&self, sql: &str) -> Vec<Vec<Option<String>>> {
-        let conn = rusqlite::Connection::open(self.path()).expect("open the SQLite file");
-        let sql = sql.replace("`{{dataset}}.", "`");
-        let mut stmt = conn.prepare(&sql).unwrap_or_else(|e| panic!("{e}\n{sql}"));
-        let n = stmt.column_count();
-        let rows = stmt
-            .query_map([], |r| {
-                (0..n)
-                    .map(|i| {
-                        Ok(match r.get_ref(i)? {
-                            rusqlite::types::ValueRef::Null => None,
-                            rusqlite::types::ValueRef::Integer(v) => Some(v.to_string()),
-                            rusqlite::types::ValueRef::Real(v) => Some(v.to_string()),
-                            rusqlite::types::ValueRef::Text(t) => Some(String::from_utf8_lossy(t).into_owned()),
-                            rusqlite::types::ValueRef::Blob(_) => Some("<blob>".to_owned()),
-                        })
-                    })
-                    .collect::<rusqlite::Result<Vec<_>>>()
-            })
-            .expect("query")
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .expect("rows");
-        rows
+        crate::helpers::sqlite_rows(self.path(), sql)
     }
 }
 

@@ -288,6 +288,33 @@ pub fn after_coql_calls(
     })
 }
 
+/// Runs `sql` (an analyst's query, `{{dataset}}.` dropped: SQLite has one schema) on the SQLite file at `path`;
+/// every cell as text (`None` for NULL), as the BigQuery side's `query_text` gives them.
+pub fn sqlite_rows(path: &std::path::Path, sql: &str) -> Vec<Vec<Option<String>>> {
+    let conn = rusqlite::Connection::open(path).expect("open the SQLite file");
+    let sql = sql.replace("{{dataset}}.", "");
+    let mut stmt = conn.prepare(&sql).unwrap_or_else(|e| panic!("{e}\n{sql}"));
+    let n = stmt.column_count();
+    let rows = stmt
+        .query_map([], |r| {
+            (0..n)
+                .map(|i| {
+                    Ok(match r.get_ref(i)? {
+                        rusqlite::types::ValueRef::Null => None,
+                        rusqlite::types::ValueRef::Integer(v) => Some(v.to_string()),
+                        rusqlite::types::ValueRef::Real(v) => Some(v.to_string()),
+                        rusqlite::types::ValueRef::Text(t) => Some(String::from_utf8_lossy(t).into_owned()),
+                        rusqlite::types::ValueRef::Blob(_) => Some("<blob>".to_owned()),
+                    })
+                })
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .unwrap_or_else(|e| panic!("{e}\n{sql}"))
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .expect("rows");
+    rows
+}
+
 pub async fn next_second() {
     let ms = Utc::now().timestamp_subsec_millis();
     tokio::time::sleep(Duration::from_millis(u64::from(1000 - ms) + 20)).await;

@@ -56,28 +56,7 @@ async fn query(app: &TestApp, sql: &str) -> Vec<Vec<Option<String>>> {
             .query_text(sql)
             .await
             .unwrap_or_else(|e| panic!("{e}\n{sql}")),
-        None => {
-            let conn = rusqlite::Connection::open(&app.db).expect("open the SQLite file");
-            let sql = sql.replace("{{dataset}}.", "");
-            let mut stmt = conn.prepare(&sql).unwrap_or_else(|e| panic!("{e}\n{sql}"));
-            let n = stmt.column_count();
-            let mapped = stmt
-                .query_map([], |r| {
-                    (0..n)
-                        .map(|i| {
-                            Ok(match r.get_ref(i)? {
-                                rusqlite::types::ValueRef::Null => None,
-                                rusqlite::types::ValueRef::Integer(v) => Some(v.to_string()),
-                                rusqlite::types::ValueRef::Real(v) => Some(v.to_string()),
-                                rusqlite::types::ValueRef::Text(t) => Some(String::from_utf8_lossy(t).into_owned()),
-                                rusqlite::types::ValueRef::Blob(_) => Some("<blob>".to_owned()),
-                            })
-                        })
-                        .collect::<rusqlite::Result<Vec<_>>>()
-                })
-                .expect("query");
-            mapped.collect::<rusqlite::Result<Vec<_>>>().expect("rows")
-        }
+        None => crate::helpers::sqlite_rows(&app.db, sql),
     }
 }
 

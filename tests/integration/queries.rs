@@ -15,7 +15,7 @@ use zoho_deals_sync::warehouse::bigquery::{BigQueryConfig, BigQueryWarehouse};
 use zoho_deals_sync::warehouse::sqlite::SqliteWarehouse;
 use zoho_deals_sync::warehouse::{RunKind, RunReport, RunStart, Warehouse};
 
-use crate::helpers::emulator_host;
+use crate::helpers::{emulator_host, sqlite_rows};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Dialect {
@@ -146,31 +146,6 @@ fn with_params(sql: &str, dialect: Dialect, params: &[(&str, DateTime<Utc>)]) ->
         sql = sql.replace(&format!("@{name}"), &literal);
     }
     sql
-}
-
-fn sqlite_rows(path: &std::path::Path, sql: &str) -> Vec<Vec<Option<String>>> {
-    let conn = rusqlite::Connection::open(path).expect("open the SQLite file");
-    let sql = sql.replace("`{{dataset}}.", "`");
-    let mut stmt = conn.prepare(&sql).unwrap_or_else(|e| panic!("{e}\n{sql}"));
-    let n = stmt.column_count();
-    let rows = stmt
-        .query_map([], |r| {
-            (0..n)
-                .map(|i| {
-                    Ok(match r.get_ref(i)? {
-                        rusqlite::types::ValueRef::Null => None,
-                        rusqlite::types::ValueRef::Integer(v) => Some(v.to_string()),
-                        rusqlite::types::ValueRef::Real(v) => Some(v.to_string()),
-                        rusqlite::types::ValueRef::Text(t) => Some(String::from_utf8_lossy(t).into_owned()),
-                        rusqlite::types::ValueRef::Blob(_) => Some("<blob>".to_owned()),
-                    })
-                })
-                .collect::<rusqlite::Result<Vec<_>>>()
-        })
-        .unwrap_or_else(|e| panic!("{e}\n{sql}"))
-        .collect::<rusqlite::Result<Vec<_>>>()
-        .expect("rows");
-    rows
 }
 
 /// A cell as the test compares it: numbers as normalized decimals (the emulator may print `320.300000000`).
