@@ -152,8 +152,12 @@ async fn check_fails_naming_the_permission_when_the_profile_cannot_read_deleted_
 #[tokio::test]
 async fn an_authentication_failure_mid_run_mints_a_new_token_once_and_the_run_succeeds() {
     let app = org(Profile::Default, 3000).await;
-    app.control("/__sandbox/control", json!({"token_error_code": "AUTHENTICATION_FAILURE"})).await;
-    let revoker = after_coql_calls(&app, 2, "/__sandbox/revoke-access-tokens", json!({}));
+    // Every CRM call takes 300 ms, and the tokens are revoked as soon as the first COQL call (the count) has
+    // arrived: it was authenticated on arrival, and the pages, which wait for its answer, meet the revoked token.
+    // (Revoking after a later call can come too late: the job asks for its last page and its reconciliation
+    // count together, so no COQL call may be left to meet the revocation.)
+    app.control("/__sandbox/control", json!({"token_error_code": "AUTHENTICATION_FAILURE", "latency_ms": 300})).await;
+    let revoker = after_coql_calls(&app, 1, "/__sandbox/revoke-access-tokens", json!({}));
     let out = app.run(&["sync"]).await;
     assert_eq!(out.code, 0, "{}", out.all());
     assert!(revoker.await.expect("revoker").is_some(), "the tokens were revoked mid-run");
