@@ -232,7 +232,7 @@ pub async fn run<S, F, Fut>(
 where
     S: PageSource,
     F: FnMut(StageFilter, Vec<Value>) -> Fut,
-    Fut: Future<Output = bool>,
+    Fut: Future<Output = bool> + Send + 'static,
 {
     let streams = streams.max(1);
     let mut stats = Stats::default();
@@ -270,6 +270,10 @@ where
     let mut ready: VecDeque<Slice> = first.into_iter().flatten().collect();
     stats.slices = ready.len() as u64;
     let mut in_flight: JoinSet<(Slice, Result<Page, crate::zoho::Error>)> = JoinSet::new();
+    // Pages handed over and still being taken (mapped, loaded): each `on_page` future runs as its own task, so
+    // taking one page never holds up asking for the next ones, and the second core maps while the first one
+    // joins. At most HANDING of them at once: each holds a page of up to 2,000 records in memory.
+    let mut handing: JoinSet<bool> = JoinSet::new();
 
     loop {
         split_for_idle(&mut ready, &mut states, streams.saturating_sub(in_flight.len()), &mut stats);
@@ -297,8 +301,20 @@ where
         launch(&mut ready, &mut states, &mut in_flight, streams, &source, &mut stats);
         tell_if_all_asked(&mut all_asked, &ready, &states);
         // Handed over after the next pages are asked for: Zoho's time to answer overlaps with mapping and loading.
-        if !on_page(states[pass].filter, page.records).await {
-            in_flight.abort_all();
+        while handing.len() >= HANDING {
+            if !taken(handing.join_next().await)? {
+                return Ok(stats);
+            }
+        }
+        handing.spawn(on_page(states[pass].filter, page.records).in_current_span());
+        while let Some(done) = handing.try_join_next() {
+            if !taken(Some(done))? {
+                return Ok(stats);
+            }
+        }
+    }
+    while let Some(done) = handing.join_next().await {
+        if !taken(Some(done))? {
             return Ok(stats);
         }
     }
@@ -307,6 +323,19 @@ where
     }
     tracing::debug!(pages = stats.pages, credits = stats.credits, slices = stats.slices, "paging done");
     Ok(stats)
+}
+
+/// How many pages may be being taken (mapped and loaded) at once, besides the pages in flight.
+const HANDING: usize = 2;
+
+/// Whether the receiver took a handed-over page (`false`: it is gone, stop). Dropping the join sets on return
+/// aborts the pages in flight and the other hand-overs.
+fn taken(done: Option<Result<bool, tokio::task::JoinError>>) -> Result<bool, Error> {
+    match done {
+        None => Ok(true),
+        Some(Ok(took)) => Ok(took),
+        Some(Err(e)) => Err(Error::internal_from("a page hand-over task failed", e)),
+    }
 }
 
 /// Tells `all_asked` (once) when no slice waits and the pages in flight cover every pass's count.
