@@ -280,9 +280,15 @@ where
         launch(&mut ready, &mut states, &mut in_flight, streams, &source, &mut stats);
         tell_if_all_asked(&mut all_asked, &ready, &states);
         let Some(joined) = in_flight.join_next().await else { break };
-        let (mut slice, page) = joined.map_err(|e| Error::internal_from("a page task failed", e))?;
-        // An error drops `in_flight`, which aborts the other pages.
-        let page = page?;
+        // An error aborts the other pages; the pages already handed over are taken first, so that what was
+        // fetched before the error is loaded (a run stopped by its credit budget merges it).
+        let (mut slice, page) = match joined {
+            Ok((slice, Ok(page))) => (slice, page),
+            Ok((_, Err(e))) => return Err(stop(&mut in_flight, &mut handing, e.into()).await),
+            Err(e) => {
+                return Err(stop(&mut in_flight, &mut handing, Error::internal_from("a page task failed", e)).await)
+            }
+        };
         let pass = slice.pass;
         let state = &mut states[pass];
         state.in_flight -= 1;
@@ -323,6 +329,21 @@ where
     }
     tracing::debug!(pages = stats.pages, credits = stats.credits, slices = stats.slices, "paging done");
     Ok(stats)
+}
+
+/// Stops paging on `error`: aborts the pages in flight and waits for the pages already handed over.
+async fn stop(
+    in_flight: &mut JoinSet<(Slice, Result<Page, crate::zoho::Error>)>,
+    handing: &mut JoinSet<bool>,
+    error: Error,
+) -> Error {
+    in_flight.abort_all();
+    while let Some(done) = handing.join_next().await {
+        if let Err(e) = taken(Some(done)) {
+            tracing::warn!(error = %crate::error_chain::format(&e), "a page hand-over failed while paging stopped");
+        }
+    }
+    error
 }
 
 /// How many pages may be being taken (mapped and loaded) at once, besides the pages in flight.
@@ -1021,6 +1042,35 @@ mod tests {
         )
         .await;
         assert!(matches!(result, Err(Error::Zoho(crate::zoho::Error::Transient { .. }))), "{result:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_page_still_lets_every_page_handed_over_before_it_be_taken() {
+        let rows = won(40_000, |i| secs(i as f64 * 0.1));
+        let source = Arc::new(Scripted { fail_at_page: Some(9), ..Scripted::new(rows) });
+        let (handed, taken) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let result = run(
+            Arc::clone(&source),
+            window(),
+            &[Pass { filter: StageFilter::Won, expected: 40_000 }],
+            4,
+            None,
+            |_, records| {
+                handed.fetch_add(records.len() as u64, Ordering::SeqCst);
+                let taken = Arc::clone(&taken);
+                // A slow receiver: loading a page takes longer than Zoho takes to answer the next one.
+                async move {
+                    tokio::time::sleep(LATENCY * 2).await;
+                    taken.fetch_add(records.len() as u64, Ordering::SeqCst);
+                    true
+                }
+            },
+        )
+        .await;
+        assert!(matches!(result, Err(Error::Zoho(crate::zoho::Error::Transient { .. }))), "{result:?}");
+        let (handed, taken) = (handed.load(Ordering::SeqCst), taken.load(Ordering::SeqCst));
+        assert!(handed > 0, "pages came back before the failing one");
+        assert_eq!(taken, handed, "every page handed over was loaded before the error was returned");
     }
 
     #[tokio::test(start_paused = true)]
