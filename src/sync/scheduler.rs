@@ -218,22 +218,32 @@ impl PassState {
 /// Pages every pass over `window` with at most `streams` pages in flight, handing each page to `on_page` (which
 /// returns `false` to stop: the receiver is gone). A page error stops everything and is returned.
 ///
+/// Each page's records are turned into the caller's form by `map` in the page's own task, as soon as it comes
+/// back: pages are mapped in parallel, off the loop that asks for the next ones, and a page that waits to be
+/// handed over is held mapped (a 2,000-record page of JSON values takes several times the memory of its mapped
+/// deals; a large backfill at zero latency holds `streams` of them).
+///
 /// `all_asked` is told once the pages in flight are expected to be the last ones (every pass's count is
 /// covered by what was read and what is being read, and no slice waits): what comes after paging can start
 /// while they download.
-pub async fn run<S, F, Fut>(
+#[allow(clippy::too_many_arguments)] // the paging inputs, the two callbacks and the early signal; one call site
+pub async fn run<S, M, T, F, Fut>(
     source: Arc<S>,
     window: Window,
     passes: &[Pass],
     streams: usize,
     mut all_asked: Option<tokio::sync::oneshot::Sender<()>>,
+    map: M,
     mut on_page: F,
 ) -> Result<Stats, Error>
 where
     S: PageSource,
-    F: FnMut(StageFilter, Vec<Value>) -> Fut,
-    Fut: Future<Output = bool> + Send + 'static,
+    M: Fn(StageFilter, Vec<Value>) -> T + Send + Sync + 'static,
+    T: Send + 'static,
+    F: FnMut(StageFilter, T) -> Fut,
+    Fut: Future<Output = bool>,
 {
+    let map = Arc::new(map);
     let streams = streams.max(1);
     let mut stats = Stats::default();
     let mut states: Vec<PassState> = passes
@@ -269,58 +279,36 @@ where
     }
     let mut ready: VecDeque<Slice> = first.into_iter().flatten().collect();
     stats.slices = ready.len() as u64;
-    let mut in_flight: JoinSet<(Slice, Result<Page, crate::zoho::Error>)> = JoinSet::new();
-    // Pages handed over and still being taken (mapped, loaded): each `on_page` future runs as its own task, so
-    // taking one page never holds up asking for the next ones, and the second core maps while the first one
-    // joins. At most HANDING of them at once: each holds a page of up to 2,000 records in memory.
-    let mut handing: JoinSet<bool> = JoinSet::new();
+    let mut in_flight: JoinSet<(Slice, Result<Mapped<T>, crate::zoho::Error>)> = JoinSet::new();
 
     loop {
         split_for_idle(&mut ready, &mut states, streams.saturating_sub(in_flight.len()), &mut stats);
-        launch(&mut ready, &mut states, &mut in_flight, streams, &source, &mut stats);
+        launch(&mut ready, &mut states, &mut in_flight, streams, &source, &map, &mut stats);
         tell_if_all_asked(&mut all_asked, &ready, &states);
         let Some(joined) = in_flight.join_next().await else { break };
-        // An error aborts the other pages; the pages already handed over are taken first, so that what was
-        // fetched before the error is loaded (a run stopped by its credit budget merges it).
-        let (mut slice, page) = match joined {
-            Ok((slice, Ok(page))) => (slice, page),
-            Ok((_, Err(e))) => return Err(stop(&mut in_flight, &mut handing, e.into()).await),
-            Err(e) => {
-                return Err(stop(&mut in_flight, &mut handing, Error::internal_from("a page task failed", e)).await)
-            }
-        };
+        // An error drops `in_flight`, which aborts the other pages; every page handed over before it was taken.
+        let (mut slice, page) = joined.map_err(|e| Error::internal_from("a page task failed", e))?;
+        let page = page?;
         let pass = slice.pass;
         let state = &mut states[pass];
         state.in_flight -= 1;
-        state.read += page.records.len() as u64;
-        slice.read += page.records.len() as u64;
+        state.read += page.rows;
+        slice.read += page.rows;
         match next_cursor(&page, &slice, state.page_size)? {
             Some(next) => {
                 slice.after = next;
-                slice.sample = sample_times(&page.records, slice.window);
+                slice.sample = page.sample;
                 // To the front: its next page is asked for at once, or it is split first for idle streams.
                 ready.push_front(slice);
             }
             None => state.alive -= 1,
         }
         split_for_idle(&mut ready, &mut states, streams.saturating_sub(in_flight.len()), &mut stats);
-        launch(&mut ready, &mut states, &mut in_flight, streams, &source, &mut stats);
+        launch(&mut ready, &mut states, &mut in_flight, streams, &source, &map, &mut stats);
         tell_if_all_asked(&mut all_asked, &ready, &states);
-        // Handed over after the next pages are asked for: Zoho's time to answer overlaps with mapping and loading.
-        while handing.len() >= HANDING {
-            if !taken(handing.join_next().await)? {
-                return Ok(stats);
-            }
-        }
-        handing.spawn(on_page(states[pass].filter, page.records).in_current_span());
-        while let Some(done) = handing.try_join_next() {
-            if !taken(Some(done))? {
-                return Ok(stats);
-            }
-        }
-    }
-    while let Some(done) = handing.join_next().await {
-        if !taken(Some(done))? {
+        // Handed over after the next pages are asked for: Zoho's time to answer overlaps with loading.
+        if !on_page(states[pass].filter, page.payload).await {
+            in_flight.abort_all();
             return Ok(stats);
         }
     }
@@ -331,32 +319,16 @@ where
     Ok(stats)
 }
 
-/// Stops paging on `error`: aborts the pages in flight and waits for the pages already handed over.
-async fn stop(
-    in_flight: &mut JoinSet<(Slice, Result<Page, crate::zoho::Error>)>,
-    handing: &mut JoinSet<bool>,
-    error: Error,
-) -> Error {
-    in_flight.abort_all();
-    while let Some(done) = handing.join_next().await {
-        if let Err(e) = taken(Some(done)) {
-            tracing::warn!(error = %crate::error_chain::format(&e), "a page hand-over failed while paging stopped");
-        }
-    }
-    error
-}
-
-/// How many pages may be being taken (mapped and loaded) at once, besides the pages in flight.
-const HANDING: usize = 2;
-
-/// Whether the receiver took a handed-over page (`false`: it is gone, stop). Dropping the join sets on return
-/// aborts the pages in flight and the other hand-overs.
-fn taken(done: Option<Result<bool, tokio::task::JoinError>>) -> Result<bool, Error> {
-    match done {
-        None => Ok(true),
-        Some(Ok(took)) => Ok(took),
-        Some(Err(e)) => Err(Error::internal_from("a page hand-over task failed", e)),
-    }
+/// What the scheduler keeps of a page that came back: what paging needs (how many rows, whether Zoho has more,
+/// the largest id, the sampled times) and the rows in the caller's form.
+struct Mapped<T> {
+    rows: u64,
+    more: bool,
+    /// The largest readable id of the page.
+    last: Option<String>,
+    /// The page's `Modified_Time`s within its slice (see [`sample_times`]).
+    sample: Vec<i64>,
+    payload: T,
 }
 
 /// Tells `all_asked` (once) when no slice waits and the pages in flight cover every pass's count.
@@ -543,14 +515,19 @@ async fn probe<S: PageSource>(
 }
 
 /// Asks for the next page of waiting slices while streams are free.
-fn launch<S: PageSource>(
+fn launch<S, M, T>(
     ready: &mut VecDeque<Slice>,
     states: &mut [PassState],
-    in_flight: &mut JoinSet<(Slice, Result<Page, crate::zoho::Error>)>,
+    in_flight: &mut JoinSet<(Slice, Result<Mapped<T>, crate::zoho::Error>)>,
     streams: usize,
     source: &Arc<S>,
+    map: &Arc<M>,
     stats: &mut Stats,
-) {
+) where
+    S: PageSource,
+    M: Fn(StageFilter, Vec<Value>) -> T + Send + Sync + 'static,
+    T: Send + 'static,
+{
     while in_flight.len() < streams {
         let Some(slice) = ready.pop_front() else { break };
         let state = &mut states[slice.pass];
@@ -566,8 +543,20 @@ fn launch<S: PageSource>(
         state.in_flight += 1;
         stats.credits += credits;
         stats.pages += 1;
-        let source = Arc::clone(source);
-        in_flight.spawn(async move { (slice, source.page(request).await) }.in_current_span());
+        let (source, map, filter, window) = (Arc::clone(source), Arc::clone(map), state.filter, slice.window);
+        in_flight.spawn(
+            async move {
+                let page = source.page(request).await.map(|page: Page| Mapped {
+                    rows: page.records.len() as u64,
+                    more: page.more,
+                    last: page.records.iter().filter_map(model::record_id).max_by(|a, b| deals::cmp_ids(a, b)),
+                    sample: sample_times(&page.records, window),
+                    payload: map(filter, page.records),
+                });
+                (slice, page)
+            }
+            .in_current_span(),
+        );
         stats.max_in_flight = stats.max_in_flight.max(in_flight.len());
     }
 }
@@ -576,13 +565,12 @@ fn launch<S: PageSource>(
 /// full and Zoho says no more while the slice has read all the rows its probed cut put in it. (A full page with
 /// no more rows is otherwise asked past once: an answer's `more_records` is trusted only with the count behind
 /// it.) The next key is the largest id of the page; a page whose ids cannot be read cannot be paged past.
-fn next_cursor(page: &Page, slice: &Slice, page_size: u32) -> Result<Option<String>, Error> {
+fn next_cursor<T>(page: &Mapped<T>, slice: &Slice, page_size: u32) -> Result<Option<String>, Error> {
     let after = slice.after.as_str();
-    let n = page.records.len();
+    let n = page.rows;
     let all_planned_read = slice.planned.is_some_and(|planned| slice.read >= planned);
-    let last = page.records.iter().filter_map(model::record_id).max_by(|a, b| deals::cmp_ids(a, b));
-    match last {
-        Some(id) if page.more || (n as u32 >= page_size && !all_planned_read) => {
+    match page.last.clone() {
+        Some(id) if page.more || (n >= u64::from(page_size) && !all_planned_read) => {
             if deals::cmp_ids(&id, after) != std::cmp::Ordering::Greater {
                 return Err(malformed("keyset paging did not advance (ids not ascending)"));
             }
@@ -730,6 +718,11 @@ mod tests {
         }
     }
 
+    /// The records as they came (the job maps them into deals here).
+    fn as_read(_: StageFilter, records: Vec<Value>) -> Vec<Value> {
+        records
+    }
+
     fn at(t: i64) -> String {
         DateTime::<Utc>::from_timestamp(t, 0).expect("in range").to_rfc3339()
     }
@@ -833,7 +826,7 @@ mod tests {
     async fn schedule(source: &Arc<Scripted>, passes: &[Pass], streams: usize) -> Outcome {
         let started = tokio::time::Instant::now();
         let mut read: HashMap<(bool, u64), u32> = HashMap::new();
-        let stats = run(Arc::clone(source), window(), passes, streams, None, |filter, records| {
+        let stats = run(Arc::clone(source), window(), passes, streams, None, as_read, |filter, records| {
             for r in &records {
                 let id = r["id"].as_str().and_then(|s| s.parse().ok()).expect("an id");
                 *read.entry((filter == StageFilter::Won, id)).or_default() += 1;
@@ -926,7 +919,7 @@ mod tests {
         let started = tokio::time::Instant::now();
         let told = tokio::spawn(async move { rx.await.map(|()| started.elapsed()) });
         let passes = [Pass { filter: StageFilter::Won, expected: n }];
-        run(Arc::clone(&source), window(), &passes, 4, Some(tx), |_, _| async { true }).await.expect("paged");
+        run(Arc::clone(&source), window(), &passes, 4, Some(tx), as_read, |_, _| async { true }).await.expect("paged");
         let done = started.elapsed();
         let told = told.await.expect("joined").expect("told before the sender was dropped");
         // Told when the last pages were asked for: one page's latency before the end, not after it.
@@ -1038,6 +1031,7 @@ mod tests {
             &[Pass { filter: StageFilter::Won, expected: 20_000 }],
             4,
             None,
+            as_read,
             |_, _| async { true },
         )
         .await;
@@ -1055,6 +1049,7 @@ mod tests {
             &[Pass { filter: StageFilter::Won, expected: 40_000 }],
             4,
             None,
+            as_read,
             |_, records| {
                 handed.fetch_add(records.len() as u64, Ordering::SeqCst);
                 let taken = Arc::clone(&taken);
@@ -1083,6 +1078,7 @@ mod tests {
             &[Pass { filter: StageFilter::Won, expected: 20_000 }],
             4,
             None,
+            as_read,
             |_, _| async { false },
         )
         .await
