@@ -1043,6 +1043,25 @@ impl Warehouse for SqliteWarehouse {
 }
 
 #[cfg(test)]
+mod codec_tests {
+    use super::*;
+
+    #[test]
+    fn a_bignumeric_value_is_stored_as_its_exact_text_and_read_back_digit_for_digit() {
+        let rate = ExactDecimal::parse("98765432109876543210.123456789012345678").expect("decimal");
+        let stored = encode(Cell::BigDecimal(rate.clone()));
+        assert_eq!(stored, SqlValue::Text("98765432109876543210.123456789012345678".into()));
+        // Through a real TEXT column (no REAL or NUMERIC affinity to turn it into a float).
+        let c = Connection::open_in_memory().expect("in-memory SQLite");
+        c.execute(&format!("CREATE TABLE v (x {})", columns::sqlite_type(CellType::BigDecimal)), []).expect("table");
+        c.execute("INSERT INTO v VALUES (?1)", [&stored]).expect("insert");
+        let back: SqlValue = c.query_row("SELECT x FROM v", [], |r| r.get(0)).expect("read");
+        assert_eq!(decode("x", CellType::BigDecimal, back), Ok(Cell::BigDecimal(rate)));
+        assert!(decode("x", CellType::BigDecimal, SqlValue::Text("12,5".into())).is_err());
+    }
+}
+
+#[cfg(test)]
 mod exact_sum_tests {
     use super::*;
 
