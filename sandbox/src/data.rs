@@ -6,6 +6,7 @@
 //! Timestamps are relative to the start time floored to the second; "now" is always the real wall clock.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::Bound;
 
 use chrono::{DateTime, Duration, FixedOffset, Utc};
 use serde::{Deserialize, Serialize};
@@ -223,8 +224,16 @@ pub struct Store {
     pub org: Org,
     /// The API user's offset; every datetime is rendered in it.
     pub tz: FixedOffset,
-    /// Live deals by id, each the full Zoho JSON record.
-    pub deals: BTreeMap<u64, Map<String, Value>>,
+    /// Live deals by id, each the full Zoho JSON record. Private so that every change goes through this
+    /// file, which keeps [`Store::modified_between`]'s index in step; read it with [`Store::deals`].
+    deals: BTreeMap<u64, Map<String, Value>>,
+    /// The live deals' `(Modified_Time, id)`, in that order, with each one's `Stage`: the index a real CRM keeps
+    /// on its system timestamps. Only the sandbox's CPU depends on it: a COQL scan reads the two fields every
+    /// query of the job filters on from here instead of from 200,000 records' maps, and still checks every
+    /// row it yields against the whole filter.
+    by_modified: BTreeMap<(DateTime<Utc>, u64), Option<Box<str>>>,
+    /// Each indexed deal's `Modified_Time` as the index holds it.
+    modified_of: HashMap<u64, DateTime<Utc>>,
     /// Deleted deals, oldest first.
     pub deleted: Vec<Deleted>,
     /// Users; the first is the API user (`type=CurrentUser`).
@@ -496,6 +505,8 @@ impl Store {
             org: Org::new(profile),
             tz,
             deals: BTreeMap::new(),
+            by_modified: BTreeMap::new(),
+            modified_of: HashMap::new(),
             deleted: Vec::new(),
             user_idx: users.iter().enumerate().map(|(i, u)| (u.id, i)).collect(),
             account_idx: accounts.iter().enumerate().map(|(i, a)| (a.id, i)).collect(),
@@ -543,7 +554,58 @@ impl Store {
             }
         }
         store.deleted.sort_by_key(|d| (d.deleted_time, d.id));
+        let ids: Vec<u64> = store.deals.keys().copied().collect();
+        store.reindex(ids);
         store
+    }
+
+    /// Live deals by id, each the full Zoho JSON record.
+    pub fn deals(&self) -> &BTreeMap<u64, Map<String, Value>> {
+        &self.deals
+    }
+
+    /// The live deals whose `Modified_Time` lies within `lo`..`hi`, as `(Modified_Time, id)` in that order, with
+    /// each one's `Stage` (iterate it backwards for descending order).
+    pub fn modified_between(
+        &self,
+        lo: Bound<DateTime<Utc>>,
+        hi: Bound<DateTime<Utc>>,
+    ) -> impl DoubleEndedIterator<Item = (&(DateTime<Utc>, u64), Option<&str>)> + '_ {
+        let lo = match lo {
+            Bound::Included(t) => Bound::Included((t, u64::MIN)),
+            Bound::Excluded(t) => Bound::Excluded((t, u64::MAX)),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        let hi = match hi {
+            Bound::Included(t) => Bound::Included((t, u64::MAX)),
+            Bound::Excluded(t) => Bound::Excluded((t, u64::MIN)),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        // `range` panics on an inverted range; an empty window is simply empty.
+        let empty = match (&lo, &hi) {
+            (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b) | Bound::Excluded(b)) => {
+                a > b || (a == b && !(matches!(lo, Bound::Included(_)) && matches!(hi, Bound::Included(_))))
+            }
+            _ => false,
+        };
+        let (lo, hi) =
+            if empty { (Bound::Unbounded, Bound::Excluded((DateTime::<Utc>::MIN_UTC, 0))) } else { (lo, hi) };
+        self.by_modified.range((lo, hi)).map(|(k, stage)| (k, stage.as_deref()))
+    }
+
+    /// Brings the `Modified_Time` index in step with `ids`' records (live, changed or gone).
+    fn reindex(&mut self, ids: impl IntoIterator<Item = u64>) {
+        for id in ids {
+            if let Some(old) = self.modified_of.remove(&id) {
+                self.by_modified.remove(&(old, id));
+            }
+            let Some(m) = self.deals.get(&id) else { continue };
+            if let Some(t) = Store::modified_time(m) {
+                let stage = m.get("Stage").and_then(Value::as_str).map(Box::from);
+                self.by_modified.insert((t, id), stage);
+                self.modified_of.insert(id, t);
+            }
+        }
     }
 
     fn build_deal(&self, rng: &mut Rng, fact: &Facts) -> Map<String, Value> {
@@ -1254,8 +1316,10 @@ impl Store {
                 self.recompute_formulas(&mut m);
                 self.deals.insert(id, m);
             }
+            touched.insert(id);
             out.create_won.push(id.to_string());
         }
+        self.reindex(touched);
         out
     }
 

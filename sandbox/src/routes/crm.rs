@@ -500,7 +500,7 @@ fn page_position(
 /// The records the request selects (modified after `If-Modified-Since`, if given), in its order.
 fn sorted_rows<'a>(store: &'a Store, query: &RecordsQuery) -> Vec<Row<'a>> {
     let mut rows: Vec<Row<'a>> = store
-        .deals
+        .deals()
         .values()
         .filter(|m| match query.ims {
             Some(t) => Store::modified_time(m).is_some_and(|mt| mt > t),
