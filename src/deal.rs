@@ -315,7 +315,8 @@ cell_value!(NaiveDate, Date);
 cell_value!(DateTime<Utc>, Timestamp);
 
 /// BIGNUMERIC's safe bounds: 38 digits before the point (its range is about ±5.8 × 10^38, so every 38-digit
-/// integer part fits) and 38 after (its scale). https://cloud.google.com/bigquery/docs/reference/standard-sql/data-types#decimal_types
+/// integer part fits) and 38 after (its scale).
+/// <https://cloud.google.com/bigquery/docs/reference/standard-sql/data-types#decimal_types>
 pub const BIGNUMERIC_INTEGER_DIGITS: usize = 38;
 /// See [`BIGNUMERIC_INTEGER_DIGITS`].
 pub const BIGNUMERIC_FRACTION_DIGITS: usize = 38;

@@ -28,8 +28,8 @@ pub(super) fn decode(column: &str, t: CellType, v: Option<&str>) -> Result<Cell,
             _ => None,
         },
         CellType::Decimal => Decimal::from_str(v).or_else(|_| Decimal::from_scientific(v)).ok().map(Cell::Decimal),
-        // BigQuery answers canonical text; the emulator's DECIMAL(38,18) pads to 18 places (`1.5000…`):
-        // `ExactDecimal` reads both to the same canonical text.
+        // Canonical text (`1.5`); a padded one (`1.500000000000000000`, the emulator's DECIMAL(38,18) cast to
+        // STRING, docs/bigquery.md) reads to the same value.
         CellType::BigDecimal => ExactDecimal::parse(v).ok().map(Cell::BigDecimal),
         CellType::Date => NaiveDate::parse_from_str(v, "%Y-%m-%d").ok().map(Cell::Date),
         CellType::Timestamp => v.parse::<i64>().ok().and_then(DateTime::from_timestamp_micros).map(Cell::Timestamp),

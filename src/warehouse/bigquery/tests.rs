@@ -256,7 +256,7 @@ fn a_bignumeric_column_is_staged_as_text_cast_to_bignumeric_and_read_back_digit_
     let fields = fields[0].struct_values.as_ref().expect("struct");
     assert_eq!(fields["unit_rate"].value.as_deref(), Some("-1234.567890123456"));
     assert!(staging_values(&custom).contains("CAST(r.unit_rate AS BIGNUMERIC)"));
-    // BigQuery answers the canonical text; the emulator (DuckDB DECIMAL(38,18)) pads to 18 places.
+    // Canonical text, or the emulator's DECIMAL(38,18) text cast to STRING, padded to 18 places.
     for answer in ["-1234.567890123456", "-1234.567890123456000000"] {
         assert_eq!(codec::decode("unit_rate", CellType::BigDecimal, Some(answer)), Ok(Cell::BigDecimal(rate.clone())));
     }
