@@ -729,6 +729,11 @@ async fn custom_columns_of_every_type_round_trip_and_a_later_field_adds_a_column
         let none = custom_cell(&rows["2"], column);
         assert!(none == Cell::Null || none == Cell::TextList(vec![]), "{column} of a deal without it: {none:?}");
     }
+    // The history's version holds the BIGNUMERIC value exactly too (its column there is BIGNUMERIC as well).
+    let history = w.rows("SELECT unit_rate FROM `{{dataset}}.closed_won_deals_history` WHERE deal_id = '1'").await;
+    let kept: Vec<Option<ExactDecimal>> =
+        history.iter().map(|r| r[0].as_deref().map(|v| ExactDecimal::parse(v).expect("a decimal"))).collect();
+    assert_eq!(kept, vec![Some(big("-12345678901234567890.123456789012345678"))]);
     // The next run's metadata has a new field: a column, NULL in the old rows, filled for new versions; a
     // field whose type changed keeps its column, no longer filled.
     let mut later = fields.clone();
