@@ -179,25 +179,32 @@ pub(crate) async fn fetch_and_stage<W: Warehouse + 'static>(
                 won_stages: won_stages.to_vec(),
                 columns: columns.to_vec(),
             });
-            let (tx, stages, progress, owners, zoho) =
-                (tx.clone(), won_stages.to_vec(), Arc::clone(progress), Arc::clone(&owners), Arc::clone(zoho));
+            let (tx, progress, owners, zoho) =
+                (tx.clone(), Arc::clone(progress), Arc::clone(&owners), Arc::clone(zoho));
+            let stages: Arc<[String]> = won_stages.into();
             let custom = Arc::clone(&custom);
             fetchers.spawn(
                 async move {
-                    let mut quarantined = Quarantine::default();
+                    let quarantined = Arc::new(std::sync::Mutex::new(Quarantine::default()));
                     let stats =
                         scheduler::run(source, window, &passes, concurrency, Some(all_asked), |filter, records| {
                             progress.page(records.len());
-                            let (mut changes, bad) = to_changes(filter, &stages, records, &owners, &custom);
-                            quarantined.add(bad);
                             let (tx, zoho, enrich) = (tx.clone(), Arc::clone(&zoho), Arc::clone(&enrich));
+                            let (stages, owners, custom) =
+                                (Arc::clone(&stages), Arc::clone(&owners), Arc::clone(&custom));
+                            let quarantined = Arc::clone(&quarantined);
+                            // Mapped in the hand-over task, off the scheduler's loop (see `scheduler::run`).
                             async move {
+                                let (mut changes, bad) = to_changes(filter, &stages, records, &owners, &custom);
+                                quarantined.lock().unwrap_or_else(std::sync::PoisonError::into_inner).add(bad);
                                 enrich.apply(&zoho, &mut changes).await;
                                 tx.send(Batch { changes }).await.is_ok()
                             }
                         })
                         .await?;
                     tracing::debug!(?stats, "passes paged");
+                    let quarantined =
+                        std::mem::take(&mut *quarantined.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
                     Ok(quarantined)
                 }
                 .in_current_span(),

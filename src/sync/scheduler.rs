@@ -232,7 +232,7 @@ pub async fn run<S, F, Fut>(
 where
     S: PageSource,
     F: FnMut(StageFilter, Vec<Value>) -> Fut,
-    Fut: Future<Output = bool>,
+    Fut: Future<Output = bool> + Send + 'static,
 {
     let streams = streams.max(1);
     let mut stats = Stats::default();
@@ -270,15 +270,25 @@ where
     let mut ready: VecDeque<Slice> = first.into_iter().flatten().collect();
     stats.slices = ready.len() as u64;
     let mut in_flight: JoinSet<(Slice, Result<Page, crate::zoho::Error>)> = JoinSet::new();
+    // Pages handed over and still being taken (mapped, loaded): each `on_page` future runs as its own task, so
+    // taking one page never holds up asking for the next ones, and the second core maps while the first one
+    // joins. At most HANDING of them at once: each holds a page of up to 2,000 records in memory.
+    let mut handing: JoinSet<bool> = JoinSet::new();
 
     loop {
         split_for_idle(&mut ready, &mut states, streams.saturating_sub(in_flight.len()), &mut stats);
         launch(&mut ready, &mut states, &mut in_flight, streams, &source, &mut stats);
         tell_if_all_asked(&mut all_asked, &ready, &states);
         let Some(joined) = in_flight.join_next().await else { break };
-        let (mut slice, page) = joined.map_err(|e| Error::internal_from("a page task failed", e))?;
-        // An error drops `in_flight`, which aborts the other pages.
-        let page = page?;
+        // An error aborts the other pages; the pages already handed over are taken first, so that what was
+        // fetched before the error is loaded (a run stopped by its credit budget merges it).
+        let (mut slice, page) = match joined {
+            Ok((slice, Ok(page))) => (slice, page),
+            Ok((_, Err(e))) => return Err(stop(&mut in_flight, &mut handing, e.into()).await),
+            Err(e) => {
+                return Err(stop(&mut in_flight, &mut handing, Error::internal_from("a page task failed", e)).await)
+            }
+        };
         let pass = slice.pass;
         let state = &mut states[pass];
         state.in_flight -= 1;
@@ -297,8 +307,20 @@ where
         launch(&mut ready, &mut states, &mut in_flight, streams, &source, &mut stats);
         tell_if_all_asked(&mut all_asked, &ready, &states);
         // Handed over after the next pages are asked for: Zoho's time to answer overlaps with mapping and loading.
-        if !on_page(states[pass].filter, page.records).await {
-            in_flight.abort_all();
+        while handing.len() >= HANDING {
+            if !taken(handing.join_next().await)? {
+                return Ok(stats);
+            }
+        }
+        handing.spawn(on_page(states[pass].filter, page.records).in_current_span());
+        while let Some(done) = handing.try_join_next() {
+            if !taken(Some(done))? {
+                return Ok(stats);
+            }
+        }
+    }
+    while let Some(done) = handing.join_next().await {
+        if !taken(Some(done))? {
             return Ok(stats);
         }
     }
@@ -307,6 +329,34 @@ where
     }
     tracing::debug!(pages = stats.pages, credits = stats.credits, slices = stats.slices, "paging done");
     Ok(stats)
+}
+
+/// Stops paging on `error`: aborts the pages in flight and waits for the pages already handed over.
+async fn stop(
+    in_flight: &mut JoinSet<(Slice, Result<Page, crate::zoho::Error>)>,
+    handing: &mut JoinSet<bool>,
+    error: Error,
+) -> Error {
+    in_flight.abort_all();
+    while let Some(done) = handing.join_next().await {
+        if let Err(e) = taken(Some(done)) {
+            tracing::warn!(error = %crate::error_chain::format(&e), "a page hand-over failed while paging stopped");
+        }
+    }
+    error
+}
+
+/// How many pages may be being taken (mapped and loaded) at once, besides the pages in flight.
+const HANDING: usize = 2;
+
+/// Whether the receiver took a handed-over page (`false`: it is gone, stop). Dropping the join sets on return
+/// aborts the pages in flight and the other hand-overs.
+fn taken(done: Option<Result<bool, tokio::task::JoinError>>) -> Result<bool, Error> {
+    match done {
+        None => Ok(true),
+        Some(Ok(took)) => Ok(took),
+        Some(Err(e)) => Err(Error::internal_from("a page hand-over task failed", e)),
+    }
 }
 
 /// Tells `all_asked` (once) when no slice waits and the pages in flight cover every pass's count.
@@ -992,6 +1042,35 @@ mod tests {
         )
         .await;
         assert!(matches!(result, Err(Error::Zoho(crate::zoho::Error::Transient { .. }))), "{result:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_page_still_lets_every_page_handed_over_before_it_be_taken() {
+        let rows = won(40_000, |i| secs(i as f64 * 0.1));
+        let source = Arc::new(Scripted { fail_at_page: Some(9), ..Scripted::new(rows) });
+        let (handed, taken) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let result = run(
+            Arc::clone(&source),
+            window(),
+            &[Pass { filter: StageFilter::Won, expected: 40_000 }],
+            4,
+            None,
+            |_, records| {
+                handed.fetch_add(records.len() as u64, Ordering::SeqCst);
+                let taken = Arc::clone(&taken);
+                // A slow receiver: loading a page takes longer than Zoho takes to answer the next one.
+                async move {
+                    tokio::time::sleep(LATENCY * 2).await;
+                    taken.fetch_add(records.len() as u64, Ordering::SeqCst);
+                    true
+                }
+            },
+        )
+        .await;
+        assert!(matches!(result, Err(Error::Zoho(crate::zoho::Error::Transient { .. }))), "{result:?}");
+        let (handed, taken) = (handed.load(Ordering::SeqCst), taken.load(Ordering::SeqCst));
+        assert!(handed > 0, "pages came back before the failing one");
+        assert_eq!(taken, handed, "every page handed over was loaded before the error was returned");
     }
 
     #[tokio::test(start_paused = true)]

@@ -21,8 +21,8 @@ use super::columns::{
     self, change_cells, custom_cells, plan_fields, readable_custom, CustomColumn, KnownField, Unreadable,
 };
 use super::{
-    CoveredWindow, LedgerRow, MergeCounts, QuarantinedRow, RunKind, RunReport, RunStart, StoredDeal, Warehouse,
-    WarehouseError, DEAL_COLUMNS, HISTORY_META_COLUMNS, HISTORY_TABLE, WON_AT_COLUMNS,
+    change_kind, CoveredWindow, LedgerRow, MergeCounts, QuarantinedRow, RunKind, RunReport, RunStart, StoredDeal,
+    Warehouse, WarehouseError, DEAL_COLUMNS, HISTORY_META_COLUMNS, HISTORY_TABLE, WON_AT_COLUMNS,
 };
 use crate::deal::{format_utc, Cell, CellType, DealChange, ExactDecimal, FieldColumn};
 
@@ -827,9 +827,9 @@ impl Warehouse for SqliteWarehouse {
 
     async fn stage(&self, run: &RunStart, changes: &[DealChange]) -> Result<(), WarehouseError> {
         let err = self.err();
-        let run_id = run.run_id.clone();
-        let changes = changes.to_vec();
         let custom = self.active_custom();
+        // Encoded here rather than copied into the blocking task and encoded there: one pass over the batch.
+        let rows: Vec<Vec<SqlValue>> = changes.iter().map(|change| staged_row(&run.run_id, change, &custom)).collect();
         self.with(move |c| {
             let tx = c.transaction().map_err(&err)?;
             {
@@ -841,8 +841,8 @@ impl Warehouse for SqliteWarehouse {
                         "INSERT INTO staging_changes (change_kind, {cols}) VALUES ({placeholders})"
                     ))
                     .map_err(&err)?;
-                for change in &changes {
-                    stmt.execute(rusqlite::params_from_iter(staged_row(&run_id, change, &custom))).map_err(&err)?;
+                for row in rows {
+                    stmt.execute(rusqlite::params_from_iter(row)).map_err(&err)?;
                 }
             }
             tx.commit().map_err(&err)
@@ -888,14 +888,33 @@ impl Warehouse for SqliteWarehouse {
                 return Err(WarehouseError::LeaseLost { run_id: run.run_id.clone() });
             }
             let now = ts(now());
-            let upserted = tx.execute(&merge_won(&custom), params![run.run_id, now]).map_err(&err)? as u64;
-            let unwon = tx.execute(MERGE_UNWON, params![run.run_id, now]).map_err(&err)? as u64;
-            let deleted = tx.execute(MERGE_DELETED, params![run.run_id, now]).map_err(&err)? as u64
-                + tx.execute(MERGE_VANISHED, params![run.run_id, now]).map_err(&err)? as u64;
+            // Each merge runs only when this run staged changes of its kind: with none it would change nothing,
+            // and ranking a large backfill's staged rows again for it costs a sort (a tenth of a second at 70,000).
+            let staged: Vec<String> = query_all(
+                &tx,
+                "SELECT DISTINCT change_kind FROM staging_changes WHERE run_id = ?1",
+                params![run.run_id],
+                |r| r.get(0),
+            )
+            .map_err(&err)?;
+            let merge = |kind: &str, sql: &str| -> Result<u64, WarehouseError> {
+                if !staged.iter().any(|k| k == kind) {
+                    return Ok(0);
+                }
+                Ok(tx.execute(sql, params![run.run_id, now]).map_err(&err)? as u64)
+            };
+            let upserted = merge(change_kind::WON, &merge_won(&custom))?;
+            let unwon = merge(change_kind::UNWON, MERGE_UNWON)?;
+            let deleted = merge(change_kind::DELETED, MERGE_DELETED)? + merge(change_kind::VANISHED, MERGE_VANISHED)?;
             // The history of what this merge changed, in the same transaction (issue #11).
             tx.execute(&history_close(), params![run.run_id]).map_err(&err)?;
             tx.execute(&history_insert(&history_custom), params![run.run_id]).map_err(&err)?;
-            tx.execute(RESOLVE_QUARANTINE, params![run.run_id]).map_err(&err)?;
+            // (Reading every staged id for an empty quarantine would cost a scan of the staging table.)
+            let any_quarantined: bool =
+                tx.query_row("SELECT EXISTS (SELECT 1 FROM quarantined_deals)", [], |r| r.get(0)).map_err(&err)?;
+            if any_quarantined {
+                tx.execute(RESOLVE_QUARANTINE, params![run.run_id]).map_err(&err)?;
+            }
             {
                 let mut insert = tx.prepare(QUARANTINE).map_err(&err)?;
                 for q in &report.quarantined {
