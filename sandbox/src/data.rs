@@ -146,6 +146,9 @@ pub struct MutationRequest {
     pub misfit: usize,
     /// Won deals given a misfit value by `misfit` get a fitting one back (a later, readable version).
     pub refit: usize,
+    /// Won deals given a `Unit_Rate` (a 12-place decimal) of 10^40: beyond even BigQuery's BIGNUMERIC (38 integer
+    /// digits). Only on orgs with that field (the exotic profile); the job must quarantine them, naming the field.
+    pub misfit_decimal: usize,
     /// When not empty, only these deal ids are picked (a test moving given deals between runs: win a deal it
     /// un-won before, edit one it just won).
     pub only: Vec<String>,
@@ -170,6 +173,8 @@ pub struct MutationResult {
     pub misfit: Vec<String>,
     /// Deals whose misfit value was replaced by a fitting one.
     pub refit: Vec<String>,
+    /// Deals given a decimal beyond BIGNUMERIC.
+    pub misfit_decimal: Vec<String>,
     /// The `Modified_Time` (and `deleted_time`) given to every touched record.
     pub modified_time: String,
 }
@@ -177,6 +182,8 @@ pub struct MutationResult {
 /// The custom field `misfit` breaks, and the value it gives it: 2^64 + 1, beyond any 64-bit integer column.
 const MISFIT_FIELD: &str = "Account_Number_Long";
 const MISFIT_VALUE: &str = "18446744073709551617";
+/// The decimal field `misfit_decimal` breaks (its value: 1e40, a JSON number whatever serde_json's features).
+const MISFIT_DECIMAL_FIELD: &str = "Unit_Rate";
 
 const USERS_BASE: u64 = ID_BASE + 10_001;
 const ACCOUNTS_BASE: u64 = ID_BASE + 300_000;
@@ -334,6 +341,19 @@ fn money(cents: i64) -> Value {
     } else {
         serde_json::Number::from_f64(cents as f64 / 100.0).map(Value::Number).unwrap_or(Value::Null)
     }
+}
+
+/// A positive JSON number with exactly `places` decimals (the last one not 0) and at most 15 significant digits
+/// in all, so that its text survives serde_json with or without `arbitrary_precision` (any decimal of 15
+/// significant digits reads back from an f64 digit for digit). With 12 places: `1.234567890123` to
+/// `999.999999999999`, which BigQuery's NUMERIC (9 places) would round.
+fn exact_decimal(rng: &mut Rng, places: u32) -> Value {
+    let places = places.clamp(1, 14);
+    let integer_digits = 15 - places;
+    let whole = rng.range(1, 10_i64.pow(integer_digits) - 1);
+    let fraction = rng.range(0, 10_i64.pow(places - 1) - 1) * 10 + rng.range(1, 9);
+    let text = format!("{whole}.{fraction:0width$}", width = places as usize);
+    serde_json::from_str(&text).unwrap_or(Value::Null)
 }
 
 /// Reads an amount back to cents (records only ever hold what [`money`] wrote).
@@ -838,7 +858,10 @@ impl Store {
             // Beyond 2^53: exact only as text (see `FieldType::BigInt`).
             FieldType::BigInt => json!((9_007_199_254_740_993_u64 + rng.below(1_000_000)).to_string()),
             FieldType::Currency => money(rng.range(100, 10_000_000)),
-            FieldType::Double => json!((rng.range(0, 10_000) as f64) / 100.0),
+            FieldType::Double => match def.places {
+                Some(places) => exact_decimal(rng, places),
+                None => json!((rng.range(0, 10_000) as f64) / 100.0),
+            },
             FieldType::Percent => json!(rng.range(0, 100)),
             FieldType::RollupSummary => json!(rng.range(0, 40)),
             FieldType::Date => {
@@ -1265,6 +1288,17 @@ impl Store {
             out.refit.push(id.to_string());
         }
 
+        let has_decimal_field = self.org.fields.iter().any(|f| f.api_name == MISFIT_DECIMAL_FIELD);
+        let pool = if has_decimal_field { restrict(self.ids_where(won, &touched)) } else { Vec::new() };
+        for id in self.pick(pool, req.misfit_decimal) {
+            if let Some(m) = self.deals.get_mut(&id) {
+                m.insert(MISFIT_DECIMAL_FIELD.into(), json!(1e40));
+            }
+            self.touch(id, now);
+            touched.insert(id);
+            out.misfit_decimal.push(id.to_string());
+        }
+
         for _ in 0..req.create_won {
             self.next_id += self.rng.range_u64(1, 2500);
             let id = self.next_id;
@@ -1391,6 +1425,29 @@ mod tests {
         let now = clock::now();
         let tz = clock::offset(330).expect("offset");
         (Store::generate(n, None, seed, tz, now), now)
+    }
+
+    #[test]
+    fn the_exotic_orgs_twelve_place_decimal_renders_every_place_in_its_json() {
+        let now = clock::now();
+        let tz = clock::offset(330).expect("offset");
+        let s = Store::generate_profile(Profile::Exotic, 300, None, 7, tz, now);
+        let values: Vec<String> = s
+            .deals
+            .values()
+            .filter_map(|m| m.get("Unit_Rate"))
+            .filter(|v| !v.is_null())
+            .map(Value::to_string)
+            .collect();
+        assert!(values.len() > 200, "most deals carry one: {}", values.len());
+        for text in &values {
+            let (whole, places) = text.split_once('.').unwrap_or_else(|| panic!("{text} has a point"));
+            assert!(!whole.is_empty() && whole.len() <= 3 && !whole.starts_with('0'), "{text}");
+            assert_eq!(places.len(), crate::org::UNIT_RATE_PLACES as usize, "{text}");
+            assert!(!places.ends_with('0') && places.bytes().all(|b| b.is_ascii_digit()), "{text}");
+        }
+        let misfit = json!(1e40).to_string();
+        assert!(misfit == "1e40" || misfit == "1e+40", "10^40 stays a number beyond BIGNUMERIC: {misfit}");
     }
 
     #[test]

@@ -131,9 +131,15 @@ pub const EXOTIC_FIELDS: &[FieldDef] = &[
     // API names that are SQL reserved words: COQL needs them quoted (Kaizen #171, docs/zoho-api.md §3c).
     custom("External", "External", FieldType::Text),
     custom("Order", "Order", FieldType::Integer),
+    // A decimal field of 12 places (Zoho's decimal fields are `double`): more than BigQuery's NUMERIC keeps (9),
+    // so a client that reads `decimal_place` types it BIGNUMERIC (docs/zoho-api.md §8).
+    custom("Unit_Rate", "Unit Rate", FieldType::Double).with_places(UNIT_RATE_PLACES),
     hidden("Commission_Rate", "Commission Rate", FieldType::Percent),
     hidden("Cost_Basis", "Cost Basis", FieldType::Currency),
 ];
+
+/// `decimal_place` of the exotic profile's `Unit_Rate`.
+pub const UNIT_RATE_PLACES: u32 = 12;
 
 /// Fields a Free-edition org lacks (docs/zoho-api.md §3f).
 const FREE_ABSENT: &[&str] = &["Currency", "Exchange_Rate", "Pipeline"];
@@ -398,6 +404,9 @@ impl Org {
             "length": match def.ftype { FieldType::TextArea => 32000, FieldType::Text => 255, _ => 16 },
         });
         let Value::Object(m) = &mut v else { return v };
+        if let Some(places) = def.decimal_place() {
+            m.insert("decimal_place".into(), json!(places));
+        }
         match def.ftype {
             FieldType::Lookup(module) => {
                 m.insert(
@@ -530,6 +539,25 @@ mod tests {
         let pipes = org.pipeline_json().expect("pipelines");
         assert_eq!(pipes["pipeline"].as_array().map(Vec::len), Some(2));
         assert!(Org::new(Profile::Free).pipeline_json().is_none());
+    }
+
+    #[test]
+    fn currency_fields_and_the_twelve_place_decimal_carry_decimal_place_and_other_numbers_do_not() {
+        let org = Org::new(Profile::Exotic);
+        let body = org.fields_json("Deals").expect("Deals");
+        let meta = |api: &str| {
+            body["fields"].as_array().into_iter().flatten().find(|f| f["api_name"] == api).cloned().expect(api)
+        };
+        assert_eq!(
+            (meta("Unit_Rate")["decimal_place"].clone(), meta("Unit_Rate")["length"].clone()),
+            (json!(12), json!(16))
+        );
+        assert_eq!(meta("Unit_Rate")["data_type"], "double");
+        assert_eq!(meta("List_Price")["decimal_place"], 2);
+        assert_eq!(meta("Amount")["decimal_place"], 2);
+        // UNCONFIRMED which types carry it: the other number fields go without, so a client meets both shapes.
+        assert!(meta("Margin_Double").get("decimal_place").is_none());
+        assert!(meta("Win_Probability_Pct").get("decimal_place").is_none());
     }
 
     #[test]

@@ -69,7 +69,7 @@ pub const fn bigquery_type(t: CellType) -> &'static str {
 }
 
 /// SQLite's declared type for a cell type: INTEGER for integers and booleans (0/1), TEXT for everything else
-/// (decimals as exact text, dates `YYYY-MM-DD`, times RFC 3339 UTC, lists as JSON text). Never a type with
+/// (NUMERIC and BIGNUMERIC decimals alike as exact text, dates `YYYY-MM-DD`, times RFC 3339 UTC, lists as JSON text). Never a type with
 /// REAL or NUMERIC affinity, which would turn decimal text into a float.
 pub const fn sqlite_type(t: CellType) -> &'static str {
     match t {
@@ -355,6 +355,13 @@ pub fn plan_fields(fields: &[crate::deal::FieldColumn], known: &[KnownField], ex
             continue;
         }
         let before = known.iter().find(|k| k.column_name.as_deref() == Some(name)).and_then(|k| k.column_type.clone());
+        // A decimal field first seen as NUMERIC whose metadata later says more (BIGNUMERIC) is retyped like any
+        // other: the column keeps NUMERIC and is no longer filled, the values stay in `raw`, and a warning says
+        // so. Widening in place was weighed and not done: BigQuery can `ALTER COLUMN … SET DATA TYPE BIGNUMERIC`
+        // from NUMERIC, but the deals, history and run staging tables would each need it, with no transaction
+        // across them (a crash in between leaves them disagreeing), and the emulator implements no column type
+        // change, so it could not be tested; SQLite would need nothing (both are TEXT there), and the two
+        // warehouses would diverge. README "Tables" gives the two statements that widen it by hand.
         match before {
             Some(old) if old != t.as_str() => {
                 plan.retyped.push((f.api_name.clone(), name.clone(), old, t.as_str().to_owned()));
@@ -489,6 +496,26 @@ mod tests {
     }
 
     #[test]
+    fn a_numeric_field_whose_metadata_later_says_bignumeric_keeps_its_column_and_is_reported_retyped() {
+        let plan = plan_fields(
+            &[field("Unit_Rate", "unit_rate", CellType::BigDecimal), field("Rate_2", "rate_2", CellType::BigDecimal)],
+            &[known("Unit_Rate", "unit_rate", CellType::Decimal)],
+            &["unit_rate".to_owned()],
+        );
+        assert_eq!(plan.retyped, [("Unit_Rate".into(), "unit_rate".into(), "NUMERIC".into(), "BIGNUMERIC".into())]);
+        assert!(plan.active.iter().all(|c| c.name != "unit_rate"), "not filled: its values stay in raw");
+        assert_eq!(plan.add, [CustomColumn { name: "rate_2".into(), cell_type: CellType::BigDecimal }]);
+        // Once widened by hand (README "Tables"), deal_fields says BIGNUMERIC and the column is filled again.
+        let plan = plan_fields(
+            &[field("Unit_Rate", "unit_rate", CellType::BigDecimal)],
+            &[known("Unit_Rate", "unit_rate", CellType::BigDecimal)],
+            &["unit_rate".to_owned()],
+        );
+        assert!(plan.retyped.is_empty() && plan.add.is_empty());
+        assert_eq!(plan.active, [CustomColumn { name: "unit_rate".into(), cell_type: CellType::BigDecimal }]);
+    }
+
+    #[test]
     fn readme_documents_every_catalogue_column() {
         let readme = include_str!("../../README.md");
         for c in DEAL_COLUMNS {
@@ -499,7 +526,14 @@ mod tests {
 
     #[test]
     fn every_cell_type_has_a_sqlite_type_without_float_affinity() {
-        for t in [CellType::Decimal, CellType::Date, CellType::Timestamp, CellType::Json, CellType::TextList] {
+        for t in [
+            CellType::Decimal,
+            CellType::BigDecimal,
+            CellType::Date,
+            CellType::Timestamp,
+            CellType::Json,
+            CellType::TextList,
+        ] {
             assert_eq!(sqlite_type(t), "TEXT");
             assert_eq!(CellType::parse(t.as_str()), Some(t));
         }

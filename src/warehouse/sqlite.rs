@@ -24,7 +24,7 @@ use super::{
     change_kind, CoveredWindow, LedgerRow, MergeCounts, QuarantinedRow, RunKind, RunReport, RunStart, StoredDeal,
     Warehouse, WarehouseError, DEAL_COLUMNS, HISTORY_META_COLUMNS, HISTORY_TABLE, WON_AT_COLUMNS,
 };
-use crate::deal::{format_utc, Cell, CellType, DealChange, FieldColumn};
+use crate::deal::{format_utc, Cell, CellType, DealChange, ExactDecimal, FieldColumn};
 
 /// Another connection (a concurrent run, an analyst) may hold the write lock briefly.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -447,6 +447,8 @@ fn encode(cell: Cell) -> SqlValue {
         Cell::Int(i) => SqlValue::Integer(i),
         Cell::Bool(b) => SqlValue::Integer(i64::from(b)),
         Cell::Decimal(d) => SqlValue::Text(d.normalize().to_string()),
+        // Canonical exact text in a TEXT column: no float affinity, so SQLite keeps every digit.
+        Cell::BigDecimal(d) => SqlValue::Text(d.as_str().to_owned()),
         Cell::Date(d) => SqlValue::Text(d.format("%Y-%m-%d").to_string()),
         Cell::Timestamp(t) => SqlValue::Text(ts(t)),
         Cell::TextList(v) => SqlValue::Text(serde_json::to_string(&v).unwrap_or_else(|_| "[]".to_owned())),
@@ -477,6 +479,7 @@ fn decode(column: &str, t: CellType, v: SqlValue) -> Result<Cell, Unreadable> {
             _ => None,
         },
         CellType::Decimal => text(&v).and_then(|s| Decimal::from_str(&s).ok()).map(Cell::Decimal),
+        CellType::BigDecimal => text(&v).and_then(|s| ExactDecimal::parse(&s).ok()).map(Cell::BigDecimal),
         CellType::Date => text(&v).and_then(|s| NaiveDate::parse_from_str(&s, "%Y-%m-%d").ok()).map(Cell::Date),
         CellType::Timestamp => text(&v).as_deref().and_then(parse_ts).map(Cell::Timestamp),
         CellType::TextList => text(&v).and_then(|s| serde_json::from_str(&s).ok()).map(Cell::TextList),
@@ -1055,6 +1058,25 @@ impl Warehouse for SqliteWarehouse {
             .map_err(&err)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod codec_tests {
+    use super::*;
+
+    #[test]
+    fn a_bignumeric_value_is_stored_as_its_exact_text_and_read_back_digit_for_digit() {
+        let rate = ExactDecimal::parse("98765432109876543210.123456789012345678").expect("decimal");
+        let stored = encode(Cell::BigDecimal(rate.clone()));
+        assert_eq!(stored, SqlValue::Text("98765432109876543210.123456789012345678".into()));
+        // Through a real TEXT column (no REAL or NUMERIC affinity to turn it into a float).
+        let c = Connection::open_in_memory().expect("in-memory SQLite");
+        c.execute(&format!("CREATE TABLE v (x {})", columns::sqlite_type(CellType::BigDecimal)), []).expect("table");
+        c.execute("INSERT INTO v VALUES (?1)", [&stored]).expect("insert");
+        let back: SqlValue = c.query_row("SELECT x FROM v", [], |r| r.get(0)).expect("read");
+        assert_eq!(decode("x", CellType::BigDecimal, back), Ok(Cell::BigDecimal(rate)));
+        assert!(decode("x", CellType::BigDecimal, SqlValue::Text("12,5".into())).is_err());
     }
 }
 

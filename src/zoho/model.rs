@@ -11,7 +11,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde_json::{Map, Value};
 
-use crate::deal::{Cell, CellType, CustomValue, Deal, FieldColumn};
+use crate::deal::{Cell, CellType, CustomValue, Deal, ExactDecimal, FieldColumn};
 
 /// The `deal_id` of a quarantined record whose id is unreadable.
 pub const UNKNOWN_ID: &str = "<unknown>";
@@ -69,6 +69,12 @@ pub struct FieldMeta {
     pub visible: bool,
     /// Pick-list values (Stage's carry their deal category; Pipeline's carry their stage `maps`).
     pub pick_list_values: Vec<PickListValue>,
+    /// `length`: how many digits (characters, for text) the field holds. UNCONFIRMED which data types carry
+    /// it, and whether a number's length counts its decimal places (docs/zoho-api.md §8): `None` = unknown.
+    pub length: Option<u32>,
+    /// `decimal_place`: how many digits a number keeps after the point. UNCONFIRMED which data types carry it
+    /// (docs/zoho-api.md §8): `None` = unknown.
+    pub decimal_place: Option<u32>,
 }
 
 /// A pick-list value (or a pipeline's stage map entry).
@@ -141,10 +147,22 @@ pub fn parse_fields(body: &Value) -> Option<Vec<FieldMeta>> {
                         .flatten()
                         .map(PickListValue::from_json)
                         .collect(),
+                    length: count(f.get("length")),
+                    decimal_place: count(f.get("decimal_place")),
                 })
             })
             .collect(),
     )
+}
+
+/// A digit count of the field metadata: a whole number, or its digits as text; anything else (null, a
+/// negative, a fraction, a shape Zoho adds later) is unknown, never an error.
+fn count(v: Option<&Value>) -> Option<u32> {
+    match v? {
+        Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
 }
 
 /// The id of a record, if it has a readable one.
@@ -226,6 +244,9 @@ pub enum CustomKind {
     BigInt,
     /// currency, decimal, double, percent, rollup summary, number formulas → NUMERIC (exact; never a float).
     Decimal,
+    /// The same types when the field metadata says they hold more than NUMERIC (see [`CustomKind::of_field`])
+    /// → BIGNUMERIC (SQLite: exact decimal text), carried as exact text.
+    BigDecimal,
     /// boolean → BOOL.
     Bool,
     /// date → DATE.
@@ -266,18 +287,45 @@ impl CustomKind {
         }
     }
 
+    /// The kind of a field from all of its metadata: [`CustomKind::of`] its type, and a decimal one whose
+    /// `length`/`decimal_place` say it can hold more than NUMERIC is [`CustomKind::BigDecimal`].
+    pub fn of_field(f: &FieldMeta) -> CustomKind {
+        match CustomKind::of(&f.data_type, f.formula_return.as_deref()) {
+            CustomKind::Decimal if exceeds_numeric(f.length, f.decimal_place) => CustomKind::BigDecimal,
+            kind => kind,
+        }
+    }
+
     /// The warehouse-neutral type of its column(s).
     pub fn cell_type(self) -> CellType {
         match self {
             CustomKind::Text | CustomKind::Lookup | CustomKind::Other => CellType::Text,
             CustomKind::Int | CustomKind::BigInt => CellType::Int,
             CustomKind::Decimal => CellType::Decimal,
+            CustomKind::BigDecimal => CellType::BigDecimal,
             CustomKind::Bool => CellType::Bool,
             CustomKind::Date => CellType::Date,
             CustomKind::DateTime => CellType::Timestamp,
             CustomKind::MultiPick => CellType::TextList,
         }
     }
+}
+
+/// NUMERIC's digits: 29 before the point, 9 after (docs/bigquery.md).
+const NUMERIC_INTEGER_DIGITS: u32 = 29;
+const NUMERIC_FRACTION_DIGITS: u32 = 9;
+
+/// Whether a decimal field's metadata says it may hold a value NUMERIC would round or refuse: more than 9
+/// decimal places, or a `length` beyond 29 digits.
+///
+/// Which types carry `length`/`decimal_place`, and whether a number's `length` counts its decimal places, are
+/// UNCONFIRMED (docs/zoho-api.md §8), so the rule holds either way: the integer digits are at most `length`
+/// whichever way it is meant, so `length > 29` is the test (a field of 30–38 digits with decimals counted may
+/// be typed BIGNUMERIC when NUMERIC would have done: BIGNUMERIC holds every NUMERIC value exactly, so that
+/// costs nothing). Absent metadata is unknown: the field stays NUMERIC, and a value beyond NUMERIC quarantines
+/// its deal naming the field, so nothing is ever stored rounded.
+pub fn exceeds_numeric(length: Option<u32>, decimal_place: Option<u32>) -> bool {
+    decimal_place.is_some_and(|d| d > NUMERIC_FRACTION_DIGITS) || length.is_some_and(|l| l > NUMERIC_INTEGER_DIGITS)
 }
 
 /// A selected custom field and the column it lands in.
@@ -474,7 +522,7 @@ pub fn field_columns(
         if let Some((_, cols)) = STANDARD_FIELD_COLUMNS.iter().find(|(api, _)| *api == f.api_name) {
             rows.extend(cols.iter().map(|c| row(Some((*c).to_owned()), None)));
         } else if f.custom && selected.contains(&f.api_name.as_str()) {
-            let kind = CustomKind::of(&f.data_type, f.formula_return.as_deref());
+            let kind = CustomKind::of_field(f);
             let field = CustomField {
                 api_name: f.api_name.clone(),
                 label: f.label.clone(),
@@ -556,6 +604,12 @@ fn custom_values(f: &Fields<'_>, custom: &[CustomField]) -> Result<Vec<CustomVal
                 }
             }
             (CustomKind::Decimal, Some(v)) => return Err(misfit(v, "a number")),
+            // The literal digits Zoho sent (serde_json's `arbitrary_precision`), validated by hand: never a float.
+            (CustomKind::BigDecimal, Some(v @ Value::Number(n))) => match ExactDecimal::parse(&n.to_string()) {
+                Ok(d) => Cell::BigDecimal(d),
+                Err(e) => return Err(misfit(v, &format!("an exact decimal (BIGNUMERIC): {e}"))),
+            },
+            (CustomKind::BigDecimal, Some(v)) => return Err(misfit(v, "a number")),
             (CustomKind::Bool, Some(Value::Bool(b))) => Cell::Bool(*b),
             (CustomKind::Bool, Some(v)) => return Err(misfit(v, "true/false")),
             (CustomKind::Date, Some(_)) => f.date(name)?.map_or(Cell::Null, Cell::Date),
@@ -885,6 +939,94 @@ mod tests {
             let shown = value.as_str().map(str::to_owned).unwrap_or_else(|| value.to_string());
             assert!(q.reason.contains(&shown), "the reason shows the value: {}", q.reason);
         }
+    }
+
+    fn decimal_field(api: &str, data_type: &str, length: Option<u32>, decimal_place: Option<u32>) -> FieldMeta {
+        FieldMeta {
+            api_name: api.into(),
+            label: api.into(),
+            data_type: data_type.into(),
+            custom: true,
+            visible: true,
+            length,
+            decimal_place,
+            ..FieldMeta::default()
+        }
+    }
+
+    #[test]
+    fn a_decimal_field_is_bignumeric_only_when_its_metadata_says_numeric_could_not_hold_it() {
+        let kind = |t: &str, length, places| CustomKind::of_field(&decimal_field("X", t, length, places));
+        // Unknown (UNCONFIRMED which types carry the keys): NUMERIC, and a value beyond it quarantines.
+        assert_eq!(kind("decimal", None, None), CustomKind::Decimal);
+        assert_eq!(kind("currency", Some(16), Some(2)), CustomKind::Decimal, "Zoho's usual currency field");
+        // The edges: 9 places and 29 digits fit NUMERIC; one more does not.
+        assert_eq!(kind("decimal", Some(29), Some(9)), CustomKind::Decimal);
+        assert_eq!(kind("decimal", None, Some(9)), CustomKind::Decimal);
+        assert_eq!(kind("decimal", None, Some(10)), CustomKind::BigDecimal);
+        assert_eq!(kind("double", Some(16), Some(12)), CustomKind::BigDecimal);
+        assert_eq!(kind("percent", Some(30), None), CustomKind::BigDecimal);
+        // Whether `length` counts the decimal places is UNCONFIRMED: 30 digits with 2 places may be 30 integer
+        // digits, so it is BIGNUMERIC (which holds every NUMERIC value too).
+        assert_eq!(kind("currency", Some(30), Some(2)), CustomKind::BigDecimal);
+        assert_eq!(kind("formula", Some(16), Some(12)), CustomKind::Other, "a formula of unknown return type");
+        let mut formula = decimal_field("F", "formula", None, Some(12));
+        formula.formula_return = Some("double".into());
+        assert_eq!(CustomKind::of_field(&formula), CustomKind::BigDecimal);
+        // Other types ignore the digits (a text field's `length` is its characters).
+        assert_eq!(kind("text", Some(255), None), CustomKind::Text);
+        assert_eq!(kind("integer", Some(40), None), CustomKind::Int);
+        assert_eq!(CustomKind::BigDecimal.cell_type().as_str(), "BIGNUMERIC");
+    }
+
+    #[test]
+    fn field_metadata_digits_are_read_as_numbers_or_text_and_anything_else_is_unknown() {
+        let body = json!({"fields": [
+            {"api_name": "A", "data_type": "decimal", "length": 16, "decimal_place": 12},
+            {"api_name": "B", "data_type": "currency", "length": "16", "decimal_place": "2"},
+            {"api_name": "C", "data_type": "double"},
+            {"api_name": "D", "data_type": "double", "length": null, "decimal_place": -1},
+            {"api_name": "E", "data_type": "double", "length": 1.5, "decimal_place": {"x": 1}},
+        ]});
+        let got: Vec<(Option<u32>, Option<u32>)> =
+            parse_fields(&body).expect("fields").iter().map(|f| (f.length, f.decimal_place)).collect();
+        assert_eq!(got, [(Some(16), Some(12)), (Some(16), Some(2)), (None, None), (None, None), (None, None)]);
+    }
+
+    #[test]
+    fn a_bignumeric_value_is_kept_digit_for_digit_and_one_beyond_it_quarantines_naming_deal_and_field() {
+        let meta = [decimal_field("Unit_Rate", "decimal", Some(16), Some(12))];
+        let (custom, rows) = field_columns(&meta, &["Unit_Rate".to_owned()], &["amount"]);
+        assert_eq!(rows[0].cell_type, Some(CellType::BigDecimal), "deal_fields records BIGNUMERIC");
+        let number = |s: &str| serde_json::from_str::<Value>(s).expect("a JSON number");
+        for (sent, kept) in [
+            ("1234.567890123456", "1234.567890123456"),
+            ("-0.000000000001", "-0.000000000001"),
+            ("12.5E-11", "0.000000000125"),
+            ("100", "100"),
+        ] {
+            let mut r = sample();
+            r["Unit_Rate"] = number(sent);
+            let d = to_deal_with(&r, &custom).expect(sent);
+            assert_eq!(
+                d.custom[0].value,
+                Cell::BigDecimal(ExactDecimal::parse(kept).expect("decimal")),
+                "{sent} is kept exactly"
+            );
+            assert_eq!(d.custom[0].value, Cell::BigDecimal(ExactDecimal::parse(sent).expect("same value")));
+        }
+        for bad in [number(&format!("0.{}1", "0".repeat(38))), number("1e40"), json!("12.5")] {
+            let shown: String = bad.to_string().chars().take(11).collect();
+            let mut r = sample();
+            r["Unit_Rate"] = bad.clone();
+            let q = to_deal_with(&r, &custom).expect_err("does not fit");
+            assert_eq!((q.deal_id.as_str(), q.field.as_str()), ("3652397000000269093", "Unit_Rate"));
+            assert!(q.reason.contains(&shown) && q.reason.contains("unit_rate"), "{}", q.reason);
+        }
+        let mut r = sample();
+        r["Unit_Rate"] = number("1e40");
+        let q = to_deal_with(&r, &custom).expect_err("beyond BIGNUMERIC");
+        assert!(q.reason.contains("BIGNUMERIC"), "the reason says which bound: {}", q.reason);
     }
 
     #[test]

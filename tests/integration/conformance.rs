@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use rust_decimal::Decimal;
-use zoho_deals_sync::deal::{Cell, CellType, CustomValue, Deal, DealChange, FieldColumn};
+use zoho_deals_sync::deal::{Cell, CellType, CustomValue, Deal, DealChange, ExactDecimal, FieldColumn};
 use zoho_deals_sync::warehouse::bigquery::{BigQueryConfig, BigQueryWarehouse};
 use zoho_deals_sync::warehouse::sqlite::SqliteWarehouse;
 use zoho_deals_sync::warehouse::{
@@ -107,6 +107,10 @@ fn t(s: i64) -> DateTime<Utc> {
 
 fn dec(s: &str) -> Decimal {
     Decimal::from_str(s).expect("decimal literal")
+}
+
+fn big(s: &str) -> ExactDecimal {
+    ExactDecimal::parse(s).expect("decimal literal")
 }
 
 fn deal(id: &str, modified: i64) -> Deal {
@@ -698,6 +702,7 @@ async fn custom_columns_of_every_type_round_trip_and_a_later_field_adds_a_column
         custom_field("Region", "region", CellType::Text),
         custom_field("Seats", "seats", CellType::Int),
         custom_field("Price", "price", CellType::Decimal),
+        custom_field("Unit_Rate", "unit_rate", CellType::BigDecimal),
         custom_field("Strategic", "strategic", CellType::Bool),
         custom_field("Go_Live", "go_live", CellType::Date),
         custom_field("Kickoff", "kickoff", CellType::Timestamp),
@@ -708,6 +713,9 @@ async fn custom_columns_of_every_type_round_trip_and_a_later_field_adds_a_column
         ("region", Cell::Text("EMEA — “Nord”".into())),
         ("seats", Cell::Int(9_007_199_254_740_993)),
         ("price", Cell::Decimal(dec("12345678901234567890.123456789"))),
+        // 18 places, which NUMERIC (9) would round; 20 integer digits and 18 places is all the emulator's
+        // BIGNUMERIC (DuckDB DECIMAL(38,18), docs/bigquery.md) holds, so the same value tests both warehouses.
+        ("unit_rate", Cell::BigDecimal(big("-12345678901234567890.123456789012345678"))),
         ("strategic", Cell::Bool(true)),
         ("go_live", Cell::Date(NaiveDate::from_ymd_opt(2027, 1, 31).expect("date"))),
         ("kickoff", Cell::Timestamp(t(42))),
@@ -721,6 +729,11 @@ async fn custom_columns_of_every_type_round_trip_and_a_later_field_adds_a_column
         let none = custom_cell(&rows["2"], column);
         assert!(none == Cell::Null || none == Cell::TextList(vec![]), "{column} of a deal without it: {none:?}");
     }
+    // The history's version holds the BIGNUMERIC value exactly too (its column there is BIGNUMERIC as well).
+    let history = w.rows("SELECT unit_rate FROM `{{dataset}}.closed_won_deals_history` WHERE deal_id = '1'").await;
+    let kept: Vec<Option<ExactDecimal>> =
+        history.iter().map(|r| r[0].as_deref().map(|v| ExactDecimal::parse(v).expect("a decimal"))).collect();
+    assert_eq!(kept, vec![Some(big("-12345678901234567890.123456789012345678"))]);
     // The next run's metadata has a new field: a column, NULL in the old rows, filled for new versions; a
     // field whose type changed keeps its column, no longer filled.
     let mut later = fields.clone();

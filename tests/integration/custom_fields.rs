@@ -8,7 +8,7 @@ use std::str::FromStr;
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
-use zoho_deals_sync::deal::Cell;
+use zoho_deals_sync::deal::{Cell, ExactDecimal};
 use zoho_deals_sync::warehouse::bigquery::BigQueryWarehouse;
 use zoho_deals_sync::warehouse::StoredDeal;
 use zoho_sandbox::{Profile, SandboxConfig};
@@ -74,6 +74,8 @@ fn same(cell: &Cell, truth: &Value) -> bool {
         (Cell::Int(i), Value::Number(n)) => n.as_i64() == Some(*i),
         (Cell::Int(i), Value::String(t)) => t.parse::<i64>().ok() == Some(*i),
         (Cell::Decimal(d), Value::Number(n)) => Decimal::from_str(&n.to_string()).ok() == Some(*d),
+        // Digit for digit: the sandbox's 12-place values are canonical text (no padding zeros).
+        (Cell::BigDecimal(d), Value::Number(n)) => d.as_str() == n.to_string(),
         (Cell::Bool(b), Value::Bool(t)) => b == t,
         (Cell::Date(d), Value::String(t)) => NaiveDate::parse_from_str(t, "%Y-%m-%d").ok() == Some(*d),
         (Cell::Timestamp(x), Value::String(t)) => {
@@ -148,6 +150,8 @@ async fn every_selectable_custom_field_lands_typed_and_equal_to_the_sandbox(app:
         ("Go_Live_Date", "go_live_date", "DATE"),
         ("Kickoff_At", "kickoff_at", "TIMESTAMP"),
         ("Net_Amount_F", "net_amount_f", "NUMERIC"),
+        // decimal_place 12 in the metadata: more than NUMERIC's 9.
+        ("Unit_Rate", "unit_rate", "BIGNUMERIC"),
         ("Deal_Number", "deal_number", "STRING"),
         // SQL reserved words get the cf_ prefix.
         ("Order", "cf_order", "INT64"),
@@ -363,4 +367,121 @@ async fn a_custom_value_that_does_not_fit_its_column_quarantines_the_deal_until_
 async fn a_custom_value_that_does_not_fit_its_column_quarantines_the_deal_until_a_readable_version_on_bigquery() {
     let Some(app) = exotic(80).await.on_bigquery("custom_misfit") else { return };
     a_custom_value_that_does_not_fit_its_column_quarantines_the_deal_until_a_readable_version(app).await;
+}
+
+/// Every stored `unit_rate` as the warehouse holds it, by deal id: SQLite's text as stored (with its SQLite
+/// type), BigQuery's as `CAST(… AS STRING)` answers it.
+async fn stored_unit_rates(app: &TestApp) -> Vec<(String, String)> {
+    match &app.bigquery {
+        Some(bq) => {
+            let w = BigQueryWarehouse::connect(bq.clone()).await.expect("emulator reachable");
+            let sql = "SELECT deal_id, CAST(unit_rate AS STRING) FROM `{{dataset}}.closed_won_deals` \
+                       WHERE unit_rate IS NOT NULL";
+            let rows = w.query_text(sql).await.expect("read unit_rate");
+            rows.into_iter().map(|r| (r[0].clone().unwrap_or_default(), r[1].clone().unwrap_or_default())).collect()
+        }
+        None => {
+            let conn = rusqlite::Connection::open(&app.db).expect("open the SQLite file");
+            let mut stmt = conn
+                .prepare(
+                    "SELECT deal_id, unit_rate, typeof(unit_rate) FROM closed_won_deals WHERE unit_rate IS NOT NULL",
+                )
+                .expect("prepare");
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, String>(2)?)))
+                .expect("query")
+                .collect::<Result<Vec<(String, String, String)>, _>>()
+                .expect("read unit_rate");
+            rows.into_iter()
+                .map(|(id, text, ty)| {
+                    assert_eq!(ty, "text", "deal {id}: SQLite keeps the decimal as text, never a float");
+                    (id, text)
+                })
+                .collect()
+        }
+    }
+}
+
+/// `Unit_Rate` has `decimal_place` 12 in Zoho's metadata, so it lands in a BIGNUMERIC column (exact text on
+/// SQLite), and every value lands with all 12 places, equal to the sandbox's value digit for digit. NUMERIC
+/// would have rounded each of them to 9 places (or, as before, quarantined the deal).
+///
+/// The sandbox's values have at most 3 integer digits and 12 places: within the emulator's BIGNUMERIC, which is
+/// DuckDB's DECIMAL(38,18) (20 integer digits, 18 places; docs/bigquery.md), so the same test runs on both
+/// warehouses. The emulator pads its text to 18 places, hence the comparison through `ExactDecimal` there;
+/// SQLite's stored text is compared as it is.
+async fn a_twelve_place_decimal_lands_digit_for_digit_where_numeric_would_round(app: TestApp) {
+    let out = app.run(&["sync"]).await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    let fields = deal_fields(&app).await;
+    assert_eq!(column_of(&fields, "Unit_Rate"), vec![("unit_rate", "BIGNUMERIC")]);
+    let truth = app.truth().await;
+    let stored = stored_unit_rates(&app).await;
+    assert!(stored.len() > 10, "only {} values stored", stored.len());
+    for (id, text) in &stored {
+        let t = truth.deals.iter().find(|d| d["id"] == json!(id)).expect("in the sandbox");
+        let zoho = t["Unit_Rate"].to_string();
+        let (_, places) = zoho.split_once('.').expect("a decimal");
+        assert_eq!(places.len(), 12, "deal {id}: the sandbox sent 12 places ({zoho}), which NUMERIC would round");
+        let kept = if app.bigquery.is_some() {
+            ExactDecimal::parse(text).unwrap_or_else(|e| panic!("deal {id}: {text}: {e}")).as_str().to_owned()
+        } else {
+            text.clone()
+        };
+        assert_eq!(kept, zoho, "deal {id}: stored {text}, Zoho sent {zoho}");
+    }
+    // The job reads it back the same way.
+    let rows = app.stored().await;
+    let read: Vec<&Cell> = rows.iter().map(|r| cell(r, "unit_rate")).filter(|c| **c != Cell::Null).collect();
+    assert_eq!(read.len(), stored.len());
+    assert!(read.iter().all(|c| matches!(c, Cell::BigDecimal(d) if d.fraction_digits() == 12)), "{read:?}");
+}
+
+#[tokio::test]
+async fn a_twelve_place_decimal_lands_digit_for_digit_where_numeric_would_round_on_sqlite() {
+    a_twelve_place_decimal_lands_digit_for_digit_where_numeric_would_round(exotic(150).await).await;
+}
+
+#[tokio::test]
+async fn a_twelve_place_decimal_lands_digit_for_digit_where_numeric_would_round_on_bigquery() {
+    let Some(app) = exotic(100).await.on_bigquery("custom_bignumeric") else { return };
+    a_twelve_place_decimal_lands_digit_for_digit_where_numeric_would_round(app).await;
+}
+
+async fn a_decimal_beyond_bignumeric_quarantines_the_deal_naming_the_field(app: TestApp) {
+    let out = app.run(&["sync"]).await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    let won: Vec<String> =
+        app.stored().await.into_iter().filter(|r| r.is_closed_won && !r.is_deleted).map(|r| r.deal.deal_id).collect();
+    let m = app.control("/__sandbox/mutate", json!({"misfit_decimal": 1, "edit": 2, "only": won})).await;
+    let bad = m["misfit_decimal"][0].as_str().expect("a deal given 1e40").to_owned();
+    next_second().await;
+    let out = app.run(&["sync"]).await;
+    assert_eq!(out.code, 8, "exit 8: a record was quarantined: {}", out.all());
+    let kept = quarantined(&app).await;
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!((kept[0].deal_id.as_str(), kept[0].field.as_str()), (bad.as_str(), "Unit_Rate"));
+    assert!(
+        kept[0].reason.contains("BIGNUMERIC") && kept[0].reason.contains("41 digits before the point"),
+        "the reason says what does not fit: {}",
+        kept[0].reason
+    );
+    let stored = app.stored().await;
+    let row = stored.iter().find(|r| r.deal.deal_id == bad).expect("the deal's older row stays");
+    assert!(row.is_quarantined, "flagged while Zoho's newest version cannot be stored");
+    for id in m["edit"].as_array().expect("ids").iter().filter_map(Value::as_str) {
+        let edited = stored.iter().find(|r| r.deal.deal_id == id).expect("stored");
+        assert!(!edited.is_quarantined, "the other deals of the run landed");
+    }
+}
+
+#[tokio::test]
+async fn a_decimal_beyond_bignumeric_quarantines_the_deal_naming_the_field_on_sqlite() {
+    a_decimal_beyond_bignumeric_quarantines_the_deal_naming_the_field(exotic(100).await).await;
+}
+
+#[tokio::test]
+async fn a_decimal_beyond_bignumeric_quarantines_the_deal_naming_the_field_on_bigquery() {
+    let Some(app) = exotic(60).await.on_bigquery("custom_beyond_bignumeric") else { return };
+    a_decimal_beyond_bignumeric_quarantines_the_deal_naming_the_field(app).await;
 }

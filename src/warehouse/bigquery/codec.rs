@@ -7,7 +7,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde_json::{Map, Value};
 
-use crate::deal::{Cell, CellType, DealChange};
+use crate::deal::{Cell, CellType, DealChange, ExactDecimal};
 use crate::warehouse::columns::{self, change_cells, custom_cells, CustomColumn, Unreadable};
 use crate::warehouse::{StoredDeal, WarehouseError};
 
@@ -28,6 +28,9 @@ pub(super) fn decode(column: &str, t: CellType, v: Option<&str>) -> Result<Cell,
             _ => None,
         },
         CellType::Decimal => Decimal::from_str(v).or_else(|_| Decimal::from_scientific(v)).ok().map(Cell::Decimal),
+        // Canonical text (`1.5`); a padded one (`1.500000000000000000`, the emulator's DECIMAL(38,18) cast to
+        // STRING, docs/bigquery.md) reads to the same value.
+        CellType::BigDecimal => ExactDecimal::parse(v).ok().map(Cell::BigDecimal),
         CellType::Date => NaiveDate::parse_from_str(v, "%Y-%m-%d").ok().map(Cell::Date),
         CellType::Timestamp => v.parse::<i64>().ok().and_then(DateTime::from_timestamp_micros).map(Cell::Timestamp),
         // BigQuery has no NULL array (a NULL is stored as []); the emulator answers `null`.
@@ -45,6 +48,8 @@ pub(super) fn encode(cell: &Cell) -> Value {
         Cell::Int(i) => Value::from(*i),
         Cell::Bool(b) => Value::Bool(*b),
         Cell::Decimal(d) => numeric(d),
+        // As text, cast to BIGNUMERIC in the INSERT: never a JSON number (a float to most readers).
+        Cell::BigDecimal(d) => Value::String(d.as_str().to_owned()),
         Cell::Date(d) => Value::String(d.format("%Y-%m-%d").to_string()),
         Cell::Timestamp(t) => rfc3339(t),
         Cell::TextList(v) => Value::String(serde_json::to_string(v).unwrap_or_else(|_| "[]".to_owned())),

@@ -242,6 +242,29 @@ fn a_staged_row_becomes_one_struct_of_strings_cast_back_to_the_column_types() {
 }
 
 #[test]
+fn a_bignumeric_column_is_staged_as_text_cast_to_bignumeric_and_read_back_digit_for_digit() {
+    use crate::deal::{Cell, CellType, CustomValue, ExactDecimal};
+    use crate::warehouse::columns::CustomColumn;
+    let rate = ExactDecimal::parse("-1234.567890123456").expect("decimal");
+    let custom = [CustomColumn { name: "unit_rate".into(), cell_type: CellType::BigDecimal }];
+    let mut d = deal("42");
+    d.custom = vec![CustomValue { column: "unit_rate".into(), value: Cell::BigDecimal(rate.clone()) }];
+    let row = staged_row("r", &DealChange::Won(d), &custom);
+    assert_eq!(row.json["unit_rate"], "-1234.567890123456", "a JSON string, never a number");
+    let p = rows_param(&[row], &custom);
+    let fields = p.parameter_value.and_then(|v| v.array_values).expect("array");
+    let fields = fields[0].struct_values.as_ref().expect("struct");
+    assert_eq!(fields["unit_rate"].value.as_deref(), Some("-1234.567890123456"));
+    assert!(staging_values(&custom).contains("CAST(r.unit_rate AS BIGNUMERIC)"));
+    // Canonical text, or the emulator's DECIMAL(38,18) text cast to STRING, padded to 18 places.
+    for answer in ["-1234.567890123456", "-1234.567890123456000000"] {
+        assert_eq!(codec::decode("unit_rate", CellType::BigDecimal, Some(answer)), Ok(Cell::BigDecimal(rate.clone())));
+    }
+    assert!(codec::decode("unit_rate", CellType::BigDecimal, Some("1.2.3")).is_err());
+    assert_eq!(codec::select_expr("unit_rate", CellType::BigDecimal), "unit_rate");
+}
+
+#[test]
 fn only_a_bad_value_splits_a_batch_not_a_broken_statement_or_a_missing_table() {
     assert!(is_invalid_value("Malformed JSON at byte 1 of input (HTTP 400, invalidQuery)"));
     assert!(is_invalid_value("Invalid NUMERIC value: 1e40 (HTTP 400, invalid)"));
