@@ -465,39 +465,35 @@ fn eval(e: &CExpr, rec: Option<&Map<String, Value>>, known: Known<'_>, store: &S
 
 /// Whether a value passes one condition's test.
 fn passes(v: &Scalar<'_>, test: &Test) -> bool {
-    {
-        {
-            if let Test::IsNull(negated) = test {
-                return (*v == Scalar::Null) != *negated;
-            }
-            if *v == Scalar::Null {
-                return false;
-            }
-            match test {
-                Test::Cmp(op, lit) => match compare(v, lit) {
-                    Some(o) => match *op {
-                        "=" => o == Ordering::Equal,
-                        "!=" => o != Ordering::Equal,
-                        "<" => o == Ordering::Less,
-                        "<=" => o != Ordering::Greater,
-                        ">" => o == Ordering::Greater,
-                        _ => o != Ordering::Less,
-                    },
-                    None => false,
-                },
-                Test::In(negated, list) => list.iter().any(|l| compare(v, l) == Some(Ordering::Equal)) != *negated,
-                Test::Between(negated, lo, hi) => {
-                    let inside = compare(v, lo).is_some_and(|o| o != Ordering::Less)
-                        && compare(v, hi).is_some_and(|o| o != Ordering::Greater);
-                    inside != *negated
-                }
-                Test::Like(negated, pattern) => match v {
-                    Scalar::Text(t) => like(t, pattern) != *negated,
-                    _ => false,
-                },
-                Test::IsNull(_) => false,
-            }
+    if let Test::IsNull(negated) = test {
+        return (*v == Scalar::Null) != *negated;
+    }
+    if *v == Scalar::Null {
+        return false;
+    }
+    match test {
+        Test::Cmp(op, lit) => match compare(v, lit) {
+            Some(o) => match *op {
+                "=" => o == Ordering::Equal,
+                "!=" => o != Ordering::Equal,
+                "<" => o == Ordering::Less,
+                "<=" => o != Ordering::Greater,
+                ">" => o == Ordering::Greater,
+                _ => o != Ordering::Less,
+            },
+            None => false,
+        },
+        Test::In(negated, list) => list.iter().any(|l| compare(v, l) == Some(Ordering::Equal)) != *negated,
+        Test::Between(negated, lo, hi) => {
+            let inside = compare(v, lo).is_some_and(|o| o != Ordering::Less)
+                && compare(v, hi).is_some_and(|o| o != Ordering::Greater);
+            inside != *negated
         }
+        Test::Like(negated, pattern) => match v {
+            Scalar::Text(t) => like(t, pattern) != *negated,
+            _ => false,
+        },
+        Test::IsNull(_) => false,
     }
 }
 
