@@ -29,6 +29,9 @@ use crate::deal::{format_utc, Cell, CellType, DealChange, ExactDecimal, FieldCol
 /// Another connection (a concurrent run, an analyst) may hold the write lock briefly.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Rows encoded and inserted per step of [`Warehouse::stage`] (see there).
+const STAGE_CHUNK_ROWS: usize = 250;
+
 /// The SQLite warehouse.
 #[derive(Clone)]
 pub struct SqliteWarehouse {
@@ -826,28 +829,32 @@ impl Warehouse for SqliteWarehouse {
     }
 
     async fn stage(&self, run: &RunStart, changes: &[DealChange]) -> Result<(), WarehouseError> {
-        let err = self.err();
         let custom = self.active_custom();
-        // Encoded here rather than copied into the blocking task and encoded there: one pass over the batch.
-        let rows: Vec<Vec<SqlValue>> = changes.iter().map(|change| staged_row(&run.run_id, change, &custom)).collect();
-        self.with(move |c| {
-            let tx = c.transaction().map_err(&err)?;
-            {
-                let n = DEAL_COLUMNS.len() + 1 + custom.len();
-                let placeholders = (1..=n).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
-                let cols = columns::column_names(&custom).collect::<Vec<_>>().join(", ");
-                let mut stmt = tx
-                    .prepare_cached(&format!(
-                        "INSERT INTO staging_changes (change_kind, {cols}) VALUES ({placeholders})"
-                    ))
-                    .map_err(&err)?;
-                for row in rows {
-                    stmt.execute(rusqlite::params_from_iter(row)).map_err(&err)?;
+        let n = DEAL_COLUMNS.len() + 1 + custom.len();
+        let placeholders = (1..=n).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
+        let cols = columns::column_names(&custom).collect::<Vec<_>>().join(", ");
+        let insert = Arc::new(format!("INSERT INTO staging_changes (change_kind, {cols}) VALUES ({placeholders})"));
+        // Encoded a chunk at a time: an encoded row copies every value of its change, so encoding a whole page
+        // first would hold the page twice (at 2,000 rows, several MiB more at the peak of a backfill). Staging is
+        // a TEMP table outside the write-ahead log, so a transaction per chunk costs no sync.
+        for chunk in changes.chunks(STAGE_CHUNK_ROWS) {
+            let err = self.err();
+            let rows: Vec<Vec<SqlValue>> =
+                chunk.iter().map(|change| staged_row(&run.run_id, change, &custom)).collect();
+            let insert = Arc::clone(&insert);
+            self.with(move |c| {
+                let tx = c.transaction().map_err(&err)?;
+                {
+                    let mut stmt = tx.prepare_cached(&insert).map_err(&err)?;
+                    for row in rows {
+                        stmt.execute(rusqlite::params_from_iter(row)).map_err(&err)?;
+                    }
                 }
-            }
-            tx.commit().map_err(&err)
-        })
-        .await
+                tx.commit().map_err(&err)
+            })
+            .await?;
+        }
+        Ok(())
     }
 
     async fn commit(&self, run: &RunStart, report: &RunReport) -> Result<MergeCounts, WarehouseError> {

@@ -68,7 +68,9 @@ pub(super) async fn read_capped(endpoint: &str, mut resp: reqwest::Response) -> 
     if resp.content_length().is_some_and(|n| n > MAX_RESPONSE_BYTES as u64) {
         return Err(too_large());
     }
-    let mut body = Vec::new();
+    // Sized from `Content-Length` when there is one: growing by doubling would hold up to twice a 2 MB page.
+    let declared = resp.content_length().map_or(0, |n| n as usize);
+    let mut body = Vec::with_capacity(declared);
     while let Some(chunk) = resp.chunk().await.map_err(|e| Error::no_answer(endpoint, e))? {
         if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
             return Err(too_large());
