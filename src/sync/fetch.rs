@@ -189,8 +189,10 @@ pub(crate) async fn fetch_and_stage<W: Warehouse + 'static>(
                 async move {
                     let mut quarantined = Quarantine::default();
                     // Mapped in the page's own task as it comes back (see `scheduler::run`).
-                    let map = move |filter, records: Vec<Value>| {
+                    // Each record becomes a JSON tree only while it is mapped; its text is freed as it is.
+                    let map = move |filter, records: Vec<deals::RawRecord>| {
                         let n = records.len();
+                        let records = records.into_iter().map(|r| serde_json::from_str(r.get()).unwrap_or(Value::Null));
                         let (changes, bad) = to_changes(filter, &stages, records, &owners, &custom);
                         (n, changes, bad)
                     };
@@ -264,11 +266,12 @@ pub(crate) async fn fetch_and_stage<W: Warehouse + 'static>(
 fn to_changes(
     filter: StageFilter,
     won_stages: &[String],
-    records: Vec<Value>,
+    records: impl IntoIterator<Item = Value>,
     owners: &OwnerNames,
     custom: &[model::CustomField],
 ) -> (Vec<DealChange>, Quarantine) {
-    let mut out = Vec::with_capacity(records.len());
+    let records = records.into_iter();
+    let mut out = Vec::with_capacity(records.size_hint().0);
     let mut bad = Quarantine::default();
     for record in records {
         let mapped = match filter {

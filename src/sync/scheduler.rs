@@ -53,15 +53,13 @@ use std::future::Future;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::deal::Window;
 use crate::error::Error;
 use crate::zoho::client::{coql_credits, ZohoClient};
-use crate::zoho::deals::{self, DealQuery, Key, Page, StageFilter, Ties, MAX_PROBE_OFFSET, PAGE_SIZE};
-use crate::zoho::model;
+use crate::zoho::deals::{self, DealQuery, Key, RawPage, RawRecord, StageFilter, Ties, MAX_PROBE_OFFSET, PAGE_SIZE};
 
 /// One page's request: which pass, which time range, after which id, how many rows at most.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,7 +77,7 @@ pub struct PageRequest {
 pub trait PageSource: Send + Sync + 'static {
     /// The rows of `request.filter` with `Modified_Time` in `request.window` and id above `request.after`, in id
     /// order, at most `request.page_size` of them.
-    fn page(&self, request: PageRequest) -> impl Future<Output = Result<Page, crate::zoho::Error>> + Send;
+    fn page(&self, request: PageRequest) -> impl Future<Output = Result<RawPage, crate::zoho::Error>> + Send;
 
     /// The key of the row at `offset` in the `(Modified_Time, id)` order (from the end when `descending`) of the
     /// rows of `filter` in the part of `window` that `ties` bounds; `None` past the end.
@@ -102,7 +100,7 @@ pub struct ZohoSource {
 }
 
 impl PageSource for ZohoSource {
-    async fn page(&self, request: PageRequest) -> Result<Page, crate::zoho::Error> {
+    async fn page(&self, request: PageRequest) -> Result<RawPage, crate::zoho::Error> {
         let not_won_columns = ["id".to_owned(), "Stage".to_owned(), "Modified_Time".to_owned()];
         let columns: &[String] = match request.filter {
             StageFilter::Won => &self.columns,
@@ -116,7 +114,7 @@ impl PageSource for ZohoSource {
             page_size: request.page_size,
         };
         let query = deals::page_query_in(&q, &request.ties, &request.after);
-        let page = deals::parse_page("coql", self.client.coql(&query, q.page_size).await?)?;
+        let page: RawPage = self.client.coql_as(&query, q.page_size).await?.unwrap_or_default();
         tracing::debug!(records = page.records.len(), more = page.more, after = %request.after, "COQL page");
         Ok(page)
     }
@@ -238,7 +236,7 @@ pub async fn run<S, M, T, F, Fut>(
 ) -> Result<Stats, Error>
 where
     S: PageSource,
-    M: Fn(StageFilter, Vec<Value>) -> T + Send + Sync + 'static,
+    M: Fn(StageFilter, Vec<RawRecord>) -> T + Send + Sync + 'static,
     T: Send + 'static,
     F: FnMut(StageFilter, T) -> Fut,
     Fut: Future<Output = bool>,
@@ -525,7 +523,7 @@ fn launch<S, M, T>(
     stats: &mut Stats,
 ) where
     S: PageSource,
-    M: Fn(StageFilter, Vec<Value>) -> T + Send + Sync + 'static,
+    M: Fn(StageFilter, Vec<RawRecord>) -> T + Send + Sync + 'static,
     T: Send + 'static,
 {
     while in_flight.len() < streams {
@@ -546,12 +544,15 @@ fn launch<S, M, T>(
         let (source, map, filter, window) = (Arc::clone(source), Arc::clone(map), state.filter, slice.window);
         in_flight.spawn(
             async move {
-                let page = source.page(request).await.map(|page: Page| Mapped {
-                    rows: page.records.len() as u64,
-                    more: page.more,
-                    last: page.records.iter().filter_map(model::record_id).max_by(|a, b| deals::cmp_ids(a, b)),
-                    sample: sample_times(&page.records, window),
-                    payload: map(filter, page.records),
+                let page = source.page(request).await.map(|page: RawPage| {
+                    let keys: Vec<_> = page.records.iter().map(|r| deals::raw_key(r)).collect();
+                    Mapped {
+                        rows: page.records.len() as u64,
+                        more: page.more,
+                        last: keys.iter().filter_map(|(id, _)| id.clone()).max_by(|a, b| deals::cmp_ids(a, b)),
+                        sample: sample_times(keys.iter().filter_map(|(_, at)| *at), window),
+                        payload: map(filter, page.records),
+                    }
                 });
                 (slice, page)
             }
@@ -586,13 +587,8 @@ fn malformed(detail: &str) -> Error {
 }
 
 /// The `Modified_Time`s (epoch seconds) of a page's records that lie in `window`, sorted.
-fn sample_times(records: &[Value], window: Window) -> Vec<i64> {
-    let mut times: Vec<i64> = records
-        .iter()
-        .filter_map(|r| r.get("Modified_Time").and_then(Value::as_str).and_then(model::parse_datetime))
-        .filter(|t| *t >= window.start && *t < window.end)
-        .map(|t| t.timestamp())
-        .collect();
+fn sample_times(times: impl Iterator<Item = DateTime<Utc>>, window: Window) -> Vec<i64> {
+    let mut times: Vec<i64> = times.filter(|t| *t >= window.start && *t < window.end).map(|t| t.timestamp()).collect();
     times.sort_unstable();
     times
 }
@@ -684,6 +680,8 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
+    use serde_json::value::RawValue;
+    use serde_json::Value;
 
     const LATENCY: Duration = Duration::from_millis(300);
 
@@ -719,8 +717,8 @@ mod tests {
     }
 
     /// The records as they came (the job maps them into deals here).
-    fn as_read(_: StageFilter, records: Vec<Value>) -> Vec<Value> {
-        records
+    fn as_read(_: StageFilter, records: Vec<RawRecord>) -> Vec<Value> {
+        records.iter().map(|r| serde_json::from_str(r.get()).expect("a JSON record")).collect()
     }
 
     fn at(t: i64) -> String {
@@ -728,7 +726,7 @@ mod tests {
     }
 
     impl PageSource for Scripted {
-        async fn page(&self, req: PageRequest) -> Result<Page, crate::zoho::Error> {
+        async fn page(&self, req: PageRequest) -> Result<RawPage, crate::zoho::Error> {
             let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
             self.max_in_flight.fetch_max(now, Ordering::SeqCst);
             let asked = self.pages.fetch_add(1, Ordering::SeqCst) + 1;
@@ -750,13 +748,16 @@ mod tests {
             let mut matching = rows[first..]
                 .iter()
                 .filter(|r| in_part(r, req.window, &req.ties) && r.won == (req.filter == StageFilter::Won));
-            let records: Vec<Value> = matching
+            let records: Vec<RawRecord> = matching
                 .by_ref()
                 .take(req.page_size as usize)
-                .map(|r| serde_json::json!({"id": r.id.to_string(), "Modified_Time": at(r.t)}))
+                .map(|r| {
+                    let record = serde_json::json!({"id": r.id.to_string(), "Modified_Time": at(r.t)});
+                    RawValue::from_string(record.to_string()).expect("JSON")
+                })
                 .collect();
             let more = matching.next().is_some();
-            Ok(Page { records, more })
+            Ok(RawPage { records, more })
         }
 
         async fn key_at(

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
@@ -128,13 +129,26 @@ impl ZohoClient {
 
     /// `POST {api_domain}/crm/v8/coql`; credits by LIMIT (1–200: 1, 201–1000: 2, 1001–2000: 3).
     pub async fn coql(&self, select_query: &str, limit: u32) -> Result<Body, Error> {
+        self.coql_as(select_query, limit).await
+    }
+
+    /// [`coql`](Self::coql), its answer read as `D` straight from the text (`None` = 204): a page of deals is
+    /// read record by record this way (`deals::RawPage`) instead of as one JSON tree of the whole page.
+    pub async fn coql_as<D: DeserializeOwned>(&self, select_query: &str, limit: u32) -> Result<Option<D>, Error> {
         let credits = coql_credits(limit);
         let body = serde_json::json!({ "select_query": select_query });
         self.call("coql", credits, |http, url| http.post(url).json(&body), &[]).await
     }
 
-    async fn call<F>(&self, path: &str, credits: u64, build: F, headers: &[(&str, String)]) -> Result<Body, Error>
+    async fn call<D, F>(
+        &self,
+        path: &str,
+        credits: u64,
+        build: F,
+        headers: &[(&str, String)],
+    ) -> Result<Option<D>, Error>
     where
+        D: DeserializeOwned,
         F: Fn(&reqwest::Client, reqwest::Url) -> reqwest::RequestBuilder,
     {
         // A 401 INVALID_TOKEN (expired or revoked token) gets one fresh token and one more try.
@@ -171,15 +185,16 @@ impl ZohoClient {
         Err(Error::InvalidCredentials(format!("{path}: access token rejected twice")))
     }
 
-    async fn send_once<F>(
+    async fn send_once<D, F>(
         &self,
         path: &str,
         credits: u64,
         build: &F,
         headers: &[(&str, String)],
         token: &AccessToken,
-    ) -> Result<Body, Error>
+    ) -> Result<Option<D>, Error>
     where
+        D: DeserializeOwned,
         F: Fn(&reqwest::Client, reqwest::Url) -> reqwest::RequestBuilder,
     {
         // The credits are reserved before the call, atomically, so concurrent calls can never together pass the
@@ -218,7 +233,7 @@ impl ZohoClient {
             .map(Duration::from_secs);
         refuse_redirect(&endpoint, &resp)?;
         let text = read_capped(&endpoint, resp).await?;
-        classify(&endpoint, status, &text, retry_after)
+        classify_as(&endpoint, status, &text, retry_after)
     }
 }
 
@@ -256,6 +271,16 @@ struct Envelope {
 
 /// Turns a status and body into a result. The one place Zoho's answers are classified.
 pub fn classify(endpoint: &str, status: u16, text: &str, retry_after: Option<Duration>) -> Result<Body, Error> {
+    classify_as(endpoint, status, text, retry_after)
+}
+
+/// [`classify`], a successful body read as `D`.
+fn classify_as<D: DeserializeOwned>(
+    endpoint: &str,
+    status: u16,
+    text: &str,
+    retry_after: Option<Duration>,
+) -> Result<Option<D>, Error> {
     let endpoint = endpoint.to_owned();
     match status {
         204 | 304 => Ok(None),

@@ -9,6 +9,9 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use serde::de::{Deserializer, SeqAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::client::ZohoClient;
@@ -551,6 +554,84 @@ pub struct Page {
     pub more: bool,
 }
 
+/// A deal record as Zoho sent it: its JSON text, read into a tree only when it is mapped.
+pub type RawRecord = Box<RawValue>;
+
+/// One COQL page of deals whose records stay JSON text until each is mapped. Read as one `Value`, a page of
+/// 2,000 deals is a tree of ~15 MiB (every number keeps its text, every field its own allocations); as text it
+/// is the ~2 MiB Zoho sent, and each record becomes a tree of a few KiB only while it is mapped. With pages
+/// downloading on several streams while the loader stages, that is most of a backfill's memory.
+#[derive(Debug, Default)]
+pub struct RawPage {
+    pub records: Vec<RawRecord>,
+    pub more: bool,
+}
+
+impl<'de> Deserialize<'de> for RawPage {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        /// The envelope: `data` must be an array (of anything JSON: each record is judged when it is mapped),
+        /// `info.more_records` is read as leniently as [`parse_page`] reads it.
+        #[derive(Deserialize)]
+        struct Body {
+            data: Option<Records>,
+            #[serde(default)]
+            info: Value,
+        }
+        struct Records(Vec<RawRecord>);
+        impl<'de> Deserialize<'de> for Records {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct Elements;
+                impl<'de> Visitor<'de> for Elements {
+                    type Value = Records;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str("`data` as an array of records")
+                    }
+                    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Records, A::Error> {
+                        let mut records = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(PAGE_SIZE as usize));
+                        while let Some(record) = seq.next_element::<RawRecord>()? {
+                            records.push(record);
+                        }
+                        Ok(Records(records))
+                    }
+                }
+                d.deserialize_seq(Elements)
+            }
+        }
+        let body = Body::deserialize(d)?;
+        let Some(Records(records)) = body.data else {
+            return Err(serde::de::Error::custom("no `data` in the response"));
+        };
+        let more = body.info.get("more_records").and_then(Value::as_bool).unwrap_or(false);
+        Ok(RawPage { records, more })
+    }
+}
+
+/// A raw record's `id` (if readable, as [`model::record_id`] reads it) and `Modified_Time`, read without building
+/// the record's tree.
+pub fn raw_key(record: &RawValue) -> (Option<String>, Option<DateTime<Utc>>) {
+    #[derive(Deserialize)]
+    struct Key {
+        #[serde(default)]
+        id: Value,
+        #[serde(default, rename = "Modified_Time")]
+        modified_time: Value,
+    }
+    // (A struct also reads from an array, by position: a record that is not an object has no key.)
+    if !record.get().trim_start().starts_with('{') {
+        return (None, None);
+    }
+    match serde_json::from_str::<Key>(record.get()) {
+        Ok(key) => (model::id_value(&key.id), key.modified_time.as_str().and_then(model::parse_datetime)),
+        // Not an object, or a key twice: read the whole record as the mapping will.
+        Err(_) => match serde_json::from_str::<Value>(record.get()) {
+            Ok(v) => {
+                (model::record_id(&v), v.get("Modified_Time").and_then(Value::as_str).and_then(model::parse_datetime))
+            }
+            Err(_) => (None, None),
+        },
+    }
+}
+
 /// Parses a COQL or Get Records body (`None` = 204).
 pub fn parse_page(endpoint: &str, body: Option<Value>) -> Result<Page, Error> {
     let Some(mut body) = body else {
@@ -1088,5 +1169,49 @@ mod tests {
         let p = parse_page("coql", None).expect("ok");
         assert!(p.records.is_empty() && !p.more);
         assert!(parse_page("coql", Some(json!({"data": 3}))).is_err());
+    }
+
+    #[test]
+    fn a_raw_page_keeps_each_record_as_the_text_zoho_sent_and_reads_the_envelope_as_parse_page_does() {
+        let text = r#"{"data":[{"id":"5725767000000000001","Amount":12500.10,"Modified_Time":"2026-11-01T10:00:00+05:30"},
+            {"id":5725767000000000002,"Nested":{"a":[1,2]}}],"info":{"more_records":true,"count":2}}"#;
+        let page: RawPage = serde_json::from_str(text).expect("a page");
+        assert!(page.more);
+        assert_eq!(page.records.len(), 2);
+        // Numbers keep their text (arbitrary precision) through the raw record and its tree.
+        assert!(page.records[0].get().contains("12500.10"));
+        let tree: Value = serde_json::from_str(page.records[0].get()).expect("JSON");
+        let via_tree = parse_page("coql", Some(serde_json::from_str(text).expect("JSON"))).expect("a page");
+        assert_eq!(tree, via_tree.records[0]);
+        // `more_records` absent or not a boolean reads as no more, as `parse_page` reads it.
+        for body in [r#"{"data":[]}"#, r#"{"data":[],"info":{"more_records":"yes"}}"#] {
+            let page: RawPage = serde_json::from_str(body).expect("a page");
+            assert!(!page.more && page.records.is_empty(), "{body}");
+        }
+        // No `data`, or a `data` that is not an array, is refused naming `data`.
+        for body in [r#"{"info":{}}"#, r#"{"data":3}"#, r#"{"data":{"id":"1"}}"#, r#"{"data":null}"#] {
+            let err = serde_json::from_str::<RawPage>(body).expect_err(body).to_string();
+            assert!(err.contains("`data`"), "{body}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_raw_records_key_is_read_as_the_tree_would_read_it() {
+        let key = |text: &str| raw_key(&RawValue::from_string(text.to_owned()).expect("JSON"));
+        let at = model::parse_datetime("2026-11-01T10:00:00+05:30");
+        assert!(at.is_some());
+        assert_eq!(
+            key(r#"{"id":"5725767000000000001","Modified_Time":"2026-11-01T10:00:00+05:30","x":[{}]}"#).0.as_deref(),
+            Some("5725767000000000001")
+        );
+        assert_eq!(
+            key(r#"{"Modified_Time":"2026-11-01T10:00:00+05:30","id":5725767000000000002}"#),
+            (Some("5725767000000000002".to_owned()), at)
+        );
+        // Not an id, no time, not an object: nothing readable.
+        assert_eq!(key(r#"{"id":"abc","Modified_Time":7}"#), (None, None));
+        assert_eq!(key(r#"[1,2]"#), (None, None));
+        // A key given twice: read as the record's tree reads it (the last one).
+        assert_eq!(key(r#"{"id":"1","id":"2"}"#).0.as_deref(), Some("2"));
     }
 }

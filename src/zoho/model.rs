@@ -167,7 +167,12 @@ fn count(v: Option<&Value>) -> Option<u32> {
 
 /// The id of a record, if it has a readable one.
 pub fn record_id(record: &Value) -> Option<String> {
-    match record.get("id")? {
+    id_value(record.get("id")?)
+}
+
+/// A record's `id` value as an id, if it is one (digits, as text or a number).
+pub fn id_value(id: &Value) -> Option<String> {
+    match id {
         Value::String(s) if is_id(s) => Some(s.clone()),
         Value::Number(n) if is_id(&n.to_string()) => Some(n.to_string()),
         _ => None,
@@ -176,6 +181,15 @@ pub fn record_id(record: &Value) -> Option<String> {
 
 fn is_id(s: &str) -> bool {
     !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The record as compact JSON text, in a buffer of its own length. `to_string` grows its buffer by doubling, and
+/// a backfill holds thousands of these while a page waits to be staged: up to twice the text per deal, for
+/// nothing.
+fn compact_json(record: &Value) -> String {
+    let mut text = serde_json::to_string(record).unwrap_or_default();
+    text.shrink_to_fit();
+    text
 }
 
 /// Maps one record (an element of a COQL or Get Records `data` array) to a [`Deal`], without custom columns.
@@ -224,7 +238,7 @@ pub fn to_deal_with(record: &Value, custom: &[CustomField]) -> Result<Deal, Quar
         deal_type: f.string("Type")?,
         created_time: f.datetime("Created_Time")?,
         modified_time,
-        raw: serde_json::to_string(record).unwrap_or_default(),
+        raw: compact_json(record),
         // Filled by `currencies::OrgCurrencies::apply` and the won-date step of the sync.
         home: Default::default(),
         won: Default::default(),
