@@ -660,8 +660,15 @@ impl Warehouse for SqliteWarehouse {
                     tracing::info!(table, columns = ?added, "added columns introduced by this version");
                 }
             }
-            tx.execute("CREATE INDEX IF NOT EXISTS temp.staging_changes_run ON staging_changes (run_id)", [])
-                .map_err(&err)?;
+            // Covers what the commit ranks and reads of every staged row (which kinds, the newest version of each
+            // deal, the staged ids): those read this index instead of the wide rows (`raw` and every column), which
+            // the merge then fetches once each, by rowid.
+            tx.execute(
+                "CREATE INDEX IF NOT EXISTS temp.staging_changes_newest
+                   ON staging_changes (run_id, deal_id, modified_time, change_kind)",
+                [],
+            )
+            .map_err(&err)?;
             tx.execute("CREATE INDEX IF NOT EXISTS closed_won_deals_modified ON closed_won_deals (modified_time)", [])
                 .map_err(&err)?;
             for ddl in views_ddl() {
@@ -953,7 +960,21 @@ impl Warehouse for SqliteWarehouse {
                 ],
             )
             .map_err(&err)?;
-            tx.execute("DELETE FROM staging_changes WHERE run_id = ?1", params![run.run_id]).map_err(&err)?;
+            // Staging is this connection's TEMP table. When it holds only this run's rows (the job runs one run per
+            // process), a DELETE without WHERE takes SQLite's truncate path instead of deleting a backfill's rows
+            // one by one (~0.14 s at 70,000).
+            let others: bool = tx
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM staging_changes WHERE run_id < ?1 OR run_id > ?1)",
+                    params![run.run_id],
+                    |r| r.get(0),
+                )
+                .map_err(&err)?;
+            if others {
+                tx.execute("DELETE FROM staging_changes WHERE run_id = ?1", params![run.run_id]).map_err(&err)?;
+            } else {
+                tx.execute("DELETE FROM staging_changes", []).map_err(&err)?;
+            }
             tx.commit().map_err(&err)?;
             Ok(MergeCounts { won_in_window, upserted, unwon, deleted, refused: 0 })
         })
