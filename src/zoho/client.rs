@@ -288,9 +288,14 @@ fn classify_as<D: DeserializeOwned>(
             if text.trim().is_empty() {
                 return Ok(None);
             }
-            serde_json::from_str(text)
-                .map(Some)
-                .map_err(|e| Error::malformed_from(endpoint, format!("HTTP {status} with a body that is not JSON"), e))
+            serde_json::from_str(text).map(Some).map_err(|e| {
+                // A typed answer (`deals::RawPage`) can be JSON of another shape: say which it was.
+                let what = match e.classify() {
+                    serde_json::error::Category::Data => "JSON that is not what Zoho documents",
+                    _ => "a body that is not JSON",
+                };
+                Error::malformed_from(endpoint, format!("HTTP {status} with {what}"), e)
+            })
         }
         _ => {
             let env: Envelope = serde_json::from_str(text).unwrap_or_default();
@@ -474,6 +479,14 @@ mod tests {
 
     #[test]
     fn a_body_that_is_not_json_keeps_the_parsers_error_and_not_the_body() {
+        let err = classify_as::<crate::zoho::deals::RawPage>("coql", 200, r#"{"data":3}"#, None).expect_err("no array");
+        let shown = crate::error_chain::format(&err);
+        assert!(
+            shown.starts_with(
+                "unreadable response from Zoho at coql: HTTP 200 with JSON that is not what Zoho documents"
+            ) && shown.contains("expected `data` as an array of records"),
+            "{shown}"
+        );
         let err = classify("coql", 200, "<html>s3cr3t</html>", None).expect_err("not JSON");
         let shown = crate::error_chain::testing::chain_without(&err, "s3cr3t");
         assert!(
