@@ -216,10 +216,13 @@ impl PassState {
 /// Pages every pass over `window` with at most `streams` pages in flight, handing each page to `on_page` (which
 /// returns `false` to stop: the receiver is gone). A page error stops everything and is returned.
 ///
-/// Each page's records are turned into the caller's form by `map` in the page's own task, as soon as it comes
-/// back: pages are mapped in parallel, off the loop that asks for the next ones, and a page that waits to be
-/// handed over is held mapped (a 2,000-record page of JSON values takes several times the memory of its mapped
-/// deals; a large backfill at zero latency holds `streams` of them).
+/// A page that comes back gives its slice's next cursor at once (its ids and times are read from the records'
+/// text), so that slice's next page is asked for before this one is mapped: mapping 2,000 records takes a
+/// tenth of a second of CPU, which would otherwise sit between every two pages of a chain. Its records are
+/// then turned into the caller's form by `map` on the blocking pool (pages are mapped in parallel, and CPU
+/// work never holds up the loop or the async workers that read answers), and handed to `on_page` once mapped.
+/// Pages in flight and pages held for mapping are at most `2 × streams` together: while that many are held, no
+/// new page is asked for, so memory stays bounded when mapping is slower than Zoho (at zero latency).
 ///
 /// `all_asked` is told once the pages in flight are expected to be the last ones (every pass's count is
 /// covered by what was read and what is being read, and no slice waits): what comes after paging can start
@@ -277,37 +280,52 @@ where
     }
     let mut ready: VecDeque<Slice> = first.into_iter().flatten().collect();
     stats.slices = ready.len() as u64;
-    let mut in_flight: JoinSet<(Slice, Result<Mapped<T>, crate::zoho::Error>)> = JoinSet::new();
+    let mut in_flight: JoinSet<(Slice, Result<Fetched, crate::zoho::Error>)> = JoinSet::new();
+    // Pages that came back, being mapped (on the blocking pool).
+    let mut mapping: JoinSet<(StageFilter, T)> = JoinSet::new();
 
     loop {
-        split_for_idle(&mut ready, &mut states, streams.saturating_sub(in_flight.len()), &mut stats);
-        launch(&mut ready, &mut states, &mut in_flight, streams, &source, &map, &mut stats);
+        let free = free_streams(streams, in_flight.len(), mapping.len());
+        split_for_idle(&mut ready, &mut states, free, &mut stats);
+        launch(&mut ready, &mut states, &mut in_flight, free, &source, &mut stats);
         tell_if_all_asked(&mut all_asked, &ready, &states);
-        let Some(joined) = in_flight.join_next().await else { break };
-        // An error drops `in_flight`, which aborts the other pages; every page handed over before it was taken.
-        let (mut slice, page) = joined.map_err(|e| Error::internal_from("a page task failed", e))?;
-        let page = page?;
-        let pass = slice.pass;
-        let state = &mut states[pass];
-        state.in_flight -= 1;
-        state.read += page.rows;
-        slice.read += page.rows;
-        match next_cursor(&page, &slice, state.page_size)? {
-            Some(next) => {
-                slice.after = next;
-                slice.sample = page.sample;
-                // To the front: its next page is asked for at once, or it is split first for idle streams.
-                ready.push_front(slice);
-            }
-            None => state.alive -= 1,
+        if in_flight.is_empty() && mapping.is_empty() {
+            // Nothing in flight and no page held: `launch` asked for every slice that waited, so none does.
+            break;
         }
-        split_for_idle(&mut ready, &mut states, streams.saturating_sub(in_flight.len()), &mut stats);
-        launch(&mut ready, &mut states, &mut in_flight, streams, &source, &map, &mut stats);
-        tell_if_all_asked(&mut all_asked, &ready, &states);
-        // Handed over after the next pages are asked for: Zoho's time to answer overlaps with loading.
-        if !on_page(states[pass].filter, page.payload).await {
-            in_flight.abort_all();
-            return Ok(stats);
+        tokio::select! {
+            // A page that came back is seen first: its slice's next page is asked for before anything is mapped.
+            biased;
+            Some(joined) = in_flight.join_next(), if !in_flight.is_empty() => {
+                // An error drops `in_flight` and `mapping`: the other pages are aborted, every page handed over
+                // before it was taken.
+                let (mut slice, page) = joined.map_err(|e| Error::internal_from("a page task failed", e))?;
+                let page = page?;
+                let pass = slice.pass;
+                let state = &mut states[pass];
+                state.in_flight -= 1;
+                state.read += page.rows;
+                slice.read += page.rows;
+                match next_cursor(&page, &slice, state.page_size)? {
+                    Some(next) => {
+                        slice.after = next;
+                        slice.sample = page.sample;
+                        // To the front: its next page is asked for at once, or it is split first for idle streams.
+                        ready.push_front(slice);
+                    }
+                    None => state.alive -= 1,
+                }
+                let (map, filter, span) = (Arc::clone(&map), state.filter, tracing::Span::current());
+                mapping.spawn_blocking(move || span.in_scope(|| (filter, map(filter, page.records))));
+            }
+            Some(joined) = mapping.join_next(), if !mapping.is_empty() => {
+                let (filter, payload) = joined.map_err(|e| Error::internal_from("a page's mapping failed", e))?;
+                // Handed over while the next pages download: Zoho's time to answer overlaps with loading.
+                if !on_page(filter, payload).await {
+                    in_flight.abort_all();
+                    return Ok(stats);
+                }
+            }
         }
     }
     if let Some(tx) = all_asked {
@@ -318,15 +336,21 @@ where
 }
 
 /// What the scheduler keeps of a page that came back: what paging needs (how many rows, whether Zoho has more,
-/// the largest id, the sampled times) and the rows in the caller's form.
-struct Mapped<T> {
+/// the largest id, the sampled times), read from the records' text, and the records, to be mapped.
+struct Fetched {
     rows: u64,
     more: bool,
     /// The largest readable id of the page.
     last: Option<String>,
     /// The page's `Modified_Time`s within its slice (see [`sample_times`]).
     sample: Vec<i64>,
-    payload: T,
+    records: Vec<RawRecord>,
+}
+
+/// How many more pages may be asked for: streams not in flight, less the pages beyond `streams` that wait for
+/// or are in mapping (see [`run`]: returned pages held unmapped count against the same bound).
+fn free_streams(streams: usize, in_flight: usize, mapping: usize) -> usize {
+    streams.saturating_sub(in_flight).min((2 * streams).saturating_sub(in_flight + mapping))
 }
 
 /// Tells `all_asked` (once) when no slice waits and the pages in flight cover every pass's count.
@@ -512,21 +536,16 @@ async fn probe<S: PageSource>(
     (found, probes)
 }
 
-/// Asks for the next page of waiting slices while streams are free.
-fn launch<S, M, T>(
+/// Asks for the next page of up to `free` waiting slices.
+fn launch<S: PageSource>(
     ready: &mut VecDeque<Slice>,
     states: &mut [PassState],
-    in_flight: &mut JoinSet<(Slice, Result<Mapped<T>, crate::zoho::Error>)>,
-    streams: usize,
+    in_flight: &mut JoinSet<(Slice, Result<Fetched, crate::zoho::Error>)>,
+    free: usize,
     source: &Arc<S>,
-    map: &Arc<M>,
     stats: &mut Stats,
-) where
-    S: PageSource,
-    M: Fn(StageFilter, Vec<RawRecord>) -> T + Send + Sync + 'static,
-    T: Send + 'static,
-{
-    while in_flight.len() < streams {
+) {
+    for _ in 0..free {
         let Some(slice) = ready.pop_front() else { break };
         let state = &mut states[slice.pass];
         let request = PageRequest {
@@ -541,17 +560,17 @@ fn launch<S, M, T>(
         state.in_flight += 1;
         stats.credits += credits;
         stats.pages += 1;
-        let (source, map, filter, window) = (Arc::clone(source), Arc::clone(map), state.filter, slice.window);
+        let (source, window) = (Arc::clone(source), slice.window);
         in_flight.spawn(
             async move {
                 let page = source.page(request).await.map(|page: RawPage| {
                     let keys: Vec<_> = page.records.iter().map(|r| deals::raw_key(r)).collect();
-                    Mapped {
+                    Fetched {
                         rows: page.records.len() as u64,
                         more: page.more,
                         last: keys.iter().filter_map(|(id, _)| id.clone()).max_by(|a, b| deals::cmp_ids(a, b)),
                         sample: sample_times(keys.iter().filter_map(|(_, at)| *at), window),
-                        payload: map(filter, page.records),
+                        records: page.records,
                     }
                 });
                 (slice, page)
@@ -566,7 +585,7 @@ fn launch<S, M, T>(
 /// full and Zoho says no more while the slice has read all the rows its probed cut put in it. (A full page with
 /// no more rows is otherwise asked past once: an answer's `more_records` is trusted only with the count behind
 /// it.) The next key is the largest id of the page; a page whose ids cannot be read cannot be paged past.
-fn next_cursor<T>(page: &Mapped<T>, slice: &Slice, page_size: u32) -> Result<Option<String>, Error> {
+fn next_cursor(page: &Fetched, slice: &Slice, page_size: u32) -> Result<Option<String>, Error> {
     let after = slice.after.as_str();
     let n = page.rows;
     let all_planned_read = slice.planned.is_some_and(|planned| slice.read >= planned);
@@ -1020,6 +1039,48 @@ mod tests {
         assert_each_row_read_once(&out, &rows);
         assert_eq!(source.max_in_flight.load(Ordering::SeqCst), 1);
         assert_eq!(out.stats.pages, 4, "no split with one stream: 3 full pages and the last");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slices_next_page_is_asked_for_before_its_last_page_is_mapped() {
+        // One stream, so the only page that can be asked for while page 1 is mapped is that slice's page 2. The
+        // first mapping waits (real time, bounded) until the source has been asked for a second page, and notes
+        // how many pages were asked for when it ended: mapping before asking would note 1, after 10 s.
+        let rows = won(7_000, |i| secs(i as f64 * 0.5));
+        let source = Arc::new(Scripted::new(rows.clone()));
+        let asked_when_mapped = Arc::new(Mutex::new(Vec::new()));
+        let map = {
+            let (source, asked_when_mapped) = (Arc::clone(&source), Arc::clone(&asked_when_mapped));
+            move |filter, records| {
+                let mut noted = asked_when_mapped.lock().expect("lock");
+                if noted.is_empty() {
+                    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                    while source.pages.load(Ordering::SeqCst) < 2 && std::time::Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                }
+                noted.push(source.pages.load(Ordering::SeqCst));
+                as_read(filter, records)
+            }
+        };
+        let read = Arc::new(Mutex::new(Vec::new()));
+        let stats = run(
+            Arc::clone(&source),
+            window(),
+            &[Pass { filter: StageFilter::Won, expected: 7_000 }],
+            1,
+            None,
+            map,
+            |_, page| {
+                read.lock().expect("lock").extend(page);
+                async { true }
+            },
+        )
+        .await
+        .expect("paged");
+        assert_eq!(stats.pages, 4);
+        assert_eq!(read.lock().expect("lock").len(), 7_000, "every row handed over");
+        assert_eq!(asked_when_mapped.lock().expect("lock")[0], 2, "page 2 was asked for while page 1 was mapped");
     }
 
     #[tokio::test(start_paused = true)]
