@@ -149,8 +149,9 @@ async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response {
         None
     };
 
-    // The latency model (latency.rs): the base part now, the per-record part once the response is known, both
-    // while this call holds its in-flight slot. Every call from here on is logged.
+    // The latency model (latency.rs): the call's response time, the sandbox's own work inside it (a real
+    // server's response time includes its work), while this call holds its in-flight slot. The base part is
+    // drawn now, the per-record part once the response is known. Every call from here on is logged.
     let started = Instant::now();
     let model = LatencyModel::of(&faults);
     let (req, kind) = match classify(g.key, req).await {
@@ -158,9 +159,12 @@ async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response {
         Err(resp) => return resp,
     };
     let base = model.base_delay(&mut lock(&st.latency_dice));
-    if !base.is_zero() {
-        tokio::time::sleep(base).await;
-    }
+    // Until `started + latency`; nothing when the work took longer (the call is then as slow as the work).
+    let answer_at = |latency: Duration| async move {
+        if !latency.is_zero() {
+            tokio::time::sleep_until((started + latency).into()).await;
+        }
+    };
     let log = |status: u16, records: Option<u64>, latency: Duration| {
         let record = CallRecord {
             endpoint: g.key,
@@ -175,6 +179,10 @@ async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response {
     };
 
     let roll = lock(&st.dice).unit();
+    if roll < faults.rate_drop + faults.rate_500 + faults.rate_429 {
+        // A fault answers (or drops the connection) after the base latency, without running the handler.
+        answer_at(base).await;
+    }
     if roll < faults.rate_drop {
         st.stats(|s| s.fault("drop"));
         log(0, None, base);
@@ -203,12 +211,11 @@ async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response {
         let (parts, body) = resp.into_parts();
         let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
         let records = latency::records_in(&bytes);
-        let extra = model.records_delay(records);
-        if !extra.is_zero() {
-            tokio::time::sleep(extra).await;
-        }
-        (Response::from_parts(parts, Body::from(bytes)), Some(records), base + extra)
+        let latency = base + model.records_delay(records);
+        answer_at(latency).await;
+        (Response::from_parts(parts, Body::from(bytes)), Some(records), latency)
     } else {
+        answer_at(base).await;
         (resp, None, base)
     };
     let status = resp.status();

@@ -56,6 +56,12 @@ async fn a_page_is_given_the_base_latency_plus_its_per_record_part_and_a_count_o
     assert_eq!((summary[2].0.as_str(), summary[2].1), ("count", 1));
     assert!(close(summary[2].2, 20.01), "a COUNT answers one row: {summary:?}");
     assert!(log.iter().all(|e| e["end_ms"].as_f64() >= e["start_ms"].as_f64()));
+    // The latency is the call's response time, the sandbox's work inside it: a call answers no sooner (its
+    // work is not added on top; see latency.rs).
+    for e in &log {
+        let took = e["end_ms"].as_f64().expect("end") - e["start_ms"].as_f64().expect("start");
+        assert!(took + 1.0 >= e["latency_ms"].as_f64().expect("latency"), "answered before its latency: {e}");
+    }
 }
 
 #[tokio::test]
