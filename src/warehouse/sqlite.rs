@@ -73,7 +73,9 @@ impl SqliteWarehouse {
         })?;
         let conn = Connection::open(path).map_err(err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
-        // WAL lets analysts read while a run writes; NORMAL sync is durable at each commit in WAL mode.
+        // WAL lets analysts read while a run writes. NORMAL sync in WAL mode keeps the file consistent through
+        // a crash or a power loss, but a power loss may undo the last commits: a run's merge and its ledger
+        // row commit together, so an undone run is one whose lease expired, and the next run reads its window.
         // Switching to WAL needs a moment of exclusive access, which SQLite refuses at once (no busy handler)
         // when another process opens the file at the same instant: retry briefly, as the busy timeout would.
         let mut attempts = 0;
