@@ -122,6 +122,10 @@ impl<W: Warehouse> Warehouse for Delayed<W> {
         self.timed(self.inner.count_won_in_window(start, end)).await
     }
 
+    async fn holds_deals(&self) -> Result<bool, WarehouseError> {
+        self.timed(self.inner.holds_deals()).await
+    }
+
     async fn won_ids_in_window(&self, start: DateTime<Utc>, end: DateTime<Utc>) -> Result<Vec<String>, WarehouseError> {
         self.timed(self.inner.won_ids_in_window(start, end)).await
     }

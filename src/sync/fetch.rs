@@ -66,7 +66,7 @@ pub(crate) struct FetchPlan<'a> {
     pub(crate) columns: &'a [String],
     pub(crate) concurrency: usize,
     pub(crate) flag_unwon: bool,
-    pub(crate) deleted: Option<Vec<deals::DeletedDeal>>,
+    pub(crate) deleted: Deletions,
     pub(crate) counts: Option<budget::Counts>,
     pub(crate) owners: Arc<OwnerNames>,
     /// Home-currency amounts and won dates, applied to each page's changes.
@@ -82,6 +82,22 @@ pub(crate) struct FetchPlan<'a> {
 /// streams), send batches through a bounded channel to one loader task, so pages are staged while the next
 /// ones download. If the loader fails, the channel closes
 /// and the fetchers stop at their next page; if a fetcher fails, the others are aborted.
+/// How a run learns which deals were deleted in Zoho.
+#[derive(Debug)]
+pub(crate) enum Deletions {
+    /// Read while planning (a credit budget plans their cost first).
+    Read(Vec<deals::DeletedDeal>),
+    /// Read during the run, alongside the passes.
+    ReadDuringRun,
+    /// Nothing is stored that a deletion could flag or resolve (no deal, no quarantined record: the first run,
+    /// a backfill into an empty table), so the list is not read: at 200,000 deals it is a dozen pages. One
+    /// one-row page is still asked for, so that a profile that cannot read deleted deals fails the first run
+    /// as it would fail every later one. A deal deleted while this run reads it has a deletion time after the
+    /// window's end (Zoho's "now" when the run was planned), so the next window, which starts an overlap
+    /// before that end, reads it.
+    CheckAccessOnly,
+}
+
 pub(crate) async fn fetch_and_stage<W: Warehouse + 'static>(
     zoho: &Arc<ZohoClient>,
     warehouse: &Arc<W>,
@@ -122,8 +138,15 @@ pub(crate) async fn fetch_and_stage<W: Warehouse + 'static>(
         fetchers.spawn(
             async move {
                 let deleted = match deleted {
-                    Some(read) => read,
-                    None => deals::deleted_since(&zoho, window.start, (concurrency / 2).max(1)).await?,
+                    Deletions::Read(read) => read,
+                    Deletions::ReadDuringRun => {
+                        deals::deleted_since(&zoho, window.start, (concurrency / 2).max(1)).await?
+                    }
+                    Deletions::CheckAccessOnly => {
+                        deals::probe_deleted(&zoho).await?;
+                        tracing::debug!("nothing stored to flag: the deleted deals were not read");
+                        Vec::new()
+                    }
                 };
                 let changes: Vec<DealChange> = deleted
                     .into_iter()

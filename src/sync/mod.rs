@@ -287,7 +287,7 @@ async fn execute<W: Warehouse + 'static>(
             columns: &plan.columns,
             concurrency: settings.zoho.concurrency,
             flag_unwon: plan.flag_unwon,
-            deleted: plan.deleted.take(),
+            deleted: std::mem::replace(&mut plan.deleted, fetch::Deletions::Read(Vec::new())),
             counts: plan.counts,
             owners: Arc::clone(&plan.owners),
             enrich,

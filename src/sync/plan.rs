@@ -8,6 +8,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use super::budget::{self, BudgetStop};
+use super::fetch::Deletions;
 use super::{window, Plan, RunContext};
 use crate::deal::{format_utc, Window};
 use crate::error::Error;
@@ -22,8 +23,8 @@ pub(crate) struct RunPlan {
     pub(crate) won_stages: Vec<String>,
     /// Make the not-won pass (there are stored won rows to flag).
     pub(crate) flag_unwon: bool,
-    /// Deletions already read (with a credit budget), else read during the run.
-    pub(crate) deleted: Option<Vec<deals::DeletedDeal>>,
+    /// Deletions already read (with a credit budget), to read during the run, or not needed.
+    pub(crate) deleted: Deletions,
     /// Zoho's counts for the window, when the credit budget's plan already made them.
     pub(crate) counts: Option<budget::Counts>,
     pub(crate) budget_stop: Option<BudgetStop>,
@@ -79,9 +80,14 @@ pub(crate) async fn plan<W: Warehouse + 'static>(
     // The not-won pass only flags rows that are stored as won and older than the window's end. When there are
     // none (the first run, a backfill into an empty table) it would read every open and lost deal of the window
     // for nothing: it is skipped. (A dry run may find no tables yet: nothing stored, then.)
-    let flaggable = match options.dry_run {
-        true => warehouse.count_won_in_window(DateTime::<Utc>::UNIX_EPOCH, window.end).await.unwrap_or(0),
-        false => warehouse.count_won_in_window(DateTime::<Utc>::UNIX_EPOCH, window.end).await?,
+    // Deletions likewise flag stored rows (and end quarantines): with nothing stored, they are not read (see
+    // `Deletions::CheckAccessOnly`). Both questions are asked together (on BigQuery each is a query job). The
+    // run holds the lease here, so no other run can store anything before this one commits.
+    let (flaggable, holds) =
+        tokio::join!(warehouse.count_won_in_window(DateTime::<Utc>::UNIX_EPOCH, window.end), warehouse.holds_deals());
+    let (flaggable, holds) = match options.dry_run {
+        true => (flaggable.unwrap_or(0), holds.unwrap_or(false)),
+        false => (flaggable?, holds?),
     };
     let flag_unwon = flaggable > 0;
     let concurrency = settings.zoho.concurrency;
@@ -121,8 +127,17 @@ pub(crate) async fn plan<W: Warehouse + 'static>(
                 )),
                 other => other.into(),
             };
-            // One page at a time: under a budget, no page is asked for past the end of the list.
-            let deleted = deals::deleted_since(zoho, window.start, 1).await.map_err(too_small)?;
+            // One page at a time: under a budget, no page is asked for past the end of the list. With nothing
+            // stored, only the access is checked (`Deletions::CheckAccessOnly`), here, so that its credit is spent
+            // before the window is fitted.
+            let deleted = match holds {
+                true => deals::deleted_since(zoho, window.start, 1).await.map_err(too_small)?,
+                false => {
+                    deals::probe_deleted(zoho).await.map_err(too_small)?;
+                    Vec::new()
+                }
+            };
+            let deleted = Deletions::Read(deleted);
             // A scheduled run makes progress only past the watermark (its window starts an overlap before it).
             let progress_after = match kind {
                 RunKind::Scheduled => watermark,
@@ -142,9 +157,9 @@ pub(crate) async fn plan<W: Warehouse + 'static>(
                 "credit budget plan"
             );
             let stop = fitted.cut_from.map(|requested_end| BudgetStop { limit, requested_end });
-            (fitted.window, Some(deleted), Some(fitted.counts), stop)
+            (fitted.window, deleted, Some(fitted.counts), stop)
         }
-        None => (window, None, None, None),
+        None => (window, if holds { Deletions::ReadDuringRun } else { Deletions::CheckAccessOnly }, None, None),
     };
     // Owners' full names (COQL gives last names only): one users call, counted in the credit budget's plan and
     // skipped when the plan knows there is no won deal to store.

@@ -77,6 +77,10 @@ impl Warehouse for AnyWarehouse {
         delegate!(self, w => w.count_won_in_window(start, end).await)
     }
 
+    async fn holds_deals(&self) -> Result<bool, WarehouseError> {
+        delegate!(self, w => w.holds_deals().await)
+    }
+
     async fn won_ids_in_window(&self, start: DateTime<Utc>, end: DateTime<Utc>) -> Result<Vec<String>, WarehouseError> {
         delegate!(self, w => w.won_ids_in_window(start, end).await)
     }

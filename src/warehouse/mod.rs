@@ -336,6 +336,10 @@ pub trait Warehouse: Send + Sync {
         end: DateTime<Utc>,
     ) -> impl Future<Output = Result<u64, WarehouseError>> + Send;
 
+    /// Whether any deal is stored (won, un-won or deleted) or quarantined: what a deletion read from Zoho could
+    /// flag or resolve. When none is, a run has no use for the list of deleted deals.
+    fn holds_deals(&self) -> impl Future<Output = Result<bool, WarehouseError>> + Send;
+
     /// Ids of won, not deleted rows whose `modified_time` lies in `[start, end)` (to name what is missing).
     fn won_ids_in_window(
         &self,

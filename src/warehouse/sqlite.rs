@@ -613,6 +613,9 @@ UPDATE closed_won_deals SET is_deleted = 1, deleted_time = NULL, synced_at = ?2,
 WHERE is_deleted = 0
   AND deal_id IN (SELECT deal_id FROM staging_changes WHERE run_id = ?1 AND change_kind = 'vanished')";
 
+/// The same as BigQuery's `sql/holds_deals.sql`: each `EXISTS` reads at most one row.
+const HOLDS_DEALS: &str = "SELECT EXISTS (SELECT 1 FROM closed_won_deals) OR EXISTS (SELECT 1 FROM quarantined_deals)";
+
 const COUNT_WON: &str = "SELECT COUNT(*) FROM closed_won_deals
   WHERE is_closed_won = 1 AND is_deleted = 0 AND modified_time >= ?1 AND modified_time < ?2";
 
@@ -1017,6 +1020,11 @@ impl Warehouse for SqliteWarehouse {
         let err = self.err();
         self.with(move |c| c.query_row(COUNT_WON, params![ts(start), ts(end)], |r| r.get::<_, u64>(0)).map_err(&err))
             .await
+    }
+
+    async fn holds_deals(&self) -> Result<bool, WarehouseError> {
+        let err = self.err();
+        self.with(move |c| c.query_row(HOLDS_DEALS, [], |r| r.get::<_, bool>(0)).map_err(&err)).await
     }
 
     async fn won_ids_in_window(&self, start: DateTime<Utc>, end: DateTime<Utc>) -> Result<Vec<String>, WarehouseError> {

@@ -650,6 +650,31 @@ async fn quarantined_records_are_kept_until_a_readable_version_is_merged<W: Back
     assert_eq!((ledger[0].run_id.as_str(), ledger[0].status.as_str()), ("r2", "succeeded"));
 }
 
+/// What decides whether a run reads Zoho's deleted deals: a stored row of any state, or a quarantined record.
+async fn holds_deals_sees_stored_and_quarantined_deals_but_not_what_a_failed_run_staged<W: Backend>(w: &W, _: &Env) {
+    w.prepare().await.expect("prepare");
+    assert!(!w.holds_deals().await.expect("holds_deals"), "a fresh warehouse holds no deal");
+    // Staged, then failed: nothing was merged.
+    let r0 = run("r0", 0, 100);
+    w.begin_run(&r0).await.expect("begin_run");
+    w.stage(&r0, &[won("1", 10)]).await.expect("stage");
+    w.fail_run(&r0, &report(), "drill").await.expect("fail_run");
+    assert!(!w.holds_deals().await.expect("holds_deals"), "a failed run's staged rows are not stored deals");
+    // Only a quarantined record: a deletion would end its quarantine.
+    let r1 = run("r1", 0, 100);
+    w.begin_run(&r1).await.expect("begin_run");
+    let report1 = RunReport { deals_quarantined: 1, quarantined: vec![quarantined("7", "Amount", "bad")], ..report() };
+    w.commit(&r1, &report1).await.expect("commit");
+    assert!(stored(w).await.is_empty());
+    assert!(w.holds_deals().await.expect("holds_deals"), "a quarantined record counts");
+    // A stored deal that is no longer won (deleted) counts too: a later deletion would move its version.
+    sync(w, &run("r2", 100, 200), &[won("7", 150)]).await;
+    sync(w, &run("r3", 200, 300), &[deleted("7", 250)]).await;
+    assert!(w.quarantined().await.expect("quarantined").is_empty());
+    assert!(stored(w).await["7"].is_deleted);
+    assert!(w.holds_deals().await.expect("holds_deals"), "a deleted row counts");
+}
+
 async fn a_quarantined_deals_stored_row_is_flagged_until_a_readable_version_is_staged<W: Backend>(w: &W, _: &Env) {
     w.prepare().await.expect("prepare");
     sync(w, &run("r1", 0, 100), &[won("1", 10), won("2", 10)]).await;
@@ -995,6 +1020,7 @@ conformance!(
     window_queries_include_the_start_and_exclude_the_end,
     an_empty_run_succeeds_and_moves_the_watermark,
     quarantined_records_are_kept_until_a_readable_version_is_merged,
+    holds_deals_sees_stored_and_quarantined_deals_but_not_what_a_failed_run_staged,
     an_incomplete_commit_merges_what_was_fetched_but_records_the_run_failed,
 );
 

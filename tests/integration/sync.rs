@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use zoho_deals_sync::warehouse::{StoredDeal, Warehouse};
 
-use crate::helpers::{modified, TestApp};
+use crate::helpers::{after_coql_calls, assert_equals_ground_truth, modified, next_second, TestApp};
 
 /// The window of the newest run in the ledger.
 async fn last_window(app: &TestApp) -> (DateTime<Utc>, DateTime<Utc>) {
@@ -221,4 +221,41 @@ async fn json_log_lines_parse_and_carry_cloud_logging_fields_and_the_run_id() {
     assert!(staged.iter().all(|l| l["run_id"] == run_id), "batch lines carry run_id");
     let pages: Vec<_> = lines.iter().filter(|l| l["message"] == "COQL page").collect();
     assert!(!pages.is_empty() && pages.iter().all(|l| l["run_id"] == run_id), "page lines carry run_id");
+}
+
+#[tokio::test]
+async fn a_first_run_only_checks_access_to_deleted_deals_and_the_next_run_flags_a_deal_deleted_while_it_ran() {
+    let app = TestApp::with_deals(2000).await;
+    // Deals deleted before the first run: nothing is stored that their deletion could flag.
+    app.control("/__sandbox/mutate", serde_json::json!({"delete": 5})).await;
+    let now = Utc::now();
+    let truth = app.truth().await;
+    let doomed = truth.won_in(now - chrono::Duration::hours(20), now)[0]["id"].as_str().expect("an id").to_owned();
+    app.control("/__sandbox/reset-stats", serde_json::json!({})).await;
+    // Every call takes 300 ms, and `doomed` is deleted once the last COQL call (the reconciliation count, asked
+    // with the page) has arrived: both answers were computed with it, so the first run stores it as won.
+    app.control("/__sandbox/control", serde_json::json!({"latency_ms": 300})).await;
+    let deleter =
+        after_coql_calls(&app, 3, "/__sandbox/mutate", serde_json::json!({"delete": 1, "only": [doomed.clone()]}));
+    let out = app.run(&["sync"]).await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(deleter.await.expect("deleter").is_some_and(|s| s.is_success()), "the deal was deleted mid-run");
+    let stats = app.stats().await;
+    assert_eq!(stats["calls"]["deleted"].as_u64(), Some(1), "one one-row page checked the access: {stats}");
+    assert!(out.stdout.contains("deleted=0"), "{}", out.stdout);
+    let first = app.stored().await;
+    let row = first.iter().find(|r| r.deal.deal_id == doomed).expect("the first run read the deal before it went");
+    assert!(row.is_closed_won && !row.is_deleted);
+
+    // The next run holds deals, reads the deletions since its window's start, and flags the deal.
+    app.control("/__sandbox/control", serde_json::json!({"latency_ms": 0})).await;
+    app.control("/__sandbox/reset-stats", serde_json::json!({})).await;
+    next_second().await;
+    let out = app.run(&["sync"]).await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(app.stats().await["calls"]["deleted"].as_u64().unwrap_or(0) >= 1);
+    let row = app.stored().await.into_iter().find(|r| r.deal.deal_id == doomed).expect("still stored");
+    assert!(row.is_deleted, "the deletion during the first run was read by the second: {row:?}");
+    let since = app.ledger().await.last().expect("a run").window_start;
+    assert_equals_ground_truth(&app, since).await;
 }

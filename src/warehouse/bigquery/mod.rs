@@ -56,10 +56,11 @@ use jobs::{cell, cell_i64, cell_ts, cell_u64, missing, p_i64, p_opt_u64, p_str, 
 use ledger::label_value;
 use sql::{
     deal_columns_ddl, merge_column_lists, string_literal, SQL_COUNT_WON, SQL_CREATE_DATASET, SQL_DEALS_TABLE,
-    SQL_DEAL_FIELDS_TABLE, SQL_DEAL_FIELDS_UPSERT, SQL_FLAG_QUARANTINED, SQL_LEASE_HOLDER, SQL_LEASE_SEED,
-    SQL_LEASE_TABLE, SQL_LEASE_TAKE, SQL_LEDGER, SQL_MARK_DELETED, SQL_MARK_VANISHED, SQL_MERGE, SQL_MERGE_COUNTS,
-    SQL_MERGE_SOURCE, SQL_QUARANTINE_RESOLVE, SQL_QUARANTINE_TABLE, SQL_RUNS_ABANDONED, SQL_RUNS_TABLE, SQL_RUN_BEGIN,
-    SQL_RUN_FAILED, SQL_RUN_SUCCEEDED, SQL_RUN_WINDOW, SQL_SUCCEEDED_WINDOWS, SQL_VIEWS, SQL_WON_IDS,
+    SQL_DEAL_FIELDS_TABLE, SQL_DEAL_FIELDS_UPSERT, SQL_FLAG_QUARANTINED, SQL_HOLDS_DEALS, SQL_LEASE_HOLDER,
+    SQL_LEASE_SEED, SQL_LEASE_TABLE, SQL_LEASE_TAKE, SQL_LEDGER, SQL_MARK_DELETED, SQL_MARK_VANISHED, SQL_MERGE,
+    SQL_MERGE_COUNTS, SQL_MERGE_SOURCE, SQL_QUARANTINE_RESOLVE, SQL_QUARANTINE_TABLE, SQL_RUNS_ABANDONED,
+    SQL_RUNS_TABLE, SQL_RUN_BEGIN, SQL_RUN_FAILED, SQL_RUN_SUCCEEDED, SQL_RUN_WINDOW, SQL_SUCCEEDED_WINDOWS, SQL_VIEWS,
+    SQL_WON_IDS,
 };
 use staging::{batches, struct_array_param, RunState};
 
@@ -493,6 +494,12 @@ impl Warehouse for BigQueryWarehouse {
         let params = vec![p_ts("start", &start), p_ts("end", &end)];
         let rows = self.query("counting won deals", self.render(SQL_COUNT_WON, &[]), params).await?.rows;
         Ok(rows.first().map(|r| cell_u64(r, 0)).unwrap_or(0))
+    }
+
+    async fn holds_deals(&self) -> Result<bool, WarehouseError> {
+        let rows = self.query("checking for stored deals", self.render(SQL_HOLDS_DEALS, &[]), vec![]).await?.rows;
+        // Only an explicit `false` says the tables are empty: an answer read otherwise keeps the deletions read.
+        Ok(!rows.first().and_then(|r| cell(r, 0)).is_some_and(|v| v.eq_ignore_ascii_case("false")))
     }
 
     async fn won_ids_in_window(&self, start: DateTime<Utc>, end: DateTime<Utc>) -> Result<Vec<String>, WarehouseError> {

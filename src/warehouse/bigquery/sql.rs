@@ -43,6 +43,7 @@ pub(super) const SQL_MARK_DELETED: &str = include_str!("../../../sql/mark_delete
 pub(super) const SQL_MARK_VANISHED: &str = include_str!("../../../sql/mark_vanished.sql");
 pub(super) const SQL_COUNT_WON: &str = include_str!("../../../sql/count_won.sql");
 pub(super) const SQL_WON_IDS: &str = include_str!("../../../sql/won_ids.sql");
+pub(super) const SQL_HOLDS_DEALS: &str = include_str!("../../../sql/holds_deals.sql");
 pub(super) const SQL_RUN_BEGIN: &str = include_str!("../../../sql/run_begin.sql");
 pub(super) const SQL_RUN_WINDOW: &str = include_str!("../../../sql/run_window.sql");
 pub(super) const SQL_RUNS_ABANDONED: &str = include_str!("../../../sql/runs_abandoned.sql");

@@ -120,6 +120,7 @@ fn every_template_renders_without_leftover_placeholders() {
         SQL_MARK_DELETED,
         SQL_COUNT_WON,
         SQL_WON_IDS,
+        SQL_HOLDS_DEALS,
         SQL_RUN_BEGIN,
         SQL_RUN_WINDOW,
         SQL_RUNS_ABANDONED,
