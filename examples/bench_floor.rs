@@ -2,7 +2,8 @@
 //! Deals field metadata; per stage filter a `COUNT(id)` that sizes pages and slices with the job's own
 //! `plan_pages`, then COQL keyset pages of won deals with every selected column and — with `--not-won`, as the
 //! job does when the table already holds won rows — of not-won deals with `id, Stage, Modified_Time`, in the
-//! same time slices and at the same concurrency; `/Deals/deleted` pages; the reconciliation `COUNT(id)`), and
+//! same time slices and at the same concurrency; `/Deals/deleted` pages (one one-row page without `--not-won`, as
+//! a run into an empty table); the reconciliation `COUNT(id)`), and
 //! only downloads the answers: no JSON parsing, no mapping, no writing. Keep it in step with `fetch_and_stage`
 //! in src/sync/mod.rs: the harness checks that both spend the same credits.
 //!
@@ -47,8 +48,9 @@ struct Args {
     /// Parse every page fully and check the byte-level shortcut against it.
     #[arg(long)]
     verify: bool,
-    /// Also page the not-won deals, as the job does when the warehouse already holds won deals it could flag.
-    /// Without it the floor matches a run into an empty table, which skips that pass.
+    /// Also page the not-won deals and every deletion, as the job does when the warehouse already holds deals
+    /// it could flag. Without it the floor matches a run into an empty table, which skips the not-won pass and
+    /// asks for one one-row page of deletions only (the job's access check, `fetch::Deletions`).
     #[arg(long)]
     not_won: bool,
 }
@@ -203,25 +205,22 @@ async fn page_all(
     }
 }
 
-/// `GET /Deals/deleted` pages since the window start, like `deals::deleted_since`.
-async fn deleted_all(ctx: Arc<Ctx>, since: String) -> Result<Value, BoxError> {
+/// `GET /Deals/deleted` pages since the window start, like `deals::deleted_since`; with `all` false, only the
+/// first page (of `per_page` rows), like the job's access check.
+async fn deleted_all(ctx: Arc<Ctx>, since: String, per_page: u32, all: bool) -> Result<Value, BoxError> {
     let started = Instant::now();
     for page in 1u32.. {
         let url = format!("{}/crm/v8/Deals/deleted", ctx.base);
         let req = ctx
             .http
             .get(url)
-            .query(&[
-                ("type", "all".to_owned()),
-                ("page", page.to_string()),
-                ("per_page", DELETED_PAGE_SIZE.to_string()),
-            ])
+            .query(&[("type", "all".to_owned()), ("page", page.to_string()), ("per_page", per_page.to_string())])
             .header("If-Modified-Since", since.as_str());
         let body = ctx.send(req).await?;
         let body = body.as_ref();
         let more = !body.is_empty() && rfind(body, b"\"more_records\":true").is_some();
         ctx.deleted.add(1, body.len(), 0);
-        if !more {
+        if !more || !all {
             return Ok(json!({"filter": "Deleted", "pages": page, "chain_s": started.elapsed().as_secs_f64()}));
         }
     }
@@ -322,7 +321,8 @@ async fn run(args: Args) -> Result<Value, BoxError> {
             tasks.spawn(page_all(Arc::clone(&ctx), cols, filter, stages.clone(), slice, page_size));
         }
     }
-    tasks.spawn(deleted_all(Arc::clone(&ctx), win.start.format("%Y-%m-%dT%H:%M:%S+00:00").to_string()));
+    let since = win.start.format("%Y-%m-%dT%H:%M:%S+00:00").to_string();
+    tasks.spawn(deleted_all(Arc::clone(&ctx), since, if args.not_won { DELETED_PAGE_SIZE } else { 1 }, args.not_won));
     let mut chains = Vec::new();
     while let Some(joined) = tasks.join_next().await {
         chains.push(joined??);
