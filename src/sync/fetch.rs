@@ -75,13 +75,6 @@ pub(crate) struct FetchPlan<'a> {
     pub(crate) custom: Arc<Vec<model::CustomField>>,
 }
 
-/// Fetches everything the window needs and stages it; returns the records it could not map and Zoho's
-/// reconciliation count.
-///
-/// Two fetchers, deletions and the scheduler (which pages the won and not-won passes over at most `concurrency`
-/// streams), send batches through a bounded channel to one loader task, so pages are staged while the next
-/// ones download. If the loader fails, the channel closes
-/// and the fetchers stop at their next page; if a fetcher fails, the others are aborted.
 /// How a run learns which deals were deleted in Zoho.
 #[derive(Debug)]
 pub(crate) enum Deletions {
@@ -98,6 +91,13 @@ pub(crate) enum Deletions {
     CheckAccessOnly,
 }
 
+/// Fetches everything the window needs and stages it; returns the records it could not map and Zoho's
+/// reconciliation count.
+///
+/// Two fetchers, deletions and the scheduler (which pages the won and not-won passes over at most `concurrency`
+/// streams), send batches through a bounded channel to one loader task, so pages are staged while the next
+/// ones download. If the loader fails, the channel closes
+/// and the fetchers stop at their next page; if a fetcher fails, the others are aborted.
 pub(crate) async fn fetch_and_stage<W: Warehouse + 'static>(
     zoho: &Arc<ZohoClient>,
     warehouse: &Arc<W>,
