@@ -110,6 +110,10 @@ impl<W: Warehouse> Warehouse for Delayed<W> {
         out
     }
 
+    async fn merge_ahead(&self, run: &RunStart) -> Result<(), WarehouseError> {
+        self.timed(self.inner.merge_ahead(run)).await
+    }
+
     async fn commit(&self, run: &RunStart, report: &RunReport) -> Result<MergeCounts, WarehouseError> {
         self.timed(self.inner.commit(run, report)).await
     }

@@ -65,6 +65,10 @@ impl Warehouse for AnyWarehouse {
         delegate!(self, w => w.stage(run, changes).await)
     }
 
+    async fn merge_ahead(&self, run: &RunStart) -> Result<(), WarehouseError> {
+        delegate!(self, w => w.merge_ahead(run).await)
+    }
+
     async fn commit(&self, run: &RunStart, report: &RunReport) -> Result<MergeCounts, WarehouseError> {
         delegate!(self, w => w.commit(run, report).await)
     }

@@ -308,6 +308,17 @@ pub trait Warehouse: Send + Sync {
     /// counted in [`MergeCounts::refused`].
     fn stage(&self, run: &RunStart, changes: &[DealChange]) -> impl Future<Output = Result<(), WarehouseError>> + Send;
 
+    /// Every change this run will stage has been asked for from the source: the warehouse may begin merging what
+    /// is staged so far, so that less of the merge is left for [`Warehouse::commit`]. Nothing of it is visible
+    /// before `commit`, which merges the rest and gives the same result as without this call; [`Warehouse::fail_run`]
+    /// (or the process ending) undoes it. Changes may still be staged after it. The default does nothing
+    /// (BigQuery: a merge job more would cost more than it saves); SQLite merges inside the write transaction that
+    /// `commit` ends, so from this call the run holds the file's write lock.
+    fn merge_ahead(&self, run: &RunStart) -> impl Future<Output = Result<(), WarehouseError>> + Send {
+        let _ = run;
+        async { Ok(()) }
+    }
+
     /// Only while the run holds the lease ([`WarehouseError::LeaseLost`] otherwise, nothing merged). Verifies that
     /// the staging holds every change staged, then merges this run's staging into `closed_won_deals`, clears the quarantine of the deals it staged and
     /// quarantines `report.quarantined` (flagging their stored rows `is_quarantined`, and clearing the flag of

@@ -812,6 +812,90 @@ async fn history_keeps_each_versions_custom_values_including_a_field_added_later
     assert_eq!(as_of, vec![text(&["EMEA"])]);
 }
 
+/// A merge begun ahead ([`Warehouse::merge_ahead`]) changes nothing anyone can see until the commit, which then
+/// stores what one merge of everything staged would (rows, history, counts), also when a deal was staged both
+/// before and after it; a run that fails after it stores nothing.
+async fn a_merge_ahead_is_invisible_until_the_commit_and_ends_as_one_merge_would<W: Backend>(w: &W, _: &Env) {
+    w.prepare().await.expect("prepare");
+    sync(w, &run("r0", 0, 100), &[won("1", 10), won("2", 10), won("3", 10)]).await;
+    let table = || {
+        w.rows(
+            "SELECT deal_id, CAST(is_closed_won AS INT64), CAST(is_deleted AS INT64) \
+             FROM `{{dataset}}.closed_won_deals` ORDER BY deal_id",
+        )
+    };
+    let history = || {
+        w.rows(
+            "SELECT deal_id, change, CAST(is_current AS INT64) FROM `{{dataset}}.closed_won_deals_history` \
+             ORDER BY deal_id, valid_from",
+        )
+    };
+    let (table0, history0) = (table().await, history().await);
+    let cell = |v: &[&str]| v.iter().map(|s| Some((*s).to_owned())).collect::<Vec<_>>();
+
+    // r1 merges ahead, then fails: nothing of it is stored.
+    let r1 = run("r1", 100, 200);
+    w.begin_run(&r1).await.expect("begin_run");
+    w.stage(&r1, &[won("4", 150), unwon("2", 150)]).await.expect("stage");
+    w.merge_ahead(&r1).await.expect("merge_ahead");
+    w.stage(&r1, &[won("5", 160)]).await.expect("stage after the merge ahead");
+    w.heartbeat(&r1).await.expect("heartbeat after the merge ahead");
+    w.fail_run(&r1, &report(), "drill").await.expect("fail_run");
+    assert_eq!((table().await, history().await), (table0.clone(), history0.clone()), "a failed run stores nothing");
+    assert_eq!(w.ledger().await.expect("ledger")[0].status, "failed");
+
+    // r2: no deal on both sides of the merge ahead; a reader sees nothing of it until the commit.
+    let r2 = run("r2", 100, 200);
+    w.begin_run(&r2).await.expect("begin_run");
+    w.stage(&r2, &[won("4", 150), unwon("2", 150)]).await.expect("stage");
+    w.merge_ahead(&r2).await.expect("merge_ahead");
+    assert_eq!((table().await, history().await), (table0, history0), "invisible before the commit");
+    w.stage(&r2, &[won("5", 160), deleted("3", 170)]).await.expect("stage after the merge ahead");
+    w.heartbeat(&r2).await.expect("heartbeat after the merge ahead");
+    let counts = w.commit(&r2, &report()).await.expect("commit");
+    assert_eq!((counts.upserted, counts.unwon, counts.deleted), (2, 1, 1));
+    assert_eq!(
+        table().await,
+        vec![
+            cell(&["1", "1", "0"]),
+            cell(&["2", "0", "0"]),
+            cell(&["3", "1", "1"]),
+            cell(&["4", "1", "0"]),
+            cell(&["5", "1", "0"])
+        ]
+    );
+    assert_eq!(
+        history().await,
+        vec![
+            cell(&["1", "won", "1"]),
+            cell(&["2", "won", "0"]),
+            cell(&["2", "unwon", "1"]),
+            cell(&["3", "won", "0"]),
+            cell(&["3", "deleted", "1"]),
+            cell(&["4", "won", "1"]),
+            cell(&["5", "won", "1"]),
+        ]
+    );
+    assert_eq!(w.ledger().await.expect("ledger")[0].deals_upserted, 2);
+
+    // r3: deals staged on both sides. Deal 6 is won before and un-won after at the same time (one merge keeps
+    // it won); deal 7's newer version comes after. Each ends as its newest version, with one history version.
+    let r3 = run("r3", 200, 300);
+    w.begin_run(&r3).await.expect("begin_run");
+    w.stage(&r3, &[won("6", 250), won("7", 240)]).await.expect("stage");
+    w.merge_ahead(&r3).await.expect("merge_ahead");
+    w.stage(&r3, &[unwon("6", 250), won("7", 260)]).await.expect("stage after the merge ahead");
+    let counts = w.commit(&r3, &report()).await.expect("commit");
+    assert_eq!((counts.upserted, counts.unwon), (2, 0));
+    let rows = stored(w).await;
+    assert!(rows["6"].is_closed_won, "a won and an un-won version of one time: won");
+    assert_eq!(rows["7"].deal.modified_time, t(260));
+    let versions = w
+        .rows("SELECT deal_id, change FROM `{{dataset}}.closed_won_deals_history` WHERE deal_id IN ('6', '7') ORDER BY deal_id")
+        .await;
+    assert_eq!(versions, vec![cell(&["6", "won"]), cell(&["7", "won"])]);
+}
+
 async fn an_incomplete_commit_merges_what_was_fetched_but_records_the_run_failed<W: Backend>(w: &W, _: &Env) {
     w.prepare().await.expect("prepare");
     sync(w, &run("r1", 0, 100), &[won("1", 10)]).await;
@@ -1022,6 +1106,7 @@ conformance!(
     quarantined_records_are_kept_until_a_readable_version_is_merged,
     holds_deals_sees_stored_and_quarantined_deals_but_not_what_a_failed_run_staged,
     an_incomplete_commit_merges_what_was_fetched_but_records_the_run_failed,
+    a_merge_ahead_is_invisible_until_the_commit_and_ends_as_one_merge_would,
 );
 
 // ---------------------------------------------------------------------------------------------------------

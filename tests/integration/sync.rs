@@ -91,6 +91,47 @@ async fn a_sync_stores_exactly_the_won_deals_modified_in_the_window() {
     assert!(stored.iter().any(|r| r.deal.deal_name.as_deref().is_some_and(|n| !n.is_ascii())));
 }
 
+/// A backfill big enough to merge ahead (thousands of rows staged when its last pages are asked for) stores
+/// exactly the won deals of its window; so does a second backfill of the same window, whose merge ahead first
+/// copies the stored rows it replaces.
+#[tokio::test]
+async fn a_backfill_that_merges_ahead_stores_exactly_the_won_deals_and_a_rerun_changes_nothing() {
+    let app = TestApp::with_deals(30_000).await;
+    let mut env = app.env();
+    env.retain(|(k, _)| k != "RUST_LOG" && k != "ZOHO_CONCURRENCY");
+    env.push(("RUST_LOG".into(), "zoho_deals_sync=debug".into()));
+    // One stream: every page but the last is staged when the last is asked for.
+    env.push(("ZOHO_CONCURRENCY".into(), "1".into()));
+    let out = app.run_with_env(&["sync", "--since", "3650d"], &env).await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(out.stderr.contains("ahead of the commit"), "the run merged ahead: {}", out.stderr);
+    let (start, end) = last_window(&app).await;
+    let truth = app.truth().await;
+    let expected = truth.won_in(start, end);
+    assert!(expected.len() > 4_000, "enough won deals to merge ahead: {}", expected.len());
+    let first = app.stored().await;
+    assert_eq!(first.len(), expected.len(), "exactly the won deals in the window");
+    let by_id: HashMap<&str, &StoredDeal> = first.iter().map(|r| (r.deal.deal_id.as_str(), r)).collect();
+    for t in &expected {
+        assert_row_matches(by_id.get(t["id"].as_str().expect("id")).expect("every expected deal is stored"), t);
+    }
+
+    let out = app.run_with_env(&["sync", "--since", "3650d"], &env).await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(out.stderr.contains("ahead of the commit"), "the rerun merged ahead: {}", out.stderr);
+    let second = app.stored().await;
+    assert_eq!(second.len(), first.len(), "a rerun adds nothing");
+    let strip = |rows: Vec<StoredDeal>| -> Vec<_> {
+        rows.into_iter()
+            .map(|r| (r.deal.deal_id.clone(), r.deal.modified_time, r.is_closed_won, r.deal.won.at))
+            .collect()
+    };
+    let (mut a, mut b) = (strip(first), strip(second));
+    a.sort();
+    b.sort();
+    assert_eq!(a, b, "every deal's version and won date unchanged");
+}
+
 #[tokio::test]
 async fn rerunning_writes_no_duplicates_and_an_earlier_since_adds_older_deals() {
     let app = TestApp::with_deals(3000).await;
