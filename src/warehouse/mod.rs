@@ -312,8 +312,9 @@ pub trait Warehouse: Send + Sync {
     /// is staged so far, so that less of the merge is left for [`Warehouse::commit`]. Nothing of it is visible
     /// before `commit`, which merges the rest and gives the same result as without this call; [`Warehouse::fail_run`]
     /// (or the process ending) undoes it. Changes may still be staged after it. The default does nothing
-    /// (BigQuery: a merge job more would cost more than it saves); SQLite merges inside the write transaction that
-    /// `commit` ends, so from this call the run holds the file's write lock.
+    /// (BigQuery: a merge job more would cost more than it saves); SQLite merges, and writes the history of what it
+    /// merged, inside the write transaction that `commit` ends, so from this call the run holds the file's write
+    /// lock.
     fn merge_ahead(&self, run: &RunStart) -> impl Future<Output = Result<(), WarehouseError>> + Send {
         let _ = run;
         async { Ok(()) }

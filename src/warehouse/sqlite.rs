@@ -60,6 +60,9 @@ struct Ahead {
     unwon: u64,
     /// The merge's `synced_at`, which the rest of the run's merge reuses: one run, one `synced_at`.
     synced_at: String,
+    /// The largest history `rowid` before the merge ahead wrote the history of what it merged: the versions it
+    /// inserted are the rows above it (see [`undo_ahead_history`]).
+    history_before: i64,
 }
 
 impl std::fmt::Debug for SqliteWarehouse {
@@ -373,20 +376,48 @@ const VERSION_TIME: &str =
 const SAME_VERSION: &str = "h.modified_time IS t.modified_time AND h.is_closed_won IS t.is_closed_won
   AND h.is_deleted IS t.is_deleted AND h.deleted_time IS t.deleted_time";
 
+/// Which deals a history step covers: every deal this run wrote (`?1`: the run), or only those of them that a
+/// query selects (its parameters follow `?1`).
+#[derive(Clone, Copy)]
+enum HistoryScope {
+    Run,
+    Only(&'static str),
+}
+
+impl HistoryScope {
+    /// The deals to read the previous version of.
+    fn deals(self) -> &'static str {
+        match self {
+            HistoryScope::Run => "SELECT deal_id FROM closed_won_deals WHERE run_id = ?1",
+            HistoryScope::Only(deals) => deals,
+        }
+    }
+
+    /// The condition on the stored row `t` beyond `t.run_id = ?1`.
+    fn and(self) -> String {
+        match self {
+            HistoryScope::Run => String::new(),
+            HistoryScope::Only(deals) => format!(" AND t.deal_id IN ({deals})"),
+        }
+    }
+}
+
 /// History step 1: the current version of each deal this run wrote, when the stored state differs, is closed.
-fn history_close() -> String {
+fn history_close(scope: HistoryScope) -> String {
     format!(
         "UPDATE {HISTORY_TABLE} AS h SET valid_to = {VERSION_TIME}, is_current = 0
 FROM closed_won_deals AS t
-WHERE t.deal_id = h.deal_id AND t.run_id = ?1 AND h.is_current = 1 AND NOT ({SAME_VERSION})"
+WHERE t.deal_id = h.deal_id AND t.run_id = ?1{} AND h.is_current = 1 AND NOT ({SAME_VERSION})",
+        scope.and()
     )
 }
 
 /// History step 2: the stored state of each deal this run wrote becomes its current version, unless it is.
 /// `custom`: the custom columns copied with the standard ones.
-fn history_insert(custom: &[CustomColumn]) -> String {
+fn history_insert(custom: &[CustomColumn], scope: HistoryScope) -> String {
     let cols = super::history_column_names(custom).collect::<Vec<_>>();
     let (names, values) = (cols.join(", "), cols.iter().map(|c| format!("t.{c}")).collect::<Vec<_>>().join(", "));
+    let (deals, and) = (scope.deals(), scope.and());
     format!(
         "INSERT INTO {HISTORY_TABLE} (deal_id, valid_from, valid_to, is_current, change, {names})
 SELECT t.deal_id, {VERSION_TIME}, NULL, 1,
@@ -398,10 +429,10 @@ LEFT JOIN (
   SELECT deal_id, is_closed_won, is_deleted FROM (
     SELECT deal_id, is_closed_won, is_deleted,
       ROW_NUMBER() OVER (PARTITION BY deal_id ORDER BY valid_from DESC, rowid DESC) AS rn
-    FROM {HISTORY_TABLE} WHERE deal_id IN (SELECT deal_id FROM closed_won_deals WHERE run_id = ?1)
+    FROM {HISTORY_TABLE} WHERE deal_id IN ({deals})
   ) WHERE rn = 1
 ) AS p ON p.deal_id = t.deal_id
-WHERE t.run_id = ?1
+WHERE t.run_id = ?1{and}
   AND NOT EXISTS (SELECT 1 FROM {HISTORY_TABLE} AS h WHERE h.deal_id = t.deal_id AND h.is_current = 1 AND {SAME_VERSION})"
     )
 }
@@ -645,15 +676,47 @@ WHERE is_deleted = 0
 const HOLDER: &str = "SELECT run_id, lease_expires_at FROM sync_runs WHERE status = 'running' AND run_id != ?1
   ORDER BY started_at LIMIT 1";
 
-/// Puts back the rows a merge ahead changed as they were before it (removing those it created).
+/// Puts back the rows a merge ahead changed as they were before it (removing those it created), and their
+/// history.
 fn undo_ahead(c: &Connection, run_id: &str, ahead: &Ahead) -> rusqlite::Result<()> {
     c.execute(
         &format!("DELETE FROM main.closed_won_deals WHERE deal_id IN ({AHEAD_DEALS})"),
         params![run_id, ahead.through_rowid],
     )?;
     c.execute("INSERT INTO main.closed_won_deals SELECT * FROM temp.ahead_before", [])?;
+    undo_ahead_history(c, run_id, ahead, false)
+}
+
+/// Takes back the history a merge ahead wrote: the versions it inserted are deleted and the versions it closed
+/// are current again (a current version has no `valid_to`), for every deal, or (`flagged_only`) for the deals
+/// this run flags deleted or vanished, whose stored rows the commit changes after it. Either way the commit
+/// then writes their history from the rows as they end, as one merge would (one version per deal and run).
+fn undo_ahead_history(c: &Connection, run_id: &str, ahead: &Ahead, flagged_only: bool) -> rusqlite::Result<()> {
+    let reopen = format!("UPDATE main.{HISTORY_TABLE} SET valid_to = NULL, is_current = 1 WHERE rowid IN");
+    if flagged_only {
+        c.execute(
+            &format!("DELETE FROM main.{HISTORY_TABLE} WHERE rowid > ?2 AND deal_id IN ({FLAGGED_DEALS})"),
+            params![run_id, ahead.history_before],
+        )?;
+        c.execute(
+            &format!("{reopen} (SELECT rid FROM temp.ahead_closed WHERE deal_id IN ({FLAGGED_DEALS}))"),
+            params![run_id],
+        )?;
+    } else {
+        c.execute(&format!("DELETE FROM main.{HISTORY_TABLE} WHERE rowid > ?1"), params![ahead.history_before])?;
+        c.execute(&format!("{reopen} (SELECT rid FROM temp.ahead_closed)"), [])?;
+    }
     Ok(())
 }
+
+/// The deals this run (`?1`) staged as deleted or vanished.
+const FLAGGED_DEALS: &str =
+    "SELECT deal_id FROM staging_changes WHERE run_id = ?1 AND change_kind IN ('deleted', 'vanished')";
+
+/// After a merge ahead, the deals whose history the commit writes: those staged after it (`?2`) and those
+/// flagged deleted or vanished (`?1`: the run).
+const AFTER_AHEAD_DEALS: &str = "SELECT deal_id FROM staging_changes
+  WHERE run_id = ?1 AND (rowid > ?2 OR change_kind IN ('deleted', 'vanished'))";
 
 /// The deals whose won or un-won rows staged up to `?2` a merge ahead merged.
 const AHEAD_DEALS: &str =
@@ -727,10 +790,6 @@ fn commit_in(
         }
         a => a,
     };
-    if ahead.is_some() {
-        // The copy that would undo it is not needed any more (a split run leaves it to the next merge ahead).
-        c.execute_batch("DROP TABLE temp.ahead_before").map_err(&err)?;
-    }
     let synced_at = ahead.as_ref().map_or_else(|| now.clone(), |a| a.synced_at.clone());
     let (through, upserted_ahead, unwon_ahead) =
         ahead.as_ref().map_or((0, 0, 0), |a| (a.through_rowid, a.upserted, a.unwon));
@@ -754,9 +813,25 @@ fn commit_in(
     let flags = params![run.run_id, synced_at];
     let deleted =
         merge(change_kind::DELETED, MERGE_DELETED, flags)? + merge(change_kind::VANISHED, MERGE_VANISHED, flags)?;
-    // The history of what this merge changed, in the same transaction (issue #11).
-    c.execute(&history_close(), params![run.run_id]).map_err(&err)?;
-    c.execute(&history_insert(history_custom), params![run.run_id]).map_err(&err)?;
+    // The history of what this merge changed, in the same transaction (issue #11). After a merge ahead, which
+    // wrote the history of what it merged, only that of the deals staged after it and of the deals flagged
+    // (whose history from the merge ahead is taken back first: their rows changed since).
+    match &ahead {
+        None => {
+            c.execute(&history_close(HistoryScope::Run), params![run.run_id]).map_err(&err)?;
+            c.execute(&history_insert(history_custom, HistoryScope::Run), params![run.run_id]).map_err(&err)?;
+        }
+        Some(a) => {
+            undo_ahead_history(c, &run.run_id, a, true).map_err(&err)?;
+            let scope = HistoryScope::Only(AFTER_AHEAD_DEALS);
+            let after = params![run.run_id, a.through_rowid];
+            c.execute(&history_close(scope), after).map_err(&err)?;
+            c.execute(&history_insert(history_custom, scope), after).map_err(&err)?;
+            // The copies that would undo it are not needed any more (a split run leaves them to the next merge
+            // ahead).
+            c.execute_batch("DROP TABLE temp.ahead_before; DROP TABLE temp.ahead_closed").map_err(&err)?;
+        }
+    }
     // (Reading every staged id for an empty quarantine would cost a scan of the staging table.)
     let any_quarantined: bool =
         c.query_row("SELECT EXISTS (SELECT 1 FROM quarantined_deals)", [], |r| r.get(0)).map_err(&err)?;
@@ -1093,6 +1168,7 @@ impl Warehouse for SqliteWarehouse {
     async fn merge_ahead(&self, run: &RunStart) -> Result<(), WarehouseError> {
         let err = self.err();
         let custom = self.active_custom();
+        let history_custom = self.history_custom();
         let (run_id, ahead) = (run.run_id.clone(), Arc::clone(&self.ahead));
         self.with(move |c| {
             let mut ahead = ahead.lock().map_err(|_| WarehouseError::other("the SQLite connection is poisoned"))?;
@@ -1126,17 +1202,34 @@ impl Warehouse for SqliteWarehouse {
                 let range = params![run_id, synced_at, 0i64, through_rowid];
                 let upserted = c.execute(&merge_won(&custom), range)? as u64;
                 let unwon = c.execute(MERGE_UNWON, range)? as u64;
-                Ok::<_, rusqlite::Error>((upserted, unwon))
+                // Their history too, as `commit` writes it (every row with this run's id is one merged here),
+                // keeping what it needs to take it back: the versions it closes (every current version of these
+                // deals: reopening one it left open changes nothing) and where its inserts begin.
+                c.execute_batch("DROP TABLE IF EXISTS temp.ahead_closed")?;
+                c.execute(
+                    &format!(
+                        "CREATE TEMP TABLE ahead_closed AS SELECT rowid AS rid, deal_id FROM main.{HISTORY_TABLE}
+                         WHERE is_current = 1 AND deal_id IN ({})",
+                        HistoryScope::Run.deals()
+                    ),
+                    params![run_id],
+                )?;
+                let history_before: i64 =
+                    c.query_row(&format!("SELECT COALESCE(MAX(rowid), 0) FROM main.{HISTORY_TABLE}"), [], |r| r.get(0))?;
+                c.execute(&history_close(HistoryScope::Run), params![run_id])?;
+                let versions = c.execute(&history_insert(&history_custom, HistoryScope::Run), params![run_id])?;
+                Ok::<_, rusqlite::Error>((upserted, unwon, history_before, versions))
             })();
             match merged {
-                Ok((upserted, unwon)) => {
+                Ok((upserted, unwon, history_before, versions)) => {
                     tracing::debug!(
                         through_rowid,
                         upserted,
                         unwon,
-                        "merged the staged changes so far, ahead of the commit"
+                        versions,
+                        "merged the staged changes so far, and wrote their history, ahead of the commit"
                     );
-                    *ahead = Some(Ahead { through_rowid, upserted, unwon, synced_at });
+                    *ahead = Some(Ahead { through_rowid, upserted, unwon, synced_at, history_before });
                     Ok(())
                 }
                 Err(e) => {

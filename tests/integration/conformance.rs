@@ -894,6 +894,36 @@ async fn a_merge_ahead_is_invisible_until_the_commit_and_ends_as_one_merge_would
         .rows("SELECT deal_id, change FROM `{{dataset}}.closed_won_deals_history` WHERE deal_id IN ('6', '7') ORDER BY deal_id")
         .await;
     assert_eq!(versions, vec![cell(&["6", "won"]), cell(&["7", "won"])]);
+
+    // r4: deals merged ahead (with their history), then flagged deleted by rows staged after it: deal 8 is new,
+    // deal 1 stored since r0. Each ends with the one version one merge writes, the one before it closed at the
+    // deletion; before the commit a reader sees none of it.
+    let r4 = run("r4", 300, 400);
+    w.begin_run(&r4).await.expect("begin_run");
+    w.stage(&r4, &[won("8", 310), won("1", 305)]).await.expect("stage");
+    w.merge_ahead(&r4).await.expect("merge_ahead");
+    let deals_1_and_8 = || {
+        w.rows(
+            "SELECT deal_id, change, CAST(is_current AS INT64) FROM `{{dataset}}.closed_won_deals_history` \
+             WHERE deal_id IN ('1', '8') ORDER BY deal_id, valid_from",
+        )
+    };
+    assert_eq!(deals_1_and_8().await, vec![cell(&["1", "won", "1"])], "invisible before the commit");
+    w.stage(&r4, &[deleted("8", 320), deleted("1", 330)]).await.expect("stage after the merge ahead");
+    let counts = w.commit(&r4, &report()).await.expect("commit");
+    assert_eq!((counts.upserted, counts.deleted), (2, 2));
+    assert_eq!(
+        deals_1_and_8().await,
+        vec![cell(&["1", "won", "0"]), cell(&["1", "deleted", "1"]), cell(&["8", "deleted", "1"])]
+    );
+    let closed_at_the_deletion = w
+        .rows(
+            "SELECT COUNT(*) FROM `{{dataset}}.closed_won_deals_history` AS h \
+             JOIN `{{dataset}}.closed_won_deals` AS t ON t.deal_id = h.deal_id \
+             WHERE h.deal_id = '1' AND h.change = 'won' AND h.valid_to = t.deleted_time",
+        )
+        .await;
+    assert_eq!(closed_at_the_deletion, vec![cell(&["1"])]);
 }
 
 async fn an_incomplete_commit_merges_what_was_fetched_but_records_the_run_failed<W: Backend>(w: &W, _: &Env) {
