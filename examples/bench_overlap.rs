@@ -110,8 +110,8 @@ impl<W: Warehouse> Warehouse for Delayed<W> {
         out
     }
 
-    async fn merge_ahead(&self, run: &RunStart) -> Result<(), WarehouseError> {
-        self.timed(self.inner.merge_ahead(run)).await
+    async fn merge_ahead(&self, run: &RunStart, rows: usize) -> Result<usize, WarehouseError> {
+        self.timed(self.inner.merge_ahead(run, rows)).await
     }
 
     async fn commit(&self, run: &RunStart, report: &RunReport) -> Result<MergeCounts, WarehouseError> {

@@ -226,16 +226,15 @@ impl PassState {
 /// pool was tried: each of its threads allocates from its own malloc arena, and a backfill of a million deals
 /// peaked 15-30 MiB higher.)
 ///
-/// `all_asked` is told once the pages in flight are expected to be the last ones (every pass's count is
-/// covered by what was read and what is being read, and no slice waits): what comes after paging can start
-/// while they download.
-#[allow(clippy::too_many_arguments)] // the paging inputs, the two callbacks and the early signal; one call site
+/// `milestones` are told as paging nears its end, so that what comes after it can start while the last pages
+/// download.
+#[allow(clippy::too_many_arguments)] // the paging inputs, the two callbacks and the milestones; one call site
 pub async fn run<S, M, T, F, Fut>(
     source: Arc<S>,
     window: Window,
     passes: &[Pass],
     streams: usize,
-    mut all_asked: Option<tokio::sync::oneshot::Sender<()>>,
+    mut milestones: Milestones,
     map: M,
     mut on_page: F,
 ) -> Result<Stats, Error>
@@ -296,7 +295,7 @@ where
             let map = Arc::clone(&map);
             mapping.spawn(async move { (filter, map(filter, records)) }.in_current_span());
         }
-        tell_if_all_asked(&mut all_asked, &ready, &states);
+        milestones.tell(&ready, &states, streams);
         if in_flight.is_empty() && mapping.is_empty() {
             // Nothing in flight and no page held: `launch` asked for every slice that waited, so none does.
             break;
@@ -335,9 +334,7 @@ where
             }
         }
     }
-    if let Some(tx) = all_asked {
-        let _ = tx.send(());
-    }
+    milestones.tell_all();
     tracing::debug!(pages = stats.pages, credits = stats.credits, slices = stats.slices, "paging done");
     Ok(stats)
 }
@@ -360,15 +357,40 @@ fn free_streams(streams: usize, in_flight: usize, mapping: usize) -> usize {
     streams.saturating_sub(in_flight).min((streams + 1).saturating_sub(in_flight + mapping))
 }
 
-/// Tells `all_asked` (once) when no slice waits and the pages in flight cover every pass's count.
-fn tell_if_all_asked(
-    all_asked: &mut Option<tokio::sync::oneshot::Sender<()>>,
-    ready: &VecDeque<Slice>,
-    states: &[PassState],
-) {
-    let covered = states.iter().all(|s| s.read + s.in_flight * u64::from(s.page_size) >= s.expected);
-    if ready.is_empty() && covered {
-        if let Some(tx) = all_asked.take() {
+/// Rounds of pages (every stream asking for one) left when [`Milestones::near_end`] is told.
+pub const NEAR_END_ROUNDS: u64 = 3;
+
+/// What [`run`] tells as paging nears its end, each once (and every one still untold when paging ends; a
+/// sender dropped untold means paging failed).
+#[derive(Debug, Default)]
+pub struct Milestones {
+    /// Told when the pages still to be asked for fit in [`NEAR_END_ROUNDS`] rounds of every stream (by the
+    /// passes' counts; at once when the whole window does): paging ends within about that many calls' latency.
+    pub near_end: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Told once the pages in flight are expected to be the last ones: every pass's count is covered by what
+    /// was read and what is being read, and no slice waits.
+    pub all_asked: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Milestones {
+    fn tell(&mut self, ready: &VecDeque<Slice>, states: &[PassState], streams: usize) {
+        let unasked = |s: &PassState| s.expected.saturating_sub(s.read + s.in_flight * u64::from(s.page_size));
+        let pages_left: u64 = states.iter().map(|s| unasked(s).div_ceil(u64::from(s.page_size))).sum();
+        if pages_left <= NEAR_END_ROUNDS * streams as u64 {
+            Self::send(&mut self.near_end);
+        }
+        if ready.is_empty() && pages_left == 0 {
+            Self::send(&mut self.all_asked);
+        }
+    }
+
+    fn tell_all(&mut self) {
+        Self::send(&mut self.near_end);
+        Self::send(&mut self.all_asked);
+    }
+
+    fn send(tx: &mut Option<tokio::sync::oneshot::Sender<()>>) {
+        if let Some(tx) = tx.take() {
             let _ = tx.send(());
         }
     }
@@ -853,7 +875,7 @@ mod tests {
     async fn schedule(source: &Arc<Scripted>, passes: &[Pass], streams: usize) -> Outcome {
         let started = tokio::time::Instant::now();
         let mut read: HashMap<(bool, u64), u32> = HashMap::new();
-        let stats = run(Arc::clone(source), window(), passes, streams, None, as_read, |filter, records| {
+        let stats = run(Arc::clone(source), window(), passes, streams, Milestones::default(), as_read, |filter, records| {
             for r in &records {
                 let id = r["id"].as_str().and_then(|s| s.parse().ok()).expect("an id");
                 *read.entry((filter == StageFilter::Won, id)).or_default() += 1;
@@ -946,11 +968,45 @@ mod tests {
         let started = tokio::time::Instant::now();
         let told = tokio::spawn(async move { rx.await.map(|()| started.elapsed()) });
         let passes = [Pass { filter: StageFilter::Won, expected: n }];
-        run(Arc::clone(&source), window(), &passes, 4, Some(tx), as_read, |_, _| async { true }).await.expect("paged");
+        let milestones = Milestones { all_asked: Some(tx), ..Milestones::default() };
+        run(Arc::clone(&source), window(), &passes, 4, milestones, as_read, |_, _| async { true }).await.expect("paged");
         let done = started.elapsed();
         let told = told.await.expect("joined").expect("told before the sender was dropped");
         // Told when the last pages were asked for: one page's latency before the end, not after it.
         assert_eq!(done - told, LATENCY, "told {told:?}, done {done:?}");
+    }
+
+    /// Told when the pages left to ask for fit in NEAR_END_ROUNDS rounds of every stream: about that many pages'
+    /// latency before paging ends (plus the round in flight), and as paging begins (after the probes) when the
+    /// whole window fits.
+    #[tokio::test(start_paused = true)]
+    async fn the_caller_is_told_paging_nears_its_end_a_few_rounds_before_it_does() {
+        for (n, streams) in [(40_000, 2), (60_000, 3), (10_000, 4)] {
+            let rows = won(n, |i| secs(i as f64 * 0.05));
+            let source = Arc::new(Scripted::new(rows));
+            let (near_tx, near_rx) = tokio::sync::oneshot::channel();
+            let (all_tx, all_rx) = tokio::sync::oneshot::channel();
+            let started = tokio::time::Instant::now();
+            let near = tokio::spawn(async move { near_rx.await.map(|()| started.elapsed()) });
+            let all = tokio::spawn(async move { all_rx.await.map(|()| started.elapsed()) });
+            let passes = [Pass { filter: StageFilter::Won, expected: n }];
+            let told = Milestones { near_end: Some(near_tx), all_asked: Some(all_tx) };
+            run(Arc::clone(&source), window(), &passes, streams, told, as_read, |_, _| async { true })
+                .await
+                .expect("paged");
+            let done = started.elapsed();
+            let near = near.await.expect("joined").expect("near end told");
+            let all = all.await.expect("joined").expect("all asked told");
+            let pages = n.div_ceil(2000);
+            if pages <= NEAR_END_ROUNDS * streams as u64 {
+                assert!(near <= LATENCY, "{n} rows: the whole window fits, told as paging begins ({near:?})");
+            } else {
+                let rounds = (done - near).as_secs_f64() / LATENCY.as_secs_f64();
+                let expected = NEAR_END_ROUNDS as f64 + 1.0;
+                assert!((rounds - expected).abs() < 0.01, "{n} rows, {streams} streams: told {rounds} rounds before the end");
+            }
+            assert!(near <= all, "near the end before all pages are asked for");
+        }
     }
 
     #[tokio::test(start_paused = true)]
@@ -1076,7 +1132,7 @@ mod tests {
             window(),
             &[Pass { filter: StageFilter::Won, expected: 7_000 }],
             1,
-            None,
+            Milestones::default(),
             map,
             |_, page| {
                 read.lock().expect("lock").extend(page);
@@ -1099,7 +1155,7 @@ mod tests {
             window(),
             &[Pass { filter: StageFilter::Won, expected: 20_000 }],
             4,
-            None,
+            Milestones::default(),
             as_read,
             |_, _| async { true },
         )
@@ -1117,7 +1173,7 @@ mod tests {
             window(),
             &[Pass { filter: StageFilter::Won, expected: 40_000 }],
             4,
-            None,
+            Milestones::default(),
             as_read,
             |_, records| {
                 handed.fetch_add(records.len() as u64, Ordering::SeqCst);
@@ -1146,7 +1202,7 @@ mod tests {
             window(),
             &[Pass { filter: StageFilter::Won, expected: 20_000 }],
             4,
-            None,
+            Milestones::default(),
             as_read,
             |_, _| async { false },
         )

@@ -65,8 +65,8 @@ impl Warehouse for AnyWarehouse {
         delegate!(self, w => w.stage(run, changes).await)
     }
 
-    async fn merge_ahead(&self, run: &RunStart) -> Result<(), WarehouseError> {
-        delegate!(self, w => w.merge_ahead(run).await)
+    async fn merge_ahead(&self, run: &RunStart, rows: usize) -> Result<usize, WarehouseError> {
+        delegate!(self, w => w.merge_ahead(run, rows).await)
     }
 
     async fn commit(&self, run: &RunStart, report: &RunReport) -> Result<MergeCounts, WarehouseError> {

@@ -308,16 +308,18 @@ pub trait Warehouse: Send + Sync {
     /// counted in [`MergeCounts::refused`].
     fn stage(&self, run: &RunStart, changes: &[DealChange]) -> impl Future<Output = Result<(), WarehouseError>> + Send;
 
-    /// Every change this run will stage has been asked for from the source: the warehouse may begin merging what
-    /// is staged so far, so that less of the merge is left for [`Warehouse::commit`]. Nothing of it is visible
-    /// before `commit`, which merges the rest and gives the same result as without this call; [`Warehouse::fail_run`]
-    /// (or the process ending) undoes it. Changes may still be staged after it. The default does nothing
-    /// (BigQuery: a merge job more would cost more than it saves); SQLite merges, and writes the history of what it
-    /// merged, inside the write transaction that `commit` ends, so from this call the run holds the file's write
-    /// lock.
-    fn merge_ahead(&self, run: &RunStart) -> impl Future<Output = Result<(), WarehouseError>> + Send {
-        let _ = run;
-        async { Ok(()) }
+    /// Paging nears its end (what is still to be staged will have been asked for from the source within a few
+    /// calls' latency): the warehouse may merge a step of what is staged so far, at most about `rows` more staged
+    /// rows in the order they were staged, so that less of the merge is left for [`Warehouse::commit`]. Returns
+    /// how many staged rows the step took (0: nothing more can be merged ahead now). Nothing of it is visible
+    /// before `commit`, which merges the rest and gives the same result as without these calls;
+    /// [`Warehouse::fail_run`] (or the process ending) undoes them. Changes may be staged between steps and after
+    /// the last. The default does nothing (BigQuery: a merge job more would cost more than it saves); SQLite
+    /// merges, and writes the history of what it merged, inside the write transaction that `commit` ends, so from
+    /// its first step the run holds the file's write lock.
+    fn merge_ahead(&self, run: &RunStart, rows: usize) -> impl Future<Output = Result<usize, WarehouseError>> + Send {
+        let _ = (run, rows);
+        async { Ok(0) }
     }
 
     /// Only while the run holds the lease ([`WarehouseError::LeaseLost`] otherwise, nothing merged). Verifies that

@@ -49,19 +49,24 @@ pub struct SqliteWarehouse {
     ahead: Arc<Mutex<Option<Ahead>>>,
 }
 
-/// What [`Warehouse::merge_ahead`] merged, inside the write transaction it opened. The rows it changed are
-/// copied first as they were (`temp.ahead_before`), so that `commit` can undo it exactly and merge everything at
-/// once. (Not a savepoint: rolling back to one would also undo the rows staged after it.)
+/// What the steps of [`Warehouse::merge_ahead`] merged, inside the write transaction the first one opened. The
+/// rows a step changes are copied first as they were (`temp.ahead_before`), so that `commit` can undo them
+/// exactly and merge everything at once. (Not a savepoint: rolling back to one would also undo the rows staged
+/// after it.)
 #[derive(Clone, Debug)]
 struct Ahead {
-    /// The staged rows merged: every row with a `rowid` up to this one (staging's rowids only grow).
+    /// The staged rows merged: every row with a `rowid` up to this one (staging's rowids only grow). The steps
+    /// merged `(0, through_rowid]` as one merge would: each step's deals had no row in the steps before it.
     through_rowid: i64,
+    /// A step found a deal with rows before it and in it: no further step is taken (the commit merges the rest,
+    /// and undoes the steps if that deal still has rows on both sides).
+    stopped: bool,
     upserted: u64,
     unwon: u64,
     /// The merge's `synced_at`, which the rest of the run's merge reuses: one run, one `synced_at`.
     synced_at: String,
-    /// The largest history `rowid` before the merge ahead wrote the history of what it merged: the versions it
-    /// inserted are the rows above it (see [`undo_ahead_history`]).
+    /// The largest history `rowid` before the first step wrote the history of what it merged: the versions the
+    /// steps inserted are the rows above it (see [`undo_ahead_history`]).
     history_before: i64,
 }
 
@@ -394,11 +399,11 @@ impl HistoryScope {
         }
     }
 
-    /// The condition on the stored row `t` beyond `t.run_id = ?1`.
-    fn and(self) -> String {
+    /// The condition on the stored row `t`: written by this run (`?1`), and in the scope.
+    fn rows(self) -> String {
         match self {
-            HistoryScope::Run => String::new(),
-            HistoryScope::Only(deals) => format!(" AND t.deal_id IN ({deals})"),
+            HistoryScope::Run => "t.run_id = ?1".to_owned(),
+            HistoryScope::Only(deals) => format!("t.run_id = ?1 AND t.deal_id IN ({deals})"),
         }
     }
 }
@@ -408,8 +413,8 @@ fn history_close(scope: HistoryScope) -> String {
     format!(
         "UPDATE {HISTORY_TABLE} AS h SET valid_to = {VERSION_TIME}, is_current = 0
 FROM closed_won_deals AS t
-WHERE t.deal_id = h.deal_id AND t.run_id = ?1{} AND h.is_current = 1 AND NOT ({SAME_VERSION})",
-        scope.and()
+WHERE t.deal_id = h.deal_id AND {} AND h.is_current = 1 AND NOT ({SAME_VERSION})",
+        scope.rows()
     )
 }
 
@@ -418,7 +423,7 @@ WHERE t.deal_id = h.deal_id AND t.run_id = ?1{} AND h.is_current = 1 AND NOT ({S
 fn history_insert(custom: &[CustomColumn], scope: HistoryScope) -> String {
     let cols = super::history_column_names(custom).collect::<Vec<_>>();
     let (names, values) = (cols.join(", "), cols.iter().map(|c| format!("t.{c}")).collect::<Vec<_>>().join(", "));
-    let (deals, and) = (scope.deals(), scope.and());
+    let (deals, rows) = (scope.deals(), scope.rows());
     format!(
         "INSERT INTO {HISTORY_TABLE} (deal_id, valid_from, valid_to, is_current, change, {names})
 SELECT t.deal_id, {VERSION_TIME}, NULL, 1,
@@ -433,7 +438,7 @@ LEFT JOIN (
     FROM {HISTORY_TABLE} WHERE deal_id IN ({deals})
   ) WHERE rn = 1
 ) AS p ON p.deal_id = t.deal_id
-WHERE t.run_id = ?1{and}
+WHERE {rows}
   AND NOT EXISTS (SELECT 1 FROM {HISTORY_TABLE} AS h WHERE h.deal_id = t.deal_id AND h.is_current = 1 AND {SAME_VERSION})"
     )
 }
@@ -727,10 +732,14 @@ const STAGED_AFTER_AHEAD: &str = "SELECT deal_id FROM staging_changes WHERE run_
 const AHEAD_DEALS: &str =
     "SELECT deal_id FROM staging_changes WHERE run_id = ?1 AND rowid <= ?2 AND change_kind IN ('won', 'unwon')";
 
-/// Whether a deal has won or un-won rows staged both up to `?2` (merged ahead) and after it.
+/// The deals with won or un-won rows staged in `(?2, ?3]`: one step of a merge ahead.
+const STEP_DEALS: &str = "SELECT deal_id FROM staging_changes
+  WHERE run_id = ?1 AND rowid > ?2 AND rowid <= ?3 AND change_kind IN ('won', 'unwon')";
+
+/// Whether a deal has won or un-won rows staged both up to `?2` (merged ahead) and in `(?2, ?3]`.
 const SPLIT_DEALS: &str = "SELECT EXISTS (
   SELECT 1 FROM staging_changes AS b
-  WHERE b.rowid > ?2 AND b.run_id = ?1 AND b.change_kind IN ('won', 'unwon')
+  WHERE b.rowid > ?2 AND b.rowid <= ?3 AND b.run_id = ?1 AND b.change_kind IN ('won', 'unwon')
     AND EXISTS (SELECT 1 FROM staging_changes AS a INDEXED BY staging_changes_newest
                 WHERE a.run_id = ?1 AND a.deal_id = b.deal_id AND a.rowid <= ?2 AND a.change_kind IN ('won', 'unwon')))";
 
@@ -786,7 +795,7 @@ fn commit_in(
     // delivered twice or Zoho's clock let a deal edited during the run back into the window: rare, and exact.
     let ahead = match ahead {
         Some(a)
-            if c.query_row(SPLIT_DEALS, params![run.run_id, a.through_rowid], |r| r.get::<_, bool>(0))
+            if c.query_row(SPLIT_DEALS, params![run.run_id, a.through_rowid, i64::MAX], |r| r.get::<_, bool>(0))
                 .map_err(&err)? =>
         {
             tracing::debug!("a deal was staged before and after the merge ahead: merging everything at once");
@@ -1183,74 +1192,119 @@ impl Warehouse for SqliteWarehouse {
         Ok(())
     }
 
-    async fn merge_ahead(&self, run: &RunStart) -> Result<(), WarehouseError> {
+    async fn merge_ahead(&self, run: &RunStart, rows: usize) -> Result<usize, WarehouseError> {
         let err = self.err();
         let custom = self.active_custom();
         let history_custom = self.history_custom();
         let (run_id, ahead) = (run.run_id.clone(), Arc::clone(&self.ahead));
         self.with(move |c| {
             let mut ahead = ahead.lock().map_err(|_| WarehouseError::other("the SQLite connection is poisoned"))?;
-            if ahead.is_some() {
-                return Ok(());
+            if ahead.as_ref().is_some_and(|a| a.stopped) {
+                return Ok(0);
             }
-            let through_rowid: i64 = c
-                .query_row(
-                    "SELECT COALESCE(MAX(rowid), 0) FROM staging_changes
-                     WHERE run_id = ?1 AND change_kind IN ('won', 'unwon')",
-                    params![run_id],
-                    |r| r.get(0),
-                )
-                .map_err(&err)?;
-            if through_rowid == 0 {
-                return Ok(());
+            // The step: the staged rows after the last step's, at most `rows` of them (by rowid: a run's rows are
+            // staged in sequence, and a TEMP table holds this connection's runs only).
+            let after = ahead.as_ref().map_or(0, |a| a.through_rowid);
+            let last: i64 =
+                c.query_row("SELECT COALESCE(MAX(rowid), 0) FROM staging_changes", [], |r| r.get(0)).map_err(&err)?;
+            let through = last.min(after.saturating_add(i64::try_from(rows).unwrap_or(i64::MAX)));
+            if through <= after {
+                return Ok(0);
             }
-            // The write lock is taken here and held until `commit`: every page has been asked for, so that is
-            // the time the last pages take to arrive. Readers (analysts, `status`) see the last commit meanwhile.
-            c.execute_batch("BEGIN IMMEDIATE").map_err(&err)?;
-            let synced_at = ts(now());
+            let step = params![run_id, after, through];
+            match ahead.as_mut() {
+                // A deal with rows in an earlier step and in this one: its newest version must be chosen among all
+                // of them at once, so the steps stop here (see `commit_in`).
+                Some(a) => {
+                    if c.query_row(SPLIT_DEALS, step, |r| r.get::<_, bool>(0)).map_err(&err)? {
+                        tracing::debug!(through_rowid = a.through_rowid, "a deal was staged again after a step of the merge ahead: no further step");
+                        a.stopped = true;
+                        return Ok(0);
+                    }
+                }
+                None => {
+                    let any: bool = c
+                        .query_row(&format!("SELECT EXISTS ({STEP_DEALS})"), step, |r| r.get(0))
+                        .map_err(&err)?;
+                    if !any {
+                        return Ok(0);
+                    }
+                    // The write lock is taken here and held until `commit`: paging is near its end, so that is
+                    // about the time the last pages take to arrive (see `fetch`). Readers (analysts, `status`)
+                    // see the last commit meanwhile.
+                    c.execute_batch("BEGIN IMMEDIATE").map_err(&err)?;
+                    let begun = (|| {
+                        c.execute_batch(
+                            "DROP TABLE IF EXISTS temp.ahead_before;
+                             CREATE TEMP TABLE ahead_before AS SELECT * FROM main.closed_won_deals WHERE false;
+                             DROP TABLE IF EXISTS temp.ahead_closed;
+                             CREATE TEMP TABLE ahead_closed (rid INTEGER NOT NULL, deal_id TEXT NOT NULL);",
+                        )?;
+                        c.query_row(&format!("SELECT COALESCE(MAX(rowid), 0) FROM main.{HISTORY_TABLE}"), [], |r| {
+                            r.get::<_, i64>(0)
+                        })
+                    })();
+                    match begun {
+                        Ok(history_before) => {
+                            *ahead = Some(Ahead {
+                                through_rowid: 0,
+                                stopped: false,
+                                upserted: 0,
+                                unwon: 0,
+                                synced_at: ts(now()),
+                                history_before,
+                            });
+                        }
+                        Err(e) => {
+                            let _ = c.execute_batch("ROLLBACK");
+                            return Err(err(e));
+                        }
+                    }
+                }
+            }
+            let Some(a) = ahead.as_mut() else { return Ok(0) };
             let merged = (|| {
-                c.execute_batch(
-                    "DROP TABLE IF EXISTS temp.ahead_before;
-                     CREATE TEMP TABLE ahead_before AS SELECT * FROM main.closed_won_deals WHERE false;",
-                )?;
+                // The step's deals as they are before it (none of them was changed by an earlier step), then the
+                // merge of its rows, then their history, as `commit` writes it, keeping what undoing it needs: the
+                // versions it closes (every current version of these deals: reopening one it left open changes
+                // nothing; the history rows it inserts are above `history_before`).
                 c.execute(
-                    &format!("INSERT INTO temp.ahead_before SELECT * FROM main.closed_won_deals WHERE deal_id IN ({AHEAD_DEALS})"),
-                    params![run_id, through_rowid],
+                    &format!("INSERT INTO temp.ahead_before SELECT * FROM main.closed_won_deals WHERE deal_id IN ({STEP_DEALS})"),
+                    step,
                 )?;
-                let range = params![run_id, synced_at, 0i64, through_rowid];
+                let range = params![run_id, a.synced_at, after, through];
                 let upserted = c.execute(&merge_won(&custom), range)? as u64;
                 let unwon = c.execute(MERGE_UNWON, range)? as u64;
-                // Their history too, as `commit` writes it (every row with this run's id is one merged here),
-                // keeping what it needs to take it back: the versions it closes (every current version of these
-                // deals: reopening one it left open changes nothing) and where its inserts begin.
-                c.execute_batch("DROP TABLE IF EXISTS temp.ahead_closed")?;
                 c.execute(
                     &format!(
-                        "CREATE TEMP TABLE ahead_closed AS SELECT rowid AS rid, deal_id FROM main.{HISTORY_TABLE}
-                         WHERE is_current = 1 AND deal_id IN ({})",
-                        HistoryScope::Run.deals()
+                        "INSERT INTO temp.ahead_closed SELECT rowid, deal_id FROM main.{HISTORY_TABLE}
+                         WHERE is_current = 1 AND deal_id IN ({STEP_DEALS})"
                     ),
-                    params![run_id],
+                    step,
                 )?;
-                let history_before: i64 =
-                    c.query_row(&format!("SELECT COALESCE(MAX(rowid), 0) FROM main.{HISTORY_TABLE}"), [], |r| r.get(0))?;
-                c.execute(&history_close(HistoryScope::Run), params![run_id])?;
-                let versions = c.execute(&history_insert(&history_custom, HistoryScope::Run), params![run_id])?;
-                Ok::<_, rusqlite::Error>((upserted, unwon, history_before, versions))
+                let scope = HistoryScope::Only(STEP_DEALS);
+                c.execute(&history_close(scope), step)?;
+                let versions = c.execute(&history_insert(&history_custom, scope), step)?;
+                Ok::<_, rusqlite::Error>((upserted, unwon, versions))
             })();
             match merged {
-                Ok((upserted, unwon, history_before, versions)) => {
+                Ok((upserted, unwon, versions)) => {
                     tracing::debug!(
-                        through_rowid,
+                        after_rowid = after,
+                        through_rowid = through,
                         upserted,
                         unwon,
                         versions,
-                        "merged the staged changes so far, and wrote their history, ahead of the commit"
+                        "merged a step of the staged changes, and wrote their history, ahead of the commit"
                     );
-                    *ahead = Some(Ahead { through_rowid, upserted, unwon, synced_at, history_before });
-                    Ok(())
+                    a.through_rowid = through;
+                    a.upserted += upserted;
+                    a.unwon += unwon;
+                    Ok(usize::try_from(through - after).unwrap_or(usize::MAX))
                 }
                 Err(e) => {
+                    // Every step is undone with the transaction; the run fails with this error.
+                    *ahead = None;
                     let _ = c.execute_batch("ROLLBACK");
                     Err(err(e))
                 }

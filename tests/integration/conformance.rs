@@ -837,7 +837,7 @@ async fn a_merge_ahead_is_invisible_until_the_commit_and_ends_as_one_merge_would
     let r1 = run("r1", 100, 200);
     w.begin_run(&r1).await.expect("begin_run");
     w.stage(&r1, &[won("4", 150), unwon("2", 150)]).await.expect("stage");
-    w.merge_ahead(&r1).await.expect("merge_ahead");
+    w.merge_ahead(&r1, usize::MAX).await.expect("merge_ahead");
     w.stage(&r1, &[won("5", 160)]).await.expect("stage after the merge ahead");
     w.heartbeat(&r1).await.expect("heartbeat after the merge ahead");
     w.fail_run(&r1, &report(), "drill").await.expect("fail_run");
@@ -848,7 +848,7 @@ async fn a_merge_ahead_is_invisible_until_the_commit_and_ends_as_one_merge_would
     let r2 = run("r2", 100, 200);
     w.begin_run(&r2).await.expect("begin_run");
     w.stage(&r2, &[won("4", 150), unwon("2", 150)]).await.expect("stage");
-    w.merge_ahead(&r2).await.expect("merge_ahead");
+    w.merge_ahead(&r2, usize::MAX).await.expect("merge_ahead");
     assert_eq!((table().await, history().await), (table0, history0), "invisible before the commit");
     w.stage(&r2, &[won("5", 160), deleted("3", 170)]).await.expect("stage after the merge ahead");
     w.heartbeat(&r2).await.expect("heartbeat after the merge ahead");
@@ -883,7 +883,7 @@ async fn a_merge_ahead_is_invisible_until_the_commit_and_ends_as_one_merge_would
     let r3 = run("r3", 200, 300);
     w.begin_run(&r3).await.expect("begin_run");
     w.stage(&r3, &[won("6", 250), won("7", 240)]).await.expect("stage");
-    w.merge_ahead(&r3).await.expect("merge_ahead");
+    w.merge_ahead(&r3, usize::MAX).await.expect("merge_ahead");
     w.stage(&r3, &[unwon("6", 250), won("7", 260)]).await.expect("stage after the merge ahead");
     let counts = w.commit(&r3, &report()).await.expect("commit");
     assert_eq!((counts.upserted, counts.unwon), (2, 0));
@@ -901,7 +901,7 @@ async fn a_merge_ahead_is_invisible_until_the_commit_and_ends_as_one_merge_would
     let r4 = run("r4", 300, 400);
     w.begin_run(&r4).await.expect("begin_run");
     w.stage(&r4, &[won("8", 310), won("1", 305)]).await.expect("stage");
-    w.merge_ahead(&r4).await.expect("merge_ahead");
+    w.merge_ahead(&r4, usize::MAX).await.expect("merge_ahead");
     let deals_1_and_8 = || {
         w.rows(
             "SELECT deal_id, change, CAST(is_current AS INT64) FROM `{{dataset}}.closed_won_deals_history` \
@@ -924,6 +924,54 @@ async fn a_merge_ahead_is_invisible_until_the_commit_and_ends_as_one_merge_would
         )
         .await;
     assert_eq!(closed_at_the_deletion, vec![cell(&["1"])]);
+
+    // r5: the merge ahead in steps, the first one smaller than what is staged; then deals staged again after a
+    // step (deal 10 edited since, deal 9's older version: a page delivered twice) stop the steps, and the commit
+    // ends as one merge: every deal once, at its newest version, with one history version; deal 2 (un-won in r2)
+    // is won again.
+    let r5 = run("r5", 400, 500);
+    w.begin_run(&r5).await.expect("begin_run");
+    w.stage(&r5, &[won("9", 410), won("10", 410)]).await.expect("stage");
+    let took = w.merge_ahead(&r5, 1).await.expect("a step of one row");
+    assert!(took <= 1, "a step takes at most what it is given: {took}");
+    w.merge_ahead(&r5, usize::MAX).await.expect("a step");
+    w.stage(&r5, &[won("11", 420), won("2", 420)]).await.expect("stage");
+    w.merge_ahead(&r5, usize::MAX).await.expect("a step");
+    w.stage(&r5, &[won("12", 430), won("10", 415), won("9", 405)]).await.expect("stage");
+    w.merge_ahead(&r5, usize::MAX).await.expect("a step over a deal staged before");
+    w.stage(&r5, &[won("13", 450)]).await.expect("stage");
+    w.merge_ahead(&r5, usize::MAX).await.expect("a step after it");
+    let ids = ["2", "9", "10", "11", "12", "13"];
+    let of_r5 = |table: &'static str| async move {
+        w.rows(&format!(
+            "SELECT deal_id, CAST(is_closed_won AS INT64) FROM `{{{{dataset}}}}.{table}` \
+             WHERE deal_id IN ('2', '9', '10', '11', '12', '13') AND run_id = 'r5' ORDER BY deal_id"
+        ))
+        .await
+    };
+    assert_eq!(of_r5("closed_won_deals").await, Vec::<Vec<Option<String>>>::new(), "invisible before the commit");
+    let counts = w.commit(&r5, &report()).await.expect("commit");
+    assert_eq!((counts.upserted, counts.unwon), (6, 0));
+    let rows = stored(w).await;
+    for id in ids {
+        assert!(rows[id].is_closed_won && !rows[id].is_deleted, "deal {id} won");
+    }
+    assert_eq!(rows["9"].deal.modified_time, t(410), "the newest version, not the one staged last");
+    assert_eq!(rows["10"].deal.modified_time, t(415));
+    assert_eq!(rows["13"].deal.modified_time, t(450));
+    assert_eq!(
+        of_r5("closed_won_deals_history").await,
+        ["10", "11", "12", "13", "2", "9"].iter().map(|id| cell(&[id, "1"])).collect::<Vec<_>>(),
+        "one history version per deal"
+    );
+    assert_eq!(
+        w.rows(
+            "SELECT change, CAST(is_current AS INT64) FROM `{{dataset}}.closed_won_deals_history` \
+             WHERE deal_id = '2' ORDER BY valid_from"
+        )
+        .await,
+        vec![cell(&["won", "0"]), cell(&["unwon", "0"]), cell(&["won", "1"])]
+    );
 }
 
 async fn an_incomplete_commit_merges_what_was_fetched_but_records_the_run_failed<W: Backend>(w: &W, _: &Env) {
