@@ -137,7 +137,9 @@ pub(crate) async fn fetch_and_stage<W: Warehouse + 'static>(
                 loop {
                     // Staging comes first (a batch that waits holds a page the fetchers could replace with the
                     // next one), and a step takes at most MERGE_STEP_ROWS rows, so a page waits at most one step.
-                    if merging && rx.is_empty() && unmerged >= MERGE_STEP_MIN_ROWS && staged >= MERGE_AHEAD_MIN_ROWS {
+                    // Once every batch is in (the channel closed), the commit merges the rest in one go.
+                    let waiting = !rx.is_empty() || rx.is_closed();
+                    if merging && !waiting && unmerged >= MERGE_STEP_MIN_ROWS && staged >= MERGE_AHEAD_MIN_ROWS {
                         let took = warehouse.merge_ahead(&run, MERGE_STEP_ROWS).await?;
                         unmerged = if took == 0 { 0 } else { unmerged.saturating_sub(took) };
                         continue;
