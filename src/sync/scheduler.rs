@@ -875,15 +875,16 @@ mod tests {
     async fn schedule(source: &Arc<Scripted>, passes: &[Pass], streams: usize) -> Outcome {
         let started = tokio::time::Instant::now();
         let mut read: HashMap<(bool, u64), u32> = HashMap::new();
-        let stats = run(Arc::clone(source), window(), passes, streams, Milestones::default(), as_read, |filter, records| {
-            for r in &records {
-                let id = r["id"].as_str().and_then(|s| s.parse().ok()).expect("an id");
-                *read.entry((filter == StageFilter::Won, id)).or_default() += 1;
-            }
-            async { true }
-        })
-        .await
-        .expect("paged");
+        let stats =
+            run(Arc::clone(source), window(), passes, streams, Milestones::default(), as_read, |filter, records| {
+                for r in &records {
+                    let id = r["id"].as_str().and_then(|s| s.parse().ok()).expect("an id");
+                    *read.entry((filter == StageFilter::Won, id)).or_default() += 1;
+                }
+                async { true }
+            })
+            .await
+            .expect("paged");
         Outcome { stats, read, rounds: started.elapsed().as_secs_f64() / LATENCY.as_secs_f64() }
     }
 
@@ -969,7 +970,9 @@ mod tests {
         let told = tokio::spawn(async move { rx.await.map(|()| started.elapsed()) });
         let passes = [Pass { filter: StageFilter::Won, expected: n }];
         let milestones = Milestones { all_asked: Some(tx), ..Milestones::default() };
-        run(Arc::clone(&source), window(), &passes, 4, milestones, as_read, |_, _| async { true }).await.expect("paged");
+        run(Arc::clone(&source), window(), &passes, 4, milestones, as_read, |_, _| async { true })
+            .await
+            .expect("paged");
         let done = started.elapsed();
         let told = told.await.expect("joined").expect("told before the sender was dropped");
         // Told when the last pages were asked for: one page's latency before the end, not after it.
@@ -1003,7 +1006,10 @@ mod tests {
             } else {
                 let rounds = (done - near).as_secs_f64() / LATENCY.as_secs_f64();
                 let expected = NEAR_END_ROUNDS as f64 + 1.0;
-                assert!((rounds - expected).abs() < 0.01, "{n} rows, {streams} streams: told {rounds} rounds before the end");
+                assert!(
+                    (rounds - expected).abs() < 0.01,
+                    "{n} rows, {streams} streams: told {rounds} rounds before the end"
+                );
             }
             assert!(near <= all, "near the end before all pages are asked for");
         }
