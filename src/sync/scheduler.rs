@@ -292,8 +292,10 @@ where
         split_for_idle(&mut ready, &mut states, free, &mut stats);
         launch(&mut ready, &mut states, &mut in_flight, free, &source, &mut stats);
         if let Some((filter, records)) = unmapped.take() {
-            let map = Arc::clone(&map);
-            mapping.spawn(async move { (filter, map(filter, records)) }.in_current_span());
+            // On the blocking pool: mapping a page is milliseconds of CPU, and on the runtime's workers it would
+            // hold up the answers of the pages in flight, and so the next pages' requests.
+            let (map, span) = (Arc::clone(&map), tracing::Span::current());
+            mapping.spawn_blocking(move || span.in_scope(|| (filter, map(filter, records))));
         }
         milestones.tell(&ready, &states, streams);
         if in_flight.is_empty() && mapping.is_empty() {
