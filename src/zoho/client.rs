@@ -24,6 +24,9 @@ use super::Error;
 use crate::error_chain::Chain;
 use crate::retry::{retry, RetryPolicy};
 
+/// Answers at least this long are parsed on the blocking pool (a 2,000-row COQL page is ~2–4 MB).
+const PARSE_APART_BYTES: usize = 256 * 1024;
+
 /// Calls and credits spent, as Zoho counts them.
 #[derive(Debug, Default)]
 pub struct Usage {
@@ -134,7 +137,11 @@ impl ZohoClient {
 
     /// [`coql`](Self::coql), its answer read as `D` straight from the text (`None` = 204): a page of deals is
     /// read record by record this way (`deals::RawPage`) instead of as one JSON tree of the whole page.
-    pub async fn coql_as<D: DeserializeOwned>(&self, select_query: &str, limit: u32) -> Result<Option<D>, Error> {
+    pub async fn coql_as<D: DeserializeOwned + Send + 'static>(
+        &self,
+        select_query: &str,
+        limit: u32,
+    ) -> Result<Option<D>, Error> {
         let credits = coql_credits(limit);
         let body = serde_json::json!({ "select_query": select_query });
         self.call("coql", credits, |http, url| http.post(url).json(&body), &[]).await
@@ -148,7 +155,7 @@ impl ZohoClient {
         headers: &[(&str, String)],
     ) -> Result<Option<D>, Error>
     where
-        D: DeserializeOwned,
+        D: DeserializeOwned + Send + 'static,
         F: Fn(&reqwest::Client, reqwest::Url) -> reqwest::RequestBuilder,
     {
         // A 401 INVALID_TOKEN (expired or revoked token) gets one fresh token and one more try.
@@ -194,7 +201,7 @@ impl ZohoClient {
         token: &AccessToken,
     ) -> Result<Option<D>, Error>
     where
-        D: DeserializeOwned,
+        D: DeserializeOwned + Send + 'static,
         F: Fn(&reqwest::Client, reqwest::Url) -> reqwest::RequestBuilder,
     {
         // The credits are reserved before the call, atomically, so concurrent calls can never together pass the
@@ -233,7 +240,15 @@ impl ZohoClient {
             .map(Duration::from_secs);
         refuse_redirect(&endpoint, &resp)?;
         let text = read_capped(&endpoint, resp).await?;
-        classify_as(&endpoint, status, &text, retry_after)
+        if text.len() < PARSE_APART_BYTES {
+            return classify_as(&endpoint, status, &text, retry_after);
+        }
+        // A page of records is megabytes of JSON, milliseconds to parse: on the blocking pool, so that the
+        // runtime's workers go on reading the other calls' answers meanwhile.
+        let what = endpoint.clone();
+        tokio::task::spawn_blocking(move || classify_as(&endpoint, status, &text, retry_after))
+            .await
+            .map_err(|e| Error::malformed_from(what, "parsing the answer failed", e))?
     }
 }
 
