@@ -189,9 +189,16 @@ async fn run(args: Args) -> Result<serde_json::Value, BoxError> {
     }))
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    match run(Args::parse()).await {
+fn main() -> std::process::ExitCode {
+    // The job's own runtime (its blocking pool is capped), so that the pipeline runs here as it does in the job.
+    let runtime = match zoho_deals_sync::app::runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("bench_overlap: could not start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(Args::parse())) {
         Ok(v) => {
             println!("{v}");
             std::process::ExitCode::SUCCESS

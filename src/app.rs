@@ -19,6 +19,16 @@ use crate::zoho::client::{http_client, ZohoClient};
 use crate::zoho::deals;
 use crate::zoho::token_cache::TokenCache;
 
+/// The job's async runtime. Blocking work (SQLite calls, and parsing and mapping pages) runs on as many threads
+/// as there are cores (at least 2), not on a pool that grows to a dozen: every thread that allocates gets a malloc
+/// arena of its own, and the arenas' free memory added 10–25 MiB of peak RSS at 1M deals (measured side by side:
+/// 49–57 MiB, against 62–75 MiB uncapped). No blocking task waits for another one to start, so a queue there
+/// only delays.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let blocking_threads = std::thread::available_parallelism().map_or(2, std::num::NonZero::get).max(2);
+    tokio::runtime::Builder::new_multi_thread().max_blocking_threads(blocking_threads).enable_all().build()
+}
+
 /// Runs the command the user asked for.
 pub async fn run(cli: Cli) -> Result<ExitCode, Error> {
     match cli.command.unwrap_or(Command::Sync(SyncArgs::default())) {

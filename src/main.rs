@@ -23,7 +23,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(ExitCode::Config.code());
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match zoho_deals_sync::app::runtime() {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "could not start the async runtime");
