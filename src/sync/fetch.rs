@@ -253,7 +253,7 @@ pub(crate) async fn fetch_and_stage<W: Warehouse + 'static>(
             fetchers.spawn(
                 async move {
                     let mut quarantined = Quarantine::default();
-                    // Mapped in the page's own task as it comes back (see `scheduler::run`).
+                    // Mapped on the blocking pool as it comes back (see `scheduler::run`).
                     // Each record becomes a JSON tree only while it is mapped; its text is freed as it is.
                     let map = move |filter, records: Vec<deals::RawRecord>| {
                         let n = records.len();
