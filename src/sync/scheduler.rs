@@ -220,9 +220,10 @@ impl PassState {
 /// text), so that slice's next page is asked for before this one is mapped: mapping 2,000 records takes a
 /// tenth of a second of CPU, which would otherwise sit between every two pages of a chain. Its records are
 /// then turned into the caller's form by `map` on the blocking pool (pages are mapped in parallel, and the
-/// runtime's workers stay free to read the answers of the pages in flight) and handed to `on_page` once mapped. Pages in flight and pages held for mapping are at most `streams + 1` together (one
-/// more than when pages were mapped in their fetching task): while that many are held, no new page is asked
-/// for, so memory stays bounded when mapping is slower than Zoho (at zero latency). The blocking pool is capped
+/// runtime's workers stay free to read the answers of the pages in flight) and handed to `on_page` once mapped.
+/// Pages in flight and pages held for mapping are at most `streams + 1` together (one more than when pages were
+/// mapped in their fetching task): while that many are held, no new page is asked for, so memory stays bounded
+/// when mapping is slower than Zoho (at zero latency). The blocking pool is capped
 /// at the cores (`app::runtime`): each of its threads allocates from its own malloc arena, and uncapped, a
 /// backfill of a million deals peaked 15-30 MiB higher.
 ///
