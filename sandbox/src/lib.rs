@@ -110,6 +110,7 @@ impl Sandbox {
             token_rng: Mutex::new(Rng::new(entropy.rotate_left(17))),
             page_tokens: Mutex::new(HashMap::new()),
             clock_offset_secs: std::sync::atomic::AtomicI64::new(0),
+            coql_triggers: Mutex::new(Vec::new()),
         });
         let (tx, rx) = watch::channel(false);
         let task = tokio::spawn(server::serve(listener, server::router(state), rx));

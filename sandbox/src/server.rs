@@ -74,7 +74,10 @@ fn too_many(message: &str) -> Response {
 /// credits.
 async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response {
     let st = &g.st;
-    st.stats(|s| s.call(g.key));
+    let nth = st.stats(|s| {
+        s.call(g.key);
+        s.calls.get(g.key).copied().unwrap_or(0)
+    });
     let faults = st.faults();
 
     let token = req
@@ -85,6 +88,9 @@ async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response {
         .map(str::trim);
     // Only the `Zoho-oauthtoken` scheme is accepted: whether CRM takes `Bearer` is UNCONFIRMED.
     let access = token.map_or(Access::NotLive, |t| lock(&st.auth).check(t, g.scopes, Instant::now()));
+    if g.key == "coql" {
+        fire_coql_triggers(st, nth);
+    }
     if access == Access::NotLive {
         st.stats(|s| s.unauthorized += 1);
         // Zoho's docs show INVALID_TOKEN; AUTHENTICATION_FAILURE is seen in the wild for the same cases
@@ -237,6 +243,31 @@ async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response {
     resp
 }
 
+/// Fires (and disarms) the triggers armed for the `nth` COQL call (see [`crate::state::CoqlTrigger`]). A control
+/// patch was checked when it was armed; should it fail now, the knobs stay as they were.
+fn fire_coql_triggers(st: &AppState, nth: u64) {
+    let due: Vec<_> = {
+        let mut armed = lock(&st.coql_triggers);
+        if armed.is_empty() {
+            return;
+        }
+        let (due, rest) = std::mem::take(&mut *armed).into_iter().partition(|t| t.call == nth);
+        *armed = rest;
+        due
+    };
+    for t in due {
+        if t.revoke_access_tokens {
+            lock(&st.auth).revoke_all_access();
+        }
+        if let Some(patch) = &t.control {
+            let mut faults = lock(&st.faults);
+            if let Ok(new) = faults.patched(patch) {
+                *faults = new;
+            }
+        }
+    }
+}
+
 /// The kind of a CRM call for the call log: a COQL body is read (and put back) to tell a `COUNT` from a page.
 async fn classify(key: &'static str, req: Request) -> Result<(Request, CallKind), Response> {
     if key != "coql" {
@@ -321,6 +352,7 @@ pub fn router(st: Arc<AppState>) -> Router {
         .route("/__sandbox/reset-stats", post(control::reset_stats))
         .route("/__sandbox/control", post(control::set_control).get(control::get_control))
         .route("/__sandbox/revoke-access-tokens", post(control::revoke_access_tokens))
+        .route("/__sandbox/on-coql-call", post(control::on_coql_call))
         .route("/__sandbox/grant-code", post(control::grant_code))
         .route("/__sandbox/mutate", post(control::mutate))
         .route("/__sandbox/clock", post(control::advance_clock))

@@ -111,6 +111,26 @@ pub struct AppState {
     pub page_tokens: Mutex<HashMap<String, PageCursor>>,
     /// How far the sandbox's clock runs ahead of the wall clock (`POST /__sandbox/clock`), in seconds.
     pub clock_offset_secs: std::sync::atomic::AtomicI64,
+    /// Actions armed by `POST /__sandbox/on-coql-call`, each fired once by the COQL call it waits for.
+    pub coql_triggers: Mutex<Vec<CoqlTrigger>>,
+}
+
+/// What the `call`-th COQL call (as `stats.calls.coql` counts it) does on arrival, after its own authentication
+/// and fault knobs were taken: it revokes every access token and/or patches the fault knobs, so every CRM call
+/// arriving after it meets the change and the call itself does not. Fired inside the sandbox, so a test's
+/// "mid-run" event lands between two calls however slow or loaded the machine is (a test polling the stats and
+/// then posting `/__sandbox/control` can come too late).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoqlTrigger {
+    /// The COQL call that fires it (1 = the first counted since the last `reset-stats`).
+    pub call: u64,
+    /// Revoke every live access token, as `POST /__sandbox/revoke-access-tokens` does.
+    #[serde(default)]
+    pub revoke_access_tokens: bool,
+    /// A partial fault-knob object, as `POST /__sandbox/control` takes.
+    #[serde(default)]
+    pub control: Option<serde_json::Value>,
 }
 
 impl AppState {

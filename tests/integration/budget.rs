@@ -4,9 +4,9 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
-use zoho_sandbox::{Faults, SandboxConfig};
+use zoho_sandbox::SandboxConfig;
 
-use crate::helpers::{after_coql_calls, assert_equals_ground_truth, next_second, TestApp};
+use crate::helpers::{assert_equals_ground_truth, next_second, TestApp};
 
 /// `credits=N` from the run's summary line: the job's own count, retries included.
 fn credits_spent(stdout: &str) -> u64 {
@@ -88,9 +88,8 @@ async fn a_budgeted_backfill_commits_a_prefix_and_names_the_command_that_finishe
 
 #[tokio::test]
 async fn retries_that_use_up_the_budget_mid_run_stop_before_it_merge_what_was_fetched_and_record_the_run_failed() {
-    // One slice, pages one after another, each slow enough that the faults switch on between two pages.
-    let faults = Faults { latency_ms: 150, ..Faults::default() };
-    let mut app = TestApp::spawn(SandboxConfig { deals: 12_000, faults, ..SandboxConfig::default() }).await;
+    // One slice, pages one after another, so that the faults switch on between two pages.
+    let mut app = TestApp::spawn(SandboxConfig { deals: 12_000, ..SandboxConfig::default() }).await;
     app.extra_env = vec![("ZOHO_CONCURRENCY".into(), "1".into())];
     // A fixed window, so the dry run and the run count the same deals.
     let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
@@ -116,10 +115,11 @@ async fn retries_that_use_up_the_budget_mid_run_stop_before_it_merge_what_was_fe
 
     // The budget pays for the whole plan and one retry of a page, not for a storm of them.
     let budget = (estimate + 3).to_string();
-    // Once the first page is requested (after the plan's count), every call fails.
-    let failer = after_coql_calls(&app, 2, "/__sandbox/control", json!({"rate_500": 1.0}));
+    // The first page (the COQL call after the plan's count) switches the faults on as it arrives, inside the
+    // sandbox: it is answered, and every call after it fails, however fast or loaded the machine.
+    app.control("/__sandbox/on-coql-call", json!({"call": 2, "control": {"rate_500": 1.0}})).await;
     let out = app.run(&[&["sync", "--max-credits", budget.as_str()][..], &window[..]].concat()).await;
-    assert!(failer.await.expect("failer").is_some_and(|s| s.is_success()), "the faults were switched on mid-run");
+    assert_eq!(app.stats().await["faults"]["500"].as_u64().map(|n| n > 0), Some(true), "the faults came mid-run");
     assert_eq!(out.code, 6, "{}", out.all());
     assert!(out.stderr.contains("retries count too"), "{}", out.stderr);
     assert!(app.stats().await["credits_total"].as_u64().expect("credits") <= estimate + 3);

@@ -5,7 +5,7 @@
 use serde_json::{json, Value};
 use zoho_sandbox::{Profile, SandboxConfig};
 
-use crate::helpers::{after_coql_calls, assert_equals_ground_truth, next_second, TestApp};
+use crate::helpers::{assert_equals_ground_truth, next_second, TestApp};
 
 /// A sandbox org of `profile` with `deals` deals.
 async fn org(profile: Profile, deals: usize) -> TestApp {
@@ -152,15 +152,15 @@ async fn check_fails_naming_the_permission_when_the_profile_cannot_read_deleted_
 #[tokio::test]
 async fn an_authentication_failure_mid_run_mints_a_new_token_once_and_the_run_succeeds() {
     let app = org(Profile::Default, 3000).await;
-    // Every CRM call takes 300 ms, and the tokens are revoked as soon as the first COQL call (the count) has
-    // arrived: it was authenticated on arrival, and the pages, which wait for its answer, meet the revoked token.
-    // (Revoking after a later call can come too late: the job asks for its last page and its reconciliation
-    // count together, so no COQL call may be left to meet the revocation.)
-    app.control("/__sandbox/control", json!({"token_error_code": "AUTHENTICATION_FAILURE", "latency_ms": 300})).await;
-    let revoker = after_coql_calls(&app, 1, "/__sandbox/revoke-access-tokens", json!({}));
+    // The first COQL call (the count) revokes the tokens as it arrives, inside the sandbox, after it was
+    // authenticated: the pages, which wait for its answer, meet the revoked token. (Revoking at a later call can
+    // come too late: the job asks for its last page and its reconciliation count together, so no COQL call may
+    // be left to meet the revocation.)
+    app.control("/__sandbox/control", json!({"token_error_code": "AUTHENTICATION_FAILURE"})).await;
+    app.control("/__sandbox/on-coql-call", json!({"call": 1, "revoke_access_tokens": true})).await;
     let out = app.run(&["sync"]).await;
     assert_eq!(out.code, 0, "{}", out.all());
-    assert!(revoker.await.expect("revoker").is_some(), "the tokens were revoked mid-run");
+    assert!(app.stats().await["unauthorized"].as_u64().unwrap_or(0) > 0, "a call met the revoked token");
     assert!(app.stats().await["token_mints"].as_u64().expect("mints") >= 2, "a second token was minted");
     let since = app.ledger().await.last().expect("a run").window_start;
     assert_equals_ground_truth(&app, since).await;

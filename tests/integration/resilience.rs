@@ -14,7 +14,7 @@ use zoho_deals_sync::zoho::client::{http_client, ZohoClient};
 use zoho_deals_sync::zoho::deals::{self, DealQuery, StageFilter, Window};
 use zoho_sandbox::{Faults, SandboxConfig, DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_REFRESH_TOKEN};
 
-use crate::helpers::{after_coql_calls, assert_equals_ground_truth, modified, next_second, TestApp, Truth};
+use crate::helpers::{assert_equals_ground_truth, modified, next_second, TestApp, Truth};
 
 fn first_window_start(ledger: &[zoho_deals_sync::warehouse::LedgerRow]) -> DateTime<Utc> {
     ledger.last().expect("a run").window_start
@@ -24,13 +24,14 @@ fn first_window_start(ledger: &[zoho_deals_sync::warehouse::LedgerRow]) -> DateT
 async fn twenty_percent_faults_and_a_revoked_token_still_end_equal_to_ground_truth() {
     let faults = Faults { rate_429: 0.08, rate_500: 0.06, rate_drop: 0.06, latency_ms: 15, ..Faults::default() };
     let app = TestApp::spawn(SandboxConfig { deals: 20_000, faults, ..SandboxConfig::default() }).await;
-    // The tokens are revoked mid-run: once the run has started 3 of the 10 or so COQL calls it makes, whatever
-    // the machine's speed.
-    let revoker = after_coql_calls(&app, 3, "/__sandbox/revoke-access-tokens", json!({}));
+    // The tokens are revoked mid-run: the 3rd of the 10 or so COQL calls the run makes revokes them on arrival
+    // (inside the sandbox, so whatever the machine's speed), and the calls after it meet the revoked token.
+    app.control("/__sandbox/on-coql-call", json!({"call": 3, "revoke_access_tokens": true})).await;
     let out = app.run(&["sync", "--since", "200d"]).await;
     assert_eq!(out.code, 0, "{}", out.all());
-    assert!(revoker.await.expect("revoker").is_some_and(|s| s.is_success()), "the tokens were revoked mid-run");
     let stats = app.stats().await;
+    assert!(stats["calls"]["coql"].as_u64().unwrap_or(0) > 3, "the revocation came mid-run: {stats}");
+    assert!(stats["unauthorized"].as_u64().unwrap_or(0) > 0, "a call met the revoked token: {stats}");
     assert!(stats["faults_injected"].as_u64().unwrap_or(0) > 0, "faults were injected: {stats}");
     assert!(out.stderr.contains("minting a new one"), "the revoked token was replaced: {}", out.stderr);
     let ledger = app.warehouse().ledger().await.expect("ledger");

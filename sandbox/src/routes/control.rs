@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use crate::clock;
 use crate::data::MutationRequest;
-use crate::state::{lock, read, write, AppState, Stats};
+use crate::state::{lock, read, write, AppState, CoqlTrigger, Stats};
 
 fn bad(message: String) -> Response {
     (StatusCode::BAD_REQUEST, Json(json!({"error": message}))).into_response()
@@ -68,6 +68,29 @@ pub async fn set_control(State(st): State<Arc<AppState>>, body: Bytes) -> Respon
 pub async fn revoke_access_tokens(State(st): State<Arc<AppState>>) -> Response {
     let n = lock(&st.auth).revoke_all_access();
     (StatusCode::OK, Json(json!({"revoked": n}))).into_response()
+}
+
+/// `POST /__sandbox/on-coql-call` `{"call": N, "revoke_access_tokens": true, "control": {...}}`: arms an action
+/// the N-th COQL call fires on arrival (see [`crate::state::CoqlTrigger`]). A bad control patch is refused now.
+pub async fn on_coql_call(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
+    let trigger: CoqlTrigger = match serde_json::from_slice(&body) {
+        Ok(t) => t,
+        Err(e) => {
+            return bad(format!(
+                "bad on-coql-call request (want {{\"call\": N, \"revoke_access_tokens\"?, \"control\"?}}): {e}"
+            ))
+        }
+    };
+    if trigger.call == 0 {
+        return bad("call counts from 1".to_string());
+    }
+    if let Some(patch) = &trigger.control {
+        if let Err(e) = st.faults().patched(patch) {
+            return bad(e);
+        }
+    }
+    lock(&st.coql_triggers).push(trigger.clone());
+    (StatusCode::OK, Json(json!({"armed": trigger.call}))).into_response()
 }
 
 /// `POST /__sandbox/grant-code`: a fresh single-use grant code.

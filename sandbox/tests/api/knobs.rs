@@ -43,6 +43,31 @@ async fn the_token_error_knob_turns_invalid_token_into_authentication_failure() 
 }
 
 #[tokio::test]
+async fn an_action_armed_for_the_nth_coql_call_hits_the_calls_after_it_and_not_the_call_itself() {
+    let sb = spawn_deals(10).await;
+    let tok = sb.token().await;
+    let q = "select id from Deals where id > 0";
+    // Refused before anything is armed: call 0, an unknown key, a knob that does not exist.
+    for bad in [json!({"call": 0}), json!({"call": 2, "revoke": true}), json!({"call": 2, "control": {"nope": 1}})] {
+        assert_eq!(sb.post_json("/__sandbox/on-coql-call", bad.clone()).await.0, StatusCode::BAD_REQUEST, "{bad}");
+    }
+    let (status, _) = sb.post_json("/__sandbox/on-coql-call", json!({"call": 2, "revoke_access_tokens": true})).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = sb.post_json("/__sandbox/on-coql-call", json!({"call": 4, "control": {"rate_500": 1.0}})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(sb.coql(&tok, q).await.0, StatusCode::OK, "call 1: nothing armed for it");
+    assert_eq!(sb.coql(&tok, q).await.0, StatusCode::OK, "call 2 revokes, and was authenticated before");
+    let (status, v) = sb.coql(&tok, q).await;
+    assert_eq!((status, v["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("INVALID_TOKEN")), "call 3: revoked");
+    let fresh = sb.token().await;
+    assert_eq!(sb.coql(&fresh, q).await.0, StatusCode::OK, "call 4 switches the 500s on, for the calls after it");
+    let (status, v) = sb.coql(&fresh, q).await;
+    assert_eq!((status, v["code"].as_str()), (StatusCode::INTERNAL_SERVER_ERROR, Some("INTERNAL_ERROR")), "call 5");
+    assert_eq!(sb.stats().await["faults"]["500"], json!(1), "one 500 injected, to call 5");
+    assert_eq!(sb.control(json!({})).await["rate_500"], json!(1.0), "fired once, and it stays on");
+}
+
+#[tokio::test]
 async fn running_out_of_credits_names_the_24_hour_limit_unlike_the_concurrency_429() {
     let sb = spawn(SandboxConfig {
         deals: 10,
