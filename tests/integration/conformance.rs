@@ -571,6 +571,9 @@ async fn a_second_run_is_busy_while_the_lease_lives_and_free_after_it_expires<W:
     let mut first = run("first", 0, 100);
     first.lease_ttl = env.short_ttl;
     w.begin_run(&first).await.expect("begin_run");
+    // The first lease expires at most a TTL after this; the waits below count from here, not from the end of
+    // the statements in between, so slow statements (the emulator under load) do not eat the margins.
+    let leased = tokio::time::Instant::now();
 
     let mut second = run("second", 0, 100);
     second.started_at = first.started_at + chrono::Duration::seconds(1);
@@ -582,10 +585,11 @@ async fn a_second_run_is_busy_while_the_lease_lives_and_free_after_it_expires<W:
         other => panic!("expected Busy, got {other:?}"),
     }
 
-    // A heartbeat keeps the lease alive past its first expiry.
-    tokio::time::sleep(half_ttl(env)).await;
+    // A heartbeat keeps the lease alive past its first expiry: asked at half the TTL, checked just after the
+    // first expiry (and half a TTL before the heartbeat's).
+    tokio::time::sleep_until(leased + half_ttl(env)).await;
     w.heartbeat(&first).await.expect("heartbeat");
-    tokio::time::sleep(half_ttl(env) + Duration::from_millis(300)).await;
+    tokio::time::sleep_until(leased + 2 * half_ttl(env) + Duration::from_millis(300)).await;
     let mut third = run("third", 0, 100);
     third.started_at = Utc::now();
     assert!(

@@ -99,8 +99,8 @@ async fn a_backfill_that_merges_ahead_stores_exactly_the_won_deals_and_a_rerun_c
     let app = TestApp::with_deals(30_000).await;
     // The loader merges ahead only while no batch waits to be staged. At zero latency, on a loaded CI machine,
     // pages can arrive faster than they are staged, and the run (correctly) stages to the end and merges at the
-    // commit. Zoho takes hundreds of ms a call: with some latency here, the loader is idle between pages.
-    app.control("/__sandbox/control", serde_json::json!({"latency_ms": 150})).await;
+    // commit. Zoho takes hundreds of ms a call: with that latency here, the loader is idle between pages.
+    app.control("/__sandbox/control", serde_json::json!({"latency_ms": 400})).await;
     let mut env = app.env();
     env.retain(|(k, _)| k != "RUST_LOG" && k != "ZOHO_CONCURRENCY");
     env.push(("RUST_LOG".into(), "zoho_deals_sync=debug".into()));
