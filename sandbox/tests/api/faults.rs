@@ -76,7 +76,7 @@ async fn partial_fault_rates_hit_roughly_that_share_of_calls() {
 async fn calls_beyond_max_concurrency_get_429_and_the_peak_is_recorded() {
     let sb = spawn(SandboxConfig {
         deals: 20,
-        faults: Faults { max_concurrency: 2, latency_ms: 400, ..Faults::default() },
+        faults: Faults { max_concurrency: 2, latency_ms: 1500, ..Faults::default() },
         ..SandboxConfig::default()
     })
     .await;

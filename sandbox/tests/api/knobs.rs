@@ -71,7 +71,7 @@ async fn an_action_armed_for_the_nth_coql_call_hits_the_calls_after_it_and_not_t
 async fn running_out_of_credits_names_the_24_hour_limit_unlike_the_concurrency_429() {
     let sb = spawn(SandboxConfig {
         deals: 10,
-        faults: Faults { credits_per_day: 1, max_concurrency: 1, latency_ms: 300, ..Faults::default() },
+        faults: Faults { credits_per_day: 1, max_concurrency: 1, latency_ms: 1000, ..Faults::default() },
         ..SandboxConfig::default()
     })
     .await;

@@ -94,7 +94,7 @@ async fn jitter_varies_each_call_within_its_bound_and_the_same_seed_repeats_the_
 async fn slow_calls_count_as_in_flight_for_their_whole_latency() {
     let sb = spawn(SandboxConfig {
         deals: 3000,
-        faults: Faults { latency_ms: 100, latency_per_record_ms: 0.05, ..Faults::default() },
+        faults: Faults { latency_ms: 600, latency_per_record_ms: 0.05, ..Faults::default() },
         ..SandboxConfig::default()
     })
     .await;
