@@ -261,11 +261,11 @@ pub async fn run_binary_with_stdin(args: &[&str], env: &[(String, String)], stdi
     }
 }
 
-/// Waits until the wall clock has passed into a new second, so that a mutation stamped in this second is
-/// inside the window of a run that starts now (windows end at a whole second, exclusive).
-/// Posts `body` to the sandbox's control `path` once the sandbox has seen `calls` COQL calls: a fault or a
-/// revocation lands mid-run, at the same point of the run however fast the machine is. Gives up (returning
-/// `None`) after [`RUN_TIMEOUT`], so a run that ends early cannot hang the test.
+/// Posts `body` to the sandbox's control `path` once the sandbox has answered `calls` COQL calls (its call
+/// log, written as a call is answered: their answers were computed before the post). For a change that must
+/// hit the calls after the N-th one, arm it in the sandbox instead (`/__sandbox/on-coql-call`): a post from
+/// here can come late on a loaded machine. Gives up (returning `None`) after [`RUN_TIMEOUT`], so a run that
+/// ends early cannot hang the test.
 pub fn after_coql_calls(
     app: &TestApp,
     calls: u64,
@@ -277,7 +277,10 @@ pub fn after_coql_calls(
         let deadline = tokio::time::Instant::now() + RUN_TIMEOUT;
         loop {
             let stats: Value = http.get(format!("{base}/__sandbox/stats")).send().await.ok()?.json().await.ok()?;
-            if stats["calls"]["coql"].as_u64().unwrap_or(0) >= calls {
+            let answered = stats["call_log"]["entries"]
+                .as_array()
+                .map_or(0, |e| e.iter().filter(|c| c["endpoint"] == "coql").count() as u64);
+            if answered >= calls {
                 break;
             }
             if tokio::time::Instant::now() > deadline {
@@ -316,6 +319,8 @@ pub fn sqlite_rows(path: &std::path::Path, sql: &str) -> Vec<Vec<Option<String>>
     rows
 }
 
+/// Waits until the wall clock has passed into a new second, so that a mutation stamped in this second is
+/// inside the window of a run that starts now (windows end at a whole second, exclusive).
 pub async fn next_second() {
     let ms = Utc::now().timestamp_subsec_millis();
     tokio::time::sleep(Duration::from_millis(u64::from(1000 - ms) + 20)).await;

@@ -277,8 +277,9 @@ async fn a_first_run_only_checks_access_to_deleted_deals_and_the_next_run_flags_
     let truth = app.truth().await;
     let doomed = truth.won_in(now - chrono::Duration::hours(20), now)[0]["id"].as_str().expect("an id").to_owned();
     app.control("/__sandbox/reset-stats", serde_json::json!({})).await;
-    // Every call takes 300 ms, and `doomed` is deleted once the last COQL call (the reconciliation count, asked
-    // with the page) has arrived: both answers were computed with it, so the first run stores it as won.
+    // Every call takes 300 ms, and `doomed` is deleted once the run's last COQL call (the reconciliation count,
+    // asked with the page) has been answered, as the run nears its end: both answers were computed with it, so
+    // the first run stores it as won.
     app.control("/__sandbox/control", serde_json::json!({"latency_ms": 300})).await;
     let deleter =
         after_coql_calls(&app, 3, "/__sandbox/mutate", serde_json::json!({"delete": 1, "only": [doomed.clone()]}));
